@@ -1,0 +1,35 @@
+# tiffin — the two commands of the README, and the checks CI runs.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all deps build test lint unit demo bench headless-check
+
+all: build
+
+deps:
+	@packaging/deps.sh test
+
+build: deps
+	$(CARGO) build --release
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# The headless build must not pull in GTK: a server has no GTK development packages.
+headless-check:
+	@if $(CARGO) tree --no-default-features -e normal,build --prefix none | grep -Eq '^(gtk|gdk|tao|tray-icon|libappindicator)'; then \
+		echo "tiffin: the headless build depends on GTK:" >&2; \
+		$(CARGO) tree --no-default-features -e normal,build -i gtk-sys >&2; exit 1; fi
+	$(CARGO) build --no-default-features --bins
+	@echo "headless build: no GTK dependency"
+
+test: lint headless-check
+	$(CARGO) test --lib --bins --tests -- --test-threads=2
+
+demo: deps
+	$(CARGO) build --release
+	packaging/demo.sh
+
+bench: deps
+	$(CARGO) bench --bench manifest

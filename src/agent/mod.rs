@@ -1,0 +1,5 @@
+//! The agent (DESIGN §3): the privileged helper on each machine. One submodule per pipeline step
+//! (fetch, stage, build, activate, verify, report) plus the persistent state and the daemon loop.
+//!
+//! Must not accept a byte from the server that it has not checked against the manifest, and must
+//! never make a system the boot default before it has been verified.

@@ -1,0 +1,99 @@
+//! The `tiffin` command tree (clap). Each area's arguments live in their own file here and call
+//! into the library; nothing in `cli` does the work itself.
+
+pub mod agent;
+pub mod client;
+pub mod demo;
+pub mod fleet;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit code: success (up to date or updated).
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the operation failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad configuration or usage.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the update was rolled back.
+pub const EXIT_ROLLED_BACK: u8 = 3;
+
+/// Keep a fleet of NixOS machines on the configuration kept in one repository.
+///
+/// The admin publishes each machine's configuration with `tiffin fleet publish`; on every machine
+/// `tiffin agent` fetches it, builds, activates, verifies it can still reach the server (rolling
+/// back when not) and reports back. `tiffin status`, `update` and friends talk to the local agent.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tiffin",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The admin's side: turn the fleet repository into per-host publications and watch the fleet.
+    Fleet(fleet::FleetArgs),
+    /// The privileged agent that keeps this machine on its published configuration (runs as root).
+    Agent(agent::AgentArgs),
+    /// Show the local agent's status.
+    Status(client::StatusArgs),
+    /// Ask the local agent to check the server for a new generation now.
+    Check(client::ClientArgs),
+    /// Ask the local agent to fetch, build and apply the published configuration now.
+    Update(client::ClientArgs),
+    /// Return this machine to the previous system (admin group or root only).
+    Rollback(client::RollbackArgs),
+    /// Print the log of the agent's last cycle.
+    Log(client::ClientArgs),
+    /// Follow the agent's status as it changes.
+    Watch(client::ClientArgs),
+    /// A self-contained fleet sandbox on this machine: publish, update, roll back, with nothing to set up.
+    Demo(demo::DemoArgs),
+}
+
+/// Entry point of the `tiffin` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Fleet(a) => fleet::run(a),
+        Command::Agent(a) => agent::run(a),
+        Command::Status(a) => client::status(a),
+        Command::Check(a) => client::check(a),
+        Command::Update(a) => client::update(a),
+        Command::Rollback(a) => client::rollback(a),
+        Command::Log(a) => client::log(a),
+        Command::Watch(a) => client::watch(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("tiffin: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Logs go to stderr (the journal under systemd); `RUST_LOG` sets the level, default `info`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// What a command that a later piece of work will build answers for now.
+pub fn not_implemented(what: &str) -> anyhow::Result<u8> {
+    eprintln!("tiffin: `{what}` is not implemented yet");
+    Ok(EXIT_USAGE)
+}

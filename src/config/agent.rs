@@ -1,0 +1,231 @@
+//! `/etc/tiffin/agent.toml`, read by `tiffin agent`.
+
+use super::{de_duration, toml_error};
+use crate::status::Policy;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What a new system does once verified: `switch` makes it the boot default too; `boot` only
+/// sets it for the next boot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    #[default]
+    Switch,
+    Boot,
+}
+
+/// Where the running NixOS lives; tests point these at a fake.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemConfig {
+    pub nix: String,
+    pub nix_build: String,
+    pub nix_env: String,
+    /// Empty: run switch-to-configuration directly.
+    pub systemd_run: String,
+    pub profile: PathBuf,
+    pub current_system: PathBuf,
+    pub booted_system: PathBuf,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self {
+            nix: "nix".into(),
+            nix_build: "nix-build".into(),
+            nix_env: "nix-env".into(),
+            systemd_run: "systemd-run".into(),
+            profile: "/nix/var/nix/profiles/system".into(),
+            current_system: "/run/current-system".into(),
+            booted_system: "/run/booted-system".into(),
+        }
+    }
+}
+
+/// The agent's configuration. Every key but `host` and `source` has a default.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub host: String,
+    /// `sftp://user@host:port/` or `file:///path`.
+    pub source: String,
+    #[serde(default = "d::identity")]
+    pub identity: PathBuf,
+    #[serde(default = "d::known_hosts")]
+    pub known_hosts: PathBuf,
+    #[serde(default = "d::state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default = "d::socket")]
+    pub socket: PathBuf,
+    #[serde(default = "d::socket_group")]
+    pub socket_group: String,
+    #[serde(default = "d::admin_group")]
+    pub admin_group: String,
+    #[serde(default = "d::interval", deserialize_with = "de_duration")]
+    pub interval: Duration,
+    #[serde(default = "d::jitter", deserialize_with = "de_duration")]
+    pub jitter: Duration,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default = "d::deadline", deserialize_with = "de_duration")]
+    pub deadline: Duration,
+    #[serde(default)]
+    pub operation: Operation,
+    #[serde(default = "d::verify_timeout", deserialize_with = "de_duration")]
+    pub verify_timeout: Duration,
+    #[serde(default)]
+    pub health_checks: Vec<String>,
+    /// `""` turns the HTTP trigger off.
+    #[serde(default = "d::http_trigger")]
+    pub http_trigger: String,
+    /// Path of the admin's ed25519 public key; when set, unsigned manifests are refused.
+    #[serde(default)]
+    pub trusted_key: String,
+    #[serde(default)]
+    pub system: SystemConfig,
+}
+
+mod d {
+    use std::path::PathBuf;
+    use std::time::Duration;
+    pub fn identity() -> PathBuf {
+        "/etc/tiffin/id_ed25519".into()
+    }
+    pub fn known_hosts() -> PathBuf {
+        "/etc/tiffin/known_hosts".into()
+    }
+    pub fn state_dir() -> PathBuf {
+        "/var/lib/tiffin".into()
+    }
+    pub fn socket() -> PathBuf {
+        "/run/tiffin/agent.sock".into()
+    }
+    pub fn socket_group() -> String {
+        "users".into()
+    }
+    pub fn admin_group() -> String {
+        "wheel".into()
+    }
+    pub fn interval() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn jitter() -> Duration {
+        Duration::from_secs(2 * 60)
+    }
+    pub fn deadline() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn verify_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn http_trigger() -> String {
+        "127.0.0.1:9999".into()
+    }
+}
+
+/// A configuration that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AgentConfigError(pub String);
+
+impl AgentConfig {
+    /// Reads and validates the file.
+    pub fn load(path: &Path) -> Result<Self, AgentConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AgentConfigError(format!("{}: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, AgentConfigError> {
+        let c: AgentConfig =
+            toml::from_str(text).map_err(|e| AgentConfigError(toml_error(origin, text, &e)))?;
+        c.validate(origin)?;
+        Ok(c)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), AgentConfigError> {
+        let bad = |key: &str, why: String| AgentConfigError(format!("{origin}: {key}: {why}"));
+        if self.host.is_empty() {
+            return Err(bad("host", "must not be empty".into()));
+        }
+        if !(self.source.starts_with("sftp://") || self.source.starts_with("file:///")) {
+            return Err(bad(
+                "source",
+                format!(
+                    "{:?} is neither sftp://user@host:port/ nor file:///path",
+                    self.source
+                ),
+            ));
+        }
+        if self.interval.is_zero() {
+            return Err(bad("interval", "must be more than 0s".into()));
+        }
+        if self.verify_timeout.is_zero() {
+            return Err(bad("verify_timeout", "must be more than 0s".into()));
+        }
+        if !self.http_trigger.is_empty()
+            && self.http_trigger.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(bad(
+                "http_trigger",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:9999 (\"\" turns it off)",
+                    self.http_trigger
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = AgentConfig::parse(
+            "host = \"laptop\"\nsource = \"file:///srv/tiffin/laptop\"\n",
+            "a.toml",
+        )
+        .unwrap();
+        assert_eq!(c.interval, Duration::from_secs(900));
+        assert_eq!(c.socket, PathBuf::from("/run/tiffin/agent.sock"));
+        assert_eq!(c.policy, Policy::Auto);
+        assert_eq!(c.system.systemd_run, "systemd-run");
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let e = AgentConfig::parse(
+            "host = \"a\"\nsource = \"file:///x\"\nintervall = \"5m\"\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("agent.toml:3:1:"), "{e}");
+        assert!(e.contains("intervall"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let e = AgentConfig::parse(
+            "host = \"a\"\nsource = \"file:///x\"\ninterval = \"soon\"\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agent.toml:3:") && e.contains("\"soon\""), "{e}");
+    }
+
+    #[test]
+    fn bad_source_scheme_is_refused() {
+        let e = AgentConfig::parse("host = \"a\"\nsource = \"http://x\"\n", "agent.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source") && e.contains("http://x"), "{e}");
+    }
+}

@@ -1,0 +1,252 @@
+//! `fleet.toml` at the root of the admin's repository (DESIGN §7, §10).
+
+use super::{line_col, toml_error};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The file name at the root of a fleet repository.
+pub const FLEET_FILE: &str = "fleet.toml";
+
+/// One host of the fleet.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The host's SSH public key (`ssh-ed25519 AAAA… comment`).
+    pub key: String,
+    /// Source directory relative to the repo; default `hosts/<name>`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Flake `nixosConfigurations` attribute; default the host's name.
+    #[serde(default)]
+    pub attr: Option<String>,
+    /// Its system user on the server; default the host's name.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// The whole fleet file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    #[serde(default = "default_chroot")]
+    pub chroot: PathBuf,
+    #[serde(default)]
+    pub server: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_keep")]
+    pub keep_generations: usize,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostConfig>,
+}
+
+fn default_chroot() -> PathBuf {
+    "/srv/tiffin".into()
+}
+fn default_port() -> u16 {
+    22
+}
+fn default_keep() -> usize {
+    3
+}
+
+/// A fleet file that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FleetConfigError(pub String);
+
+impl HostConfig {
+    pub fn dir_or_default(&self, name: &str) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| Path::new("hosts").join(name))
+    }
+    pub fn attr_or_default<'a>(&'a self, name: &'a str) -> &'a str {
+        self.attr.as_deref().unwrap_or(name)
+    }
+    pub fn user_or_default<'a>(&'a self, name: &'a str) -> &'a str {
+        self.user.as_deref().unwrap_or(name)
+    }
+}
+
+impl FleetConfig {
+    /// Reads `fleet.toml` from a fleet directory.
+    pub fn load(fleet_dir: &Path) -> Result<Self, FleetConfigError> {
+        let path = fleet_dir.join(FLEET_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            FleetConfigError(format!(
+                "{}: {e} (is this a fleet repository? `tiffin fleet init` makes one)",
+                path.display()
+            ))
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates fleet text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, FleetConfigError> {
+        let c: FleetConfig =
+            toml::from_str(text).map_err(|e| FleetConfigError(toml_error(origin, text, &e)))?;
+        let at = |needle: &str| -> String {
+            match text.find(needle) {
+                Some(off) => {
+                    let (l, col) = line_col(text, off);
+                    format!("{origin}:{l}:{col}")
+                }
+                None => origin.to_string(),
+            }
+        };
+        if !c.chroot.is_absolute() {
+            return Err(FleetConfigError(format!(
+                "{}: chroot {:?} must be an absolute path",
+                at("chroot"),
+                c.chroot
+            )));
+        }
+        if c.keep_generations == 0 {
+            return Err(FleetConfigError(format!(
+                "{}: keep_generations must be at least 1",
+                at("keep_generations")
+            )));
+        }
+        for (name, h) in &c.hosts {
+            let here = at(&format!("hosts.{name}"));
+            check_unix_name(name)
+                .map_err(|why| FleetConfigError(format!("{here}: host {name:?}: {why}")))?;
+            if let Some(u) = &h.user {
+                check_unix_name(u).map_err(|why| {
+                    FleetConfigError(format!("{here}: host {name:?}: user {u:?}: {why}"))
+                })?;
+            }
+            check_ssh_public_key(&h.key).map_err(|why| {
+                FleetConfigError(format!("{}: host {name:?}: key: {why}", at(&h.key)))
+            })?;
+            if let Some(d) = &h.dir {
+                if d.is_absolute()
+                    || d.components()
+                        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+                {
+                    return Err(FleetConfigError(format!(
+                        "{here}: host {name:?}: dir {d:?} must be a plain path inside the repository"
+                    )));
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// A name usable as a Unix user name and a path component: `[a-z_][a-z0-9_-]*`, at most 32.
+pub fn check_unix_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    if !first_ok
+        || name.len() > 32
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        return Err(
+            "not usable as a Unix user name and directory: use lower-case letters, digits, '-' and '_', starting with a letter, at most 32 characters"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks the shape of an OpenSSH public key line: type, base64 blob whose embedded type matches.
+pub fn check_ssh_public_key(key: &str) -> Result<(), String> {
+    let mut parts = key.split_whitespace();
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+        return Err(
+            "expected \"<type> <base64> [comment]\", e.g. \"ssh-ed25519 AAAA… root@host\"".into(),
+        );
+    };
+    const KINDS: &[&str] = &[
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+    ];
+    if !KINDS.contains(&kind) {
+        return Err(format!("unknown key type {kind:?}"));
+    }
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .map_err(|e| format!("the key data is not valid base64: {e}"))?;
+    // The blob starts with a length-prefixed copy of the key type.
+    let inner = raw
+        .get(..4)
+        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        .and_then(|n| raw.get(4..4 + n));
+    if inner != Some(kind.as_bytes()) {
+        return Err(format!("the key data does not hold a {kind} key"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@laptop";
+
+    #[test]
+    fn parses_hosts_with_defaults() {
+        let c = FleetConfig::parse(
+            &format!("server = \"s\"\n[hosts.laptop]\nkey = \"{KEY}\"\n"),
+            "fleet.toml",
+        )
+        .unwrap();
+        let h = &c.hosts["laptop"];
+        assert_eq!(h.dir_or_default("laptop"), PathBuf::from("hosts/laptop"));
+        assert_eq!(c.keep_generations, 3);
+        assert_eq!(c.chroot, PathBuf::from("/srv/tiffin"));
+    }
+
+    #[test]
+    fn bad_host_name_names_line() {
+        let e = FleetConfig::parse(&format!("\n[hosts.Bad]\nkey = \"{KEY}\"\n"), "fleet.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("fleet.toml:2:2:") && e.contains("\"Bad\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn malformed_key_is_refused_with_position() {
+        let e = FleetConfig::parse("[hosts.a]\nkey = \"ssh-ed25519 AAAA!!\"\n", "fleet.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fleet.toml:2:") && e.contains("base64"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_host_is_refused() {
+        let e = FleetConfig::parse(
+            &format!("[hosts.a]\nkey = \"{KEY}\"\n[hosts.a]\nkey = \"{KEY}\"\n"),
+            "fleet.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("fleet.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let e = FleetConfig::parse("chroott = \"/x\"\n", "fleet.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("fleet.toml:1:1:") && e.contains("chroott"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! The socket protocol between the agent and its clients (DESIGN §5).
+//!
+//! Owns the wire format: newline-delimited JSON envelopes, their limits and their errors. Only
+//! this module turns bytes into requests and statuses into bytes; the rest of the code speaks the
+//! Rust types of [`protocol`] and [`crate::status`].
+
+pub mod protocol;
+
+pub use protocol::{Command, ErrorCode, Event, Request, Response, WireError, PROTOCOL_VERSION};

@@ -1,0 +1,151 @@
+//! The agent's status: the single source of truth for every UI (DESIGN §5).
+//!
+//! Plain data with serde derives; the wire encoding around it lives in `ipc`. Times are Unix
+//! seconds (UTC) so that every UI can say "10 min ago" against its own clock.
+
+use serde::{Deserialize, Serialize};
+
+/// Where the agent's pipeline is (DESIGN §3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Idle,
+    Checking,
+    Downloading,
+    Building,
+    Activating,
+    Verifying,
+    Committing,
+    RollingBack,
+}
+
+impl Phase {
+    /// True while a cycle that changes the machine is under way.
+    pub fn is_busy(self) -> bool {
+        !matches!(self, Phase::Idle | Phase::Checking)
+    }
+}
+
+/// When a new generation is applied (DESIGN §3, policy per host).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    #[default]
+    Auto,
+    Notify,
+}
+
+/// How a cycle ended; the same words go into reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    UpToDate,
+    Updated,
+    Failed,
+    RolledBack,
+    /// The agent was stopped in the middle of a cycle; found at the next start.
+    Interrupted,
+}
+
+/// The result of the last check against the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckResult {
+    UpToDate,
+    UpdateAvailable,
+    Unreachable,
+    Failed,
+}
+
+/// Download progress while in [`Phase::Downloading`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub done_files: u64,
+    pub total_files: u64,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastCheck {
+    pub at: u64,
+    pub result: CheckResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastUpdate {
+    pub at: u64,
+    pub generation: u64,
+    pub outcome: Outcome,
+    /// The step that failed (`build`, `activate`, …) when the outcome is not a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackInfo {
+    pub at: u64,
+    /// The generation whose activation was rolled back.
+    pub generation: u64,
+    pub from_system: String,
+    pub to_system: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackState {
+    /// A previous system exists to roll back to.
+    pub previous_available: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<RollbackInfo>,
+}
+
+/// Everything a UI shows about the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub host: String,
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_generation: Option<u64>,
+    /// When the applied generation was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<u64>,
+    /// A newer generation found on the server and not applied yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<LastCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update: Option<LastUpdate>,
+    pub rollback: RollbackState,
+    pub reboot_needed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check: Option<u64>,
+    pub policy: Policy,
+    /// Notify policy: when the available generation is applied anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
+    /// None until the first contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_reachable: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_system: Option<String>,
+    /// The group whose members (and root) may roll back; UIs use it to enable the action.
+    #[serde(default)]
+    pub admin_group: String,
+}
+
+/// Now, as Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
