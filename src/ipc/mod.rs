@@ -4,6 +4,9 @@
 //! this module turns bytes into requests and statuses into bytes; the rest of the code speaks the
 //! Rust types of [`protocol`] and [`crate::status`].
 
+pub mod client;
+pub mod codec;
 pub mod protocol;
 
+pub use client::{Client, ClientError, Incoming};
 pub use protocol::{Command, ErrorCode, Event, Request, Response, WireError, PROTOCOL_VERSION};

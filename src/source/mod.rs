@@ -1,4 +1,257 @@
 //! Where the agent reads its publication from (DESIGN §3 step 1): `sftp://user@host:port/` over
 //! ssh2 with a pinned host key, or `file:///path` with the same layout on a local disk.
 //!
-//! Knows the publication layout (current, gens/N, logs/) but nothing of builds or systems.
+//! Knows the publication layout (`current`, `gens/<N>/manifest.json`, `gens/<N>/tree/…`, `logs/`)
+//! but nothing of builds or systems. Every read is bounded by what the caller expects.
+
+mod file;
+
+pub use file::FileSource;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+/// A parsed `source` setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceUrl {
+    /// `file:///path`: the host's publication directory on a local disk.
+    File(PathBuf),
+    /// `sftp://user@host:port/path`: the host's chroot on the server (path usually `/`).
+    Sftp {
+        user: String,
+        host: String,
+        port: u16,
+        path: String,
+    },
+}
+
+impl SourceUrl {
+    pub fn parse(s: &str) -> Result<Self, SourceError> {
+        let bad = |why: &str| SourceError::BadUrl {
+            url: s.to_string(),
+            why: why.to_string(),
+        };
+        if let Some(p) = s.strip_prefix("file://") {
+            if !p.starts_with('/') {
+                return Err(bad(
+                    "a file source needs an absolute path: file:///srv/tiffin/HOST",
+                ));
+            }
+            return Ok(SourceUrl::File(PathBuf::from(p)));
+        }
+        let rest = s
+            .strip_prefix("sftp://")
+            .ok_or_else(|| bad("expected sftp://user@host:port/ or file:///path"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (user, hostport) = authority
+            .split_once('@')
+            .ok_or_else(|| bad("missing user: sftp://user@host:port/"))?;
+        if user.is_empty() {
+            return Err(bad("empty user name"));
+        }
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            // [v6]:port
+            let (h, after) = h.split_once(']').ok_or_else(|| bad("unclosed [ in host"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad("port is not a number"))?,
+                None if after.is_empty() => 22,
+                None => return Err(bad("garbage after ]")),
+            };
+            (h.to_string(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().map_err(|_| bad("port is not a number"))?,
+                ),
+                None => (hostport.to_string(), 22),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        Ok(SourceUrl::Sftp {
+            user: user.to_string(),
+            host,
+            port,
+            path: path.to_string(),
+        })
+    }
+}
+
+/// Why a source operation failed. Each variant says what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    /// The server could not be reached or the connection broke.
+    #[error("{place}: server unreachable: {why}")]
+    Unreachable { place: String, why: String },
+    /// The server's host key is not the pinned one.
+    #[error(
+        "{place}: server host key {found} is not the pinned key ({expected}); refusing to connect"
+    )]
+    HostKey {
+        place: String,
+        found: String,
+        expected: String,
+    },
+    #[error("{place}: authentication failed: {why}")]
+    Auth { place: String, why: String },
+    #[error("{place}: permission denied")]
+    Permission { place: String },
+    #[error("{place}: not found")]
+    NotFound { place: String },
+    /// The publication does not have the expected shape (hostile or broken server).
+    #[error("{place}: {why}")]
+    Layout { place: String, why: String },
+    #[error("{place}: more than the {limit} bytes expected")]
+    TooLarge { place: String, limit: u64 },
+    #[error("{place}: {source}")]
+    Io {
+        place: String,
+        source: std::io::Error,
+    },
+}
+
+impl SourceError {
+    /// True when the server was not reachable (as opposed to a refusal or a broken publication).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, SourceError::Unreachable { .. })
+    }
+}
+
+/// A publication the agent can read its generations from and upload its logs to.
+pub trait Source: Send {
+    /// Where this source is, for messages (`sftp://laptop@server:22/`).
+    fn describe(&self) -> String;
+
+    /// The one small round trip of a no-change check: the generation `current` points to, or
+    /// `None` when nothing is published yet.
+    fn current_generation(&mut self) -> Result<Option<u64>, SourceError>;
+
+    /// The bytes of `gens/<N>/manifest.json`, at most `limit` bytes.
+    fn read_manifest(&mut self, generation: u64, limit: u64) -> Result<Vec<u8>, SourceError>;
+
+    /// Streams `gens/<N>/tree/<path>` into `out`; more than `limit` bytes is an error.
+    /// Returns the number of bytes written.
+    fn read_file(
+        &mut self,
+        generation: u64,
+        path: &str,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<u64, SourceError>;
+
+    /// Writes `logs/<name>` (a plain file name) so that a reader never sees half of it.
+    fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError>;
+}
+
+/// Parses the target of the `current` link: `gens/<N>`.
+pub fn parse_current_target(target: &str, place: &str) -> Result<u64, SourceError> {
+    target
+        .trim_end_matches('/')
+        .strip_prefix("gens/")
+        .and_then(|n| {
+            if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() && n.len() < 20 {
+                n.parse().ok()
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| SourceError::Layout {
+            place: place.to_string(),
+            why: format!("`current` points to {target:?}, not gens/<number>"),
+        })
+}
+
+/// Checks that a log name is a plain file name (no directories, no hidden files).
+pub fn check_log_name(name: &str) -> Result<(), SourceError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(SourceError::Layout {
+            place: format!("logs/{name}"),
+            why: "not a plain log file name".into(),
+        })
+    }
+}
+
+/// Opens the source of an agent configuration. For `sftp://` this connects and authenticates.
+pub fn open(config: &crate::config::AgentConfig) -> Result<Box<dyn Source>, SourceError> {
+    match SourceUrl::parse(&config.source)? {
+        SourceUrl::File(p) => Ok(Box::new(FileSource::new(p))),
+        SourceUrl::Sftp { .. } => Err(SourceError::BadUrl {
+            url: config.source.clone(),
+            why: "sftp sources are not implemented yet".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sftp_urls_with_defaults() {
+        assert_eq!(
+            SourceUrl::parse("sftp://laptop@fleet.example.org:2222/").unwrap(),
+            SourceUrl::Sftp {
+                user: "laptop".into(),
+                host: "fleet.example.org".into(),
+                port: 2222,
+                path: "/".into()
+            }
+        );
+        assert_eq!(
+            SourceUrl::parse("sftp://a@[::1]").unwrap(),
+            SourceUrl::Sftp {
+                user: "a".into(),
+                host: "::1".into(),
+                port: 22,
+                path: "/".into()
+            }
+        );
+        assert_eq!(
+            SourceUrl::parse("file:///srv/tiffin/a").unwrap(),
+            SourceUrl::File("/srv/tiffin/a".into())
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_urls_with_the_reason() {
+        for (u, why) in [
+            ("sftp://host:22/", "missing user"),
+            ("sftp://a@h:port/", "port"),
+            ("file://relative", "absolute"),
+            ("https://x/", "expected"),
+        ] {
+            let e = SourceUrl::parse(u).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(u), "{u}: {e}");
+        }
+    }
+
+    #[test]
+    fn current_target_must_be_a_generation() {
+        assert_eq!(parse_current_target("gens/42", "x").unwrap(), 42);
+        for t in ["gens/../etc", "/etc", "gens/", "gens/1x", "tree"] {
+            assert!(parse_current_target(t, "x").is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn log_names_are_plain() {
+        assert!(check_log_name("2026-11-25T10:00:00Z-g3-updated.json").is_ok());
+        for n in ["../x", "a/b", ".hidden", ""] {
+            assert!(check_log_name(n).is_err(), "{n}");
+        }
+    }
+}

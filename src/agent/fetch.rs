@@ -1,0 +1,472 @@
+//! Step 1–2 of the pipeline: the one-round-trip change check, the delta download into the
+//! content store, and the materialisation of the tree in staging, swapped in atomically.
+//!
+//! Local layout under the state directory:
+//! `store/<sha256>` (verified objects), `trees/<N>/` (materialised trees),
+//! `trees/<N>.manifest.json`, and `tree -> trees/<N>` (the last complete fetch).
+//! A failed or partial download never changes `tree`.
+
+use super::store::{ContentStore, StoreError};
+use crate::fsutil;
+use crate::manifest::{EntryKind, Manifest, ManifestError, MAX_MANIFEST_BYTES};
+use crate::source::{Source, SourceError};
+use crate::status::Progress;
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// How many times a sync restarts when the server republished under it.
+const REPUBLISH_RETRIES: usize = 3;
+/// How many materialised trees are kept (the newest and the one before).
+const KEEP_TREES: usize = 2;
+
+/// A tree present locally and checked against its manifest.
+#[derive(Clone, Debug)]
+pub struct LocalTree {
+    pub generation: u64,
+    pub manifest: Manifest,
+    pub tree: PathBuf,
+}
+
+/// What a sync found.
+#[derive(Clone, Debug)]
+pub enum SyncOutcome {
+    /// The server has no generation for this host yet.
+    NothingPublished,
+    /// The published generation is the one already fetched: nothing was transferred.
+    Unchanged(LocalTree),
+    /// A new generation was fetched and swapped in.
+    Fetched {
+        local: LocalTree,
+        downloaded_files: u64,
+        downloaded_bytes: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{place}: {why}")]
+    Refused { place: String, why: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl FetchError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, FetchError::Source(e) if e.is_unreachable())
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Paths of the fetch state under the agent's state directory.
+pub struct FetchDirs {
+    pub state_dir: PathBuf,
+}
+
+impl FetchDirs {
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+    fn trees(&self) -> PathBuf {
+        self.state_dir.join("trees")
+    }
+    fn tree_link(&self) -> PathBuf {
+        self.state_dir.join("tree")
+    }
+    fn manifest_copy(&self, generation: u64) -> PathBuf {
+        self.trees().join(format!("{generation}.manifest.json"))
+    }
+
+    /// The last completely fetched tree, if any.
+    pub fn local_tree(&self) -> Result<Option<LocalTree>, FetchError> {
+        let link = self.tree_link();
+        let target = match fs::read_link(&link) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_at(&link)(e)),
+        };
+        let generation = target
+            .strip_prefix("trees")
+            .ok()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| FetchError::Refused {
+                place: link.display().to_string(),
+                why: format!("points to {}, not trees/<N>", target.display()),
+            })?;
+        let mpath = self.manifest_copy(generation);
+        let bytes = fs::read(&mpath).map_err(io_at(&mpath))?;
+        let manifest = Manifest::parse(&bytes, &mpath.display().to_string())?;
+        Ok(Some(LocalTree {
+            generation,
+            manifest,
+            tree: self.trees().join(generation.to_string()),
+        }))
+    }
+}
+
+/// Checks the server and fetches the current generation when it is not the local one.
+/// `progress` is called as files arrive.
+pub fn sync(
+    source: &mut dyn Source,
+    state_dir: &Path,
+    host: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SyncOutcome, FetchError> {
+    let dirs = FetchDirs::new(state_dir);
+    fs::create_dir_all(dirs.trees()).map_err(io_at(&dirs.trees()))?;
+    let store = ContentStore::open(state_dir)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(generation) = source.current_generation()? else {
+            return Ok(SyncOutcome::NothingPublished);
+        };
+        let local = dirs.local_tree().ok().flatten();
+        if let Some(l) = local.filter(|l| l.generation == generation) {
+            return Ok(SyncOutcome::Unchanged(l));
+        }
+        match fetch_generation(source, &dirs, &store, host, generation, progress) {
+            // The generation was pruned while we read it: a newer one is there; start over.
+            Err(FetchError::Source(SourceError::NotFound { .. }))
+                if attempt < REPUBLISH_RETRIES =>
+            {
+                tracing::info!(
+                    generation,
+                    "generation disappeared during download; rechecking"
+                );
+                continue;
+            }
+            r => return r,
+        }
+    }
+}
+
+fn fetch_generation(
+    source: &mut dyn Source,
+    dirs: &FetchDirs,
+    store: &ContentStore,
+    host: &str,
+    generation: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SyncOutcome, FetchError> {
+    let origin = format!("{}/gens/{generation}/manifest.json", source.describe());
+    let bytes = source.read_manifest(generation, MAX_MANIFEST_BYTES)?;
+    let manifest = Manifest::parse(&bytes, &origin)?;
+    if manifest.host != host {
+        return Err(FetchError::Refused {
+            place: origin,
+            why: format!("manifest is for host {:?}, this is {host:?}", manifest.host),
+        });
+    }
+    if manifest.generation != generation {
+        return Err(FetchError::Refused {
+            place: origin,
+            why: format!(
+                "manifest says generation {}, `current` says {generation}",
+                manifest.generation
+            ),
+        });
+    }
+
+    let missing: Vec<_> = {
+        let mut seen = HashSet::new();
+        manifest
+            .files()
+            .filter(|e| {
+                let h = e.sha256.as_deref().unwrap_or_default();
+                !store.contains(h) && seen.insert(h)
+            })
+            .collect()
+    };
+    let mut p = Progress {
+        total_files: missing.len() as u64,
+        total_bytes: missing.iter().filter_map(|e| e.size).sum(),
+        ..Progress::default()
+    };
+    progress(p);
+    for e in &missing {
+        let (sha, size) = (e.sha256.as_deref().unwrap_or_default(), e.size.unwrap_or(0));
+        store.insert_with::<FetchError>(&e.path, sha, size, |w| {
+            source.read_file(generation, &e.path, w, size)?;
+            Ok(())
+        })?;
+        p.done_files += 1;
+        p.done_bytes += size;
+        progress(p);
+    }
+
+    let tree = materialise(dirs, store, &manifest)?;
+    let done = LocalTree {
+        generation,
+        manifest,
+        tree,
+    };
+    prune(dirs, store, generation);
+    Ok(SyncOutcome::Fetched {
+        local: done,
+        downloaded_files: p.done_files,
+        downloaded_bytes: p.done_bytes,
+    })
+}
+
+/// Builds `trees/.staging-<N>` from the store, then renames it to `trees/<N>`, writes the manifest
+/// copy and switches the `tree` link. Every step before the link switch is invisible.
+fn materialise(
+    dirs: &FetchDirs,
+    store: &ContentStore,
+    manifest: &Manifest,
+) -> Result<PathBuf, FetchError> {
+    let generation = manifest.generation;
+    let staging = dirs.trees().join(format!(".staging-{generation}"));
+    let final_dir = dirs.trees().join(generation.to_string());
+    for d in [&staging, &final_dir] {
+        if d.exists() {
+            fs::remove_dir_all(d).map_err(io_at(d))?;
+        }
+    }
+    fs::create_dir(&staging).map_err(io_at(&staging))?;
+    let guard = fsutil::DirGuard::new(staging.clone());
+    let mut dir_modes = Vec::new();
+    for e in &manifest.entries {
+        // Paths were validated by the manifest parser: relative, normal, parents first.
+        let dest = staging.join(&e.path);
+        match e.kind {
+            EntryKind::Dir => {
+                fs::create_dir(&dest).map_err(io_at(&dest))?;
+                dir_modes.push((dest, e.mode));
+            }
+            EntryKind::File => {
+                let obj = store.path_of(e.sha256.as_deref().unwrap_or_default());
+                fs::copy(&obj, &dest).map_err(io_at(&dest))?;
+                fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))
+                    .map_err(io_at(&dest))?;
+            }
+        }
+    }
+    // Directory modes last, deepest first, so that a read-only directory does not stop its children.
+    for (d, mode) in dir_modes.iter().rev() {
+        fs::set_permissions(d, fs::Permissions::from_mode(*mode | 0o700)).map_err(io_at(d))?;
+    }
+    sync_tree(&staging)?;
+    fs::rename(&staging, &final_dir).map_err(io_at(&final_dir))?;
+    guard.keep();
+    let mpath = dirs.manifest_copy(generation);
+    fsutil::atomic_write(&mpath, &manifest.to_bytes(), 0o600).map_err(io_at(&mpath))?;
+    fsutil::atomic_symlink(Path::new(&format!("trees/{generation}")), &dirs.tree_link())
+        .map_err(io_at(&dirs.tree_link()))?;
+    Ok(final_dir)
+}
+
+/// fsyncs every file and directory of a tree (a crash after the swap must not leave holes).
+fn sync_tree(root: &Path) -> Result<(), FetchError> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).map_err(io_at(&d))? {
+            let e = e.map_err(io_at(&d))?;
+            let p = e.path();
+            if e.file_type().map_err(io_at(&p))?.is_dir() {
+                stack.push(p);
+            } else {
+                fs::File::open(&p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_at(&p))?;
+            }
+        }
+        fsutil::fsync_dir(&d).map_err(io_at(&d))?;
+    }
+    Ok(())
+}
+
+/// Keeps the newest trees and the store objects they use; failures here only waste space.
+fn prune(dirs: &FetchDirs, store: &ContentStore, newest: u64) {
+    let Ok(rd) = fs::read_dir(dirs.trees()) else {
+        return;
+    };
+    let mut gens: Vec<u64> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect();
+    gens.sort_unstable_by(|a, b| b.cmp(a));
+    let keep: Vec<u64> = gens
+        .iter()
+        .copied()
+        .filter(|g| *g <= newest)
+        .take(KEEP_TREES)
+        .collect();
+    for g in gens.iter().filter(|g| !keep.contains(g)) {
+        let _ = fs::remove_dir_all(dirs.trees().join(g.to_string()));
+        let _ = fs::remove_file(dirs.manifest_copy(*g));
+    }
+    let manifests: Vec<Manifest> = keep
+        .iter()
+        .filter_map(|g| fs::read(dirs.manifest_copy(*g)).ok())
+        .filter_map(|b| Manifest::parse(&b, "").ok())
+        .collect();
+    let wanted: HashSet<&str> = manifests
+        .iter()
+        .flat_map(|m| m.files().filter_map(|e| e.sha256.as_deref()))
+        .collect();
+    let _ = store.prune(&wanted);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{entries_of, walk_tree};
+    use crate::source::FileSource;
+
+    /// Lays out `gens/<N>/` from `src` the way a publication looks, and points `current` at it.
+    fn publish(host_dir: &Path, src: &Path, generation: u64) -> Manifest {
+        let walked = walk_tree(src, src).unwrap();
+        let m = Manifest::new(
+            "h",
+            generation,
+            "2026-01-01T00:00:00Z".into(),
+            entries_of(&walked),
+        );
+        let g = host_dir.join(format!("gens/{generation}"));
+        fs::create_dir_all(g.join("tree")).unwrap();
+        for w in &walked {
+            let dest = g.join("tree").join(&w.entry.path);
+            match w.entry.kind {
+                EntryKind::Dir => fs::create_dir_all(dest).unwrap(),
+                EntryKind::File => {
+                    fs::copy(&w.source, dest).unwrap();
+                }
+            }
+        }
+        fs::write(g.join("manifest.json"), m.to_bytes()).unwrap();
+        fsutil::atomic_symlink(
+            Path::new(&format!("gens/{generation}")),
+            &host_dir.join("current"),
+        )
+        .unwrap();
+        m
+    }
+
+    fn src_tree(files: usize) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("common")).unwrap();
+        for i in 0..files {
+            fs::write(
+                d.path().join(format!("common/m{i}.nix")),
+                format!("{{ x = {i}; }}\n"),
+            )
+            .unwrap();
+        }
+        fs::write(d.path().join("configuration.nix"), "{ }\n").unwrap();
+        d
+    }
+
+    fn no_progress() -> impl FnMut(Progress) {
+        |_| {}
+    }
+
+    #[test]
+    fn second_sync_is_unchanged_and_a_one_file_change_fetches_one_file() {
+        let src = src_tree(20);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 1);
+        let mut s = FileSource::new(server.path().to_path_buf());
+        let first = sync(&mut s, state.path(), "h", &mut no_progress()).unwrap();
+        let SyncOutcome::Fetched {
+            downloaded_files,
+            local,
+            ..
+        } = first
+        else {
+            panic!("expected a fetch, got {first:?}")
+        };
+        assert_eq!(downloaded_files, 21);
+        assert_eq!(
+            fs::read_to_string(local.tree.join("common/m3.nix")).unwrap(),
+            "{ x = 3; }\n"
+        );
+        assert!(matches!(
+            sync(&mut s, state.path(), "h", &mut no_progress()).unwrap(),
+            SyncOutcome::Unchanged(l) if l.generation == 1
+        ));
+        fs::write(src.path().join("common/m3.nix"), "{ x = 33; }\n").unwrap();
+        publish(server.path(), src.path(), 2);
+        match sync(&mut s, state.path(), "h", &mut no_progress()).unwrap() {
+            SyncOutcome::Fetched {
+                downloaded_files,
+                downloaded_bytes,
+                local,
+            } => {
+                assert_eq!((downloaded_files, downloaded_bytes), (1, 12));
+                assert_eq!(local.generation, 2);
+                let t = state.path().join("tree/common/m3.nix");
+                assert_eq!(fs::read_to_string(t).unwrap(), "{ x = 33; }\n");
+            }
+            other => panic!("expected a fetch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn corrupted_file_on_server_is_refused_and_the_last_tree_stays() {
+        let src = src_tree(3);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 1);
+        let mut s = FileSource::new(server.path().to_path_buf());
+        sync(&mut s, state.path(), "h", &mut no_progress()).unwrap();
+        fs::write(src.path().join("common/m1.nix"), "{ x = 11; }\n").unwrap();
+        publish(server.path(), src.path(), 2);
+        fs::write(
+            server.path().join("gens/2/tree/common/m1.nix"),
+            "{ x = 99; }\n",
+        )
+        .unwrap();
+        let err = sync(&mut s, state.path(), "h", &mut no_progress()).unwrap_err();
+        assert!(err.to_string().contains("common/m1.nix"), "{err}");
+        assert!(err.to_string().contains("sha256"), "{err}");
+        let local = FetchDirs::new(state.path()).local_tree().unwrap().unwrap();
+        assert_eq!(local.generation, 1);
+        assert_eq!(
+            fs::read_to_string(state.path().join("tree/common/m1.nix")).unwrap(),
+            "{ x = 1; }\n"
+        );
+    }
+
+    #[test]
+    fn manifest_for_another_host_is_refused() {
+        let src = src_tree(1);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 1);
+        let mut s = FileSource::new(server.path().to_path_buf());
+        let e = sync(&mut s, state.path(), "other", &mut no_progress()).unwrap_err();
+        assert!(e.to_string().contains("for host \"h\""), "{e}");
+        assert!(FetchDirs::new(state.path()).local_tree().unwrap().is_none());
+    }
+
+    #[test]
+    fn nothing_published_is_not_an_error() {
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let mut s = FileSource::new(server.path().to_path_buf());
+        assert!(matches!(
+            sync(&mut s, state.path(), "h", &mut no_progress()).unwrap(),
+            SyncOutcome::NothingPublished
+        ));
+    }
+}

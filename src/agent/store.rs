@@ -1,0 +1,129 @@
+//! The agent's content store: every file it has fetched, named by its sha256, under
+//! `<state_dir>/store/`. A file enters only after its size and hash were checked, so anything in
+//! the store can be used without reading the server again (that is the delta sync).
+
+use crate::fsutil;
+use crate::hash::{self, Hasher};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub struct ContentStore {
+    dir: PathBuf,
+}
+
+/// Why a download did not enter the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: expected {expected_size} bytes with sha256 {expected}, got {got_size} bytes with sha256 {got}; nothing applied")]
+    Mismatch {
+        path: String,
+        expected: String,
+        expected_size: u64,
+        got: String,
+        got_size: u64,
+    },
+    #[error("content store {dir}: {source}")]
+    Io { dir: PathBuf, source: io::Error },
+}
+
+/// A writer that hashes and counts what passes through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl ContentStore {
+    /// Opens (creating) the store under the state directory.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        let dir = state_dir.join("store");
+        fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            dir: dir.clone(),
+            source,
+        })?;
+        Ok(Self { dir })
+    }
+
+    /// The path of a stored object.
+    pub fn path_of(&self, sha256: &str) -> PathBuf {
+        self.dir.join(sha256)
+    }
+
+    /// True when the object is present.
+    pub fn contains(&self, sha256: &str) -> bool {
+        hash::is_sha256_hex(sha256) && self.path_of(sha256).is_file()
+    }
+
+    /// Stores what `fill` writes, provided it has exactly `size` bytes with hash `sha256`.
+    /// `fill` gets a writer that hashes on the way; on a mismatch or error nothing is stored.
+    pub fn insert_with<E: From<StoreError>>(
+        &self,
+        path_for_errors: &str,
+        sha256: &str,
+        size: u64,
+        fill: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let io = |source| StoreError::Io {
+            dir: self.dir.clone(),
+            source,
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".incoming-")
+            .tempfile_in(&self.dir)
+            .map_err(io)?;
+        let (got, got_size) = {
+            let mut w = HashingWriter {
+                inner: io::BufWriter::new(tmp.as_file()),
+                hasher: Hasher::new(),
+                written: 0,
+            };
+            fill(&mut w)?;
+            w.flush().map_err(io)?;
+            (w.hasher.finish(), w.written)
+        };
+        if got != sha256 || got_size != size {
+            return Err(StoreError::Mismatch {
+                path: path_for_errors.to_string(),
+                expected: sha256.to_string(),
+                expected_size: size,
+                got,
+                got_size,
+            }
+            .into());
+        }
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(self.path_of(sha256)).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    /// Removes every object not in `keep`, and leftovers of interrupted downloads.
+    pub fn prune(&self, keep: &std::collections::HashSet<&str>) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let rd = fs::read_dir(&self.dir).map_err(|source| StoreError::Io {
+            dir: self.dir.clone(),
+            source,
+        })?;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !keep.contains(name.as_ref()) && fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        let _ = fsutil::fsync_dir(&self.dir);
+        Ok(removed)
+    }
+}

@@ -1,0 +1,110 @@
+//! `file:///path`: a publication on a local disk (the embedded default for demos and tests).
+
+use super::{check_log_name, parse_current_target, Source, SourceError};
+use crate::fsutil;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+pub struct FileSource {
+    root: PathBuf,
+}
+
+impl FileSource {
+    /// A source reading the host directory `root` (the one holding `current`).
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    fn place(&self, rel: &str) -> String {
+        format!("{}", self.root.join(rel).display())
+    }
+
+    fn map_io(&self, rel: &str, e: io::Error) -> SourceError {
+        let place = self.place(rel);
+        match e.kind() {
+            io::ErrorKind::NotFound => SourceError::NotFound { place },
+            io::ErrorKind::PermissionDenied => SourceError::Permission { place },
+            _ => SourceError::Io { place, source: e },
+        }
+    }
+}
+
+/// Copies at most `limit` bytes; one byte more is an error.
+pub(crate) fn copy_bounded(
+    r: &mut dyn Read,
+    out: &mut dyn Write,
+    limit: u64,
+    place: &str,
+) -> Result<u64, SourceError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = match r.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(SourceError::Io {
+                    place: place.into(),
+                    source: e,
+                })
+            }
+        };
+        n += k as u64;
+        if n > limit {
+            return Err(SourceError::TooLarge {
+                place: place.into(),
+                limit,
+            });
+        }
+        out.write_all(&buf[..k]).map_err(|e| SourceError::Io {
+            place: place.into(),
+            source: e,
+        })?;
+    }
+}
+
+impl Source for FileSource {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn current_generation(&mut self) -> Result<Option<u64>, SourceError> {
+        match fs::read_link(self.root.join("current")) {
+            Ok(t) => parse_current_target(&t.to_string_lossy(), &self.place("current")).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // No `current` yet: nothing published, as long as the host directory exists.
+                fs::metadata(&self.root).map_err(|e| self.map_io("", e))?;
+                Ok(None)
+            }
+            Err(e) => Err(self.map_io("current", e)),
+        }
+    }
+
+    fn read_manifest(&mut self, generation: u64, limit: u64) -> Result<Vec<u8>, SourceError> {
+        let rel = format!("gens/{generation}/manifest.json");
+        let mut f = fs::File::open(self.root.join(&rel)).map_err(|e| self.map_io(&rel, e))?;
+        let mut v = Vec::new();
+        copy_bounded(&mut f, &mut v, limit, &self.place(&rel))?;
+        Ok(v)
+    }
+
+    fn read_file(
+        &mut self,
+        generation: u64,
+        path: &str,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<u64, SourceError> {
+        let rel = format!("gens/{generation}/tree/{path}");
+        let mut f = fs::File::open(self.root.join(&rel)).map_err(|e| self.map_io(&rel, e))?;
+        copy_bounded(&mut f, out, limit, &self.place(&rel))
+    }
+
+    fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError> {
+        check_log_name(name)?;
+        let rel = format!("logs/{name}");
+        fsutil::atomic_write(&self.root.join(&rel), data, 0o600).map_err(|e| self.map_io(&rel, e))
+    }
+}
