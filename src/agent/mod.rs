@@ -5,4 +5,6 @@
 //! never make a system the boot default before it has been verified.
 
 pub mod fetch;
+pub mod outbox;
+pub mod status_cell;
 pub mod store;
