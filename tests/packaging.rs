@@ -742,3 +742,324 @@ fn tray_desktop_entry_passes_desktop_file_validate_and_autostarts() {
         );
     }
 }
+
+// ---- The modules themselves, through tests/fixtures/packaging/eval-module.nix: a stand-in for
+// the few nixpkgs functions they use, so that one module evaluates here without nixpkgs. It
+// proves what each module sets from its options, not how NixOS merges modules.
+
+fn eval_module(module: &str, settings: &str, system: &str) -> Value {
+    eval_ok(&format!(
+        "import {} {{ module = {}; settings = {settings}; system = {system}; }}",
+        fixture("eval-module.nix").display(),
+        repo().join("packaging/nixos").join(module).display()
+    ))
+}
+
+fn failed_assertions(result: &Value) -> Vec<String> {
+    serde_json::from_value(result["failedAssertions"].clone()).expect("a list of messages")
+}
+
+fn assert_failed(result: &Value, words: &[&str]) {
+    let failed = failed_assertions(result);
+    assert!(
+        failed.iter().any(|m| words.iter().all(|w| m.contains(w))),
+        "no failed assertion says {words:?}: {failed:#?}"
+    );
+}
+
+#[test]
+fn server_module_makes_users_keys_sshd_text_and_chroots_from_fleet_toml() {
+    if !have_nix() {
+        return;
+    }
+    let fleet = fixture("fleet.toml");
+    let r = eval_module(
+        "server.nix",
+        &format!("{{ enable = true; fleetFile = {}; }}", fleet.display()),
+        "{ }",
+    );
+    assert_eq!(failed_assertions(&r), Vec::<String>::new());
+    let c = &r["config"];
+    let users = &c["users"]["users"];
+    assert_eq!(
+        users["laptop"],
+        json!({ "group": "tiffin", "isSystemUser": true, "home": "/var/empty",
+                "shell": "/nix/store/shadow/bin/nologin", "hashedPassword": "*" }),
+        "NixOS users get the nologin NixOS has, and no `keys` (not a users.users option)"
+    );
+    assert!(users.get("tiffin-builder").is_some());
+    assert_eq!(c["users"]["groups"], json!({ "tiffin": {} }));
+    assert_eq!(
+        c["environment"]["etc"]["ssh/tiffin/authorized_keys/laptop"]["text"],
+        json!(format!("{LAPTOP_KEY}\n"))
+    );
+    let blocks = format!(
+        "\n{}\n{}",
+        contract_match_block("tiffin-builder", "/srv/tiffin-test/builder"),
+        contract_match_block("laptop", "/srv/tiffin-test/laptop")
+    );
+    assert_eq!(c["services"]["openssh"]["extraConfig"], json!(blocks));
+    assert_eq!(c["services"]["openssh"]["enable"], json!(true));
+    assert_eq!(
+        c["services"]["openssh"]["settings"]["MaxStartups"],
+        json!("10:30:100")
+    );
+    assert_eq!(
+        c["systemd"]["tmpfiles"]["rules"].as_array().map(Vec::len),
+        Some(7)
+    );
+    assert_eq!(c["nix"], Value::Null, "no binary cache unless asked for");
+
+    let cached = eval_module(
+        "server.nix",
+        &format!(
+            "{{ enable = true; fleetFile = {}; binaryCache = {{ enable = true; secretKeyFile = \"/var/lib/nix-cache/key\"; }}; }}",
+            fleet.display()
+        ),
+        "{ }",
+    );
+    assert_eq!(failed_assertions(&cached), Vec::<String>::new());
+    let nix = &cached["config"]["nix"];
+    assert_eq!(nix["sshServe"]["keys"], json!([BUILDER_KEY, LAPTOP_KEY]));
+    assert_eq!(
+        nix["settings"]["secret-key-files"],
+        json!(["/var/lib/nix-cache/key"])
+    );
+}
+
+#[test]
+fn server_module_assertions_explain_what_is_wrong_and_what_to_do() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "server.nix",
+        &format!(
+            "{{ enable = true; fleetFile = {}; chrootDir = \"/tmp/tiffin\"; binaryCache.enable = true; }}",
+            fixture("fleet.toml").display()
+        ),
+        "{ }",
+    );
+    assert_failed(
+        &r,
+        &[
+            "chrootDir = \"/tmp/tiffin\"",
+            "chroot = \"/srv/tiffin-test\"",
+            "change one",
+        ],
+    );
+    assert_failed(&r, &["/tmp/tiffin", "sshd refuses"]);
+    assert_failed(&r, &["binaryCache.enable needs binaryCache.secretKeyFile"]);
+}
+
+const SERVER_OPTIONS: &str = r#"enable = true; server = "fleet.example.org"; port = 2222;"#;
+
+#[test]
+fn agent_module_renders_a_config_the_real_agent_accepts_and_a_unit_a_switch_leaves_running() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "agent.nix",
+        &format!(
+            "{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; policy = \"notify\"; checkConfig = false; }}"
+        ),
+        r#"{ networking.hostName = "laptop"; }"#,
+    );
+    assert_eq!(failed_assertions(&r), Vec::<String>::new());
+    let c = &r["config"];
+    let etc = &c["environment"]["etc"];
+    let blob = SERVER_KEY.trim_end_matches(" root@server");
+    assert_eq!(
+        etc["tiffin/known_hosts"]["text"],
+        json!(format!("[fleet.example.org]:2222 {blob}\n"))
+    );
+
+    let text = etc["tiffin/agent.toml"]["source"]["text"]
+        .as_str()
+        .expect("agent.toml is written from text")
+        .to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, &text).expect("writing agent.toml");
+    let check = run(
+        Path::new(env!("CARGO_BIN_EXE_tiffin")),
+        &[
+            "agent",
+            "--config",
+            &file.to_string_lossy(),
+            "--check-config",
+        ],
+    );
+    assert_eq!(check.code, Some(0), "{}\n{text}", check.describe_failure());
+    let a = AgentConfig::parse(&text, "agent.toml").expect("valid agent.toml");
+    assert_eq!(a.host, "laptop", "host defaults to networking.hostName");
+    assert_eq!(a.source, "sftp://laptop@fleet.example.org:2222/");
+    assert_eq!(a.policy, tiffin::status::Policy::Notify);
+    assert_eq!(a.system.nix_env, "/nix/store/nix/bin/nix-env");
+    assert_eq!(a.system.systemd_run, "/nix/store/systemd/bin/systemd-run");
+
+    let unit = &c["systemd"]["services"]["tiffin-agent"];
+    assert_eq!(unit["restartIfChanged"], json!(false));
+    assert_eq!(unit["wantedBy"], json!(["multi-user.target"]));
+    let service = &unit["serviceConfig"];
+    assert_eq!(service["Type"], json!("notify"));
+    assert_eq!(service["RuntimeDirectory"], json!("tiffin"));
+    assert_eq!(service["StateDirectory"], json!("tiffin"));
+    assert_eq!(
+        service["ExecStart"],
+        json!("/nix/store/tiffin-headless/bin/tiffin agent --config /etc/tiffin/agent.toml")
+    );
+    for breaks_activation in [
+        "ProtectSystem",
+        "ProtectHome",
+        "NoNewPrivileges",
+        "RestrictSUIDSGID",
+    ] {
+        assert!(
+            service.get(breaks_activation).is_none(),
+            "{breaks_activation} would break activation"
+        );
+    }
+    assert!(unit["preStart"]
+        .as_str()
+        .is_some_and(|s| s.contains("ssh-keygen -q -t ed25519") && s.contains("[hosts.laptop]")));
+}
+
+#[test]
+fn agent_module_checks_agent_toml_with_the_package_at_build_time() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "agent.nix",
+        &format!("{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; }}"),
+        r#"{ networking.hostName = "laptop"; }"#,
+    );
+    let script = r["config"]["environment"]["etc"]["tiffin/agent.toml"]["source"]["script"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        script.contains("/nix/store/tiffin-headless/bin/tiffin agent --config /nix/store/tiffin-agent.toml --check-config"),
+        "{script}"
+    );
+}
+
+#[test]
+fn agent_module_assertions_name_the_option_and_the_fix() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "agent.nix",
+        r#"{ enable = true; port = 2222; interval = "soon"; socketGroup = "fleet-users";
+             identityFile = "/nix/store/abc-key"; httpTrigger = "localhost:1"; useServerCache = true; }"#,
+        r#"{ networking.hostName = "Laptop"; }"#,
+    );
+    assert_failed(&r, &["agent.host = \"Laptop\"", "lower-case"]);
+    assert_failed(&r, &["agent.server is not set"]);
+    assert_failed(&r, &["serverHostKey is not set", "ssh-keyscan -p 2222"]);
+    assert_failed(&r, &["identityFile points into the Nix store"]);
+    assert_failed(
+        &r,
+        &["socketGroup = \"fleet-users\"", "users.groups.fleet-users"],
+    );
+    assert_failed(&r, &["httpTrigger = \"localhost:1\""]);
+    assert_failed(&r, &["useServerCache needs serverCachePublicKey"]);
+    assert_failed(&r, &["interval = \"soon\" is not a duration"]);
+    assert_eq!(
+        failed_assertions(&r).len(),
+        8,
+        "{:#?}",
+        failed_assertions(&r)
+    );
+}
+
+#[test]
+fn agent_module_offers_the_servers_store_as_a_cache_with_the_pinned_key() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "agent.nix",
+        &format!(
+            "{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; useServerCache = true; serverCachePublicKey = \"fleet-1:abc=\"; }}"
+        ),
+        r#"{ networking.hostName = "laptop"; }"#,
+    );
+    assert_eq!(failed_assertions(&r), Vec::<String>::new());
+    let c = &r["config"];
+    assert_eq!(
+        c["nix"]["settings"]["substituters"],
+        json!(["ssh-ng://nix-ssh@fleet.example.org?ssh-key=/etc/tiffin/id_ed25519"])
+    );
+    assert_eq!(
+        c["nix"]["settings"]["trusted-public-keys"],
+        json!(["fleet-1:abc="])
+    );
+    let ssh = &c["programs"]["ssh"];
+    assert_eq!(
+        ssh["knownHosts"]["tiffin-server"]["hostNames"],
+        json!(["[fleet.example.org]:2222"])
+    );
+    assert_eq!(
+        ssh["knownHosts"]["tiffin-server"]["publicKey"],
+        json!(SERVER_KEY)
+    );
+    assert!(ssh["extraConfig"]
+        .as_str()
+        .is_some_and(|s| s.contains("Port 2222")));
+}
+
+#[test]
+fn tray_module_autostarts_by_xdg_or_by_a_graphical_session_user_service() {
+    if !have_nix() {
+        return;
+    }
+    let agent_on = "{ services.tiffin.agent.enable = true; }";
+    let xdg = eval_module("tray.nix", r#"{ enable = true; }"#, agent_on);
+    let c = &xdg["config"];
+    assert_eq!(
+        c["environment"]["etc"]["xdg/autostart/tiffin-tray.desktop"]["source"],
+        json!("/nix/store/tiffin/share/applications/tiffin-tray.desktop")
+    );
+    assert_eq!(c["systemd"]["user"]["services"]["tiffin-tray"], Value::Null);
+    assert_eq!(
+        c["services"]["tiffin"]["agent"]["package"],
+        json!("/nix/store/tiffin"),
+        "the agent runs from the tray's package: one build"
+    );
+    assert_eq!(c["warnings"], json!([]));
+
+    let user_service = eval_module(
+        "tray.nix",
+        r#"{ enable = true; autostart = "systemd"; }"#,
+        agent_on,
+    );
+    let c = &user_service["config"];
+    assert_eq!(
+        c["environment"]["etc"]["xdg/autostart/tiffin-tray.desktop"],
+        Value::Null
+    );
+    let unit = &c["systemd"]["user"]["services"]["tiffin-tray"];
+    assert_eq!(unit["wantedBy"], json!(["graphical-session.target"]));
+    assert_eq!(unit["partOf"], json!(["graphical-session.target"]));
+    assert_eq!(
+        unit["serviceConfig"]["ExecStart"],
+        json!("/nix/store/tiffin/bin/tiffin-tray")
+    );
+
+    let alone = eval_module(
+        "tray.nix",
+        r#"{ enable = true; }"#,
+        "{ services.tiffin.agent.enable = false; }",
+    );
+    assert!(
+        alone["config"]["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("without services.tiffin.agent")),
+        "{}",
+        alone["config"]["warnings"]
+    );
+}

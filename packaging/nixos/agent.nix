@@ -229,7 +229,7 @@ in
         message = "services.tiffin.agent.adminGroup = \"${cfg.adminGroup}\" is not a group of this system; add users.groups.${cfg.adminGroup} = { }; or pick an existing one.";
       }
       {
-        assertion = cfg.httpTrigger == "" || builtins.match "(127\\.[0-9.]+|\\[::1\\]|[0-9.]+|\\[[0-9a-fA-F:]+\\]):[0-9]+" cfg.httpTrigger != null;
+        assertion = cfg.httpTrigger == "" || builtins.match "([0-9.]+|[[][0-9a-fA-F:.]+[]]):[0-9]+" cfg.httpTrigger != null;
         message = "services.tiffin.agent.httpTrigger = \"${cfg.httpTrigger}\" is not an address like 127.0.0.1:9999 (\"\" turns it off).";
       }
       {
