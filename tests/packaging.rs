@@ -1063,3 +1063,77 @@ fn tray_module_autostarts_by_xdg_or_by_a_graphical_session_user_service() {
         alone["config"]["warnings"]
     );
 }
+
+fn eval_package(with_tray: bool) -> Value {
+    eval_ok(&format!(
+        "import {} {{ withTray = {with_tray}; }}",
+        fixture("eval-package.nix").display()
+    ))
+}
+
+#[test]
+fn headless_package_builds_without_default_features_and_without_gtk() {
+    if !have_nix() {
+        return;
+    }
+    let p = eval_package(false);
+    assert_eq!(p["pname"], json!("tiffin-headless"));
+    assert_eq!(p["version"], json!(env!("CARGO_PKG_VERSION")));
+    assert_eq!(p["buildNoDefaultFeatures"], json!(true));
+    assert_eq!(p["nativeBuildInputs"], json!(["pkg-config"]));
+    assert_eq!(p["buildInputs"], json!(["openssl", "libssh2", "zlib"]));
+    assert_eq!(p["postFixup"], json!(""));
+    let install = p["postInstall"].as_str().unwrap_or_default();
+    assert!(
+        install.contains("lib/systemd/system/tiffin-agent.service"),
+        "{install}"
+    );
+    assert!(!install.contains("tiffin-tray.desktop"), "{install}");
+    assert_eq!(p["lockFileExists"], json!(true), "{}", p["lockFile"]);
+    assert_eq!(
+        PathBuf::from(p["lockFile"].as_str().unwrap_or_default()),
+        repo().join("Cargo.lock")
+    );
+}
+
+#[test]
+fn tray_package_has_gtk_appindicator_and_a_wrapped_tray() {
+    if !have_nix() {
+        return;
+    }
+    let p = eval_package(true);
+    assert_eq!(p["pname"], json!("tiffin"));
+    assert_eq!(p["buildNoDefaultFeatures"], json!(false));
+    assert_eq!(
+        p["nativeBuildInputs"],
+        json!(["pkg-config", "wrapGAppsHook3"])
+    );
+    assert_eq!(
+        p["buildInputs"],
+        json!([
+            "openssl",
+            "libssh2",
+            "zlib",
+            "gtk3",
+            "libayatana-appindicator",
+            "xdotool"
+        ])
+    );
+    let fixup = p["postFixup"].as_str().unwrap_or_default();
+    assert!(
+        fixup.contains("LD_LIBRARY_PATH : libayatana-appindicator/lib")
+            && fixup.contains("wrapGApp $out/bin/tiffin-tray"),
+        "{fixup}"
+    );
+    let install = p["postInstall"].as_str().unwrap_or_default();
+    // The files it installs are the ones in this repository.
+    for file in [
+        "packaging/systemd/tiffin-agent.service",
+        "packaging/xdg/tiffin-tray.desktop",
+    ] {
+        assert!(install.contains(file), "{install}");
+        assert!(repo().join(file).is_file(), "{file} is missing");
+    }
+    assert!(install.contains("share/applications/tiffin-tray.desktop"));
+    assert_eq!(p["meta"]["mainProgram"], json!("tiffin"));
+}
