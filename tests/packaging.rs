@@ -5,7 +5,10 @@
 //!   (/work/notes/sshd.md), and real `sshd -t` / `sshd -T` accept and apply that text;
 //! - the agent.toml they render passes the real `tiffin agent --check-config`;
 //! - the systemd unit passes `systemd-analyze verify` and carries the module's settings;
-//! - the .desktop file passes `desktop-file-validate`.
+//! - the .desktop file passes `desktop-file-validate`;
+//! - each NixOS module and the package, evaluated one at a time against stand-ins for the few
+//!   nixpkgs functions they use (tests/fixtures/packaging/eval-*.nix), set what they should
+//!   and their assertions fire with messages that name the option and the fix.
 //!
 //! Under `CI=true` a missing tool is a failure; elsewhere the test says why it skips. One
 //! exception, on purpose: `systemd-analyze verify` needs only the tool, but if it cannot verify
