@@ -5,8 +5,10 @@
 //! but nothing of builds or systems. Every read is bounded by what the caller expects.
 
 mod file;
+mod sftp;
 
 pub use file::FileSource;
+pub use sftp::{fingerprint, SftpSource, SftpTarget, CONNECT_TIMEOUT, IO_TIMEOUT};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -189,10 +191,19 @@ pub fn check_log_name(name: &str) -> Result<(), SourceError> {
 pub fn open(config: &crate::config::AgentConfig) -> Result<Box<dyn Source>, SourceError> {
     match SourceUrl::parse(&config.source)? {
         SourceUrl::File(p) => Ok(Box::new(FileSource::new(p))),
-        SourceUrl::Sftp { .. } => Err(SourceError::BadUrl {
-            url: config.source.clone(),
-            why: "sftp sources are not implemented yet".into(),
-        }),
+        SourceUrl::Sftp {
+            user,
+            host,
+            port,
+            path,
+        } => Ok(Box::new(SftpSource::connect(SftpTarget {
+            user,
+            host,
+            port,
+            path,
+            identity: config.identity.clone(),
+            known_hosts: config.known_hosts.clone(),
+        })?)),
     }
 }
 
