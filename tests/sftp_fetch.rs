@@ -92,7 +92,10 @@ fn one_changed_file_of_300_transfers_that_file_and_the_manifest_not_the_tree() {
     else {
         panic!("expected a fetch, got {out:?}")
     };
-    assert_eq!((downloaded_files, downloaded_bytes), (1, new_text.len() as u64));
+    assert_eq!(
+        (downloaded_files, downloaded_bytes),
+        (1, new_text.len() as u64)
+    );
     assert_eq!(local.generation, 2);
     assert_eq!(
         fs::read_to_string(state.path().join("tree").join(changed)).unwrap(),
@@ -146,4 +149,48 @@ fn a_report_queued_while_the_server_is_down_is_delivered_at_the_next_contact() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(FetchDirs::new(state.path()).local_tree().unwrap().is_none());
+}
+
+#[test]
+fn a_republish_during_the_download_is_retried_from_the_new_manifest() {
+    let Some(srv) = Sshd::start(&["alpha"]) else {
+        return;
+    };
+    let src = tempfile::tempdir().unwrap();
+    write_config_tree(src.path(), 10, 300, 1);
+    srv.publish("alpha", 1, src.path());
+    let state = tempfile::tempdir().unwrap();
+    let cfg = srv.agent_config("alpha", srv.port(), state.path());
+    sync(
+        source::open(&cfg).unwrap().as_mut(),
+        state.path(),
+        "alpha",
+        &mut quiet(),
+    )
+    .unwrap();
+
+    write_config_tree(src.path(), 10, 300, 2);
+    srv.publish("alpha", 2, src.path());
+    // While generation 2 downloads, the admin publishes 3 and generation 2 is pruned.
+    let mut republished = false;
+    let mut on_progress = |p: Progress| {
+        if p.done_files == 1 && !republished {
+            republished = true;
+            write_config_tree(src.path(), 10, 300, 3);
+            srv.publish("alpha", 3, src.path());
+            fs::remove_dir_all(srv.host("alpha").dir.join("gens/2")).unwrap();
+        }
+    };
+    let mut s = source::open(&cfg).unwrap();
+    let out = sync(s.as_mut(), state.path(), "alpha", &mut on_progress).unwrap();
+    assert!(republished);
+    match out {
+        SyncOutcome::Fetched { local, .. } => {
+            assert_eq!(local.generation, 3);
+            let want = support::publication::module_text(4, 300, 3);
+            let got = fs::read_to_string(local.tree.join("modules/m0004.nix")).unwrap();
+            assert_eq!(got, want);
+        }
+        other => panic!("expected generation 3, got {other:?}"),
+    }
 }

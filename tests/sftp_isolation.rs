@@ -116,7 +116,10 @@ fn a_host_key_reaches_only_its_own_chroot_and_writes_only_its_logs() {
             OpenType::File,
         )
     };
-    assert_denied(write("/gens/1/tree/configuration.nix"), "overwrite a tree file");
+    assert_denied(
+        write("/gens/1/tree/configuration.nix"),
+        "overwrite a tree file",
+    );
     assert_denied(write("/gens/1/tree/new.nix"), "create a tree file");
     assert_denied(write("/gens/1/manifest.json"), "overwrite the manifest");
     assert_denied(write("/planted"), "create a file at the chroot root");
@@ -178,13 +181,21 @@ fn a_server_with_another_host_key_is_refused_with_both_fingerprints_before_login
     let (wrong, pinned) = srv.wrong_known_hosts();
     cfg.known_hosts = wrong;
 
-    let e = source::open(&cfg).err().expect("a changed host key is refused");
+    let e = source::open(&cfg)
+        .err()
+        .expect("a changed host key is refused");
     let msg = e.to_string();
     eprintln!("{msg}");
     assert!(matches!(e, SourceError::HostKey { .. }), "{msg}");
     let actual = srv.host_key_fingerprint();
-    assert!(msg.contains(&actual), "server key {actual} not named: {msg}");
-    assert!(msg.contains(&pinned), "pinned key {pinned} not named: {msg}");
+    assert!(
+        msg.contains(&actual),
+        "server key {actual} not named: {msg}"
+    );
+    assert!(
+        msg.contains(&pinned),
+        "pinned key {pinned} not named: {msg}"
+    );
     assert!(actual != pinned);
     assert!(FetchDirs::new(state.path()).local_tree().unwrap().is_none());
     assert!(!state.path().join("tree").exists());
@@ -193,7 +204,10 @@ fn a_server_with_another_host_key_is_refused_with_both_fingerprints_before_login
     let empty = srv.root.join("etc/known_hosts-empty");
     fs::write(&empty, "").unwrap();
     cfg.known_hosts = empty;
-    let msg = source::open(&cfg).err().expect("an unknown host is refused").to_string();
+    let msg = source::open(&cfg)
+        .err()
+        .expect("an unknown host is refused")
+        .to_string();
     assert!(msg.contains(&actual) && msg.contains("no entry"), "{msg}");
 
     // The refusal came before authentication: sshd never saw the agent's key accepted. With

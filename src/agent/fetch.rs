@@ -195,6 +195,28 @@ fn fetch_generation(
             })
             .collect()
     };
+    // A manifest may promise more than the disk holds (each file is capped, their sum is not):
+    // refuse before downloading rather than fill the disk. The store gets the missing files,
+    // staging a copy of the whole tree.
+    let needed = missing
+        .iter()
+        .filter_map(|e| e.size)
+        .sum::<u64>()
+        .saturating_add(manifest.total_bytes());
+    let free = free_bytes(&dirs.state_dir)?;
+    if needed > free {
+        return Err(FetchError::Refused {
+            place: origin,
+            why: format!(
+                "this generation needs {needed} bytes under {}, only {free} are free; nothing downloaded",
+                dirs.state_dir.display()
+            ),
+        });
+    }
+    // Every path is checked on the server before any byte is downloaded.
+    for e in &missing {
+        source.check_tree_path(generation, &e.path)?;
+    }
     let mut p = Progress {
         total_files: missing.len() as u64,
         total_bytes: missing.iter().filter_map(|e| e.size).sum(),
@@ -224,6 +246,15 @@ fn fetch_generation(
         downloaded_files: p.done_files,
         downloaded_bytes: p.done_bytes,
     })
+}
+
+/// Bytes available to the agent on the state directory's filesystem.
+fn free_bytes(dir: &Path) -> Result<u64, FetchError> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| FetchError::Io {
+        path: dir.to_path_buf(),
+        source: io::Error::from(e),
+    })?;
+    Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
 }
 
 /// Builds `trees/.staging-<N>` from the store, then renames it to `trees/<N>`, writes the manifest
@@ -457,6 +488,50 @@ mod tests {
         let e = sync(&mut s, state.path(), "other", &mut no_progress()).unwrap_err();
         assert!(e.to_string().contains("for host \"h\""), "{e}");
         assert!(FetchDirs::new(state.path()).local_tree().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_path_through_a_symlink_on_the_server_is_refused_before_any_download() {
+        let src = src_tree(3);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 1);
+        // The tree's `common` becomes a link to a directory with the same content elsewhere.
+        let g = server.path().join("gens/1/tree");
+        fs::rename(g.join("common"), server.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(server.path().join("elsewhere"), g.join("common")).unwrap();
+        let mut s = FileSource::new(server.path().to_path_buf());
+        let e = sync(&mut s, state.path(), "h", &mut no_progress()).unwrap_err();
+        assert!(e.to_string().contains("through a symlink"), "{e}");
+        assert!(FetchDirs::new(state.path()).local_tree().unwrap().is_none());
+        assert_eq!(fs::read_dir(state.path().join("store")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_manifest_promising_more_than_the_free_disk_is_refused_before_any_download() {
+        let src = src_tree(1);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let mut m = publish(server.path(), src.path(), 1);
+        // 4096 files of 1 GiB each: every one within the per-file cap, their sum beyond any disk.
+        let sha = crate::hash::sha256_bytes(b"x");
+        for i in 0..4096 {
+            m.entries.push(crate::manifest::Entry::file(
+                format!("z{i:05}"),
+                0o644,
+                crate::manifest::MAX_FILE_SIZE,
+                sha.clone(),
+            ));
+        }
+        m.tree_hash = crate::manifest::tree_hash(&m.entries);
+        fs::write(server.path().join("gens/1/manifest.json"), m.to_bytes()).unwrap();
+        let mut s = FileSource::new(server.path().to_path_buf());
+        let e = sync(&mut s, state.path(), "h", &mut no_progress()).unwrap_err();
+        assert!(
+            e.to_string().contains("are free; nothing downloaded"),
+            "{e}"
+        );
+        assert_eq!(fs::read_dir(state.path().join("store")).unwrap().count(), 0);
     }
 
     #[test]

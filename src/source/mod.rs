@@ -148,6 +148,12 @@ pub trait Source: Send {
         limit: u64,
     ) -> Result<u64, SourceError>;
 
+    /// Checks that `gens/<N>/tree/<path>` is reached without a symlink on the server. Publishing
+    /// resolves every symlink, so one there means the chroot was tampered with (it could lead to
+    /// another generation, or to `logs/`, which the host writes itself). The fetch checks every
+    /// file it will download before downloading any.
+    fn check_tree_path(&mut self, generation: u64, path: &str) -> Result<(), SourceError>;
+
     /// Writes `logs/<name>` (a plain file name) so that a reader never sees half of it.
     fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError>;
 }

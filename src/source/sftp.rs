@@ -9,8 +9,7 @@ use super::{check_log_name, parse_current_target, Source, SourceError};
 use crate::hash;
 use base64::Engine;
 use ssh2::{
-    CheckResult, ErrorCode, KnownHostFileKind, MethodType, OpenFlags, OpenType,
-    Session, Sftp,
+    CheckResult, ErrorCode, KnownHostFileKind, MethodType, OpenFlags, OpenType, Session, Sftp,
 };
 use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -186,23 +185,6 @@ impl SftpSource {
     fn place(&self, rel: &str) -> String {
         format!("{}{rel}", self.describe())
     }
-
-    /// Refuses a path that reaches through a symlink: publishing resolves every symlink, so one
-    /// on the server means the chroot was tampered with (it could point at another generation,
-    /// or at `logs/`, which the host itself writes). One REALPATH round trip per file.
-    fn check_no_symlink(&self, remote: &Path, place: &str) -> Result<(), SourceError> {
-        let real = self.sftp.realpath(remote).map_err(|e| map_err(e, place))?;
-        if real != remote {
-            return Err(SourceError::Layout {
-                place: place.to_string(),
-                why: format!(
-                    "resolves to {} through a symlink; a published tree has none",
-                    real.display()
-                ),
-            });
-        }
-        Ok(())
-    }
 }
 
 fn describe(t: &SftpTarget) -> String {
@@ -375,9 +357,29 @@ impl Source for SftpSource {
         let rel = format!("gens/{generation}/tree/{path}");
         let place = self.place(&rel);
         let remote = self.remote(&rel);
-        self.check_no_symlink(&remote, &place)?;
         let mut f = self.sftp.open(&remote).map_err(|e| map_err(e, &place))?;
         copy_bounded(&mut f, out, limit, &place).map_err(map_read_err)
+    }
+
+    /// One REALPATH round trip: the server resolves every symlink on the way.
+    fn check_tree_path(&mut self, generation: u64, path: &str) -> Result<(), SourceError> {
+        let rel = format!("gens/{generation}/tree/{path}");
+        let place = self.place(&rel);
+        let remote = self.remote(&rel);
+        let real = self
+            .sftp
+            .realpath(&remote)
+            .map_err(|e| map_err(e, &place))?;
+        if real != remote {
+            return Err(SourceError::Layout {
+                place,
+                why: format!(
+                    "resolves to {} through a symlink; a published tree has none",
+                    real.display()
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError> {

@@ -66,29 +66,40 @@ pub fn set_owner_mode(p: &Path, mode: u32, gid: u32) {
 pub fn write_config_tree(dir: &Path, files: usize, size: usize, seed: u64) {
     fs::create_dir_all(dir.join("common")).expect("mkdir common");
     fs::create_dir_all(dir.join("modules/services")).expect("mkdir modules");
-    fs::write(dir.join("configuration.nix"), "{ imports = [ ./common ]; }\n")
-        .expect("write configuration.nix");
+    fs::write(
+        dir.join("configuration.nix"),
+        "{ imports = [ ./common ]; }\n",
+    )
+    .expect("write configuration.nix");
     for i in 1..files {
         let sub = match i % 3 {
             0 => "common",
             1 => "modules",
             _ => "modules/services",
         };
-        fs::write(dir.join(format!("{sub}/m{i:04}.nix")), module_text(i as u64, size, seed))
-            .expect("write a module");
+        fs::write(
+            dir.join(format!("{sub}/m{i:04}.nix")),
+            module_text(i as u64, size, seed),
+        )
+        .expect("write a module");
     }
 }
 
 /// Deterministic, not very compressible Nix-like text.
 pub fn module_text(i: u64, size: usize, seed: u64) -> String {
     let mut s = format!("# module {i}\n{{ config, lib, ... }}:\n{{\n");
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 1;
+    let mut x =
+        i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 1;
     while s.len() < size {
         // xorshift: a different value on every line.
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        s.push_str(&format!("  services.s{:x}.option = \"{:016x}\";\n", x & 0xfff, x));
+        s.push_str(&format!(
+            "  services.s{:x}.option = \"{:016x}\";\n",
+            x & 0xfff,
+            x
+        ));
     }
     s.push_str("}\n");
     s

@@ -40,7 +40,8 @@ pub struct Relay {
 impl Relay {
     /// Listens on a free loopback port and forwards every connection to `127.0.0.1:target`.
     pub fn start(target: u16) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port for the relay");
+        let listener =
+            TcpListener::bind("127.0.0.1:0").expect("bind a loopback port for the relay");
         let port = listener.local_addr().expect("relay address").port();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
@@ -72,7 +73,9 @@ impl Relay {
     /// Waits (up to 10 s) until every relayed connection is closed, then returns the counts.
     pub fn settle(&self) -> Wire {
         let start = Instant::now();
-        while self.counters.open.load(Ordering::SeqCst) > 0 && start.elapsed() < Duration::from_secs(10) {
+        while self.counters.open.load(Ordering::SeqCst) > 0
+            && start.elapsed() < Duration::from_secs(10)
+        {
             thread::sleep(Duration::from_millis(5));
         }
         self.wire()

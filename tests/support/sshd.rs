@@ -57,9 +57,16 @@ fn missing_prerequisite() -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Some("not running as root (system users and chroots need root)".into());
     }
-    for tool in [SSHD, "/usr/bin/ssh-keygen", "/usr/sbin/useradd", "/usr/sbin/groupadd"] {
+    for tool in [
+        SSHD,
+        "/usr/bin/ssh-keygen",
+        "/usr/sbin/useradd",
+        "/usr/sbin/groupadd",
+    ] {
         if !Path::new(tool).exists() {
-            return Some(format!("{tool} is missing (install openssh-server / passwd)"));
+            return Some(format!(
+                "{tool} is missing (install openssh-server / passwd)"
+            ));
         }
     }
     None
@@ -105,9 +112,12 @@ fn keygen(runner: &Runner, path: &Path, comment: &str) {
 
 /// The `ssh-ed25519 AAAA…` part of a `.pub` file.
 fn public_key(pub_file: &Path) -> String {
-    let text = fs::read_to_string(pub_file)
-        .unwrap_or_else(|e| panic!("read {}: {e}", pub_file.display()));
-    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    let text =
+        fs::read_to_string(pub_file).unwrap_or_else(|e| panic!("read {}: {e}", pub_file.display()));
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn free_port() -> u16 {
@@ -167,7 +177,17 @@ impl Sshd {
             must_run(
                 &runner,
                 "useradd",
-                &["-r", "-M", "-d", "/", "-s", "/usr/sbin/nologin", "-g", &group, &user],
+                &[
+                    "-r",
+                    "-M",
+                    "-d",
+                    "/",
+                    "-s",
+                    "/usr/sbin/nologin",
+                    "-g",
+                    &group,
+                    &user,
+                ],
             );
             server.hosts.push(HostAccount {
                 host: host.to_string(),
@@ -196,7 +216,11 @@ impl Sshd {
             std::os::unix::fs::chown(&logs, Some(uid), Some(gid)).expect("chown logs");
             fs::set_permissions(&logs, fs::Permissions::from_mode(0o700)).expect("chmod logs");
         }
-        keygen(&runner, &etc.join("ssh_host_ed25519_key"), "tiffin-test-server");
+        keygen(
+            &runner,
+            &etc.join("ssh_host_ed25519_key"),
+            "tiffin-test-server",
+        );
 
         // Another helper may grab the port between our probe and sshd's bind: try a few.
         for _ in 0..5 {
@@ -431,7 +455,12 @@ fn descendants(pid: i32) -> Vec<i32> {
     let mut i = 0;
     while i < found.len() {
         let parent = found[i];
-        found.extend(parent_of.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        found.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
         i += 1;
     }
     found.remove(0);
@@ -453,7 +482,8 @@ impl Drop for Sshd {
 /// Cleanup: retried while /etc/passwd is locked, never panics (we may be unwinding already).
 fn try_run(runner: &Runner, program: &str, args: &[&str]) {
     for _ in 0..60 {
-        if matches!(runner.run(program, args, Some(Duration::from_secs(30))), Ok(o) if o.success()) {
+        if matches!(runner.run(program, args, Some(Duration::from_secs(30))), Ok(o) if o.success())
+        {
             return;
         }
         thread::sleep(Duration::from_millis(70));
