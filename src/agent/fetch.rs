@@ -284,8 +284,8 @@ fn materialise(
                 dir_modes.push((dest, e.mode));
             }
             EntryKind::File => {
-                let obj = store.path_of(e.sha256.as_deref().unwrap_or_default());
-                fs::copy(&obj, &dest).map_err(io_at(&dest))?;
+                let sha = e.sha256.as_deref().unwrap_or_default();
+                store.copy_out(sha, e.size.unwrap_or(0), &e.path, &dest)?;
                 fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))
                     .map_err(io_at(&dest))?;
             }
@@ -305,22 +305,15 @@ fn materialise(
     Ok(final_dir)
 }
 
-/// fsyncs every file and directory of a tree (a crash after the swap must not leave holes).
+/// Makes a materialised tree durable before it is swapped in (a crash after the swap must not
+/// leave holes). One `syncfs` of the state filesystem instead of an fsync per file: a 300-file
+/// tree took over a second of fsyncs.
 fn sync_tree(root: &Path) -> Result<(), FetchError> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).map_err(io_at(&d))? {
-            let e = e.map_err(io_at(&d))?;
-            let p = e.path();
-            if e.file_type().map_err(io_at(&p))?.is_dir() {
-                stack.push(p);
-            } else {
-                fs::File::open(&p)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io_at(&p))?;
-            }
-        }
-        fsutil::fsync_dir(&d).map_err(io_at(&d))?;
+    use std::os::fd::AsRawFd;
+    let dir = fs::File::open(root).map_err(io_at(root))?;
+    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(io_at(root)(io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -475,6 +468,45 @@ mod tests {
         assert_eq!(
             fs::read_to_string(state.path().join("tree/common/m1.nix")).unwrap(),
             "{ x = 1; }\n"
+        );
+    }
+
+    #[test]
+    fn a_damaged_store_object_is_caught_at_use_and_removed() {
+        let src = src_tree(3);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 1);
+        let mut s = FileSource::new(server.path().to_path_buf());
+        sync(&mut s, state.path(), "h", &mut no_progress()).unwrap();
+        // Generation 2 only changes m0; m1's object is reused from the store, which is damaged.
+        fs::write(src.path().join("common/m0.nix"), "{ x = 100; }\n").unwrap();
+        let m2 = publish(server.path(), src.path(), 2);
+        let sha = m2.entry("common/m1.nix").unwrap().sha256.clone().unwrap();
+        let obj = state.path().join("store").join(&sha);
+        fs::write(&obj, "{ x = 9; }\n").unwrap();
+        let e = sync(&mut s, state.path(), "h", &mut no_progress()).unwrap_err();
+        assert!(e.to_string().contains("common/m1.nix"), "{e}");
+        assert!(!obj.exists());
+        assert_eq!(
+            FetchDirs::new(state.path())
+                .local_tree()
+                .unwrap()
+                .unwrap()
+                .generation,
+            1
+        );
+        // The next sync fetches it again and completes.
+        let out = sync(&mut s, state.path(), "h", &mut no_progress()).unwrap();
+        assert!(
+            matches!(
+                out,
+                SyncOutcome::Fetched {
+                    downloaded_files: 1,
+                    ..
+                }
+            ),
+            "{out:?}"
         );
     }
 

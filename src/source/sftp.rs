@@ -13,7 +13,7 @@ use ssh2::{
 };
 use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long to wait for the TCP connection.
@@ -35,26 +35,18 @@ const PREFERRED: &[(MethodType, &[&str])] = &[
             "curve25519-sha256",
             "curve25519-sha256@libssh.org",
             "ecdh-sha2-nistp256",
-            "diffie-hellman-group14-sha256",
         ],
     ),
     (
         MethodType::HostKey,
-        &[
-            "ssh-ed25519",
-            "ecdsa-sha2-nistp256",
-            "rsa-sha2-512",
-            "rsa-sha2-256",
-        ],
+        &["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512"],
     ),
     (
         MethodType::CryptCs,
         &[
             "chacha20-poly1305@openssh.com",
             "aes256-gcm@openssh.com",
-            "aes128-gcm@openssh.com",
             "aes256-ctr",
-            "aes128-ctr",
         ],
     ),
     (
@@ -62,9 +54,7 @@ const PREFERRED: &[(MethodType, &[&str])] = &[
         &[
             "chacha20-poly1305@openssh.com",
             "aes256-gcm@openssh.com",
-            "aes128-gcm@openssh.com",
             "aes256-ctr",
-            "aes128-ctr",
         ],
     ),
     // Only used with the -ctr fallbacks; the AEAD ciphers carry their own MAC.
