@@ -21,11 +21,18 @@ fn first_sync_fetches_the_tree_and_the_next_check_transfers_nothing_more() {
     let Some(srv) = Sshd::start(&["alpha"]) else {
         return;
     };
+    let state = tempfile::tempdir().unwrap();
+    let cfg = srv.agent_config("alpha", srv.port(), state.path());
+    let mut s = source::open(&cfg).unwrap_or_else(|e| panic!("{e}\n{}", srv.log_text()));
+    assert!(matches!(
+        sync(s.as_mut(), state.path(), "alpha", &mut quiet()).unwrap(),
+        SyncOutcome::NothingPublished
+    ));
+    drop(s);
+
     let src = tempfile::tempdir().unwrap();
     write_config_tree(src.path(), 20, 500, 1);
     let m = srv.publish("alpha", 1, src.path());
-    let state = tempfile::tempdir().unwrap();
-    let cfg = srv.agent_config("alpha", srv.port(), state.path());
 
     let mut s = source::open(&cfg).unwrap_or_else(|e| panic!("{e}\n{}", srv.log_text()));
     let out = sync(s.as_mut(), state.path(), "alpha", &mut quiet()).unwrap();

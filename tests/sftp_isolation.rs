@@ -170,7 +170,7 @@ fn a_host_key_reaches_only_its_own_chroot_and_writes_only_its_logs() {
 
 #[test]
 fn a_server_with_another_host_key_is_refused_with_both_fingerprints_before_login() {
-    let Some(srv) = Sshd::start(&["alpha"]) else {
+    let Some(srv) = Sshd::start(&["alpha", "beta"]) else {
         return;
     };
     let src = tempfile::tempdir().unwrap();
@@ -209,6 +209,14 @@ fn a_server_with_another_host_key_is_refused_with_both_fingerprints_before_login
         .expect("an unknown host is refused")
         .to_string();
     assert!(msg.contains(&actual) && msg.contains("no entry"), "{msg}");
+
+    // Another host's key for this host's user: an authentication error, not a hang or a crash.
+    let mut other_key = srv.agent_config("alpha", srv.port(), state.path());
+    other_key.identity = srv.host("beta").identity.clone();
+    let e = source::open(&other_key)
+        .err()
+        .expect("beta's key does not open alpha");
+    assert!(matches!(e, SourceError::Auth { .. }), "{e}");
 
     // The refusal came before authentication: sshd never saw the agent's key accepted. With
     // the right file it does, which shows the log would tell.

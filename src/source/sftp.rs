@@ -11,7 +11,7 @@ use base64::Engine;
 use ssh2::{
     CheckResult, ErrorCode, KnownHostFileKind, MethodType, OpenFlags, OpenType, Session, Sftp,
 };
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -296,14 +296,28 @@ fn map_err(e: ssh2::Error, place: &str) -> SourceError {
     }
 }
 
-/// A read error on an open SFTP file: ssh2 turns its errors into io::Error and loses the code,
-/// so anything but a clean EOF is a broken connection here.
+/// Marks every read error of an open SFTP file, so that it is told apart from an error writing
+/// the local copy (a full disk is not a broken connection).
+struct RemoteReader<R>(R);
+
+impl<R: Read> Read for RemoteReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e))
+    }
+}
+
+/// ssh2 turns SFTP read errors into io::Error and loses the code: a read that fails mid-file
+/// means the session broke.
 fn map_read_err(e: SourceError) -> SourceError {
     match e {
-        SourceError::Io { place, source } => SourceError::Unreachable {
-            place,
-            why: format!("connection lost while reading: {source}"),
-        },
+        SourceError::Io { place, source } if source.kind() == io::ErrorKind::ConnectionAborted => {
+            SourceError::Unreachable {
+                place,
+                why: format!("connection lost while reading: {source}"),
+            }
+        }
         other => other,
     }
 }
@@ -317,9 +331,16 @@ impl Source for SftpSource {
         let place = self.place("current");
         match self.sftp.readlink(&self.remote("current")) {
             Ok(t) => parse_current_target(&t.to_string_lossy(), &place).map(Some),
-            // No `current`: nothing is published yet (the chroot itself exists, or login failed).
             Err(e) => match map_err(e, &place) {
-                SourceError::NotFound { .. } => Ok(None),
+                // No `current`: nothing is published yet, as long as the host's directory is
+                // there (a second request, only in this rare case).
+                SourceError::NotFound { .. } => {
+                    let base = self.remote("");
+                    self.sftp
+                        .stat(&base)
+                        .map_err(|e| map_err(e, &self.place("")))?;
+                    Ok(None)
+                }
                 other => Err(other),
             },
         }
@@ -328,12 +349,12 @@ impl Source for SftpSource {
     fn read_manifest(&mut self, generation: u64, limit: u64) -> Result<Vec<u8>, SourceError> {
         let rel = format!("gens/{generation}/manifest.json");
         let place = self.place(&rel);
-        let mut f = self
+        let f = self
             .sftp
             .open(self.remote(&rel))
             .map_err(|e| map_err(e, &place))?;
         let mut v = Vec::new();
-        copy_bounded(&mut f, &mut v, limit, &place).map_err(map_read_err)?;
+        copy_bounded(&mut RemoteReader(f), &mut v, limit, &place).map_err(map_read_err)?;
         Ok(v)
     }
 
@@ -347,8 +368,8 @@ impl Source for SftpSource {
         let rel = format!("gens/{generation}/tree/{path}");
         let place = self.place(&rel);
         let remote = self.remote(&rel);
-        let mut f = self.sftp.open(&remote).map_err(|e| map_err(e, &place))?;
-        copy_bounded(&mut f, out, limit, &place).map_err(map_read_err)
+        let f = self.sftp.open(&remote).map_err(|e| map_err(e, &place))?;
+        copy_bounded(&mut RemoteReader(f), out, limit, &place).map_err(map_read_err)
     }
 
     /// One REALPATH round trip: the server resolves every symlink on the way.
