@@ -78,6 +78,15 @@ fn a_host_key_reaches_only_its_own_chroot_and_writes_only_its_logs() {
         .read_to_string(&mut buf)
         .unwrap();
     assert!(buf.contains("imports"));
+    // The agent's symlink check (REALPATH) sees a missing file as missing, like a read would:
+    // a generation pruned under a download is then retried, not mistaken for tampering.
+    assert_eq!(
+        sftp_code(
+            sftp.realpath(Path::new("/gens/9/tree/x.nix")),
+            "realpath of a missing file"
+        ),
+        SFTP_NO_SUCH_FILE
+    );
 
     // Beta's publication, by every path that would lead there without the chroot.
     let beta_dir = srv.host("beta").dir.clone();
