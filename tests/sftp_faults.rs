@@ -114,6 +114,7 @@ fn sshd_killed_mid_download_keeps_the_previous_tree_and_the_next_run_completes()
             }
         })
         .expect_err("the server died during the download");
+    eprintln!("{err}");
     assert!(killed);
     let msg = err.to_string();
     assert!(err.is_unreachable(), "{msg}");
@@ -289,4 +290,45 @@ fn hostile_manifests_are_rejected_before_anything_is_written_outside_staging() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, m2.entry("common/m0003.nix").unwrap().mode);
+}
+
+#[test]
+fn a_server_that_stops_answering_times_out_as_unreachable() {
+    let Some(f) = Fixture::new() else { return };
+    let h = f.srv.host("alpha");
+    let cfg = f.srv.agent_config("alpha", f.srv.port(), f.state.path());
+    let target = |io_timeout| source::SftpTarget {
+        user: h.user.clone(),
+        host: "127.0.0.1".into(),
+        port: f.srv.port(),
+        path: "/".into(),
+        identity: cfg.identity.clone(),
+        known_hosts: cfg.known_hosts.clone(),
+        connect_timeout: std::time::Duration::from_secs(5),
+        io_timeout,
+    };
+    // Mid-session: the server freezes after login, the change check waits no longer than asked.
+    let mut s = source::SftpSource::connect(target(std::time::Duration::from_secs(1))).unwrap();
+    f.srv.pause();
+    let start = std::time::Instant::now();
+    let e = tiffin::source::Source::current_generation(&mut s).expect_err("no answer");
+    eprintln!("{e}");
+    assert!(e.is_unreachable(), "{e}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(s);
+    // At login: the kernel accepts the TCP connection, sshd never sends its banner.
+    let e = source::SftpSource::connect(target(std::time::Duration::from_secs(1)))
+        .err()
+        .expect("no banner");
+    eprintln!("{e}");
+    assert!(
+        e.is_unreachable() && e.to_string().contains("handshake"),
+        "{e}"
+    );
+    f.srv.resume();
+    f.assert_generation_1_intact();
 }

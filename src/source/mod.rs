@@ -209,6 +209,8 @@ pub fn open(config: &crate::config::AgentConfig) -> Result<Box<dyn Source>, Sour
             path,
             identity: config.identity.clone(),
             known_hosts: config.known_hosts.clone(),
+            connect_timeout: CONNECT_TIMEOUT,
+            io_timeout: IO_TIMEOUT,
         })?)),
     }
 }

@@ -78,6 +78,10 @@ pub struct SftpTarget {
     pub path: String,
     pub identity: PathBuf,
     pub known_hosts: PathBuf,
+    /// Limit for the TCP connection ([`CONNECT_TIMEOUT`] from `source::open`).
+    pub connect_timeout: Duration,
+    /// Limit for every blocking SSH/SFTP operation ([`IO_TIMEOUT`] from `source::open`).
+    pub io_timeout: Duration,
 }
 
 /// An authenticated SFTP session on the host's publication.
@@ -103,7 +107,7 @@ impl SftpSource {
         let mut last = None;
         let mut tcp = None;
         for a in &addrs {
-            match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
+            match TcpStream::connect_timeout(a, target.connect_timeout) {
                 Ok(s) => {
                     tcp = Some(s);
                     break;
@@ -118,7 +122,7 @@ impl SftpSource {
         let _ = tcp.set_nodelay(true);
 
         let mut session = Session::new().map_err(|e| unreachable(e.to_string()))?;
-        session.set_timeout(IO_TIMEOUT.as_millis() as u32);
+        session.set_timeout(target.io_timeout.as_millis().clamp(1, u32::MAX as u128) as u32);
         for (method, wanted) in PREFERRED {
             let supported = session.supported_algs(*method).unwrap_or_default();
             let offer: Vec<&str> = wanted

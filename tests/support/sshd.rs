@@ -336,6 +336,32 @@ impl Sshd {
         let _ = child.wait();
     }
 
+    /// Freezes sshd and its sessions (SIGSTOP): connections stay open but nothing answers.
+    pub fn pause(&self) {
+        self.signal_family(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Undoes [`Sshd::pause`].
+    pub fn resume(&self) {
+        self.signal_family(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal_family(&self, sig: nix::sys::signal::Signal) {
+        let Some(pid) = self
+            .child
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.id() as i32))
+        else {
+            return;
+        };
+        use nix::unistd::Pid;
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+        for p in descendants(pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), sig);
+        }
+    }
+
     /// Starts sshd again on the same port after [`Sshd::kill`].
     pub fn restart(&self) {
         self.kill();
