@@ -226,6 +226,14 @@ fn a_server_with_another_host_key_is_refused_with_both_fingerprints_before_login
         .err()
         .expect("beta's key does not open alpha");
     assert!(matches!(e, SourceError::Auth { .. }), "{e}");
+    assert!(e.to_string().contains("refused the key"), "{e}");
+    // A missing identity file says so.
+    other_key.identity = srv.root.join("etc/no-such-key");
+    let e = source::open(&other_key).err().expect("no key, no login");
+    assert!(
+        matches!(e, SourceError::Auth { .. }) && e.to_string().contains("no-such-key"),
+        "{e}"
+    );
 
     // The refusal came before authentication: sshd never saw the agent's key accepted. With
     // the right file it does, which shows the log would tell.

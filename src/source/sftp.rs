@@ -25,6 +25,10 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const FX_NO_SUCH_FILE: i32 = 2;
 const FX_PERMISSION_DENIED: i32 = 3;
 const FX_NO_SUCH_PATH: i32 = 10;
+// libssh2 error codes met during authentication.
+const LIBSSH2_ERROR_FILE: i32 = -16;
+const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
+const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
 
 /// Algorithms in order of preference. Only those this libssh2 supports are offered; short lists
 /// also keep the key exchange small on the wire (the no-change check is a few KB in total).
@@ -94,8 +98,20 @@ pub struct SftpSource {
 
 impl SftpSource {
     /// Connects, checks the host key, authenticates and opens the SFTP channel.
-    pub fn connect(target: SftpTarget) -> Result<Self, SourceError> {
+    pub fn connect(mut target: SftpTarget) -> Result<Self, SourceError> {
         let place = describe(&target);
+        // A canonical base path: the symlink check compares the server's REALPATH with it.
+        let mut parts = Vec::new();
+        for part in target.path.split('/').filter(|p| !p.is_empty()) {
+            if part == "." || part == ".." {
+                return Err(SourceError::BadUrl {
+                    url: place,
+                    why: format!("the path may not contain {part:?}"),
+                });
+            }
+            parts.push(part);
+        }
+        target.path = format!("/{}", parts.join("/"));
         let unreachable = |why: String| SourceError::Unreachable {
             place: place.clone(),
             why,
@@ -147,14 +163,25 @@ impl SftpSource {
 
         session
             .userauth_pubkey_file(&target.user, None, &target.identity, None)
-            .map_err(|e| SourceError::Auth {
-                place: place.clone(),
-                why: format!(
-                    "the server refused the key {} for user {:?} ({})",
-                    target.identity.display(),
-                    target.user,
-                    e.message()
-                ),
+            .map_err(|e| {
+                let key = target.identity.display();
+                let why = match e.code() {
+                    ErrorCode::Session(LIBSSH2_ERROR_FILE) => {
+                        format!("cannot use the identity file {key}: {}", e.message())
+                    }
+                    ErrorCode::Session(
+                        LIBSSH2_ERROR_AUTHENTICATION_FAILED | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
+                    ) => format!(
+                        "the server refused the key {key} for user {:?} ({})",
+                        target.user,
+                        e.message()
+                    ),
+                    _ => return map_err(e, &place),
+                };
+                SourceError::Auth {
+                    place: place.clone(),
+                    why,
+                }
             })?;
         if !session.authenticated() {
             return Err(SourceError::Auth {
