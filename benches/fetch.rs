@@ -176,6 +176,21 @@ fn main() {
             openssh_sftp(&srv, &relay, &format!("get -R gens/1/tree t{i}\n"), &["-C"]);
         },
     );
+    let negotiated = {
+        let h = srv.host("alpha");
+        source::SftpSource::connect(source::SftpTarget {
+            user: h.user.clone(),
+            host: "127.0.0.1".into(),
+            port: srv.port(),
+            path: "/".into(),
+            identity: cfg.identity.clone(),
+            known_hosts: srv.known_hosts_for(srv.port()),
+            connect_timeout: source::CONNECT_TIMEOUT,
+            io_timeout: source::IO_TIMEOUT,
+        })
+        .expect("connect")
+        .negotiated()
+    };
     let (check_total, update_total, get_total) =
         (check.wire.total(), update.wire.total(), get.wire.total());
     rows.extend([full, check, update, ls, get, get_c]);
@@ -184,6 +199,7 @@ fn main() {
         "\nfetch over SFTP: {FILES} files, {} bytes in the tree; median of {RUNS} runs, bytes counted at the TCP level through a loopback relay",
         m.total_bytes()
     );
+    println!("tiffin negotiated: {negotiated}");
     println!(
         "{:<40} {:>10} {:>10} {:>10} {:>10}",
         "operation", "up B", "down B", "total B", "wall ms"

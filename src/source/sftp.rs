@@ -70,6 +70,9 @@ const PREFERRED: &[(MethodType, &[&str])] = &[
         MethodType::MacSc,
         &["hmac-sha2-256-etm@openssh.com", "hmac-sha2-256"],
     ),
+    // Compression only after authentication (OpenSSH's delayed zlib), or none.
+    (MethodType::CompCs, &["zlib@openssh.com", "none"]),
+    (MethodType::CompSc, &["zlib@openssh.com", "none"]),
 ];
 
 /// Where to connect and with which keys.
@@ -93,7 +96,7 @@ pub struct SftpSource {
     target: SftpTarget,
     // Field order matters: the SFTP channel closes before the session.
     sftp: Sftp,
-    _session: Session,
+    session: Session,
 }
 
 impl SftpSource {
@@ -139,6 +142,9 @@ impl SftpSource {
 
         let mut session = Session::new().map_err(|e| unreachable(e.to_string()))?;
         session.set_timeout(target.io_timeout.as_millis().clamp(1, u32::MAX as u128) as u32);
+        // The manifest is JSON and most trees are text: zlib shrinks a one-file update to a
+        // small fraction of the tree (the manifest alone is ~190 bytes per entry uncompressed).
+        session.set_compress(true);
         for (method, wanted) in PREFERRED {
             let supported = session.supported_algs(*method).unwrap_or_default();
             let offer: Vec<&str> = wanted
@@ -151,9 +157,6 @@ impl SftpSource {
                 let _ = session.method_pref(*method, &offer.join(","));
             }
         }
-        // The manifest is JSON and most trees are text: zlib shrinks a one-file update to a
-        // small fraction of the tree (the manifest alone is ~190 bytes per entry uncompressed).
-        session.set_compress(true);
         session.set_tcp_stream(tcp);
         session
             .handshake()
@@ -193,8 +196,20 @@ impl SftpSource {
         Ok(Self {
             target,
             sftp,
-            _session: session,
+            session,
         })
+    }
+
+    /// The algorithms negotiated for this session, for logs and the benchmark.
+    pub fn negotiated(&self) -> String {
+        let m = |t| self.session.methods(t).unwrap_or("?").to_string();
+        format!(
+            "kex {}, host key {}, cipher {}, compression {}",
+            m(MethodType::Kex),
+            m(MethodType::HostKey),
+            m(MethodType::CryptCs),
+            m(MethodType::CompCs)
+        )
     }
 
     /// The remote path of `rel` inside the host's directory.
