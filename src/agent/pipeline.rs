@@ -468,7 +468,13 @@ impl Pipeline {
             return self.block(Ending::failed(Step::Commit, why, true), g);
         }
         cy.system_after = system::current_system(&self.config.system);
-        self.applied(g, new, Some(prev));
+        if activated {
+            self.applied(g, new, Some(prev));
+        } else {
+            // Operation `boot`: `prev` keeps running until the reboot; the next cycle after it
+            // finds the new system running and calls it up to date.
+            self.applied(g, prev, None);
+        }
         Ending {
             outcome: Outcome::Updated,
             failed_step: None,
@@ -628,7 +634,7 @@ impl Pipeline {
                 outcome: Outcome::Interrupted,
                 failed_step: Some(j.step),
                 message: Some(format!("interrupted during {}", j.step.name())),
-                attempted: false,
+                attempted: true,
             };
         };
         let count = {
