@@ -102,13 +102,19 @@ impl Machine {
 
     pub fn config_text(&self, extra: &str, system_extra: &str) -> String {
         let bin = self.root.join("bin");
+        // Short by default so that failing verifications end quickly; `extra` may set its own.
+        let verify = if extra.contains("verify_timeout") {
+            ""
+        } else {
+            "verify_timeout = \"2s\""
+        };
         format!(
             r#"host = "{HOST}"
 source = "file://{publication}"
 state_dir = "{state}"
 socket = "{state}/agent.sock"
 http_trigger = ""
-verify_timeout = "2s"
+{verify}
 {extra}
 
 [system]
@@ -229,6 +235,21 @@ files_root = "{files_root}"
         wait_for(&format!("{step} to end"), || p.exists().then_some(()));
     }
 
+    /// Waits until process `pid` (a fake script killed by the test) is gone.
+    pub fn wait_gone(&self, pid: i32) {
+        wait_for(&format!("process {pid} to end"), || {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next();
+            matches!(state, None | Some('Z') | Some('X')).then_some(())
+        });
+    }
+
     pub fn current(&self) -> PathBuf {
         fs::canonicalize(self.root.join("run/current-system")).unwrap()
     }
@@ -330,4 +351,18 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Installing files as root:root needs root. Under `CI=true` a missing prerequisite fails the
+/// test; elsewhere the test is skipped with the reason printed.
+pub fn have_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: needs root (files are installed as root:root), and CI=true"
+    );
+    eprintln!("{test}: skipped: needs root (files are installed as root:root)");
+    false
 }
