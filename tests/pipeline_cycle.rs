@@ -435,3 +435,25 @@ fn unreachable_source_fails_at_fetch_and_keeps_the_system() {
     assert!(out.contains("fetch"), "{out}");
     assert_eq!(m.current(), m.initial_system);
 }
+
+#[test]
+fn a_corrupt_publication_fails_at_fetch_and_is_reported_once() {
+    let mut m = Machine::new();
+    m.write("configuration.nix", "{ ... }: { corrupt = 1; }\n");
+    let g = m.publish();
+    fs::write(
+        m.publication
+            .join(format!("gens/{g}/tree/configuration.nix")),
+        "{ ... }: { corrupt = 2; }\n",
+    )
+    .unwrap();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 1, "{out}");
+    let (r, _) = m.report(g, "failed");
+    assert_eq!(r["failed_step"], "fetch");
+    assert!(r["message"].as_str().unwrap().contains("sha256"), "{r}");
+    assert_eq!(m.count_calls("nix build"), 0);
+    assert_eq!(m.run_once().0, 1);
+    assert_eq!(m.reports().len(), 1, "{:?}", m.reports());
+    assert_eq!(m.current(), m.initial_system);
+}

@@ -46,6 +46,8 @@ fn a_secret_lands_with_mode_0600_root_root_outside_the_store() {
     );
     // No manifest mode override: the repository's mode.
     assert_eq!(mode_of(&m.files_root.join("etc/motd")), 0o644);
+    // The system did not change (files/ is not part of it): nothing was activated.
+    assert_eq!(m.count_calls("switch-to-configuration"), 0, "{}", m.calls());
     // Outside the (fake) store.
     assert!(!m.current().join("etc/secret").exists());
     let (_, log) = m.report(g, "updated");

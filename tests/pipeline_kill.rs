@@ -275,3 +275,30 @@ fn killed_while_verifying_a_system_that_cut_the_network_rolls_back_at_restart() 
     assert_eq!(m.run_once().0, 3);
     assert_eq!(m.count_calls("nix build"), builds);
 }
+
+#[test]
+fn killed_while_committing_finishes_the_commit_at_restart() {
+    let mut m = Machine::new();
+    m.write("configuration.nix", "{ ... }: { c = 1; }\n");
+    let g = m.publish();
+    m.pause("boot");
+    let mut agent = m.spawn_once();
+    let boot = m.wait_paused("boot");
+    kill(&mut agent);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(boot),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    m.wait_gone(boot);
+    m.resume("boot");
+    let new = m.current();
+    assert_eq!(m.profile(), new, "the profile was set");
+    assert_eq!(m.boot_default(), m.initial_system, "the boot entry was not");
+    assert_eq!(journal_step(&m).as_deref(), Some("commit"));
+
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(assert_on_one_system(&m), new);
+    m.report(g, "updated");
+}

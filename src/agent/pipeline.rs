@@ -214,6 +214,8 @@ impl Pipeline {
 
     fn cycle(&mut self, req: CycleRequest, cy: &mut Cycle) -> Ending {
         self.set_phase(Phase::Checking);
+        cy.system_before = system::current_system(&self.config.system);
+        cy.system_after = cy.system_before.clone();
         journal_or_stop!(self.journal(cy, Step::Fetch, None), Step::Fetch);
         let t = Instant::now();
         let mut src = match source::open(&self.config) {
@@ -276,7 +278,15 @@ impl Pipeline {
                     src.current_generation().ok().flatten()
                 };
                 cy.server_reached = !unreachable;
-                return Ending::failed(Step::Fetch, e.to_string(), cy.generation.is_some());
+                // Reported once per generation: a broken publication stays broken until the
+                // admin publishes again, and a report every interval would only bury the first.
+                let reported = self.state.state.history.last().is_some_and(|a| {
+                    a.generation == cy.generation
+                        && a.outcome == Outcome::Failed
+                        && a.failed_step.as_deref() == Some(Step::Fetch.name())
+                });
+                let attempted = cy.generation.is_some() && !reported;
+                return Ending::failed(Step::Fetch, e.to_string(), attempted);
             }
         };
         cy.server_reached = true;
