@@ -372,6 +372,15 @@ impl Pipeline {
             Err(why) => return self.block(Ending::failed(Step::Build, why, true), g),
         };
         cy.runner.note(&format!("build: {new}"));
+        if let Some(expected) = manifest.expected_system.as_deref() {
+            if expected != new {
+                // Not fatal: a local build may differ (another nixpkgs channel, impure inputs),
+                // but the admin built something else before publishing.
+                cy.runner.note(&format!(
+                    "build: the publication expected {expected}; this machine built {new}"
+                ));
+            }
+        }
 
         let t = Instant::now();
         let plan = files::plan(tree, manifest, &sys.files_root, &self.config.state_dir);
@@ -705,7 +714,14 @@ impl Pipeline {
                     );
                     cy.system_after = system::current_system(&sys);
                     interrupted(self)
-                } else if cur.as_deref() == Some(&p) && step == Step::Commit {
+                } else if cur.as_deref() == Some(&p) && matches!(step, Step::Files | Step::Commit) {
+                    // Operation `boot` (nothing was activated): the previous system stays the
+                    // boot default until the generation is applied again.
+                    if system::resolve_system(&sys.profile).as_deref() == Some(&n) {
+                        if let Err(e) = activate::set_profile(&cy.runner, &sys, &p) {
+                            cy.runner.note(&format!("putting the profile back: {e}"));
+                        }
+                    }
                     interrupted(self)
                 } else {
                     let why = if exhausted {
