@@ -210,3 +210,72 @@ fn files_toml_naming_a_missing_file_or_a_bad_mode_is_an_error_naming_it() {
     let (r, _) = m.report(g, "failed");
     assert!(r["message"].as_str().unwrap().contains("\"rw\""), "{r}");
 }
+
+#[test]
+fn files_of_a_generation_that_is_rolled_back_are_put_back() {
+    if !pipeline_support::have_root("files_of_a_generation_that_is_rolled_back_are_put_back") {
+        return;
+    }
+    let mut m = Machine::new();
+    m.write("files/etc/motd", "v1\n");
+    m.write("files/etc/gone", "installed by generation 1\n");
+    m.publish();
+    assert_eq!(m.run_once().0, 0);
+    let record_g1 = fs::read_to_string(m.state.join("installed-files.json")).unwrap();
+
+    m.write("files/etc/motd", "v2\n");
+    m.write("files/srv/new/conf", "new\n");
+    m.remove("files/etc/gone");
+    m.write("CUT_NETWORK", "");
+    let g = m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 3, "{out}");
+    let (_, log) = m.report(g, "rolled_back");
+    assert!(
+        log.contains("files: installed") && log.contains("rollback restored"),
+        "{log}"
+    );
+    let fsroot = &m.files_root;
+    assert_eq!(fs::read_to_string(fsroot.join("etc/motd")).unwrap(), "v1\n");
+    assert_eq!(
+        fs::read_to_string(fsroot.join("etc/gone")).unwrap(),
+        "installed by generation 1\n"
+    );
+    assert!(
+        !fsroot.join("srv").exists(),
+        "new files and their directories are gone"
+    );
+    assert_eq!(
+        fs::read_to_string(m.state.join("installed-files.json")).unwrap(),
+        record_g1
+    );
+}
+
+#[test]
+fn a_files_only_change_is_verified_and_put_back_when_it_fails() {
+    if !pipeline_support::have_root("a_files_only_change_is_verified_and_put_back_when_it_fails") {
+        return;
+    }
+    let mut m = Machine::new();
+    let motd = m.files_root.join("etc/motd");
+    m.write_config(
+        &format!(
+            r#"health_checks = ["! grep -q locked-out {}"]"#,
+            motd.display()
+        ),
+        "",
+    );
+    m.write("files/etc/motd", "welcome\n");
+    m.publish();
+    assert_eq!(m.run_once().0, 0);
+    m.write("files/etc/motd", "locked-out\n");
+    let g = m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 3, "{out}");
+    let (r, _) = m.report(g, "rolled_back");
+    assert_eq!(r["failed_step"], "verify");
+    assert_eq!(fs::read_to_string(&motd).unwrap(), "welcome\n");
+    // The system never changed: nothing was activated, the profile has one generation.
+    assert_eq!(m.count_calls("switch-to-configuration"), 0, "{}", m.calls());
+    assert_eq!(m.profile_history(), vec![m.initial_system.clone()]);
+}

@@ -305,21 +305,110 @@ fn resolve_owner(owner: &str, group: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// A file as it was before tiffin replaced or removed it.
+#[derive(Clone, Debug)]
+struct SavedFile {
+    data: Vec<u8>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// What applying a plan changed, kept in memory so that a rollback of the system puts the files
+/// back as well (a published file can cut a machine off as surely as a system can).
+#[derive(Clone, Debug, Default)]
+pub struct FilesUndo {
+    root: PathBuf,
+    /// Each path touched, with what was there before (`None`: nothing).
+    before: Vec<(String, Option<SavedFile>)>,
+    created_dirs: Vec<String>,
+    record: Option<InstalledRecord>,
+}
+
+impl FilesUndo {
+    /// True when applying changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.created_dirs.is_empty()
+    }
+
+    fn remember(&mut self, root: &Path, rel: &str) -> Result<(), FilesError> {
+        if self.before.iter().any(|(r, _)| r == rel) {
+            return Ok(());
+        }
+        let p = root.join(rel);
+        let saved = match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => Some(SavedFile {
+                data: fs::read(&p).map_err(io_at(&p))?,
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            }),
+            _ => None,
+        };
+        self.before.push((rel.to_string(), saved));
+        Ok(())
+    }
+}
+
 /// Carries out a plan; the record is saved even when it stops half-way, so that what was
-/// installed stays known. Returns how many files were written or removed.
-pub fn apply(plan: FilesPlan, state_dir: &Path, runner: &Runner) -> Result<usize, FilesError> {
+/// installed stays known. `undo` learns what was there before each change, also when it fails.
+/// Returns how many files were written or removed.
+pub fn apply(
+    plan: FilesPlan,
+    state_dir: &Path,
+    runner: &Runner,
+    undo: &mut FilesUndo,
+) -> Result<usize, FilesError> {
     let mut record = plan.record.clone();
-    let r = apply_inner(&plan, &mut record, runner);
+    if let Ok(before) = InstalledRecord::load(state_dir) {
+        undo.record.get_or_insert(before);
+    }
+    undo.root = plan.root.clone();
+    let r = apply_inner(&plan, &mut record, runner, undo);
     let saved = record.save(state_dir);
     let n = r?;
     saved?;
     Ok(n)
 }
 
+/// Puts back what [`apply`] changed: replaced files get their old content, owner and mode,
+/// new files and the directories made for them go, and the record is the old one again.
+pub fn restore(undo: FilesUndo, state_dir: &Path, runner: &Runner) -> Result<(), FilesError> {
+    let root = &undo.root;
+    for (rel, saved) in undo.before.iter().rev() {
+        check_parents(root, rel)?;
+        let target = root.join(rel);
+        match saved {
+            None => match fs::remove_file(&target) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&target)(e)),
+                _ => runner.note(&format!("files: rollback removed {}", target.display())),
+            },
+            Some(s) => {
+                fsutil::atomic_write_with(&target, s.mode, |f| {
+                    std::os::unix::fs::fchown(&*f, Some(s.uid), Some(s.gid))?;
+                    io::Write::write_all(f, &s.data)
+                })
+                .map_err(io_at(&target))?;
+                fs::set_permissions(&target, fs::Permissions::from_mode(s.mode))
+                    .map_err(io_at(&target))?;
+                runner.note(&format!("files: rollback restored {}", target.display()));
+            }
+        }
+    }
+    for d in undo.created_dirs.iter().rev() {
+        let _ = fs::remove_dir(root.join(d));
+    }
+    match undo.record {
+        Some(r) => r.save(state_dir),
+        None => Ok(()),
+    }
+}
+
 fn apply_inner(
     plan: &FilesPlan,
     record: &mut InstalledRecord,
     runner: &Runner,
+    undo: &mut FilesUndo,
 ) -> Result<usize, FilesError> {
     let root = &plan.root;
     let mut changed = 0;
@@ -359,11 +448,13 @@ fn apply_inner(
                     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
                         .map_err(io_at(&dir))?;
                     record.dirs.insert(parts[..=n].join("/"));
+                    undo.created_dirs.push(parts[..=n].join("/"));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_at(&dir)(e)),
             }
         }
+        undo.remember(root, &i.rel)?;
         let data = fs::read(&i.source).map_err(io_at(&i.source))?;
         if hash::sha256_bytes(&data) != i.sha256 {
             return Err(refused(
@@ -401,6 +492,7 @@ fn apply_inner(
         match fs::symlink_metadata(&target) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Ok(m) if m.is_file() && hash::sha256_file(&target).is_ok_and(|(h, _)| h == r.sha256) => {
+                undo.remember(root, rel)?;
                 fs::remove_file(&target).map_err(io_at(&target))?;
                 runner.note(&format!("files: removed {} (gone from the repository)", target.display()));
                 changed += 1;

@@ -70,6 +70,8 @@ struct Cycle {
     system_before: Option<String>,
     system_after: Option<String>,
     server_reached: bool,
+    /// What the files step changed, for a rollback to put back.
+    files_undo: files::FilesUndo,
 }
 
 impl Cycle {
@@ -82,6 +84,7 @@ impl Cycle {
             system_before: None,
             system_after: None,
             server_reached: false,
+            files_undo: files::FilesUndo::default(),
         }
     }
     fn took(&mut self, step: Step, since: Instant) {
@@ -393,39 +396,36 @@ impl Pipeline {
         if new == prev {
             journal_or_stop!(self.journal(cy, Step::Files, Some(&new)), Step::Files);
             let t = Instant::now();
-            let installed = files::apply(plan, &self.config.state_dir, &cy.runner);
+            let installed =
+                files::apply(plan, &self.config.state_dir, &cy.runner, &mut cy.files_undo);
             cy.took(Step::Files, t);
             return match installed {
-                Err(e) => self.block(Ending::failed(Step::Files, e.to_string(), true), g),
-                Ok(changed) => {
+                Err(e) => {
+                    self.undo_files(cy);
+                    self.block(Ending::failed(Step::Files, e.to_string(), true), g)
+                }
+                Ok(0) => {
                     self.applied(g, &new, None);
                     Ending {
-                        outcome: if changed > 0 {
-                            Outcome::Updated
-                        } else {
-                            Outcome::UpToDate
-                        },
+                        outcome: Outcome::UpToDate,
                         failed_step: None,
-                        message: Some(format!(
-                            "generation {g} builds the running system{}",
-                            if changed > 0 {
-                                format!("; {changed} file(s) installed or removed")
-                            } else {
-                                String::new()
-                            }
-                        )),
+                        message: Some(format!("generation {g} builds the running system")),
                         attempted: true,
                     }
                 }
+                // Changed files can cut a machine off as surely as a new system: verify.
+                Ok(_) => self.verify_and_commit(cy, g, &prev, &new),
             };
         }
 
         if self.config.operation == Operation::Boot {
             journal_or_stop!(self.journal(cy, Step::Files, Some(&new)), Step::Files);
             let t = Instant::now();
-            let installed = files::apply(plan, &self.config.state_dir, &cy.runner);
+            let installed =
+                files::apply(plan, &self.config.state_dir, &cy.runner, &mut cy.files_undo);
             cy.took(Step::Files, t);
             if let Err(e) = installed {
+                self.undo_files(cy);
                 return self.block(Ending::failed(Step::Files, e.to_string(), true), g);
             }
             return self.commit_step(cy, g, &prev, &new, false);
@@ -444,7 +444,7 @@ impl Pipeline {
 
         journal_or_stop!(self.journal(cy, Step::Files, Some(&new)), Step::Files);
         let t = Instant::now();
-        let installed = files::apply(plan, &self.config.state_dir, &cy.runner);
+        let installed = files::apply(plan, &self.config.state_dir, &cy.runner, &mut cy.files_undo);
         cy.took(Step::Files, t);
         if let Err(e) = installed {
             return self.roll_back(cy, g, &prev, &new, Some(Step::Files), &e.to_string(), false);
@@ -473,6 +473,18 @@ impl Pipeline {
         new: &str,
         activated: bool,
     ) -> Ending {
+        if prev == new {
+            // Only files changed, and they passed verification: the system is committed already.
+            self.applied(g, new, None);
+            return Ending {
+                outcome: Outcome::Updated,
+                failed_step: None,
+                message: Some(format!(
+                    "generation {g} builds the running system; its files are installed"
+                )),
+                attempted: true,
+            };
+        }
         self.set_phase(Phase::Committing);
         journal_or_stop!(self.journal(cy, Step::Commit, Some(new)), Step::Commit);
         let t = Instant::now();
@@ -539,8 +551,12 @@ impl Pipeline {
             cy.runner.note(&format!("state: {e}"));
         }
         let t = Instant::now();
-        let mut result =
-            activate::activate_test(&cy.runner, &sys, prev, &format!("tiffin-rollback-{g}"));
+        self.undo_files(cy);
+        let mut result = if from == prev {
+            Ok(())
+        } else {
+            activate::activate_test(&cy.runner, &sys, prev, &format!("tiffin-rollback-{g}"))
+        };
         if result.is_ok() && (commit_previous || failed == Some(Step::Commit)) {
             // The profile may already name the failed system: point it back.
             result = if commit_previous {
@@ -593,6 +609,19 @@ impl Pipeline {
                 ),
                 g,
             ),
+        }
+    }
+
+    /// Puts back the files this cycle installed or removed, if any.
+    fn undo_files(&self, cy: &mut Cycle) {
+        let undo = std::mem::take(&mut cy.files_undo);
+        if undo.is_empty() {
+            return;
+        }
+        if let Err(e) = files::restore(undo, &self.config.state_dir, &cy.runner) {
+            cy.runner.note(&format!(
+                "files: putting the previous files back failed: {e}"
+            ));
         }
     }
 
