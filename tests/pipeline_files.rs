@@ -48,8 +48,17 @@ fn a_secret_lands_with_mode_0600_root_root_outside_the_store() {
     assert_eq!(mode_of(&m.files_root.join("etc/motd")), 0o644);
     // The system did not change (files/ is not part of it): nothing was activated.
     assert_eq!(m.count_calls("switch-to-configuration"), 0, "{}", m.calls());
-    // Outside the (fake) store.
-    assert!(!m.current().join("etc/secret").exists());
+    // Nix never saw it: the tree the fake `nix build` copied into its store has no files/.
+    let stored = std::process::Command::new("grep")
+        .args(["-rl", "hunter2"])
+        .arg(m.root.join("store"))
+        .output()
+        .unwrap();
+    assert!(
+        stored.stdout.is_empty(),
+        "the secret is in the store: {stored:?}"
+    );
+    assert!(m.root.join("store").read_dir().unwrap().count() >= 2);
     let (_, log) = m.report(g, "updated");
     assert!(
         log.contains("installed") && log.contains("etc/secret"),

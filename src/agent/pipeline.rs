@@ -226,7 +226,13 @@ impl Pipeline {
             Err(e) => {
                 cy.took(Step::Fetch, t);
                 cy.runner.note(&format!("fetch: {e}"));
-                self.checked(CheckResult::Unreachable, Some(e.to_string()));
+                let result = if e.is_unreachable() {
+                    CheckResult::Unreachable
+                } else {
+                    // Reached, but refused: a changed host key, a rejected identity.
+                    CheckResult::Failed
+                };
+                self.checked(result, Some(e.to_string()));
                 return Ending::failed(Step::Fetch, e.to_string(), false);
             }
         };
@@ -368,7 +374,9 @@ impl Pipeline {
         self.set_phase(Phase::Building);
         journal_or_stop!(self.journal(cy, Step::Build, None), Step::Build);
         let t = Instant::now();
-        let built = build::build_system(&cy.runner, &sys, tree, &self.config.host);
+        let built = build::build_view(tree, &self.config.state_dir)
+            .map_err(|e| format!("preparing the tree for Nix: {e}"))
+            .and_then(|view| build::build_system(&cy.runner, &sys, &view, &self.config.host));
         cy.took(Step::Build, t);
         let new = match built {
             Ok(p) => p,

@@ -64,8 +64,7 @@ build_system() {
         warn "error: attribute 'fail' missing (FAIL_BUILD)"
         exit 1
     fi
-    # Like a real build, the system does not depend on files/ (installed by tiffin, not Nix).
-    h=$(cd "$tree" && find . -type f ! -path './files/*' ! -name files.toml | LC_ALL=C sort | while IFS= read -r f; do
+    h=$(cd "$tree" && find . -type f | LC_ALL=C sort | while IFS= read -r f; do
         printf '%s %s\n' "$f" "$(sha256sum < "$f" | cut -c1-64)"
     done | hash_of)
     kver=6.1
@@ -77,6 +76,13 @@ build_system() {
         echo "kernel $kver" > "$kdir.tmp/bzImage"
         echo "initrd $kver" > "$kdir.tmp/initrd"
         mv "$kdir.tmp" "$kdir"
+    fi
+    # Like `nix build path:…`: the whole tree is copied into the (world-readable) store.
+    src=$STORE/$h-source
+    if [ ! -d "$src" ]; then
+        rm -rf "$src.tmp"
+        cp -R "$tree" "$src.tmp"
+        mv "$src.tmp" "$src"
     fi
     out=$STORE/$h-nixos-system-$host
     if [ ! -d "$out" ]; then
