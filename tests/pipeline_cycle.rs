@@ -457,3 +457,30 @@ fn a_corrupt_publication_fails_at_fetch_and_is_reported_once() {
     assert_eq!(m.reports().len(), 1, "{:?}", m.reports());
     assert_eq!(m.current(), m.initial_system);
 }
+
+#[test]
+fn a_report_that_cannot_be_uploaded_is_queued_and_sent_at_the_next_contact() {
+    let mut m = Machine::new();
+    fs::remove_dir(m.publication.join("logs")).unwrap();
+    m.write("configuration.nix", "{ ... }: { q = 1; }\n");
+    let g = m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    let queued: Vec<String> = fs::read_dir(m.state.join("outbox"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        queued
+            .iter()
+            .any(|n| n.ends_with(&format!("-g{g}-updated.json"))),
+        "{queued:?}"
+    );
+    fs::create_dir(m.publication.join("logs")).unwrap();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    m.report(g, "updated");
+    assert_eq!(m.seen()["applied_generation"], g);
+    assert_eq!(fs::read_dir(m.state.join("outbox")).unwrap().count(), 0);
+}

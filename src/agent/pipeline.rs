@@ -72,6 +72,8 @@ struct Cycle {
     server_reached: bool,
     /// What the files step changed, for a rollback to put back.
     files_undo: files::FilesUndo,
+    /// The connection of the check, reused to upload the report when it still works.
+    source: Option<Box<dyn source::Source>>,
 }
 
 impl Cycle {
@@ -85,6 +87,7 @@ impl Cycle {
             system_after: None,
             server_reached: false,
             files_undo: files::FilesUndo::default(),
+            source: None,
         }
     }
     fn took(&mut self, step: Step, since: Instant) {
@@ -299,6 +302,7 @@ impl Pipeline {
             }
         };
         cy.server_reached = true;
+        cy.source = Some(src);
         let g = local.generation;
         cy.generation = Some(g);
         self.state.state.forget_older_than(g);
@@ -833,7 +837,7 @@ impl Pipeline {
     }
 
     /// Ends a cycle: history, state, report, `seen.json`, status.
-    fn finish(&mut self, cy: Cycle, end: Ending) -> CycleReport {
+    fn finish(&mut self, mut cy: Cycle, end: Ending) -> CycleReport {
         let now = unix_now();
         let sys = &self.config.system;
         let reboot_needed = system::reboot_needed(sys);
@@ -911,9 +915,17 @@ impl Pipeline {
             }
         }
         if !self.outbox.pending().is_empty() {
-            let sent = source::open(&self.config).and_then(|mut s| self.outbox.flush(s.as_mut()));
-            if let Err(e) = sent {
-                tracing::warn!("reports stay queued for the next contact: {e}");
+            // The check's connection first; after an activation it may be gone, so a fresh one.
+            let reused = cy
+                .source
+                .take()
+                .is_some_and(|mut s| self.outbox.flush(s.as_mut()).is_ok());
+            if !reused {
+                let sent =
+                    source::open(&self.config).and_then(|mut s| self.outbox.flush(s.as_mut()));
+                if let Err(e) = sent {
+                    tracing::warn!("reports stay queued for the next contact: {e}");
+                }
             }
         }
         self.last_log = Some(log);
