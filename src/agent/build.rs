@@ -89,7 +89,7 @@ pub fn build_system(
 }
 
 /// The tree Nix is given: the fetched tree without `files/` and `files.toml`, in
-/// `<state_dir>/build`. A `path:` flake copies its whole directory into the world-readable Nix
+/// `<state_dir>/build` (hard links where possible). A `path:` flake copies its whole directory into the world-readable Nix
 /// store, and the secrets under `files/` must never land there.
 pub fn build_view(tree: &Path, state_dir: &Path) -> io::Result<PathBuf> {
     let dest = state_dir.join("build");
@@ -117,7 +117,10 @@ fn copy_tree(src: &Path, dst: &Path, top: bool) -> io::Result<()> {
         if ft.is_dir() {
             copy_tree(&from, &to, false)?;
         } else if ft.is_file() {
-            fs::copy(&from, &to).map_err(with(&from))?;
+            // Fetched trees are never modified in place, so a hard link is as good as a copy.
+            if fs::hard_link(&from, &to).is_err() {
+                fs::copy(&from, &to).map_err(with(&from))?;
+            }
         }
         // A fetched tree holds only files and directories (the manifest has no symlinks).
     }

@@ -64,9 +64,7 @@ build_system() {
         warn "error: attribute 'fail' missing (FAIL_BUILD)"
         exit 1
     fi
-    h=$(cd "$tree" && find . -type f | LC_ALL=C sort | while IFS= read -r f; do
-        printf '%s %s\n' "$f" "$(sha256sum < "$f" | cut -c1-64)"
-    done | hash_of)
+    h=$(cd "$tree" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum | hash_of)
     kver=6.1
     if [ -s "$tree/NEW_KERNEL" ]; then kver=$(head -n1 "$tree/NEW_KERNEL"); fi
     mkdir -p "$STORE"
