@@ -302,3 +302,43 @@ fn killed_while_committing_finishes_the_commit_at_restart() {
     assert_eq!(assert_on_one_system(&m), new);
     m.report(g, "updated");
 }
+
+#[test]
+fn a_verification_that_keeps_killing_the_agent_is_rolled_back_after_two_tries() {
+    let mut m = Machine::new();
+    m.write_config(
+        &format!(
+            r#"health_checks = ["echo $$ > {r}/paused-verify; while [ -e {r}/pause-verify ]; do sleep 0.05; done"]"#,
+            r = m.root.display()
+        ),
+        "",
+    );
+    m.write("configuration.nix", "{ ... }: { kills = true; }\n");
+    let g = m.publish();
+    m.pause("verify");
+    for _ in 0..2 {
+        let _ = fs::remove_file(m.root.join("paused-verify"));
+        let mut agent = m.spawn_once();
+        let check = m.wait_paused("verify");
+        kill(&mut agent);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(check),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        m.wait_gone(check);
+        assert_eq!(journal_step(&m).as_deref(), Some("verify"));
+    }
+    let (code, out) = m.run_once();
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(assert_on_one_system(&m), m.initial_system);
+    let (r, _) = m.report(g, "rolled_back");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted 2 times during verify"),
+        "{r}"
+    );
+    assert_eq!(m.count_calls("nix build"), 1);
+}

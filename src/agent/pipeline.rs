@@ -724,9 +724,6 @@ impl Pipeline {
         };
         match (j.step, prev, new) {
             (Step::Fetch | Step::Build, _, _) => interrupted(self),
-            (Step::Files, Some(p), Some(n)) if cur.as_deref() == Some(&p) && p == n => {
-                interrupted(self)
-            }
             (Step::RollBack, Some(p), Some(n)) => self.roll_back(
                 cy,
                 g,
@@ -737,43 +734,66 @@ impl Pipeline {
                 j.manual_rollback,
             ),
             (step, Some(p), Some(n)) => {
-                if cur.as_deref() == Some(&n) && !exhausted {
-                    // The new system is running: it gets the verification it was due.
-                    if step == Step::Commit {
+                let cur = cur.as_deref();
+                let same = p == n;
+                if cur == Some(n.as_str()) && !same {
+                    if exhausted {
+                        let why = format!("interrupted {count} times during {}", step.name());
+                        self.roll_back(cy, g, &p, &n, Some(step), &why, false)
+                    } else if step == Step::Commit {
+                        // Verified already: finish the commit.
                         self.commit_step(cy, g, &p, &n, true)
                     } else {
+                        // The new system runs: it gets the verification it was due.
                         self.verify_and_commit(cy, g, &p, &n)
                     }
-                } else if cur.as_deref() == Some(&p) && step == Step::Activate && !exhausted {
-                    // Activation had not switched yet; what it may have started is undone by
-                    // activating the previous system again, then the generation may be retried.
-                    let _ = activate::activate_test(
-                        &cy.runner,
-                        &sys,
-                        &p,
-                        &format!("tiffin-rollback-{g}"),
-                    );
-                    cy.system_after = system::current_system(&sys);
-                    interrupted(self)
-                } else if cur.as_deref() == Some(&p) && matches!(step, Step::Files | Step::Commit) {
-                    // Operation `boot` (nothing was activated): the previous system stays the
-                    // boot default until the generation is applied again.
-                    if system::resolve_system(&sys.profile).as_deref() == Some(&n) {
-                        if let Err(e) = activate::set_profile(&cy.runner, &sys, &p) {
-                            cy.runner.note(&format!("putting the profile back: {e}"));
+                } else if cur == Some(p.as_str()) {
+                    match step {
+                        Step::Activate => {
+                            // The switch had not happened; what it may have started is undone
+                            // by activating the previous system again.
+                            let _ = activate::activate_test(
+                                &cy.runner,
+                                &sys,
+                                &p,
+                                &format!("tiffin-rollback-{g}"),
+                            );
+                            cy.system_after = system::current_system(&sys);
+                            interrupted(self)
+                        }
+                        // Only files changed: verify them again.
+                        Step::Verify if same && !exhausted => {
+                            self.verify_and_commit(cy, g, &p, &n)
+                        }
+                        Step::Verify if !same => self.roll_back(
+                            cy,
+                            g,
+                            &p,
+                            &n,
+                            Some(step),
+                            "the previous system was running again (a reboot?) before verification ended",
+                            false,
+                        ),
+                        _ => {
+                            // Operation `boot`, or files only: nothing runs the new system;
+                            // the previous one stays the boot default.
+                            if !same
+                                && system::resolve_system(&sys.profile).as_deref()
+                                    == Some(n.as_str())
+                            {
+                                if let Err(e) = activate::set_profile(&cy.runner, &sys, &p) {
+                                    cy.runner.note(&format!("putting the profile back: {e}"));
+                                }
+                            }
+                            interrupted(self)
                         }
                     }
-                    interrupted(self)
                 } else {
-                    let why = if exhausted {
-                        format!("interrupted {count} times during {}", step.name())
-                    } else {
-                        format!(
-                            "interrupted during {}; the running system is {}",
-                            step.name(),
-                            cur.as_deref().unwrap_or("unknown")
-                        )
-                    };
+                    let why = format!(
+                        "interrupted during {}; the running system is {}",
+                        step.name(),
+                        cur.unwrap_or("unknown")
+                    );
                     self.roll_back(cy, g, &p, &n, Some(step), &why, false)
                 }
             }
