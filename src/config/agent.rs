@@ -199,6 +199,7 @@ mod tests {
         assert_eq!(c.socket, PathBuf::from("/run/tiffin/agent.sock"));
         assert_eq!(c.policy, Policy::Auto);
         assert_eq!(c.system.systemd_run, "systemd-run");
+        assert_eq!(c.system.files_root, PathBuf::from("/"));
     }
 
     #[test]
