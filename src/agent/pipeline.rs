@@ -506,8 +506,9 @@ impl Pipeline {
             if activated {
                 return self.roll_back(cy, g, prev, new, Some(Step::Commit), &why, false);
             }
-            // Operation `boot`: nothing runs the new system; put the profile back.
+            // Operation `boot`: nothing runs the new system; put the profile and files back.
             let _ = activate::set_profile(&cy.runner, &self.config.system, prev);
+            self.undo_files(cy);
             return self.block(Ending::failed(Step::Commit, why, true), g);
         }
         cy.system_after = system::current_system(&self.config.system);
