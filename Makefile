@@ -34,3 +34,4 @@ demo: deps
 bench: deps
 	$(CARGO) bench --bench manifest
 	$(CARGO) bench --bench fetch
+	$(CARGO) bench --bench pipeline
