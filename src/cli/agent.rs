@@ -37,7 +37,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_OK);
     }
     if args.once {
-        return not_implemented("agent --once");
+        return Ok(crate::agent::run_once(config));
     }
     not_implemented("agent")
 }
