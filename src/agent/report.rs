@@ -44,6 +44,18 @@ pub struct Seen {
     pub running_system: Option<String>,
     pub booted_system: Option<String>,
     pub agent_version: String,
+    /// The agent's check interval in seconds: `fleet status` calls a host "not seen" after a few
+    /// intervals without contact. Absent from older agents (then 15 min is assumed).
+    #[serde(default)]
+    pub interval_secs: Option<u64>,
+    /// The generation the agent is applying right now: set in the `seen.json` uploaded when a
+    /// cycle starts applying a new generation, `None` in the one uploaded when the cycle ends.
+    #[serde(default)]
+    pub updating_to: Option<u64>,
+    /// The running kernel, initrd or modules differ from the booted ones (a restart is needed).
+    /// Absent from older agents (then the latest report's `reboot_needed` is used).
+    #[serde(default)]
+    pub reboot_needed: Option<bool>,
 }
 
 pub const SEEN_NAME: &str = "seen.json";

@@ -77,9 +77,51 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
         FleetCommand::Init { .. } => not_implemented("fleet init"),
         FleetCommand::Publish { .. } => not_implemented("fleet publish"),
         FleetCommand::Build { .. } => not_implemented("fleet build"),
-        FleetCommand::Status { .. } => not_implemented("fleet status"),
-        FleetCommand::Diff { .. } => not_implemented("fleet diff"),
-        FleetCommand::Logs { .. } => not_implemented("fleet logs"),
+        FleetCommand::Status { json, watch } => status(&args.fleet, json, watch),
+        FleetCommand::Diff { host } => diff(&args.fleet, &host),
+        FleetCommand::Logs { host, last } => logs(&args.fleet, &host, last),
         FleetCommand::SshdConfig => not_implemented("fleet sshd-config"),
     }
+}
+
+fn status(fleet_dir: &std::path::Path, json: bool, watch: bool) -> anyhow::Result<u8> {
+    use crate::fleet::status::{self, Style, WatchOutput};
+    let mut out = std::io::stdout().lock();
+    if watch {
+        let output = if json {
+            WatchOutput::Json
+        } else {
+            WatchOutput::Table(Style::for_stdout())
+        };
+        status::watch(fleet_dir, output, &mut out)?;
+        return Ok(super::EXIT_OK);
+    }
+    let config = crate::config::fleet::FleetConfig::load(fleet_dir)?;
+    let view = status::fleet_status(&config, crate::status::unix_now());
+    use std::io::Write;
+    if json {
+        serde_json::to_writer_pretty(&mut out, &view)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(status::render_table(&view, Style::for_stdout()).as_bytes())?;
+    }
+    Ok(super::EXIT_OK)
+}
+
+fn diff(fleet_dir: &std::path::Path, host: &str) -> anyhow::Result<u8> {
+    let config = crate::config::fleet::FleetConfig::load(fleet_dir)?;
+    let code = crate::fleet::diff::closure_diff(
+        &config,
+        host,
+        &crate::runner::Runner::new(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    Ok(code)
+}
+
+fn logs(fleet_dir: &std::path::Path, host: &str, last: usize) -> anyhow::Result<u8> {
+    let config = crate::config::fleet::FleetConfig::load(fleet_dir)?;
+    crate::fleet::logs::show_logs(&config, host, last, &mut std::io::stdout().lock())?;
+    Ok(super::EXIT_OK)
 }
