@@ -40,7 +40,14 @@ fn tiffin(fleet: &Fleet, args: &[&str]) -> (i32, String, String) {
 /// One host in each state, plus a chroot directory fleet.toml does not list.
 fn fleet_with_every_state(now: u64) -> Fleet {
     let f = Fleet::new(&[
-        "current", "pending", "updating", "failing", "rolledback", "restart", "gone", "newbie",
+        "current",
+        "pending",
+        "updating",
+        "failing",
+        "rolledback",
+        "restart",
+        "gone",
+        "newbie",
     ]);
     for h in [
         "current",
@@ -55,10 +62,16 @@ fn fleet_with_every_state(now: u64) -> Fleet {
         f.publish(h, 5, now - 120 * MIN, Some(&system(5)));
     }
     // up to date: updated to the published g5, seen since.
-    f.report("current", ReportSpec::new(5, Outcome::Updated, now - 100 * MIN));
+    f.report(
+        "current",
+        ReportSpec::new(5, Outcome::Updated, now - 100 * MIN),
+    );
     f.seen("current", SeenSpec::running(5, now - 2 * MIN));
     // update pending: runs g4, g5 published after its last check.
-    f.report("pending", ReportSpec::new(4, Outcome::Updated, now - 300 * MIN));
+    f.report(
+        "pending",
+        ReportSpec::new(4, Outcome::Updated, now - 300 * MIN),
+    );
     f.seen("pending", SeenSpec::running(4, now - 3 * MIN));
     // updating: the agent said it started applying g5.
     f.seen(
@@ -69,7 +82,10 @@ fn fleet_with_every_state(now: u64) -> Fleet {
         },
     );
     // failing: g5's build failed.
-    f.report("failing", ReportSpec::new(5, Outcome::Failed, now - 10 * MIN));
+    f.report(
+        "failing",
+        ReportSpec::new(5, Outcome::Failed, now - 10 * MIN),
+    );
     f.seen("failing", SeenSpec::running(4, now - 10 * MIN));
     // rolled back: g5 cut it off and was rolled back.
     f.report(
@@ -78,7 +94,10 @@ fn fleet_with_every_state(now: u64) -> Fleet {
     );
     f.seen("rolledback", SeenSpec::running(4, now - 20 * MIN));
     // restart needed: runs g5, the kernel changed.
-    f.report("restart", ReportSpec::new(5, Outcome::Updated, now - 30 * MIN));
+    f.report(
+        "restart",
+        ReportSpec::new(5, Outcome::Updated, now - 30 * MIN),
+    );
     f.seen(
         "restart",
         SeenSpec {
@@ -110,7 +129,11 @@ fn every_state_is_recognised_and_rows_sort_by_urgency() {
         ("current", HostState::UpToDate),
         ("retired", HostState::UpToDate),
     ];
-    let got: Vec<(&str, HostState)> = st.hosts.iter().map(|h| (h.host.as_str(), h.state)).collect();
+    let got: Vec<(&str, HostState)> = st
+        .hosts
+        .iter()
+        .map(|h| (h.host.as_str(), h.state))
+        .collect();
     assert_eq!(got, expect);
 
     let current = row(&st.hosts, "current");
@@ -139,7 +162,10 @@ fn every_state_is_recognised_and_rows_sort_by_urgency() {
     assert!(!row(&st.hosts, "retired").in_fleet_toml);
 
     let table = render_table(&st, Style { colour: false });
-    assert!(!table.contains('\x1b'), "plain text has no escapes:\n{table}");
+    assert!(
+        !table.contains('\x1b'),
+        "plain text has no escapes:\n{table}"
+    );
     for needle in [
         "1 failing",
         "2 up to date",
@@ -150,8 +176,14 @@ fn every_state_is_recognised_and_rows_sort_by_urgency() {
     ] {
         assert!(table.contains(needle), "{needle:?} missing from\n{table}");
     }
-    let failing_line = table.lines().position(|l| l.starts_with("failing ")).unwrap();
-    let current_line = table.lines().position(|l| l.starts_with("current ")).unwrap();
+    let failing_line = table
+        .lines()
+        .position(|l| l.starts_with("failing "))
+        .unwrap();
+    let current_line = table
+        .lines()
+        .position(|l| l.starts_with("current "))
+        .unwrap();
     assert!(failing_line < current_line, "{table}");
 
     let coloured = render_table(&st, Style { colour: true });
@@ -233,7 +265,11 @@ fn a_late_report_is_placed_by_its_own_time_and_generation_not_by_its_arrival() {
         let r = row(&st.hosts, h);
         assert_eq!(r.state, HostState::UpToDate, "{h}: {r:#?}");
         let last = r.last_report.as_ref().unwrap();
-        assert_eq!((last.generation, last.outcome), (5, Outcome::Updated), "{h}");
+        assert_eq!(
+            (last.generation, last.outcome),
+            (5, Outcome::Updated),
+            "{h}"
+        );
         assert_eq!(r.last_report_age_secs, Some(30 * MIN), "{h}");
     }
 
@@ -282,7 +318,10 @@ fn a_failure_is_superseded_by_a_newer_publication_and_cleared_by_a_later_success
 fn an_interrupted_cycle_counts_as_failing_and_a_long_silence_beats_everything_else() {
     let f = Fleet::new(&["web", "stuck"]);
     f.publish("web", 3, NOW - 60 * MIN, None);
-    f.report("web", ReportSpec::new(3, Outcome::Interrupted, NOW - 5 * MIN));
+    f.report(
+        "web",
+        ReportSpec::new(3, Outcome::Interrupted, NOW - 5 * MIN),
+    );
     f.seen("web", SeenSpec::running(2, NOW - 5 * MIN));
     // "stuck" said it started updating two hours ago and went quiet: not seen, not updating.
     f.publish("stuck", 3, NOW - 200 * MIN, None);
@@ -322,7 +361,12 @@ fn an_agent_that_does_not_say_its_interval_is_judged_by_the_default_of_15_minute
 #[test]
 fn a_running_system_other_than_the_expected_one_is_flagged() {
     let f = Fleet::new(&["web"]);
-    f.publish("web", 5, NOW - 60 * MIN, Some("/nix/store/expected-nixos-system"));
+    f.publish(
+        "web",
+        5,
+        NOW - 60 * MIN,
+        Some("/nix/store/expected-nixos-system"),
+    );
     f.seen("web", SeenSpec::running(5, NOW - MIN));
     let st = fleet_status(&f.config(), NOW);
     assert_eq!(st.hosts[0].system_matches, Some(false));
@@ -402,13 +446,20 @@ fn status_json_has_the_documented_fields_and_the_table_is_plain_when_piped() {
         "last_report_age_secs",
         "problems",
     ] {
-        assert!(hosts[0].get(field).is_some(), "field {field} missing: {}", hosts[0]);
+        assert!(
+            hosts[0].get(field).is_some(),
+            "field {field} missing: {}",
+            hosts[0]
+        );
     }
 
     let (code, table, err) = tiffin(&f, &["status"]);
     assert_eq!(code, 0, "{err}");
     assert!(!table.contains('\x1b'), "piped output is plain:\n{table}");
-    assert!(table.lines().nth(2).unwrap().starts_with("failing"), "{table}");
+    assert!(
+        table.lines().nth(2).unwrap().starts_with("failing"),
+        "{table}"
+    );
 }
 
 /// Reads the child's stdout lines on a thread, so that the test can wait with a deadline.
@@ -433,7 +484,10 @@ fn wait_for(rx: &mpsc::Receiver<String>, deadline: Instant, want: impl Fn(&str) 
         match rx.recv_timeout(left) {
             Ok(line) if want(&line) => return line,
             Ok(line) => seen.push(line),
-            Err(_) => panic!("no matching output before the deadline; got:\n{}", seen.join("\n")),
+            Err(_) => panic!(
+                "no matching output before the deadline; got:\n{}",
+                seen.join("\n")
+            ),
         }
     }
 }
@@ -493,9 +547,8 @@ fn watch_redraws_within_a_second_of_a_new_report_and_of_a_new_publication() {
     });
 
     // A host whose logs/ did not exist when the watch started is picked up too.
-    let f2 = &f;
-    std::fs::create_dir_all(f2.host_dir("db").join("logs")).unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // (No pause: the watch adds its watches before it reads, so nothing falls in between.)
+    std::fs::create_dir_all(f.host_dir("db").join("logs")).unwrap();
     f.report("db", ReportSpec::new(3, Outcome::Failed, unix_now()));
     let failed = Instant::now();
     wait_for(&rx, failed + Duration::from_secs(1), |l| {
@@ -552,10 +605,19 @@ fn logs_lists_the_latest_reports_by_their_own_time_and_prints_the_newest_log() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].contains("the last 2 of 4 reports"), "{out}");
     assert!(lines[1].starts_with("FINISHED"), "{out}");
-    assert!(lines[2].contains("g3") && lines[2].contains("rolled_back") && lines[2].contains("verify"), "{out}");
-    assert!(lines[3].contains("g4") && lines[3].contains("updated"), "{out}");
+    assert!(
+        lines[2].contains("g3") && lines[2].contains("rolled_back") && lines[2].contains("verify"),
+        "{out}"
+    );
+    assert!(
+        lines[3].contains("g4") && lines[3].contains("updated"),
+        "{out}"
+    );
     assert!(!out.contains(" g2 "), "{out}");
-    assert!(out.contains("building g4") && !out.contains("building g3"), "{out}");
+    assert!(
+        out.contains("building g4") && !out.contains("building g3"),
+        "{out}"
+    );
 
     let (code, _, err) = tiffin(&f, &["logs", "nosuchhost"]);
     assert_eq!(code, 1);

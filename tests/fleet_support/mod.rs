@@ -14,7 +14,8 @@ use tiffin::config::fleet::FleetConfig;
 use tiffin::manifest::Manifest;
 use tiffin::status::Outcome;
 
-pub const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@laptop";
+pub const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@laptop";
 
 pub struct Fleet {
     pub tmp: tempfile::TempDir,
