@@ -46,6 +46,10 @@ pub enum FleetCommand {
         dry_run: bool,
     },
     /// Show every host: published and running generation, state, last report.
+    ///
+    /// States, most urgent first: failing, rolled back, not seen (no contact for more than 3 of
+    /// its check intervals), never seen, restart needed, updating, update pending, up to date.
+    /// Reads the chroot of fleet.toml (root is needed to read the hosts' logs/).
     Status {
         /// Machine-readable output.
         #[arg(long)]
@@ -55,6 +59,9 @@ pub enum FleetCommand {
         watch: bool,
     },
     /// Show the closure difference between a host's running and expected system.
+    ///
+    /// Runs `nvd diff` when nvd is on PATH, else `nix store diff-closures` ($TIFFIN_NIX, default
+    /// `nix`); both store paths must be in this machine's Nix store.
     Diff {
         /// The host.
         host: String,
