@@ -171,7 +171,7 @@ fn every_state_is_recognised_and_rows_sort_by_urgency() {
         "2 up to date",
         "not in fleet.toml",
         "failed at build: error: builder",
-        "rolled_back at verify",
+        "rolled back at verify",
         "no contact for more than 3 × 10m",
     ] {
         assert!(table.contains(needle), "{needle:?} missing from\n{table}");
@@ -187,6 +187,7 @@ fn every_state_is_recognised_and_rows_sort_by_urgency() {
     assert!(failing_line < current_line, "{table}");
 
     let coloured = render_table(&st, Style { colour: true });
+    println!("{coloured}");
     assert!(coloured.contains("\x1b[1;31m✗ failing"), "{coloured}");
     assert!(coloured.contains("\x1b[32m✓ current"), "{coloured}");
 }

@@ -125,4 +125,18 @@ mod tests {
         assert_eq!(b, "2025-11-25T10:00:00Z-g7-rolled_back");
         assert!(crate::source::check_log_name(&format!("{b}.json")).is_ok());
     }
+
+    #[test]
+    fn a_seen_json_from_an_agent_without_interval_updating_or_reboot_fields_still_reads() {
+        let s: Seen = serde_json::from_str(
+            r#"{"host":"a","last_seen":"2025-11-25T10:00:00Z","applied_generation":3,
+                "running_system":null,"booted_system":null,"agent_version":"0.1.0"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.interval_secs, s.updating_to, s.reboot_needed),
+            (None, None, None)
+        );
+        assert_eq!(s.applied_generation, Some(3));
+    }
 }

@@ -530,7 +530,8 @@ fn note(h: &HostStatus) -> String {
         parts.push(format!("updating to g{g}"));
     }
     if let Some(p) = h.pending_generation {
-        if h.state != HostState::UpdatePending {
+        // Elsewhere the state already says that the published generation is not running.
+        if matches!(h.state, HostState::Updating | HostState::NotSeen) {
             parts.push(format!("g{p} pending"));
         }
     }
@@ -555,7 +556,7 @@ fn note(h: &HostStatus) -> String {
                 .as_deref()
                 .map(|m| format!(": {}", first_line(m, 60)))
                 .unwrap_or_default();
-            parts.push(format!("{}{step}{msg}", report::outcome_word(r.outcome)));
+            parts.push(format!("{}{step}{msg}", outcome_words(r.outcome)));
         }
     }
     if h.state == HostState::NotSeen {
@@ -566,6 +567,11 @@ fn note(h: &HostStatus) -> String {
     }
     parts.extend(h.problems.iter().map(|p| first_line(p, 100)));
     parts.join("; ")
+}
+
+/// `rolled back`, for people (the files say `rolled_back`).
+fn outcome_words(o: Outcome) -> String {
+    report::outcome_word(o).replace('_', " ")
 }
 
 fn first_line(s: &str, max: usize) -> String {
@@ -625,7 +631,7 @@ pub fn render_table(status: &FleetStatus, style: Style) -> String {
                 (Some(r), Some(a)) => format!(
                     "g{} {} {} ago",
                     r.generation,
-                    report::outcome_word(r.outcome),
+                    outcome_words(r.outcome),
                     age(a)
                 ),
                 _ => "-".into(),
