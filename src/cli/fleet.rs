@@ -104,6 +104,12 @@ fn status(fleet_dir: &std::path::Path, json: bool, watch: bool) -> anyhow::Resul
         return Ok(super::EXIT_OK);
     }
     let config = crate::config::fleet::FleetConfig::load(fleet_dir)?;
+    if !config.chroot.is_dir() {
+        eprintln!(
+            "tiffin: warning: the chroot root {} (fleet.toml `chroot`) does not exist: nothing is published yet",
+            config.chroot.display()
+        );
+    }
     let view = status::fleet_status(&config, crate::status::unix_now());
     use std::io::Write;
     if json {

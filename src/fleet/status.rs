@@ -535,7 +535,7 @@ fn note(h: &HostStatus) -> String {
             parts.push(format!("g{p} pending"));
         }
     }
-    if h.published_generation.is_none() && h.state != HostState::NeverSeen {
+    if h.published_generation.is_none() {
         parts.push("nothing published".into());
     }
     if h.reboot_needed && h.state != HostState::RestartNeeded {
