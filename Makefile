@@ -35,3 +35,4 @@ bench: deps
 	$(CARGO) bench --bench manifest
 	$(CARGO) bench --bench fetch
 	$(CARGO) bench --bench pipeline
+	$(CARGO) bench --bench fleet_status

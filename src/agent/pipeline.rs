@@ -930,6 +930,10 @@ impl Pipeline {
                 running_system: system::current_system(sys),
                 booted_system: system::booted_system(sys),
                 agent_version: crate::VERSION.to_string(),
+                interval_secs: Some(self.config.interval.as_secs()),
+                // The cycle is over: whatever it applied is in the report.
+                updating_to: None,
+                reboot_needed: Some(reboot_needed),
             };
             if let Err(e) = report::enqueue_seen(&self.outbox, &seen) {
                 tracing::error!("queueing seen.json: {e}");

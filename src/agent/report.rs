@@ -44,6 +44,18 @@ pub struct Seen {
     pub running_system: Option<String>,
     pub booted_system: Option<String>,
     pub agent_version: String,
+    /// The agent's check interval in seconds: `fleet status` calls a host "not seen" after a few
+    /// intervals without contact. Absent from older agents (then 15 min is assumed).
+    #[serde(default)]
+    pub interval_secs: Option<u64>,
+    /// The generation the agent is applying right now: set in the `seen.json` uploaded when a
+    /// cycle starts applying a new generation, `None` in the one uploaded when the cycle ends.
+    #[serde(default)]
+    pub updating_to: Option<u64>,
+    /// The running kernel, initrd or modules differ from the booted ones (a restart is needed).
+    /// Absent from older agents (then the latest report's `reboot_needed` is used).
+    #[serde(default)]
+    pub reboot_needed: Option<bool>,
 }
 
 pub const SEEN_NAME: &str = "seen.json";
@@ -112,5 +124,19 @@ mod tests {
         let b = report_base(1_764_064_800, 7, Outcome::RolledBack);
         assert_eq!(b, "2025-11-25T10:00:00Z-g7-rolled_back");
         assert!(crate::source::check_log_name(&format!("{b}.json")).is_ok());
+    }
+
+    #[test]
+    fn a_seen_json_from_an_agent_without_interval_updating_or_reboot_fields_still_reads() {
+        let s: Seen = serde_json::from_str(
+            r#"{"host":"a","last_seen":"2025-11-25T10:00:00Z","applied_generation":3,
+                "running_system":null,"booted_system":null,"agent_version":"0.1.0"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.interval_secs, s.updating_to, s.reboot_needed),
+            (None, None, None)
+        );
+        assert_eq!(s.applied_generation, Some(3));
     }
 }

@@ -3,3 +3,7 @@
 //!
 //! Must not write outside the chroot root (and, for `init`, the new repository); must never leave
 //! a half-written generation visible behind `current`.
+
+pub mod diff;
+pub mod logs;
+pub mod status;
