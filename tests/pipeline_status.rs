@@ -61,6 +61,11 @@ fn status_shows_each_phase_with_download_progress_as_it_happens() {
     ] {
         m.wait_paused(step);
         assert_eq!(status.get().phase, phase, "while the fake {step} waits");
+        if step == "build" {
+            // The server already knows this machine is updating (fleet status shows it).
+            let seen = m.seen();
+            assert_eq!(seen["updating_to"], serde_json::json!(g), "{seen}");
+        }
         m.resume(step);
     }
     let r = cycle.join().unwrap();
@@ -69,6 +74,7 @@ fn status_shows_each_phase_with_download_progress_as_it_happens() {
     assert_eq!(s.phase, Phase::Idle);
     assert_eq!(s.progress, None);
     assert_eq!(s.applied_generation, Some(g));
+    assert_eq!(m.seen()["updating_to"], serde_json::Value::Null);
     assert_eq!(
         s.last_update.as_ref().map(|u| u.outcome),
         Some(Outcome::Updated)

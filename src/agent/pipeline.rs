@@ -350,6 +350,7 @@ impl Pipeline {
                 "generation {g}: the deadline has passed; applying"
             ));
         }
+        self.announce_updating(cy, g);
         self.apply(cy, g, &local.tree, &local.manifest)
     }
 
@@ -923,18 +924,8 @@ impl Pipeline {
             }
         }
         if cy.server_reached {
-            let seen = Seen {
-                host: self.config.host.clone(),
-                last_seen: report::rfc3339(now),
-                applied_generation: self.state.state.applied_generation,
-                running_system: system::current_system(sys),
-                booted_system: system::booted_system(sys),
-                agent_version: crate::VERSION.to_string(),
-                interval_secs: Some(self.config.interval.as_secs()),
-                // The cycle is over: whatever it applied is in the report.
-                updating_to: None,
-                reboot_needed: Some(reboot_needed),
-            };
+            // The cycle is over: whatever it applied is in the report.
+            let seen = self.seen(now, None, reboot_needed);
             if let Err(e) = report::enqueue_seen(&self.outbox, &seen) {
                 tracing::error!("queueing seen.json: {e}");
             }
@@ -965,6 +956,42 @@ impl Pipeline {
             generation: cy.generation,
             failed_step: end.failed_step.map(|s| s.name().to_string()),
             message: end.message,
+        }
+    }
+
+    /// What `logs/seen.json` says about this machine now.
+    fn seen(&self, now: u64, updating_to: Option<u64>, reboot_needed: bool) -> Seen {
+        let sys = &self.config.system;
+        Seen {
+            host: self.config.host.clone(),
+            last_seen: report::rfc3339(now),
+            applied_generation: self.state.state.applied_generation,
+            running_system: system::current_system(sys),
+            booted_system: system::booted_system(sys),
+            agent_version: crate::VERSION.to_string(),
+            interval_secs: Some(self.config.interval.as_secs()),
+            updating_to,
+            reboot_needed: Some(reboot_needed),
+        }
+    }
+
+    /// Tells the server, before a long build, that this machine is updating to `g`, so that
+    /// `fleet status` shows "updating" instead of a stale state. Best effort: the connection of
+    /// the check is used, and a failure only leaves the announcement queued.
+    fn announce_updating(&mut self, cy: &mut Cycle, g: u64) {
+        let seen = self.seen(
+            unix_now(),
+            Some(g),
+            system::reboot_needed(&self.config.system),
+        );
+        if let Err(e) = report::enqueue_seen(&self.outbox, &seen) {
+            tracing::warn!("queueing seen.json: {e}");
+            return;
+        }
+        if let Some(src) = cy.source.as_mut() {
+            if let Err(e) = self.outbox.flush(src.as_mut()) {
+                tracing::warn!("announcing the update to the server: {e}");
+            }
         }
     }
 
