@@ -37,8 +37,39 @@ pub struct FleetConfig {
     pub port: u16,
     #[serde(default = "default_keep")]
     pub keep_generations: usize,
+    /// How `fleet build` and `publish --build` call Nix.
+    #[serde(default)]
+    pub build: BuildConfig,
     #[serde(default)]
     pub hosts: BTreeMap<String, HostConfig>,
+}
+
+/// The `[build]` table: the Nix commands, configurable so that tests can use a fake.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// The `nix` command, for hosts with a `flake.nix`.
+    #[serde(default = "default_nix")]
+    pub nix: String,
+    /// The `nix-build` command, for hosts with a `configuration.nix` only.
+    #[serde(default = "default_nix_build")]
+    pub nix_build: String,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        Self {
+            nix: default_nix(),
+            nix_build: default_nix_build(),
+        }
+    }
+}
+
+fn default_nix() -> String {
+    "nix".into()
+}
+fn default_nix_build() -> String {
+    "nix-build".into()
 }
 
 fn default_chroot() -> PathBuf {
@@ -118,6 +149,11 @@ impl FleetConfig {
                     FleetConfigError(format!("{here}: host {name:?}: user {u:?}: {why}"))
                 })?;
             }
+            if let Some(a) = &h.attr {
+                check_nix_attr(a).map_err(|why| {
+                    FleetConfigError(format!("{here}: host {name:?}: attr {a:?}: {why}"))
+                })?;
+            }
             check_ssh_public_key(&h.key).map_err(|why| {
                 FleetConfigError(format!("{}: host {name:?}: key: {why}", at(&h.key)))
             })?;
@@ -152,6 +188,20 @@ pub fn check_unix_name(name: &str) -> Result<(), String> {
             "not usable as a Unix user name and directory: use lower-case letters, digits, '-' and '_', starting with a letter, at most 32 characters"
                 .into(),
         );
+    }
+    Ok(())
+}
+
+/// A flake attribute name usable unquoted in `nixosConfigurations.<attr>`.
+pub fn check_nix_attr(attr: &str) -> Result<(), String> {
+    let mut chars = attr.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok
+        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '\'')
+    {
+        return Err("not a plain Nix attribute name: use letters, digits, '-', '_' and '\'', starting with a letter or '_'".into());
     }
     Ok(())
 }
@@ -237,6 +287,32 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("fleet.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn build_table_sets_the_nix_commands() {
+        let c = FleetConfig::parse(
+            "[build]\nnix = \"/x/fake-nix\"\n",
+            "fleet.toml",
+        )
+        .unwrap();
+        assert_eq!(c.build.nix, "/x/fake-nix");
+        assert_eq!(c.build.nix_build, "nix-build");
+        let e = FleetConfig::parse("[build]\nnixx = \"a\"\n", "fleet.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("fleet.toml:2:1:") && e.contains("nixx"), "{e}");
+    }
+
+    #[test]
+    fn attr_that_is_not_a_nix_name_is_refused() {
+        let e = FleetConfig::parse(
+            &format!("[hosts.a]\nkey = \"{KEY}\"\nattr = \"a.b\"\n"),
+            "fleet.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("fleet.toml:1:") && e.contains("\"a.b\""), "{e}");
     }
 
     #[test]
