@@ -36,35 +36,76 @@ fn chroot_tree_and_logs_have_the_owners_and_modes_sshd_needs() {
         f.write(&format!("hosts/{h}/configuration.nix"), "{ }\n");
         f.link(&format!("hosts/{h}/common"), "../../common");
         f.write(&format!("hosts/{h}/files/etc/ssh/key"), "private\n");
-        f.write(&format!("hosts/{h}/files/usr/local/bin/hello"), "#!/bin/sh\necho hi\n");
+        f.write(
+            &format!("hosts/{h}/files/usr/local/bin/hello"),
+            "#!/bin/sh\necho hi\n",
+        );
         let repo = f.repo();
-        fs::set_permissions(repo.join(format!("hosts/{h}/files/etc/ssh/key")), fs::Permissions::from_mode(0o600)).unwrap();
-        fs::set_permissions(repo.join(format!("hosts/{h}/files/usr/local/bin/hello")), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(
+            repo.join(format!("hosts/{h}/files/etc/ssh/key")),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        fs::set_permissions(
+            repo.join(format!("hosts/{h}/files/usr/local/bin/hello")),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
     }
     let r = publish(&f.repo(), &f.config(), &PublishOptions::default()).unwrap();
     assert_eq!(r.failed(), 0, "{:?}", r.hosts);
     // Publish once more with a change, so that the second generation holds hard-linked files too.
     f.write("hosts/alpha/configuration.nix", "{ x = 1; }\n");
     let r = publish(&f.repo(), &f.config(), &PublishOptions::default()).unwrap();
-    assert_eq!(r.hosts[0].result, HostResult::Published { generation: 2, previous: Some(1) });
+    assert_eq!(
+        r.hosts[0].result,
+        HostResult::Published {
+            generation: 2,
+            previous: Some(1)
+        }
+    );
 
     for (host, user, gen) in [("alpha", &alpha, 2u64), ("beta", &beta, 1)] {
         let dir = f.host_pub(host);
         assert_eq!(owner_mode(&dir), (0, 0, 0o755), "{host}: chroot");
         assert_eq!(owner_mode(&dir.join("gens")), (0, 0, 0o755), "{host}: gens");
-        assert_eq!(owner_mode(&dir.join("logs")), (user.uid, user.gid, 0o700), "{host}: logs");
-        assert_eq!(fs::read_link(dir.join("current")).unwrap(), Path::new("gens").join(gen.to_string()));
+        assert_eq!(
+            owner_mode(&dir.join("logs")),
+            (user.uid, user.gid, 0o700),
+            "{host}: logs"
+        );
+        assert_eq!(
+            fs::read_link(dir.join("current")).unwrap(),
+            Path::new("gens").join(gen.to_string())
+        );
         let g = dir.join("gens").join(gen.to_string());
-        assert_eq!(owner_mode(&g), (0, user.gid, 0o750), "{host}: generation dir");
-        assert_eq!(owner_mode(&g.join("manifest.json")), (0, user.gid, 0o640), "{host}: manifest");
-        assert_eq!(owner_mode(&g.join("tree")), (0, user.gid, 0o750), "{host}: tree");
+        assert_eq!(
+            owner_mode(&g),
+            (0, user.gid, 0o750),
+            "{host}: generation dir"
+        );
+        assert_eq!(
+            owner_mode(&g.join("manifest.json")),
+            (0, user.gid, 0o640),
+            "{host}: manifest"
+        );
+        assert_eq!(
+            owner_mode(&g.join("tree")),
+            (0, user.gid, 0o750),
+            "{host}: tree"
+        );
         let m = verify_generation(&g).unwrap();
         for e in &m.entries {
             let want = match e.kind {
                 EntryKind::Dir => 0o750,
                 EntryKind::File => 0o640,
             };
-            assert_eq!(owner_mode(&g.join("tree").join(&e.path)), (0, user.gid, want), "{host}: {}", e.path);
+            assert_eq!(
+                owner_mode(&g.join("tree").join(&e.path)),
+                (0, user.gid, want),
+                "{host}: {}",
+                e.path
+            );
         }
         // The manifest keeps the source modes for the agent to apply.
         assert_eq!(m.entry("files/etc/ssh/key").unwrap().mode, 0o600);
@@ -98,10 +139,14 @@ fn missing_user_as_root_fails_that_host_with_the_commands_to_create_it() {
     let r = publish(&f.repo(), &f.config(), &PublishOptions::default()).unwrap();
     match &r.hosts[0].result {
         HostResult::Failed { error } => {
-            assert!(error.contains(&format!("system user \"{ghost}\"")), "{error}");
+            assert!(
+                error.contains(&format!("system user \"{ghost}\"")),
+                "{error}"
+            );
             assert!(error.contains("groupadd --system tiffin"), "{error}");
             assert!(
-                error.contains(&format!("--password '*' {ghost}")) && error.contains("useradd --system"),
+                error.contains(&format!("--password '*' {ghost}"))
+                    && error.contains("useradd --system"),
                 "{error}"
             );
         }

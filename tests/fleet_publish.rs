@@ -31,7 +31,10 @@ fn three_host_fleet() -> TestFleet {
     let f = TestFleet::new();
     f.write_config(&[("a", ""), ("b", ""), ("c", "")], "");
     f.write("common/base.nix", "{ services.openssh.enable = true; }\n");
-    f.write("common/desktop/gnome.nix", "{ services.xserver.enable = true; }\n");
+    f.write(
+        "common/desktop/gnome.nix",
+        "{ services.xserver.enable = true; }\n",
+    );
     for h in ["a", "b"] {
         f.write(
             &format!("hosts/{h}/configuration.nix"),
@@ -55,7 +58,11 @@ fn mtimes(dir: &Path) -> Vec<(String, i64, i64)> {
         .into_iter()
         .map(|rel| {
             let m = fs::symlink_metadata(dir.join(&rel)).unwrap();
-            (rel, m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ctime_nsec() + m.ctime() * 1_000_000_000)
+            (
+                rel,
+                m.mtime_nsec() + m.mtime() * 1_000_000_000,
+                m.ctime_nsec() + m.ctime() * 1_000_000_000,
+            )
         })
         .collect();
     let top = fs::metadata(dir).unwrap();
@@ -85,18 +92,32 @@ fn three_hosts_sharing_common_get_resolved_trees_and_only_includers_republish() 
     assert!(!f.host_pub("c").join("gens/1/tree/common").exists());
 
     // Second publish: nothing written at all.
-    let before: Vec<_> = ["a", "b", "c"].iter().map(|h| mtimes(&f.host_pub(h))).collect();
+    let before: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|h| mtimes(&f.host_pub(h)))
+        .collect();
     let r = publish(&f.repo(), &f.config(), &opts).unwrap();
     assert!(
-        r.hosts.iter().all(|h| h.result == HostResult::Unchanged { generation: 1 }),
+        r.hosts
+            .iter()
+            .all(|h| h.result == HostResult::Unchanged { generation: 1 }),
         "{:?}",
         results(&r.hosts)
     );
-    let after: Vec<_> = ["a", "b", "c"].iter().map(|h| mtimes(&f.host_pub(h))).collect();
-    assert_eq!(before, after, "a republish without changes touched the chroot");
+    let after: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|h| mtimes(&f.host_pub(h)))
+        .collect();
+    assert_eq!(
+        before, after,
+        "a republish without changes touched the chroot"
+    );
 
     // A module only a and b include.
-    f.write("common/desktop/gnome.nix", "{ services.xserver.enable = false; }\n");
+    f.write(
+        "common/desktop/gnome.nix",
+        "{ services.xserver.enable = false; }\n",
+    );
     let r = publish(&f.repo(), &f.config(), &opts).unwrap();
     assert_eq!(
         results(&r.hosts),
@@ -109,7 +130,11 @@ fn three_hosts_sharing_common_get_resolved_trees_and_only_includers_republish() 
     let m = verify_generation(&f.host_pub("a").join("gens/2")).unwrap();
     assert_eq!(m.generation, 2);
     assert_eq!(
-        fs::read_to_string(f.host_pub("b").join("current/tree/common/desktop/gnome.nix")).unwrap(),
+        fs::read_to_string(
+            f.host_pub("b")
+                .join("current/tree/common/desktop/gnome.nix")
+        )
+        .unwrap(),
         "{ services.xserver.enable = false; }\n"
     );
     // The module every host includes.
@@ -132,7 +157,10 @@ fn reader_following_current_always_sees_a_tree_matching_its_manifest() {
     f.write("common/base.nix", "{ }\n");
     f.link("hosts/r/common", "../../common");
     for i in 0..40 {
-        f.write(&format!("hosts/r/mod{}/file{i}.nix", i % 5), &format!("{{ n = {i}; }}\n"));
+        f.write(
+            &format!("hosts/r/mod{}/file{i}.nix", i % 5),
+            &format!("{{ n = {i}; }}\n"),
+        );
     }
     let config = f.config();
     let opts = PublishOptions::default();
@@ -154,7 +182,10 @@ fn reader_following_current_always_sees_a_tree_matching_its_manifest() {
                     .expect("N is a number");
                 match verify_generation(&pub_dir.join(&link)) {
                     Ok(m) => {
-                        assert_eq!(m.generation, n, "manifest of gens/{n} names another generation");
+                        assert_eq!(
+                            m.generation, n,
+                            "manifest of gens/{n} names another generation"
+                        );
                         verified += 1;
                         seen.insert(n);
                     }
@@ -162,8 +193,17 @@ fn reader_following_current_always_sees_a_tree_matching_its_manifest() {
                         // Only a generation pruned behind the reader may vanish: at least
                         // keep_generations newer ones must be live by now.
                         let now = fs::read_link(pub_dir.join("current")).unwrap();
-                        let now: u64 = now.strip_prefix("gens").unwrap().to_str().unwrap().parse().unwrap();
-                        assert!(now >= n + 3, "gens/{n} vanished while current is only {now}: {e}");
+                        let now: u64 = now
+                            .strip_prefix("gens")
+                            .unwrap()
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        assert!(
+                            now >= n + 3,
+                            "gens/{n} vanished while current is only {now}: {e}"
+                        );
                         vanished += 1;
                     }
                     Err(e) => panic!("reader saw a tree that does not match its manifest: {e}"),
@@ -173,7 +213,10 @@ fn reader_following_current_always_sees_a_tree_matching_its_manifest() {
         });
         for round in 0..50 {
             // Change content, add and remove files, so trees really differ.
-            f.write(&format!("hosts/r/mod{}/file{}.nix", round % 5, round % 40), &format!("{{ round = {round}; }}\n"));
+            f.write(
+                &format!("hosts/r/mod{}/file{}.nix", round % 5, round % 40),
+                &format!("{{ round = {round}; }}\n"),
+            );
             let extra = f.repo().join(format!("hosts/r/extra{}.nix", round % 3));
             if extra.exists() {
                 fs::remove_file(&extra).unwrap();
@@ -181,13 +224,23 @@ fn reader_following_current_always_sees_a_tree_matching_its_manifest() {
                 fs::write(&extra, format!("# {round}\n")).unwrap();
             }
             let r = publish(&f.repo(), &config, &opts).unwrap();
-            assert!(matches!(r.hosts[0].result, HostResult::Published { .. }), "{:?}", r.hosts[0]);
+            assert!(
+                matches!(r.hosts[0].result, HostResult::Published { .. }),
+                "{:?}",
+                r.hosts[0]
+            );
         }
         done.store(true, Ordering::SeqCst);
         reader.join().expect("reader thread")
     });
-    eprintln!("reader verified {verified} trees of {} generations; {vanished} pruned under it", seen.len());
-    assert!(verified > 0 && seen.len() >= 2, "the reader verified too little: {verified} trees, {seen:?}");
+    eprintln!(
+        "reader verified {verified} trees of {} generations; {vanished} pruned under it",
+        seen.len()
+    );
+    assert!(
+        verified > 0 && seen.len() >= 2,
+        "the reader verified too little: {verified} trees, {seen:?}"
+    );
     assert_eq!(f.current("r"), Some(51));
     // Pruned to keep_generations, nothing half-written left behind.
     assert_eq!(f.gens_entries("r"), vec!["49", "50", "51"]);
@@ -199,7 +252,13 @@ fn bad_hosts_fail_with_the_path_named_and_leave_others_published() {
     let outside = tempfile::tempdir().unwrap();
     fs::write(outside.path().join("secret"), "x").unwrap();
     f.write_config(
-        &[("good", ""), ("escape", ""), ("looping", ""), ("missing", ""), ("fifo", "")],
+        &[
+            ("good", ""),
+            ("escape", ""),
+            ("looping", ""),
+            ("missing", ""),
+            ("fifo", ""),
+        ],
         "",
     );
     f.write("hosts/good/configuration.nix", "{ }\n");
@@ -214,7 +273,11 @@ fn bad_hosts_fail_with_the_path_named_and_leave_others_published() {
     )
     .unwrap();
     let r = publish(&f.repo(), &f.config(), &PublishOptions::default()).unwrap();
-    let by: std::collections::BTreeMap<_, _> = r.hosts.iter().map(|h| (h.host.as_str(), &h.result)).collect();
+    let by: std::collections::BTreeMap<_, _> = r
+        .hosts
+        .iter()
+        .map(|h| (h.host.as_str(), &h.result))
+        .collect();
     assert_eq!(by["good"], &published(1, None));
     let expect = [
         ("escape", "hosts/escape/stolen", "outside"),
@@ -225,12 +288,19 @@ fn bad_hosts_fail_with_the_path_named_and_leave_others_published() {
     for (host, path, what) in expect {
         match by[host] {
             HostResult::Failed { error } => {
-                assert!(error.contains(path) && error.contains(what), "host {host}: {error}");
+                assert!(
+                    error.contains(path) && error.contains(what),
+                    "host {host}: {error}"
+                );
             }
             other => panic!("host {host} should have failed, got {other:?}"),
         }
         assert_eq!(f.current(host), None, "host {host} got a generation");
-        assert!(f.gens_entries(host).is_empty(), "host {host}: {:?}", f.gens_entries(host));
+        assert!(
+            f.gens_entries(host).is_empty(),
+            "host {host}: {:?}",
+            f.gens_entries(host)
+        );
     }
     assert_eq!(r.failed(), 4);
 }
@@ -239,7 +309,11 @@ fn bad_hosts_fail_with_the_path_named_and_leave_others_published() {
 fn unreadable_file_fails_its_host_only() {
     // Root reads everything, so as root the publish runs as a throw-away unprivileged user.
     let f = TestFleet::new();
-    let user = if is_root() { Some(TestUser::create("tfr")) } else { None };
+    let user = if is_root() {
+        Some(TestUser::create("tfr"))
+    } else {
+        None
+    };
     f.write_config(&[("good", ""), ("locked", "")], "");
     f.write("hosts/good/configuration.nix", "{ }\n");
     f.write("hosts/locked/configuration.nix", "{ }\n");
@@ -251,7 +325,11 @@ fn unreadable_file_fails_its_host_only() {
     if let Some(u) = &user {
         use std::os::unix::process::CommandExt;
         // The unprivileged user must reach the repo and own the chroot root.
-        fs::set_permissions(f.tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        fs::set_permissions(
+            f.tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         fs::create_dir(f.chroot()).unwrap();
         nix::unistd::chown(&f.chroot(), Some(u.uid.into()), Some(u.gid.into())).unwrap();
         // std clears the supplementary groups when root sets a uid.
@@ -298,13 +376,19 @@ fn dry_run_reports_and_writes_nothing() {
         ..PublishOptions::default()
     };
     let r = publish(&f.repo(), &f.config(), &dry).unwrap();
-    assert_eq!(r.hosts[0].result, HostResult::WouldPublish { generation: 1 });
+    assert_eq!(
+        r.hosts[0].result,
+        HostResult::WouldPublish { generation: 1 }
+    );
     assert!(!f.chroot().exists(), "a dry run created the chroot root");
     publish(&f.repo(), &f.config(), &PublishOptions::default()).unwrap();
     f.write("hosts/h/configuration.nix", "{ x = 1; }\n");
     let before = mtimes(&f.host_pub("h"));
     let r = publish(&f.repo(), &f.config(), &dry).unwrap();
-    assert_eq!(r.hosts[0].result, HostResult::WouldPublish { generation: 2 });
+    assert_eq!(
+        r.hosts[0].result,
+        HostResult::WouldPublish { generation: 2 }
+    );
     assert_eq!(before, mtimes(&f.host_pub("h")));
 }
 
@@ -338,13 +422,23 @@ fn build_fleet(log: &Path) -> TestFleet {
     let f = TestFleet::new();
     let nix = fake_nix();
     f.write_config(
-        &[("flaky", "attr = \"flaky-attr\""), ("plain", ""), ("broken", "")],
-        &format!("[build]\nnix = \"{0}\"\nnix_build = \"{0}\"\n", nix.display()),
+        &[
+            ("flaky", "attr = \"flaky-attr\""),
+            ("plain", ""),
+            ("broken", ""),
+        ],
+        &format!(
+            "[build]\nnix = \"{0}\"\nnix_build = \"{0}\"\n",
+            nix.display()
+        ),
     );
     f.write("common/base.nix", "{ }\n");
     f.write("hosts/flaky/flake.nix", "{ outputs = { self }: { }; }\n");
     f.link("hosts/flaky/common", "../../common");
-    f.write("hosts/plain/configuration.nix", "{ networking.hostName = \"plain\"; }\n");
+    f.write(
+        "hosts/plain/configuration.nix",
+        "{ networking.hostName = \"plain\"; }\n",
+    );
     f.link("hosts/plain/common", "../../common");
     f.write("hosts/broken/configuration.nix", "{ }\n");
     f.write("hosts/broken/BROKEN", "");
@@ -362,7 +456,8 @@ fn build_puts_the_system_path_in_the_manifest_and_a_failed_build_is_not_publishe
         ..PublishOptions::default()
     };
     let r = publish(&f.repo(), &f.config(), &opts).unwrap();
-    let by: std::collections::BTreeMap<_, _> = r.hosts.iter().map(|h| (h.host.as_str(), h)).collect();
+    let by: std::collections::BTreeMap<_, _> =
+        r.hosts.iter().map(|h| (h.host.as_str(), h)).collect();
     assert_eq!(by["flaky"].result, published(1, None));
     assert_eq!(by["plain"].result, published(1, None));
     match &by["broken"].result {
@@ -374,24 +469,37 @@ fn build_puts_the_system_path_in_the_manifest_and_a_failed_build_is_not_publishe
 
     let m = verify_generation(&f.host_pub("flaky").join("gens/1")).unwrap();
     let sys = m.expected_system.expect("expected_system set");
-    assert!(sys.starts_with("/nix/store/") && sys.ends_with("-nixos-system-flaky-attr"), "{sys}");
+    assert!(
+        sys.starts_with("/nix/store/") && sys.ends_with("-nixos-system-flaky-attr"),
+        "{sys}"
+    );
     let m = verify_generation(&f.host_pub("plain").join("gens/1")).unwrap();
-    assert!(m.expected_system.expect("expected_system").ends_with("-nixos-system-plain"));
+    assert!(m
+        .expected_system
+        .expect("expected_system")
+        .ends_with("-nixos-system-plain"));
     let calls = fs::read_to_string(&log).unwrap();
     assert!(
-        calls.lines().any(|l| l.contains("build --no-link --print-out-paths path:")
-            && l.contains("#nixosConfigurations.flaky-attr.config.system.build.toplevel")),
+        calls
+            .lines()
+            .any(|l| l.contains("build --no-link --print-out-paths path:")
+                && l.contains("#nixosConfigurations.flaky-attr.config.system.build.toplevel")),
         "{calls}"
     );
     assert!(
-        calls.lines().any(|l| l.contains("<nixpkgs/nixos> -A system -I nixos-config=")
-            && l.contains("/configuration.nix --no-out-link")),
+        calls
+            .lines()
+            .any(|l| l.contains("<nixpkgs/nixos> -A system -I nixos-config=")
+                && l.contains("/configuration.nix --no-out-link")),
         "{calls}"
     );
 
     // Same tree, same system: nothing new.
     let r = publish(&f.repo(), &f.config(), &opts).unwrap();
-    let again: Vec<_> = results(&r.hosts).into_iter().filter(|(h, _)| h != "broken").collect();
+    let again: Vec<_> = results(&r.hosts)
+        .into_iter()
+        .filter(|(h, _)| h != "broken")
+        .collect();
     assert_eq!(
         again,
         vec![
@@ -412,5 +520,72 @@ fn build_puts_the_system_path_in_the_manifest_and_a_failed_build_is_not_publishe
     let m = verify_generation(&f.host_pub("plain").join("gens/2")).unwrap();
     assert_eq!(m.expected_system, None);
     let calls = fs::read_to_string(&log).unwrap();
-    assert!(calls.lines().skip(before).all(|l| l.ends_with("--dry-run")), "{calls}");
+    assert!(
+        calls.lines().skip(before).all(|l| l.ends_with("--dry-run")),
+        "{calls}"
+    );
+}
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_write_that_fails_midway_leaves_current_and_gens_as_they_were() {
+    // A full disk is a failure in the middle of writing a generation. Mounting needs root.
+    if !require_root("full-disk test") {
+        return;
+    }
+    let f = TestFleet::new();
+    fs::create_dir(f.chroot()).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs"])
+        .arg(f.chroot())
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    let _disk = SmallDisk(f.chroot());
+    f.write_config(&[("grows", ""), ("small", "")], "");
+    f.write("hosts/grows/configuration.nix", "{ }\n");
+    f.write("hosts/small/configuration.nix", "{ }\n");
+    let r = publish(&f.repo(), &f.config(), &PublishOptions::default()).unwrap();
+    assert_eq!(r.failed(), 0, "{:?}", r.hosts);
+    // Many files, so that some are written before the disk is full.
+    for i in 0..20 {
+        f.write(
+            &format!("hosts/grows/files/blob{i:02}"),
+            &"x".repeat(40 * 1024),
+        );
+    }
+    // Alone: a host publishing next to it at that moment would find the disk full too.
+    let only_grows = PublishOptions {
+        hosts: vec!["grows".into()],
+        ..PublishOptions::default()
+    };
+    let r = publish(&f.repo(), &f.config(), &only_grows).unwrap();
+    match &r.hosts[0].result {
+        HostResult::Failed { error } => {
+            assert!(
+                error.contains("No space left on device") && error.contains("blob"),
+                "{error}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.current("grows"), Some(1));
+    assert_eq!(
+        f.gens_entries("grows"),
+        vec!["1"],
+        "the incoming generation was not removed"
+    );
+    verify_generation(&f.host_pub("grows").join("gens/1")).unwrap();
+    // The space came back: the other host publishes.
+    f.write("hosts/small/configuration.nix", "{ y = 2; }\n");
+    let r = publish(&f.repo(), &f.config(), &PublishOptions::default()).unwrap();
+    assert_eq!(r.hosts[1].result, published(2, Some(1)));
 }

@@ -206,9 +206,13 @@ fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
     let progress = Progress::new(total);
     let report = fleet::publish_with_progress(fleet_dir, &config, &opts, &|h| {
         let line = match &h.result {
-            HostResult::Published { generation, .. } => format!("published generation {generation}"),
+            HostResult::Published { generation, .. } => {
+                format!("published generation {generation}")
+            }
             HostResult::Unchanged { generation } => format!("unchanged (generation {generation})"),
-            HostResult::WouldPublish { generation } => format!("would publish generation {generation}"),
+            HostResult::WouldPublish { generation } => {
+                format!("would publish generation {generation}")
+            }
             HostResult::Failed { .. } => "FAILED".to_string(),
         };
         progress.done(&h.host, &line);
@@ -223,7 +227,11 @@ fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
     }
     for o in &report.orphans {
         if o.removed {
-            eprintln!("tiffin fleet publish: deleted {} (host {:?} is no longer in fleet.toml)", o.dir.display(), o.host);
+            eprintln!(
+                "tiffin fleet publish: deleted {} (host {:?} is no longer in fleet.toml)",
+                o.dir.display(),
+                o.host
+            );
         } else {
             eprintln!(
                 "tiffin fleet publish: {} belongs to host {:?}, which is no longer in fleet.toml; `--prune` deletes it",
@@ -235,7 +243,11 @@ fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
     for w in &report.warnings {
         eprintln!("tiffin fleet publish: warning: {w}");
     }
-    Ok(if report.failed() > 0 { EXIT_FAILED } else { EXIT_OK })
+    Ok(if report.failed() > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
 }
 
 fn build(fleet_dir: &Path, opts: BuildOptions) -> anyhow::Result<u8> {
@@ -266,5 +278,9 @@ fn build(fleet_dir: &Path, opts: BuildOptions) -> anyhow::Result<u8> {
             eprintln!("tiffin fleet build: {e}");
         }
     }
-    Ok(if report.failed() > 0 { EXIT_FAILED } else { EXIT_OK })
+    Ok(if report.failed() > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
 }

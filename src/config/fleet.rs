@@ -198,9 +198,7 @@ pub fn check_nix_attr(attr: &str) -> Result<(), String> {
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if !first_ok
-        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '\'')
-    {
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '\'') {
         return Err("not a plain Nix attribute name: use letters, digits, '-', '_' and '\'', starting with a letter or '_'".into());
     }
     Ok(())
@@ -291,17 +289,16 @@ mod tests {
 
     #[test]
     fn build_table_sets_the_nix_commands() {
-        let c = FleetConfig::parse(
-            "[build]\nnix = \"/x/fake-nix\"\n",
-            "fleet.toml",
-        )
-        .unwrap();
+        let c = FleetConfig::parse("[build]\nnix = \"/x/fake-nix\"\n", "fleet.toml").unwrap();
         assert_eq!(c.build.nix, "/x/fake-nix");
         assert_eq!(c.build.nix_build, "nix-build");
         let e = FleetConfig::parse("[build]\nnixx = \"a\"\n", "fleet.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("fleet.toml:2:1:") && e.contains("nixx"), "{e}");
+        assert!(
+            e.starts_with("fleet.toml:2:1:") && e.contains("nixx"),
+            "{e}"
+        );
     }
 
     #[test]

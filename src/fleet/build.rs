@@ -90,7 +90,13 @@ pub fn build_system(
     if mode == BuildMode::DryRun {
         return Ok(None);
     }
-    match out.stdout.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+    match out
+        .stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+    {
         Some(p) if p.starts_with('/') && !p.contains(char::is_whitespace) => {
             Ok(Some(p.to_string()))
         }

@@ -81,10 +81,7 @@ impl Publication {
         };
         let path = self.generation_dir(n).join(MANIFEST_FILE);
         let bytes = fs::read(&path).map_err(|e| with_path(e, &path))?;
-        Ok(Some(Manifest::parse(
-            &bytes,
-            &path.display().to_string(),
-        )?))
+        Ok(Some(Manifest::parse(&bytes, &path.display().to_string())?))
     }
 
     /// Every complete generation number present under `gens/`, ascending.

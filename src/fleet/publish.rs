@@ -259,7 +259,10 @@ fn prepare_chroot_root(
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(Some(l)),
         Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
-            tracing::info!("waiting for another `tiffin fleet publish` on {}", root.display());
+            tracing::info!(
+                "waiting for another `tiffin fleet publish` on {}",
+                root.display()
+            );
             Flock::lock(file, FlockArg::LockExclusive)
                 .map(Some)
                 .map_err(|(_, e)| PublishError::Lock {
@@ -430,7 +433,11 @@ impl<'a> RunContext<'a> {
         report
     }
 
-    fn try_publish_host(&self, host: &str, report: &mut HostReport) -> Result<HostResult, HostError> {
+    fn try_publish_host(
+        &self,
+        host: &str,
+        report: &mut HostReport,
+    ) -> Result<HostResult, HostError> {
         let hc = &self.config.hosts[host];
         let walked = walk_host(self.fleet_dir, host, hc)?;
         let entries = entries_of(&walked);
@@ -470,8 +477,13 @@ impl<'a> RunContext<'a> {
                 .map_err(StageError::Io)?;
             let tree = staging.path().join(TREE);
             materialize(&walked, &tree, Modes::Source, Ownership::Publisher, None)?;
-            report.expected_system =
-                build_system(&self.config.build, &self.runner, &tree, hc.attr_or_default(host), mode)?;
+            report.expected_system = build_system(
+                &self.config.build,
+                &self.runner,
+                &tree,
+                hc.attr_or_default(host),
+                mode,
+            )?;
         }
 
         if let Some(cur) = &current {
@@ -493,9 +505,10 @@ impl<'a> RunContext<'a> {
 
         ensure_skeleton(&publication, owner)?;
         remove_stale_incoming(&publication);
-        let incoming = publication
-            .gens()
-            .join(format!("{INCOMING_PREFIX}{generation}-{}", std::process::id()));
+        let incoming = publication.gens().join(format!(
+            "{INCOMING_PREFIX}{generation}-{}",
+            std::process::id()
+        ));
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&incoming)
@@ -527,7 +540,10 @@ impl<'a> RunContext<'a> {
         fs::rename(&incoming, &final_dir).map_err(|e| with_path(e, &final_dir))?;
         guard.keep();
         let switched = fsutil::fsync_dir(&publication.gens()).and_then(|()| {
-            fsutil::atomic_symlink(&Publication::link_target(generation), &publication.current_link())
+            fsutil::atomic_symlink(
+                &Publication::link_target(generation),
+                &publication.current_link(),
+            )
         });
         if let Err(e) = switched {
             let _ = fs::remove_dir_all(&final_dir);
@@ -574,7 +590,11 @@ fn now_rfc3339() -> String {
 }
 
 /// Walks a host's directory with the repository as the symlink boundary.
-fn walk_host(fleet_dir: &Path, host: &str, hc: &HostConfig) -> Result<Vec<WalkedEntry>, StageError> {
+fn walk_host(
+    fleet_dir: &Path,
+    host: &str,
+    hc: &HostConfig,
+) -> Result<Vec<WalkedEntry>, StageError> {
     let src = fleet_dir.join(hc.dir_or_default(host));
     match fs::symlink_metadata(&src) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -47,7 +47,9 @@ impl Ownership {
 
 /// A host's system user is missing while running as root.
 #[derive(Debug, thiserror::Error)]
-#[error("system user {user:?} of host {host} does not exist; create it (as root) with:\n{commands}")]
+#[error(
+    "system user {user:?} of host {host} does not exist; create it (as root) with:\n{commands}"
+)]
 pub struct MissingUser {
     pub host: String,
     pub user: String,

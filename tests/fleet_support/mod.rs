@@ -11,7 +11,8 @@ use tiffin::config::FleetConfig;
 use tiffin::hash;
 use tiffin::manifest::{EntryKind, Manifest, MANIFEST_FILE};
 
-pub const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@laptop";
+pub const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@laptop";
 
 /// A fleet repository (`repo/`) and a chroot root (`chroot/`) in one temp dir.
 pub struct TestFleet {
@@ -180,7 +181,10 @@ pub fn require_root(what: &str) -> bool {
     if is_root() {
         return true;
     }
-    assert!(!in_ci(), "{what} needs root, and CI=true: this must run as root");
+    assert!(
+        !in_ci(),
+        "{what} needs root, and CI=true: this must run as root"
+    );
     eprintln!("skipping {what}: needs root");
     false
 }
