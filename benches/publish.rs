@@ -72,7 +72,14 @@ fn make_fleet(root: &Path, hosts: usize, files: usize) -> (u64, usize) {
     (bytes, hosts * (own + SHARED))
 }
 
+/// Flushes what earlier steps left dirty, so that no step pays for another's writeback.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
 fn tiffin_publish(root: &Path, config: &FleetConfig) -> f64 {
+    settle();
     let t = Instant::now();
     let r = publish(root, config, &PublishOptions::default()).expect("publish");
     assert_eq!(
@@ -88,6 +95,7 @@ fn tiffin_publish(root: &Path, config: &FleetConfig) -> f64 {
 fn rsync_all(root: &Path, hosts: usize, dest: &Path) -> f64 {
     let names: Vec<String> = (0..hosts).map(|h| format!("h{h:03}")).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
+    settle();
     let t = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..JOBS {
