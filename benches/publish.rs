@@ -47,11 +47,6 @@ fn make_fleet(root: &Path, hosts: usize, files: usize) -> (u64, usize) {
         fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         fs::write(p, b).expect("write");
     }
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .expect("current user");
     let mut toml = format!("chroot = \"{}\"\n", root.join("chroot-tiffin").display());
     for h in 0..hosts {
         let name = format!("h{h:03}");
@@ -65,7 +60,7 @@ fn make_fleet(root: &Path, hosts: usize, files: usize) -> (u64, usize) {
         }
         symlink("../../common", dir.join("common")).expect("symlink");
         toml.push_str(&format!(
-            "[hosts.{name}]\nkey = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@{name}\"\nuser = \"{user}\"\n"
+            "[hosts.{name}]\nkey = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@{name}\"\n"
         ));
     }
     fs::write(root.join("fleet.toml"), toml).expect("write fleet.toml");
@@ -135,7 +130,17 @@ fn main() {
         .expect("temp dir");
     let root = dir.path();
     let (bytes, total_files) = make_fleet(root, hosts, files);
-    let config = FleetConfig::load(root).expect("fleet.toml");
+    let mut config = FleetConfig::load(root).expect("fleet.toml");
+    // Every host publishes as the current user: fleet.toml refuses one user for several hosts,
+    // and 200 system users are not worth creating for a benchmark (the chown work is the same).
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .expect("current user");
+    for h in config.hosts.values_mut() {
+        h.user = Some(me.clone());
+    }
     let tiffin_chroot = root.join("chroot-tiffin");
     let rsync_chroot = root.join("chroot-rsync");
 

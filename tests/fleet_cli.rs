@@ -81,7 +81,10 @@ fn init_makes_a_fleet_that_publishes_and_refuses_to_overwrite() {
 #[test]
 fn sshd_config_prints_a_match_block_per_host_and_the_user_commands() {
     let f = TestFleet::new();
-    f.write_config(&[("laptop", "user = \"lap\""), ("server", "")], "");
+    f.write_config(
+        &[("laptop", "user = \"lap\""), ("server", "user = \"srv\"")],
+        "",
+    );
     let o = tiffin(&["fleet", "sshd-config"], &f.repo());
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
@@ -103,7 +106,7 @@ fn sshd_config_prints_a_match_block_per_host_and_the_user_commands() {
         chroot.display()
     );
     assert!(out.contains(&block), "{out}");
-    let me = current_user();
+    let me = "srv".to_string();
     assert!(
         out.contains(&format!(
             "Match User {me}\n    ChrootDirectory {}/server\n",

@@ -140,8 +140,16 @@ impl FleetConfig {
                 at("keep_generations")
             )));
         }
+        // One sshd Match block per user: two hosts sharing a user would share a chroot.
+        let mut users: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, h) in &c.hosts {
             let here = at(&format!("hosts.{name}"));
+            let user = h.user_or_default(name);
+            if let Some(other) = users.insert(user, name) {
+                return Err(FleetConfigError(format!(
+                    "{here}: host {name:?}: user {user:?} is already the user of host {other:?}; each host needs its own user"
+                )));
+            }
             check_unix_name(name)
                 .map_err(|why| FleetConfigError(format!("{here}: host {name:?}: {why}")))?;
             if let Some(u) = &h.user {
@@ -297,6 +305,20 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("fleet.toml:2:1:") && e.contains("nixx"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn two_hosts_with_one_user_are_refused() {
+        let e = FleetConfig::parse(
+            &format!("[hosts.a]\nkey = \"{KEY}\"\n[hosts.b]\nkey = \"{KEY}\"\nuser = \"a\"\n"),
+            "fleet.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("fleet.toml:3:2:") && e.contains("\"a\""),
             "{e}"
         );
     }

@@ -17,6 +17,8 @@ pub const KEY: &str =
 /// A fleet repository (`repo/`) and a chroot root (`chroot/`) in one temp dir.
 pub struct TestFleet {
     pub tmp: tempfile::TempDir,
+    /// As root, every host needs a system user of its own: made here, removed on drop.
+    users: std::cell::RefCell<std::collections::BTreeMap<String, TestUser>>,
 }
 
 impl TestFleet {
@@ -26,7 +28,10 @@ impl TestFleet {
             .tempdir()
             .expect("temp dir");
         fs::create_dir_all(tmp.path().join("repo")).expect("mkdir repo");
-        Self { tmp }
+        Self {
+            tmp,
+            users: Default::default(),
+        }
     }
     pub fn repo(&self) -> PathBuf {
         self.tmp.path().join("repo")
@@ -38,8 +43,21 @@ impl TestFleet {
         self.chroot().join(host)
     }
 
-    /// Writes fleet.toml: the given hosts (each with `extra` lines), the current user as every
-    /// host's user unless `extra` says otherwise, and `top` lines at the top.
+    /// The system user of a host that `extra` gives none: as root a fresh user (created once per
+    /// host), otherwise the default (the host's name, which need not exist off root).
+    fn user_for(&self, host: &str) -> Option<String> {
+        if !is_root() {
+            return None;
+        }
+        let mut users = self.users.borrow_mut();
+        let u = users
+            .entry(host.to_string())
+            .or_insert_with(|| TestUser::create("tfh"));
+        Some(u.name.clone())
+    }
+
+    /// Writes fleet.toml: the given hosts (each with `extra` lines; without a `user =` there, a
+    /// user as [`Self::user_for`] gives), and `top` lines at the top.
     pub fn write_config(&self, hosts: &[(&str, &str)], top: &str) {
         let mut s = format!(
             "chroot = \"{}\"\nserver = \"fleet.test\"\n{top}\n",
@@ -48,7 +66,9 @@ impl TestFleet {
         for (h, extra) in hosts {
             s.push_str(&format!("[hosts.{h}]\nkey = \"{KEY}\"\n"));
             if !extra.contains("user =") {
-                s.push_str(&format!("user = \"{}\"\n", current_user()));
+                if let Some(u) = self.user_for(h) {
+                    s.push_str(&format!("user = \"{u}\"\n"));
+                }
             }
             s.push_str(extra);
             s.push('\n');
@@ -209,24 +229,29 @@ impl TestUser {
             format!("{n:08x}{c}")
         };
         let name = format!("{prefix}{suffix}");
-        let out = Command::new("useradd")
-            .args([
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                &name,
-            ])
-            .output()
-            .expect("run useradd");
-        assert!(
-            out.status.success(),
-            "useradd {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Other tests (and other suites) add users at the same time: /etc/passwd may be locked.
+        let mut last = String::new();
+        let created = (0..50).any(|_| {
+            let out = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--user-group",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    &name,
+                ])
+                .output()
+                .expect("run useradd");
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            if !out.status.success() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            out.status.success()
+        });
+        assert!(created, "useradd {name}: {last}");
         let u = nix::unistd::User::from_name(&name)
             .ok()
             .flatten()
@@ -241,8 +266,20 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
-        let _ = Command::new("groupdel").arg(&self.name).output();
+        for _ in 0..50 {
+            match Command::new("userdel").arg(&self.name).status() {
+                Ok(s) if s.success() => break,
+                _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        // userdel removes the user's own group too; this is for systems where it does not.
+        if nix::unistd::Group::from_name(&self.name)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            let _ = Command::new("groupdel").arg(&self.name).status();
+        }
     }
 }
 
