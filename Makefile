@@ -36,3 +36,4 @@ bench: deps
 	$(CARGO) bench --bench fetch
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --bench fleet_status
+	$(CARGO) bench --bench publish

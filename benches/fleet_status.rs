@@ -2,10 +2,10 @@
 //! reading every host's chroot and deciding its state, rendering the table and the JSON.
 //! Prints a table, asserts nothing. Run with `make bench` (release build).
 
-#[path = "../tests/fleet_support/mod.rs"]
-mod fleet_support;
+#[path = "../tests/fleet_status_support/mod.rs"]
+mod fleet_status_support;
 
-use fleet_support::{system, Fleet, ReportSpec, SeenSpec};
+use fleet_status_support::{system, Fleet, ReportSpec, SeenSpec};
 use std::time::Instant;
 use tiffin::fleet::status::{fleet_status, render_table, Style};
 use tiffin::status::{unix_now, Outcome};

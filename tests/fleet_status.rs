@@ -1,9 +1,9 @@
 //! `tiffin fleet status|diff|logs` against synthetic report sets: real files in a temp chroot,
 //! written with the agent's `Report`/`Seen` types, read by the library and by the real binary.
 
-mod fleet_support;
+mod fleet_status_support;
 
-use fleet_support::{set_arrival, system, Fleet, ReportSpec, SeenSpec};
+use fleet_status_support::{set_arrival, system, Fleet, ReportSpec, SeenSpec};
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -646,6 +646,14 @@ fn diff_runs_nvd_when_present_else_nix_store_diff_closures_on_running_and_expect
     std::fs::create_dir_all(&without).unwrap();
     fake_tool(&with_nvd, "nvd");
     let nix = fake_tool(&without, "fake-nix");
+    // The nix command comes from fleet.toml's [build] table, like the builds'.
+    let toml = f.dir.join("fleet.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str(&format!(
+        "\n[build]\nnix = {:?}\n",
+        nix.display().to_string()
+    ));
+    std::fs::write(&toml, text).unwrap();
 
     let run = |path: &std::path::Path| {
         Command::new(env!("CARGO_BIN_EXE_tiffin"))
@@ -653,7 +661,6 @@ fn diff_runs_nvd_when_present_else_nix_store_diff_closures_on_running_and_expect
             .arg(&f.dir)
             .args(["diff", "web"])
             .env("PATH", path)
-            .env("TIFFIN_NIX", &nix)
             .output()
             .unwrap()
     };

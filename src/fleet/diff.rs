@@ -7,14 +7,6 @@ use crate::config::fleet::FleetConfig;
 use crate::runner::Runner;
 use std::path::Path;
 
-/// The nix command; `$TIFFIN_NIX` overrides it (tests, or a nix outside PATH).
-pub fn nix_command() -> String {
-    std::env::var("TIFFIN_NIX")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "nix".into())
-}
-
 /// The executable `name` on `$PATH`, if any.
 pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -82,7 +74,7 @@ pub fn closure_diff(
             vec!["diff", &running, &expected],
         ),
         None => (
-            nix_command(),
+            config.build.nix.clone(),
             vec!["store", "diff-closures", &running, &expected],
         ),
     };

@@ -1,195 +1,289 @@
-//! A synthetic fleet for `fleet status|diff|logs` tests and the benchmark: a fleet.toml and a
-//! chroot in a temp dir, filled with real files in the publication layout (DESIGN §2), written
-//! with the agent's own `Report`/`Seen` types and name helpers.
+//! Shared by the fleet tests: a fleet repository and chroot root in a temp dir, tree checks, and
+//! throw-away system users.
 #![allow(dead_code)]
 
-use flate2::write::GzEncoder;
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
-use tiffin::agent::report::{report_base, rfc3339, Report, Seen, SEEN_NAME};
-use tiffin::config::fleet::FleetConfig;
-use tiffin::manifest::Manifest;
-use tiffin::status::Outcome;
+use std::process::Command;
+use tiffin::config::FleetConfig;
+use tiffin::hash;
+use tiffin::manifest::{EntryKind, Manifest, MANIFEST_FILE};
 
 pub const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@laptop";
 
-pub struct Fleet {
+/// A fleet repository (`repo/`) and a chroot root (`chroot/`) in one temp dir.
+pub struct TestFleet {
     pub tmp: tempfile::TempDir,
-    pub dir: PathBuf,
-    pub chroot: PathBuf,
+    /// As root, every host needs a system user of its own: made here, removed on drop.
+    users: std::cell::RefCell<std::collections::BTreeMap<String, TestUser>>,
 }
 
-impl Fleet {
-    /// A fleet repository listing `hosts`, its chroot beside it.
-    pub fn new(hosts: &[&str]) -> Self {
+impl TestFleet {
+    pub fn new() -> Self {
         let tmp = tempfile::Builder::new()
-            .prefix("tiffin-fleetstatus-")
+            .prefix("tiffin-fleet-test-")
             .tempdir()
             .expect("temp dir");
-        let dir = tmp.path().join("repo");
-        let chroot = tmp.path().join("chroot");
-        fs::create_dir_all(&dir).unwrap();
-        fs::create_dir_all(&chroot).unwrap();
-        let mut toml = format!("chroot = {:?}\nserver = \"fleet.test\"\n", chroot);
-        for h in hosts {
-            toml.push_str(&format!("\n[hosts.{h}]\nkey = \"{KEY}\"\n"));
-            fs::create_dir_all(chroot.join(h)).unwrap();
+        fs::create_dir_all(tmp.path().join("repo")).expect("mkdir repo");
+        Self {
+            tmp,
+            users: Default::default(),
         }
-        fs::write(dir.join("fleet.toml"), toml).unwrap();
-        Fleet { tmp, dir, chroot }
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.tmp.path().join("repo")
+    }
+    pub fn chroot(&self) -> PathBuf {
+        self.tmp.path().join("chroot")
+    }
+    pub fn host_pub(&self, host: &str) -> PathBuf {
+        self.chroot().join(host)
+    }
+
+    /// The system user of a host that `extra` gives none: as root a fresh user (created once per
+    /// host), otherwise the default (the host's name, which need not exist off root).
+    fn user_for(&self, host: &str) -> Option<String> {
+        if !is_root() {
+            return None;
+        }
+        let mut users = self.users.borrow_mut();
+        let u = users
+            .entry(host.to_string())
+            .or_insert_with(|| TestUser::create("tfh"));
+        Some(u.name.clone())
+    }
+
+    /// Writes fleet.toml: the given hosts (each with `extra` lines; without a `user =` there, a
+    /// user as [`Self::user_for`] gives), and `top` lines at the top.
+    pub fn write_config(&self, hosts: &[(&str, &str)], top: &str) {
+        let mut s = format!(
+            "chroot = \"{}\"\nserver = \"fleet.test\"\n{top}\n",
+            self.chroot().display()
+        );
+        for (h, extra) in hosts {
+            s.push_str(&format!("[hosts.{h}]\nkey = \"{KEY}\"\n"));
+            if !extra.contains("user =") {
+                if let Some(u) = self.user_for(h) {
+                    s.push_str(&format!("user = \"{u}\"\n"));
+                }
+            }
+            s.push_str(extra);
+            s.push('\n');
+        }
+        fs::write(self.repo().join("fleet.toml"), s).expect("write fleet.toml");
     }
 
     pub fn config(&self) -> FleetConfig {
-        FleetConfig::load(&self.dir).expect("fleet.toml")
+        FleetConfig::load(&self.repo()).expect("fleet.toml parses")
     }
 
-    pub fn host_dir(&self, host: &str) -> PathBuf {
-        self.chroot.join(host)
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.repo().join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, text).expect("write");
     }
 
-    pub fn logs(&self, host: &str) -> PathBuf {
-        let l = self.host_dir(host).join("logs");
-        fs::create_dir_all(&l).unwrap();
-        l
+    pub fn link(&self, rel: &str, target: &str) {
+        let p = self.repo().join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        symlink(target, &p).expect("symlink");
     }
 
-    /// Publishes generation `g` (an empty tree) and points `current` at it, atomically.
-    pub fn publish(&self, host: &str, g: u64, at: u64, expected_system: Option<&str>) {
-        let gdir = self.host_dir(host).join("gens").join(g.to_string());
-        fs::create_dir_all(&gdir).unwrap();
-        let mut m = Manifest::new(host, g, rfc3339(at), Vec::new());
-        m.expected_system = expected_system.map(str::to_string);
-        fs::write(gdir.join("manifest.json"), m.to_bytes()).unwrap();
-        let tmp = self.host_dir(host).join(".current.new");
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(format!("gens/{g}"), &tmp).unwrap();
-        fs::rename(&tmp, self.host_dir(host).join("current")).unwrap();
+    /// The generation `current` points at.
+    pub fn current(&self, host: &str) -> Option<u64> {
+        let t = fs::read_link(self.host_pub(host).join("current")).ok()?;
+        t.strip_prefix("gens").ok()?.to_str()?.parse().ok()
     }
 
-    /// Uploads a report and its log as the agent names them; returns the JSON's path.
-    pub fn report(&self, host: &str, r: ReportSpec) -> PathBuf {
-        let base = report_base(r.finished, r.generation, r.outcome);
-        let report = Report {
-            host: host.into(),
-            generation: r.generation,
-            outcome: r.outcome,
-            failed_step: r.failed_step.map(str::to_string),
-            message: r.message.map(str::to_string),
-            started: rfc3339(r.finished.saturating_sub(30)),
-            finished: rfc3339(r.finished),
-            system_before: Some("/nix/store/aaaa-nixos-system-before".into()),
-            system_after: r.system_after.clone(),
-            reboot_needed: r.reboot_needed,
-            durations: BTreeMap::from([("build".to_string(), 12.5)]),
-            agent_version: "0.1.0".into(),
-            log: format!("{base}.log.gz"),
+    /// Generation directories present (complete or not), by name.
+    pub fn gens_entries(&self, host: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.host_pub(host).join("gens"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// The name of the user running the tests.
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .expect("the current user has a name")
+}
+
+/// Checks that a generation directory holds exactly the tree its manifest describes, every file
+/// with the hash the manifest names. Returns the manifest; Err on the first difference (an
+/// `io::ErrorKind::NotFound` error when the generation vanished while reading).
+pub fn verify_generation(gen_dir: &Path) -> std::io::Result<Manifest> {
+    let mpath = gen_dir.join(MANIFEST_FILE);
+    let bytes = fs::read(&mpath)?;
+    let m = Manifest::parse(&bytes, &mpath.display().to_string())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tree = gen_dir.join("tree");
+    for e in &m.entries {
+        let p = tree.join(&e.path);
+        let meta = fs::symlink_metadata(&p)?;
+        match e.kind {
+            EntryKind::Dir if meta.is_dir() => {}
+            EntryKind::File if meta.is_file() => {
+                let (sha, size) = hash::sha256_file(&p)?;
+                if Some(sha) != e.sha256 || Some(size) != e.size {
+                    return Err(std::io::Error::other(format!(
+                        "{}: content differs from the manifest",
+                        p.display()
+                    )));
+                }
+            }
+            _ => {
+                return Err(std::io::Error::other(format!(
+                    "{}: wrong kind (manifest says {:?})",
+                    p.display(),
+                    e.kind
+                )))
+            }
+        }
+    }
+    let on_disk = list_tree(&tree)?;
+    let listed: BTreeSet<String> = m.entries.iter().map(|e| e.path.clone()).collect();
+    if on_disk != listed {
+        return Err(std::io::Error::other(format!(
+            "{}: entries differ from the manifest: extra {:?}, missing {:?}",
+            tree.display(),
+            on_disk.difference(&listed).collect::<Vec<_>>(),
+            listed.difference(&on_disk).collect::<Vec<_>>()
+        )));
+    }
+    Ok(m)
+}
+
+/// Every path under `root`, relative, `/`-separated.
+pub fn list_tree(root: &Path) -> std::io::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        for e in fs::read_dir(&dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if e.file_type()?.is_dir() {
+                stack.push((e.path(), r.clone()));
+            }
+            out.insert(r);
+        }
+    }
+    Ok(out)
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Root is needed: fail under CI, skip (with the reason printed) elsewhere. True: go on.
+pub fn require_root(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "{what} needs root, and CI=true: this must run as root"
+    );
+    eprintln!("skipping {what}: needs root");
+    false
+}
+
+/// A system user (and its own group) with a random-suffixed name, removed on drop.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TestUser {
+    pub fn create(prefix: &str) -> Self {
+        let suffix: String = {
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+                ^ std::process::id().rotate_left(16);
+            static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let c = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            format!("{n:08x}{c}")
         };
-        let logs = self.logs(host);
-        let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(r.log_text.as_bytes()).unwrap();
-        fs::write(logs.join(&report.log), enc.finish().unwrap()).unwrap();
-        let path = logs.join(format!("{base}.json"));
-        // Written aside and renamed in, as the agent's upload does.
-        let tmp = logs.join(format!(".{base}.json.part"));
-        fs::write(&tmp, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
-        fs::rename(&tmp, &path).unwrap();
-        path
-    }
-
-    /// Uploads `logs/seen.json`.
-    pub fn seen(&self, host: &str, s: SeenSpec) {
-        let seen = Seen {
-            host: host.into(),
-            last_seen: rfc3339(s.at),
-            applied_generation: s.applied,
-            running_system: s.running_system.clone(),
-            booted_system: s.running_system.clone(),
-            agent_version: "0.1.0".into(),
-            interval_secs: s.interval_secs,
-            updating_to: s.updating_to,
-            reboot_needed: s.reboot_needed,
-        };
-        let logs = self.logs(host);
-        let tmp = logs.join(".seen.json.part");
-        fs::write(&tmp, serde_json::to_vec_pretty(&seen).unwrap()).unwrap();
-        fs::rename(&tmp, logs.join(SEEN_NAME)).unwrap();
-    }
-}
-
-/// Sets a file's modification time (to simulate when it arrived).
-pub fn set_arrival(path: &Path, unix: u64) {
-    let f = fs::File::options().write(true).open(path).unwrap();
-    f.set_modified(UNIX_EPOCH + Duration::from_secs(unix))
-        .unwrap();
-}
-
-#[derive(Clone, Debug)]
-pub struct ReportSpec {
-    pub generation: u64,
-    pub outcome: Outcome,
-    pub finished: u64,
-    pub failed_step: Option<&'static str>,
-    pub message: Option<&'static str>,
-    pub system_after: Option<String>,
-    pub reboot_needed: bool,
-    pub log_text: String,
-}
-
-impl ReportSpec {
-    pub fn new(generation: u64, outcome: Outcome, finished: u64) -> Self {
-        ReportSpec {
-            generation,
-            outcome,
-            finished,
-            failed_step: match outcome {
-                Outcome::Failed => Some("build"),
-                Outcome::RolledBack => Some("verify"),
-                _ => None,
-            },
-            message: match outcome {
-                Outcome::Failed => Some("error: builder for '/nix/store/x.drv' failed"),
-                Outcome::RolledBack => Some("health check `ping -c1 gw` failed"),
-                _ => None,
-            },
-            system_after: match outcome {
-                Outcome::Updated | Outcome::UpToDate => Some(system(generation)),
-                _ => None,
-            },
-            reboot_needed: false,
-            log_text: format!("cycle for g{generation}: {outcome:?}\n"),
+        let name = format!("{prefix}{suffix}");
+        // Other tests (and other suites) add users at the same time: /etc/passwd may be locked.
+        let mut last = String::new();
+        let created = (0..50).any(|_| {
+            let out = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--user-group",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    &name,
+                ])
+                .output()
+                .expect("run useradd");
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            if !out.status.success() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            out.status.success()
+        });
+        assert!(created, "useradd {name}: {last}");
+        let u = nix::unistd::User::from_name(&name)
+            .ok()
+            .flatten()
+            .expect("the new user exists");
+        Self {
+            name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
         }
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct SeenSpec {
-    pub at: u64,
-    pub applied: Option<u64>,
-    pub running_system: Option<String>,
-    pub interval_secs: Option<u64>,
-    pub updating_to: Option<u64>,
-    pub reboot_needed: Option<bool>,
-}
-
-impl SeenSpec {
-    /// Seen at `at`, running generation `applied` (and its system).
-    pub fn running(applied: u64, at: u64) -> Self {
-        SeenSpec {
-            at,
-            applied: Some(applied),
-            running_system: Some(system(applied)),
-            interval_secs: Some(600),
-            updating_to: None,
-            reboot_needed: Some(false),
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            match Command::new("userdel").arg(&self.name).status() {
+                Ok(s) if s.success() => break,
+                _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        // userdel removes the user's own group too; this is for systems where it does not.
+        if nix::unistd::Group::from_name(&self.name)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            let _ = Command::new("groupdel").arg(&self.name).status();
         }
     }
 }
 
-/// A distinct store path per generation.
-pub fn system(generation: u64) -> String {
-    format!("/nix/store/{generation:0>32}-nixos-system-g{generation}")
+/// The fake `nix`/`nix-build` script.
+pub fn fake_nix() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fleet/fake-nix")
 }
