@@ -5,7 +5,11 @@
 //! never make a system the boot default before it has been verified.
 
 pub mod cycle;
+pub mod daemon;
 pub mod fetch;
+pub mod http;
 pub mod outbox;
+pub mod scheduler;
 pub mod status_cell;
 pub mod store;
+pub mod sync_only;

@@ -39,5 +39,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
     if args.once {
         return not_implemented("agent --once");
     }
-    not_implemented("agent")
+    daemon(config)
+}
+
+/// The daemon, driven by the sync-only stand-in until the full pipeline replaces it.
+fn daemon(config: AgentConfig) -> anyhow::Result<u8> {
+    use crate::agent::{daemon, status_cell::StatusCell, sync_only::SyncOnlyRunner};
+    let status = StatusCell::new(crate::status::AgentStatus::default());
+    let runner = SyncOnlyRunner::new(config.clone(), status.clone());
+    daemon::run(config, Box::new(runner), status)
 }
