@@ -347,7 +347,7 @@ impl Listener {
                     tracing::debug!("connected");
                     match handler.run().await {
                         Ok(()) => tracing::debug!("disconnected"),
-                        Err(e) => tracing::debug!(error = %e, "dropped"),
+                        Err(e) => tracing::info!(error = %e, "client dropped"),
                     }
                     drop(permit);
                 }
