@@ -4,7 +4,7 @@ use super::{EXIT_FAILED, EXIT_OK, EXIT_ROLLED_BACK};
 use crate::agent::cycle::CycleReport;
 use crate::ipc::report::{log_from_value, report_from_value};
 use crate::ipc::{Client, ClientError, Command, Event};
-use crate::status::{unix_now, AgentStatus, Outcome, Phase};
+use crate::status::{unix_now, AgentStatus, CheckResult, Outcome, Phase};
 use anyhow::{anyhow, Context};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
