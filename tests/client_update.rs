@@ -36,7 +36,10 @@ fn update_as_member_prints_progress_and_exits_with_the_outcome() {
     let (code, out, _) = tiffin(&["update"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("downloading: "), "no progress shown: {out}");
-    assert!(out.lines().last() == Some("updated (generation 2)"), "{out}");
+    assert!(
+        out.lines().last() == Some("updated (generation 2)"),
+        "{out}"
+    );
 
     let (code, out, _) = tiffin(&["status"]);
     assert_eq!(code, Some(0));
@@ -64,7 +67,10 @@ fn update_as_member_prints_progress_and_exits_with_the_outcome() {
     assert!(out.contains("failed: fetch:"), "{out}");
     let (code, out, _) = tiffin(&["log"]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("fetch failed") && out.contains("f0002"), "{out}");
+    assert!(
+        out.contains("fetch failed") && out.contains("f0002"),
+        "{out}"
+    );
     let (_, out, _) = tiffin(&["status"]);
     assert!(out.contains("applied generation   3"), "{out}");
 }

@@ -37,14 +37,17 @@ fn twenty_rapid_requests_start_exactly_one_cycle_and_a_foreign_host_is_refused()
     assert!(pages[0].contains("Update started."), "{}", pages[0]);
     assert!(pages[0].contains("<h1>testhost</h1>"), "{}", pages[0]);
     assert_eq!(
-        pages.iter().filter(|p| p.contains("Update started.")).count(),
+        pages
+            .iter()
+            .filter(|p| p.contains("Update started."))
+            .count(),
         1
     );
     // The one cycle applies generation 2; nothing else starts.
     wait_for(30, "generation 2 to be applied", || {
-        agent
-            .try_status()
-            .is_some_and(|s| s.applied_generation == Some(2) && s.phase == tiffin::status::Phase::Idle)
+        agent.try_status().is_some_and(|s| {
+            s.applied_generation == Some(2) && s.phase == tiffin::status::Phase::Idle
+        })
     });
     let log = agent.stderr();
     assert_eq!(update_cycles(&log), 1, "{log}");

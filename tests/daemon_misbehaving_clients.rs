@@ -58,7 +58,9 @@ fn hundred_subscribers_keep_receiving_events_despite_garbage_huge_lines_and_a_st
     garbage
         .write_all(b"\x00\xff not json\n{\"id\":5,\"cmd\":\"format_disk\"}\n[1,2]\n")
         .unwrap();
-    garbage.write_all(b"{\"id\":6,\"cmd\":\"status\"}\n").unwrap();
+    garbage
+        .write_all(b"{\"id\":6,\"cmd\":\"status\"}\n")
+        .unwrap();
     let mut gr = BufReader::new(garbage.try_clone().unwrap());
     for _ in 0..3 {
         let v = read_json_line(&mut gr);
@@ -66,7 +68,11 @@ fn hundred_subscribers_keep_receiving_events_despite_garbage_huge_lines_and_a_st
         assert_eq!(v["error"]["code"], "bad_request", "{v}");
     }
     let v = read_json_line(&mut gr);
-    assert_eq!((v["id"].as_u64(), v["ok"].as_bool()), (Some(6), Some(true)), "{v}");
+    assert_eq!(
+        (v["id"].as_u64(), v["ok"].as_bool()),
+        (Some(6), Some(true)),
+        "{v}"
+    );
 
     // A 10 MB line: answered with too_long, the rest of the line skipped, connection usable.
     let mut huge = raw(&agent);
@@ -81,12 +87,18 @@ fn hundred_subscribers_keep_receiving_events_despite_garbage_huge_lines_and_a_st
     let v = read_json_line(&mut hr);
     assert_eq!(v["error"]["code"], "too_long", "{v}");
     let v = read_json_line(&mut hr);
-    assert_eq!((v["id"].as_u64(), v["ok"].as_bool()), (Some(7), Some(true)), "{v}");
+    assert_eq!(
+        (v["id"].as_u64(), v["ok"].as_bool()),
+        (Some(7), Some(true)),
+        "{v}"
+    );
     let _huge = writer.join().unwrap();
 
     // A client that subscribes, floods requests and never reads an answer.
     let mut stuck = raw(&agent);
-    stuck.write_all(b"{\"id\":1,\"cmd\":\"subscribe\"}\n").unwrap();
+    stuck
+        .write_all(b"{\"id\":1,\"cmd\":\"subscribe\"}\n")
+        .unwrap();
     stuck
         .set_write_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -103,7 +115,9 @@ fn hundred_subscribers_keep_receiving_events_despite_garbage_huge_lines_and_a_st
     // Two new generations, applied through the socket while the stuck client is stuck.
     let mut c = agent.client();
     for g in [2u64, 3] {
-        agent.publication.publish(g, &files(20, 4096, &format!("g{g}")));
+        agent
+            .publication
+            .publish(g, &files(20, 4096, &format!("g{g}")));
         let r = c.call(Command::Update).unwrap();
         assert_eq!(r["outcome"], "updated", "{r}");
     }
@@ -117,11 +131,15 @@ fn hundred_subscribers_keep_receiving_events_despite_garbage_huge_lines_and_a_st
     wait_for(60, "the agent to drop the stuck client", || {
         agent.stderr().contains("client does not read")
     });
-    stuck.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let mut sink = Vec::new();
     let n = stuck.read_to_end(&mut sink);
     assert!(
-        n.is_ok() || n.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        n.is_ok()
+            || n.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "stuck client still connected: {n:?}\n{}",
         agent.stderr()
     );

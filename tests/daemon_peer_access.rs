@@ -65,7 +65,10 @@ fn outsiders_are_refused_members_update_and_only_admins_and_root_roll_back() {
     // The admin group and root get through to the runner (the sync-only stand-in answers
     // that it cannot roll back: a refusal of the runner, not of the socket).
     for (who, code_out) in [
-        ("admin", run(&admin, admin.login_groups(), &["rollback", "--yes"])),
+        (
+            "admin",
+            run(&admin, admin.login_groups(), &["rollback", "--yes"]),
+        ),
         ("root", {
             let o = std::process::Command::new(TIFFIN)
                 .args(["rollback", "--yes", "--socket", &socket])
@@ -102,6 +105,9 @@ fn a_missing_socket_group_is_a_startup_error_naming_it() {
         .unwrap();
     let (_, err) = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("nosuchgroup") && err.contains("socket_group"), "{err}");
+    assert!(
+        err.contains("nosuchgroup") && err.contains("socket_group"),
+        "{err}"
+    );
     agent.child = None;
 }

@@ -346,11 +346,16 @@ impl Worker {
 
 /// Merges a request that arrived while `current` runs.
 fn merge(current: &mut Batch, queue: &mut VecDeque<Batch>, job: Job) {
-    let joins_current = match (job.work, current.work) {
-        (Work::Cycle(CycleRequest::Check | CycleRequest::Scheduled), Work::Cycle(_)) => true,
-        (Work::Cycle(CycleRequest::Update), Work::Cycle(CycleRequest::Update)) => true,
-        _ => false,
-    };
+    let joins_current = matches!(
+        (job.work, current.work),
+        (
+            Work::Cycle(CycleRequest::Check | CycleRequest::Scheduled),
+            Work::Cycle(_)
+        ) | (
+            Work::Cycle(CycleRequest::Update),
+            Work::Cycle(CycleRequest::Update)
+        )
+    );
     if joins_current {
         current.waiters.extend(job.reply);
         return;
@@ -450,6 +455,126 @@ mod tests {
         merge(&mut current, &mut queue, j);
         assert_eq!(queue.len(), 2);
         assert_eq!(queue[1].work, Work::Rollback);
+    }
+
+    /// A runner that takes a while and records overlapping cycles.
+    struct SlowRunner {
+        running: Arc<std::sync::atomic::AtomicBool>,
+        overlaps: Arc<std::sync::atomic::AtomicUsize>,
+        cycles: Arc<Mutex<Vec<CycleRequest>>>,
+        gate: std::sync::mpsc::Receiver<()>,
+        started: std::sync::mpsc::Sender<()>,
+    }
+
+    impl CycleRunner for SlowRunner {
+        fn run_cycle(&mut self, req: CycleRequest) -> CycleReport {
+            use std::sync::atomic::Ordering;
+            if self.running.swap(true, Ordering::SeqCst) {
+                self.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = self.started.send(());
+            // Held until the test lets it finish: "in flight" for as long as the test wants.
+            let _ = self.gate.recv();
+            self.cycles.lock().unwrap().push(req);
+            self.running.store(false, Ordering::SeqCst);
+            CycleReport {
+                outcome: Outcome::Updated,
+                generation: Some(1),
+                failed_step: None,
+                message: None,
+            }
+        }
+        fn rollback(&mut self, _: &str) -> CycleReport {
+            self.run_cycle(CycleRequest::Check)
+        }
+        fn last_log(&self) -> Option<String> {
+            None
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn slow_worker() -> (
+        WorkerHandle,
+        tokio::task::JoinHandle<()>,
+        broadcast::Sender<()>,
+        std::sync::mpsc::Sender<()>,
+        std::sync::mpsc::Receiver<()>,
+        Arc<Mutex<Vec<CycleRequest>>>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let (gate_tx, gate) = std::sync::mpsc::channel();
+        let (started, started_rx) = std::sync::mpsc::channel();
+        let cycles = Arc::new(Mutex::new(Vec::new()));
+        let overlaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runner = SlowRunner {
+            running: Arc::default(),
+            overlaps: overlaps.clone(),
+            cycles: cycles.clone(),
+            gate,
+            started,
+        };
+        let (shutdown, _) = broadcast::channel(1);
+        let status = StatusCell::new(AgentStatus::default());
+        let (h, task) = Worker::start(Box::new(runner), status, shutdown.subscribe());
+        (h, task, shutdown, gate_tx, started_rx, cycles, overlaps)
+    }
+
+    #[tokio::test]
+    async fn twenty_requests_during_a_cycle_run_as_one_more_cycle_never_two_at_once() {
+        let (h, _task, _shutdown, gate, started, cycles, overlaps) = slow_worker();
+        let (first, first_rx) = job(Work::Cycle(CycleRequest::Check));
+        h.tx.send(first).await.unwrap();
+        wait_started(&started).await;
+        let mut waiters = Vec::new();
+        for i in 0..20 {
+            let work = if i % 2 == 0 {
+                Work::Cycle(CycleRequest::Update)
+            } else {
+                Work::Cycle(CycleRequest::Check)
+            };
+            let (j, rx) = job(work);
+            h.tx.send(j).await.unwrap();
+            waiters.push(rx);
+        }
+        // Every request has been merged once the worker has emptied its inbox.
+        while h.tx.capacity() < h.tx.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+        gate.send(()).unwrap();
+        gate.send(()).unwrap();
+        assert!(first_rx.await.is_ok());
+        for w in waiters {
+            assert!(w.await.is_ok());
+        }
+        let ran = cycles.lock().unwrap().clone();
+        assert_eq!(ran, vec![CycleRequest::Check, CycleRequest::Update]);
+        assert_eq!(overlaps.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    async fn wait_started(started: &std::sync::mpsc::Receiver<()>) {
+        while started.try_recv().is_err() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_the_cycle_in_flight_finish_and_drops_the_queue() {
+        let (h, task, shutdown, gate, started, cycles, _) = slow_worker();
+        let (j, in_flight) = job(Work::Cycle(CycleRequest::Update));
+        h.tx.send(j).await.unwrap();
+        wait_started(&started).await;
+        let (j, queued) = job(Work::Rollback);
+        h.tx.send(j).await.unwrap();
+        shutdown.send(()).unwrap();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!task.is_finished(), "worker stopped with a cycle in flight");
+        gate.send(()).unwrap();
+        task.await.unwrap();
+        assert_eq!(in_flight.await.unwrap().outcome, Outcome::Updated);
+        assert!(queued.await.is_err(), "queued work must not start");
+        assert_eq!(cycles.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -320,9 +320,13 @@ pub fn summary(s: &AgentStatus, now: u64) -> String {
         row("available", format!("generation {g}"));
     }
     if let Some(c) = &s.last_check {
-        let mut v = format!("{} — {:?}", when(now, c.at), c.result)
-            .replace("UpToDate", "up to date")
-            .replace("UpdateAvailable", "update available");
+        let result = match c.result {
+            CheckResult::UpToDate => "up to date",
+            CheckResult::UpdateAvailable => "update available",
+            CheckResult::Unreachable => "server unreachable",
+            CheckResult::Failed => "failed",
+        };
+        let mut v = format!("{} — {result}", when(now, c.at));
         if let Some(m) = &c.message {
             v.push_str(&format!(": {m}"));
         }

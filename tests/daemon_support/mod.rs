@@ -192,16 +192,18 @@ impl Publication {
             entries_of(&walked),
         );
         fs::write(gen.join("manifest.json"), m.to_bytes()).unwrap();
-        tiffin::fsutil::atomic_symlink(
-            Path::new(&format!("gens/{n}")),
-            &self.root.join("current"),
-        )
-        .unwrap();
+        tiffin::fsutil::atomic_symlink(Path::new(&format!("gens/{n}")), &self.root.join("current"))
+            .unwrap();
     }
 
     /// Changes a published file behind the manifest's back.
     pub fn corrupt(&self, n: u64, path: &str) {
-        let p = self.root.join("gens").join(n.to_string()).join("tree").join(path);
+        let p = self
+            .root
+            .join("gens")
+            .join(n.to_string())
+            .join("tree")
+            .join(path);
         let mut data = fs::read(&p).unwrap();
         data[0] ^= 0xff;
         fs::write(&p, data).unwrap();
@@ -397,7 +399,11 @@ pub fn http_get(port: u16, method: &str, path: &str, host: &str) -> (u16, String
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
     (code, body)
 }
 
