@@ -385,12 +385,18 @@ struct Handler {
 impl Handler {
     async fn run(mut self) -> io::Result<()> {
         let mut idle_deadline = Instant::now() + self.limits.idle_timeout;
+        // After the client has closed its sending side, calls in flight are still answered and a
+        // subscription still delivered (`echo '{"id":1,"cmd":"update"}' | socat - UNIX:…`).
+        let mut end_of_requests = false;
         loop {
+            if end_of_requests && self.subscription.is_none() && self.calls.is_empty() {
+                return Ok(());
+            }
             let idle_allowed = self.subscription.is_none() && self.calls.is_empty();
             tokio::select! {
-                line = self.lines.next_line() => {
+                line = self.lines.next_line(), if !end_of_requests => {
                     match line? {
-                        None => return Ok(()),
+                        None => end_of_requests = true,
                         Some(Line::TooLong) => {
                             let r = Response::err(0, ErrorCode::TooLong, format!("request longer than {MAX_LINE} bytes; the rest of the line is ignored"));
                             self.send(&r).await?;
@@ -612,6 +618,106 @@ mod tests {
             lines_of(input, 1000).await,
             vec![Line::Complete(vec![b'y'; 1000])]
         );
+    }
+
+    struct FakeAgent {
+        status: watch::Sender<AgentStatus>,
+        /// A call finishes when the test adds a permit.
+        gate: Arc<Semaphore>,
+    }
+
+    impl AgentService for FakeAgent {
+        fn subscribe(&self) -> watch::Receiver<AgentStatus> {
+            self.status.subscribe()
+        }
+        fn last_log(&self) -> Option<String> {
+            None
+        }
+        fn run(
+            &self,
+            _cmd: Command,
+        ) -> Pin<Box<dyn Future<Output = Result<CycleReport, ServiceError>> + Send>> {
+            let gate = self.gate.clone();
+            Box::pin(async move {
+                let _ = gate.acquire().await.map(|p| p.forget());
+                Ok(CycleReport {
+                    outcome: crate::status::Outcome::Updated,
+                    generation: Some(2),
+                    failed_step: None,
+                    message: None,
+                })
+            })
+        }
+    }
+
+    async fn read_all(s: &mut UnixStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut out = String::new();
+        timeout(Duration::from_secs(30), s.read_to_string(&mut out))
+            .await
+            .expect("the server should close the connection")
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn client_limit_idle_timeout_and_answers_after_half_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run").join("agent.sock");
+        let listener = bind(&path, None).unwrap();
+        let gate = Arc::new(Semaphore::new(0));
+        let (status, _) = watch::channel(AgentStatus::default());
+        let service = Arc::new(FakeAgent {
+            status,
+            gate: gate.clone(),
+        });
+        let access = AccessPolicy {
+            socket_group: "test".into(),
+            socket_gid: Some(nix::unistd::getegid()),
+            admin_group: "test".into(),
+            admin_gid: None,
+        };
+        let limits = Limits {
+            max_clients: 2,
+            idle_timeout: Duration::from_millis(200),
+            write_timeout: Duration::from_secs(5),
+            max_calls: 8,
+        };
+        tokio::spawn(serve(
+            listener,
+            service,
+            access,
+            limits,
+            std::future::pending::<()>(),
+        ));
+
+        // A subscriber is never idle; a silent client is closed.
+        let mut subscriber = UnixStream::connect(&path).await.unwrap();
+        subscriber
+            .write_all(b"{\"id\":1,\"cmd\":\"subscribe\"}\n")
+            .await
+            .unwrap();
+        let mut silent = UnixStream::connect(&path).await.unwrap();
+        assert_eq!(read_all(&mut silent).await, "");
+
+        // An update sent before closing the sending side is still answered.
+        let mut caller = UnixStream::connect(&path).await.unwrap();
+        caller
+            .write_all(b"{\"id\":9,\"cmd\":\"update\"}\n")
+            .await
+            .unwrap();
+        caller.shutdown().await.unwrap();
+
+        // Two clients are connected: a third gets `busy` and is closed.
+        let mut third = UnixStream::connect(&path).await.unwrap();
+        let answer = read_all(&mut third).await;
+        assert!(answer.contains("\"code\":\"busy\""), "{answer}");
+
+        gate.add_permits(1);
+        let answer = read_all(&mut caller).await;
+        let v: serde_json::Value = serde_json::from_str(answer.trim()).unwrap();
+        assert_eq!(v["id"], 9);
+        assert_eq!(v["data"]["outcome"], "updated");
     }
 
     #[test]
