@@ -115,13 +115,16 @@ pub fn rollback(a: RollbackArgs) -> anyhow::Result<u8> {
             return Ok(super::EXIT_USAGE);
         }
         let s = c.status()?;
-        let previous = s
-            .rollback
-            .last
-            .as_ref()
-            .map(|r| r.to_system.clone())
-            .unwrap_or_else(|| "the previous system".into());
-        eprint!("Roll back {} to {previous}? [y/N] ", s.host);
+        if !s.rollback.previous_available {
+            eprintln!("tiffin rollback: the agent knows no previous system to roll back to");
+            return Ok(EXIT_FAILED);
+        }
+        let from = s
+            .current_system
+            .as_deref()
+            .map(|c| format!(" from {c}"))
+            .unwrap_or_default();
+        eprint!("Roll back {}{from} to the previous system? [y/N] ", s.host);
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         stdin.lock().read_line(&mut answer)?;
