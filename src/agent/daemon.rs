@@ -54,9 +54,7 @@ async fn serve(
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot listen for SIGINT")?;
 
-    let access = AccessPolicy::resolve(&config.socket_group, &config.admin_group)?;
-    let listener = server::bind(&config.socket, access.socket_gid)?;
-    let socket_id = server::socket_identity(&config.socket);
+    // The TCP port first: a failure there must not leave a socket behind.
     let http_listener = if config.http_trigger.is_empty() {
         None
     } else {
@@ -65,6 +63,9 @@ async fn serve(
             .with_context(|| format!("http_trigger {}: cannot listen", config.http_trigger))?;
         Some(l)
     };
+    let access = AccessPolicy::resolve(&config.socket_group, &config.admin_group)?;
+    let listener = server::bind(&config.socket, access.socket_gid)?;
+    let socket_id = server::socket_identity(&config.socket);
 
     let (shutdown_tx, _) = broadcast::channel::<()>(1);
     let (worker, worker_task) = Worker::start(runner, status.clone(), shutdown_tx.subscribe());
