@@ -98,8 +98,17 @@ fn unix_secs(t: SystemTime) -> u64 {
 /// Sleeps until the wall clock reaches `due`, in slices of at most [`MAX_SLEEP`]. Returns false
 /// when shutdown was asked for.
 async fn sleep_until_wall(due: SystemTime, shutdown: &mut broadcast::Receiver<()>) -> bool {
+    sleep_until_wall_by(due, SystemTime::now, shutdown).await
+}
+
+/// [`sleep_until_wall`] with the wall clock passed in (tests move it as a suspend would).
+async fn sleep_until_wall_by(
+    due: SystemTime,
+    wall_clock: impl Fn() -> SystemTime,
+    shutdown: &mut broadcast::Receiver<()>,
+) -> bool {
     loop {
-        let Ok(left) = due.duration_since(SystemTime::now()) else {
+        let Ok(left) = due.duration_since(wall_clock()) else {
             return true;
         };
         if left.is_zero() {
@@ -172,6 +181,37 @@ mod tests {
         assert_eq!(s.next_delay(false, &mut b, &mut rng).as_secs(), 300);
         assert_eq!(b, None);
         assert_eq!(s.next_delay(true, &mut b, &mut rng).as_secs(), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_missed_during_suspend_runs_within_one_slice_after_waking() {
+        // The check is due in 15 minutes; after the first slice of monotonic sleep the wall
+        // clock has jumped 2 hours ahead (the machine slept).
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mono_start = tokio::time::Instant::now();
+        let clock = move || {
+            let slept = mono_start.elapsed();
+            if slept >= MAX_SLEEP {
+                start + slept + Duration::from_secs(7200)
+            } else {
+                start + slept
+            }
+        };
+        let (_tx, mut rx) = broadcast::channel(1);
+        let due = start + Duration::from_secs(15 * 60);
+        assert!(sleep_until_wall_by(due, clock, &mut rx).await);
+        // Virtual time under a paused clock: deterministic, not a timing measurement.
+        assert_eq!(mono_start.elapsed(), MAX_SLEEP);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_suspend_the_wait_is_the_whole_interval() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mono_start = tokio::time::Instant::now();
+        let clock = move || start + mono_start.elapsed();
+        let (_tx, mut rx) = broadcast::channel(1);
+        assert!(sleep_until_wall_by(start + Duration::from_secs(900), clock, &mut rx).await);
+        assert_eq!(mono_start.elapsed(), Duration::from_secs(900));
     }
 
     #[tokio::test]

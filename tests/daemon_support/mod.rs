@@ -247,6 +247,8 @@ pub struct Agent {
     pub log: PathBuf,
     pub publication: Publication,
     pub child: Option<Child>,
+    /// Extra environment for the agent process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -279,6 +281,7 @@ impl Agent {
             log,
             publication,
             child: None,
+            env: Vec::new(),
         }
     }
 
@@ -300,6 +303,7 @@ impl Agent {
             .arg(&self.config)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
