@@ -32,7 +32,7 @@ fn update_as_member_prints_progress_and_exits_with_the_outcome() {
     assert!(out.contains("up to date (generation 1)"), "{out}");
 
     // A bigger generation: progress lines while it downloads, then "updated", exit 0.
-    agent.publication.publish(2, &files(300, 32 * 1024, "g2"));
+    agent.publication.publish(2, &files(500, 32 * 1024, "g2"));
     let (code, out, _) = tiffin(&["update"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("downloading: "), "no progress shown: {out}");

@@ -338,6 +338,7 @@ impl Listener {
                 limits: self.limits,
                 subscription: None,
                 calls: JoinSet::new(),
+                granted: Vec::new(),
                 shutdown: self.notify_shutdown.subscribe(),
                 _shutdown_complete: self.shutdown_complete_tx.clone(),
             };
@@ -378,6 +379,8 @@ struct Handler {
     subscription: Option<watch::Receiver<AgentStatus>>,
     /// Answers of long calls still running.
     calls: JoinSet<Response>,
+    /// Permissions already looked up for this peer.
+    granted: Vec<(Permission, bool)>,
     shutdown: broadcast::Receiver<()>,
     _shutdown_complete: mpsc::Sender<()>,
 }
@@ -437,7 +440,7 @@ impl Handler {
             Ok(r) => r,
             Err(answer) => return self.send(&answer).await,
         };
-        if !self.access.allows(&self.peer, permission_of(req.cmd)) {
+        if !self.allowed(permission_of(req.cmd)).await {
             tracing::info!(cmd = ?req.cmd, "refused: not permitted");
             let r = Response::err(req.id, ErrorCode::Forbidden, self.access.refusal(req.cmd));
             return self.send(&r).await;
@@ -491,6 +494,23 @@ impl Handler {
             }
         };
         self.send(&answer).await
+    }
+
+    /// Asks the group database off the async thread (NSS may be slow: LDAP, sssd) and
+    /// remembers the answer for this connection.
+    async fn allowed(&mut self, need: Permission) -> bool {
+        if need == Permission::Connected || self.peer.uid == 0 {
+            return true;
+        }
+        if let Some((_, known)) = self.granted.iter().find(|(p, _)| *p == need) {
+            return *known;
+        }
+        let (access, peer) = (self.access.clone(), self.peer);
+        let ok = tokio::task::spawn_blocking(move || access.allows(&peer, need))
+            .await
+            .unwrap_or(false);
+        self.granted.push((need, ok));
+        ok
     }
 
     async fn send<T: serde::Serialize>(&mut self, v: &T) -> io::Result<()> {
