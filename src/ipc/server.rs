@@ -37,7 +37,8 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
 /// The most of a log that one `log` answer carries (its end).
-const MAX_LOG_ANSWER: usize = 2 << 20;
+/// 512 KiB: even fully escaped it stays under what the client reads in one line.
+const MAX_LOG_ANSWER: usize = 512 << 10;
 
 /// Bounds on what clients may cost.
 #[derive(Clone, Copy, Debug)]
@@ -281,10 +282,13 @@ pub async fn serve(
         _ = shutdown => tracing::info!("socket: no longer accepting clients"),
     }
     let Listener {
+        listener,
         notify_shutdown,
         shutdown_complete_tx,
         ..
     } = server;
+    // Connections still in the backlog are refused now rather than left hanging.
+    drop(listener);
     drop(notify_shutdown);
     drop(shutdown_complete_tx);
     let _ = shutdown_complete_rx.recv().await;
@@ -391,8 +395,13 @@ impl Handler {
         // After the client has closed its sending side, calls in flight are still answered and a
         // subscription still delivered (`echo '{"id":1,"cmd":"update"}' | socat - UNIX:…`).
         let mut end_of_requests = false;
+        // On shutdown no new request is read, but the answers of calls in flight (the cycle the
+        // agent lets finish) are still delivered, with their progress events.
+        let mut stopping = false;
         loop {
-            if end_of_requests && self.subscription.is_none() && self.calls.is_empty() {
+            if self.calls.is_empty()
+                && (stopping || (end_of_requests && self.subscription.is_none()))
+            {
                 return Ok(());
             }
             let idle_allowed = self.subscription.is_none() && self.calls.is_empty();
@@ -427,7 +436,10 @@ impl Handler {
                     tracing::debug!("idle; closing");
                     return Ok(());
                 }
-                _ = self.shutdown.recv() => return Ok(()),
+                _ = self.shutdown.recv(), if !stopping => {
+                    stopping = true;
+                    end_of_requests = true;
+                }
             }
         }
     }
@@ -644,6 +656,7 @@ mod tests {
         status: watch::Sender<AgentStatus>,
         /// A call finishes when the test adds a permit.
         gate: Arc<Semaphore>,
+        calls_started: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl AgentService for FakeAgent {
@@ -658,6 +671,8 @@ mod tests {
             _cmd: Command,
         ) -> Pin<Box<dyn Future<Output = Result<CycleReport, ServiceError>> + Send>> {
             let gate = self.gate.clone();
+            self.calls_started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async move {
                 let _ = gate.acquire().await.map(|p| p.forget());
                 Ok(CycleReport {
@@ -687,9 +702,11 @@ mod tests {
         let listener = bind(&path, None).unwrap();
         let gate = Arc::new(Semaphore::new(0));
         let (status, _) = watch::channel(AgentStatus::default());
+        let calls_started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let service = Arc::new(FakeAgent {
             status,
             gate: gate.clone(),
+            calls_started: calls_started.clone(),
         });
         let access = AccessPolicy {
             socket_group: "test".into(),
@@ -738,6 +755,53 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(answer.trim()).unwrap();
         assert_eq!(v["id"], 9);
         assert_eq!(v["data"]["outcome"], "updated");
+    }
+
+    #[tokio::test]
+    async fn shutdown_still_delivers_the_answer_of_a_call_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = bind(&path, None).unwrap();
+        let gate = Arc::new(Semaphore::new(0));
+        let (status, _) = watch::channel(AgentStatus::default());
+        let calls_started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let service = Arc::new(FakeAgent {
+            status,
+            gate: gate.clone(),
+            calls_started: calls_started.clone(),
+        });
+        let access = AccessPolicy {
+            socket_group: "test".into(),
+            socket_gid: Some(nix::unistd::getegid()),
+            admin_group: "test".into(),
+            admin_gid: None,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, service, access, Limits::default(), stop_rx));
+        let mut caller = UnixStream::connect(&path).await.unwrap();
+        caller
+            .write_all(b"{\"id\":3,\"cmd\":\"update\"}\n")
+            .await
+            .unwrap();
+        // Once the call has started, stop the server.
+        while calls_started.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        stop_tx.send(()).unwrap();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !server.is_finished(),
+            "the server stopped before the call's answer"
+        );
+        gate.add_permits(1);
+        let answer = read_all(&mut caller).await;
+        assert!(
+            answer.contains("\"id\":3") && answer.contains("updated"),
+            "{answer}"
+        );
+        server.await.unwrap();
     }
 
     #[test]
