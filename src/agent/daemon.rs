@@ -106,15 +106,26 @@ async fn serve(
     );
     notify_systemd("READY=1");
 
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
+    let mut worker_task = worker_task;
+    let mut exit_code = 0;
+    let worker_done = tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); false }
+        _ = int.recv() => { tracing::info!("SIGINT: stopping"); false }
+        r = &mut worker_task => {
+            // The runner panicked: without it no cycle can run. Exit non-zero so that systemd
+            // restarts the agent.
+            tracing::error!(result = ?r.err(), "the pipeline worker stopped; exiting");
+            exit_code = 1;
+            true
+        }
+    };
     notify_systemd("STOPPING=1");
     let _ = shutdown_tx.send(());
     // The worker lets a cycle in flight finish (an activation must not be cut in half).
-    if let Err(e) = worker_task.await {
-        tracing::error!(error = %e, "worker ended abnormally");
+    if !worker_done {
+        if let Err(e) = worker_task.await {
+            tracing::error!(error = %e, "worker ended abnormally");
+        }
     }
     let _ = scheduler.await;
     if let Some(h) = http {
@@ -127,7 +138,7 @@ async fn serve(
         }
     }
     tracing::info!("stopped");
-    Ok(0)
+    Ok(exit_code)
 }
 
 /// Tells systemd (`Type=notify`) about the agent's state; nothing without `$NOTIFY_SOCKET`.
