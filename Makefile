@@ -37,3 +37,4 @@ bench: deps
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --bench fleet_status
 	$(CARGO) bench --bench publish
+	$(CARGO) bench --bench agent_idle

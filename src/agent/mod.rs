@@ -7,6 +7,7 @@
 pub mod activate;
 pub mod build;
 pub mod cycle;
+pub mod daemon;
 pub mod fetch;
 pub mod files;
 pub mod outbox;
@@ -17,6 +18,9 @@ pub mod status_cell;
 pub mod store;
 pub mod system;
 pub mod verify;
+
+pub mod http;
+pub mod scheduler;
 
 pub use cycle::{CycleReport, CycleRequest};
 pub use pipeline::{run_once, Pipeline};

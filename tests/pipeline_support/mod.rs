@@ -17,6 +17,61 @@ pub fn fake_nixos_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-nixos")
 }
 
+/// Installs the fake NixOS under `root` (wrappers in `root/bin`), running and booted into the
+/// system built from `tree` for `host`; `publication` is what CUT_NETWORK moves aside.
+/// Returns the initial system.
+pub fn install_fake_nixos(root: &Path, publication: &Path, tree: &Path, host: &str) -> PathBuf {
+    fs::create_dir_all(root).unwrap();
+    fs::write(
+        root.join("publication"),
+        format!("{}\n", publication.display()),
+    )
+    .unwrap();
+    let bin = root.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    for cmd in ["nix", "nix-build", "nix-env", "systemd-run"] {
+        let w = bin.join(cmd);
+        fs::write(
+            &w,
+            format!(
+                "#!/bin/sh\nFAKE_NIXOS_ROOT='{}' exec '{}' \"$@\"\n",
+                root.display(),
+                fake_nixos_dir().join(cmd).display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&w, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = Command::new(fake_nixos_dir().join("init"))
+        .arg(tree)
+        .arg(host)
+        .env("FAKE_NIXOS_ROOT", root)
+        .output()
+        .expect("running tests/fake-nixos/init");
+    assert!(out.status.success(), "fake init: {out:?}");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The `[system]` table of an agent.toml pointing at the fake NixOS under `root`.
+pub fn fake_system_section(root: &Path, files_root: &Path) -> String {
+    let bin = root.join("bin");
+    format!(
+        r#"[system]
+nix = "{bin}/nix"
+nix_build = "{bin}/nix-build"
+nix_env = "{bin}/nix-env"
+systemd_run = "{bin}/systemd-run"
+profile = "{root}/profiles/system"
+current_system = "{root}/run/current-system"
+booted_system = "{root}/run/booted-system"
+files_root = "{files_root}"
+"#,
+        bin = bin.display(),
+        root = root.display(),
+        files_root = files_root.display(),
+    )
+}
+
 pub struct Machine {
     pub dir: tempfile::TempDir,
     /// The fake NixOS's root ($FAKE_NIXOS_ROOT).
@@ -55,36 +110,9 @@ impl Machine {
             fs::create_dir_all(d).unwrap();
         }
         fs::create_dir_all(publication.join("logs")).unwrap();
-        fs::write(
-            root.join("publication"),
-            format!("{}\n", publication.display()),
-        )
-        .unwrap();
-        let bin = root.join("bin");
-        fs::create_dir_all(&bin).unwrap();
-        for cmd in ["nix", "nix-build", "nix-env", "systemd-run"] {
-            let w = bin.join(cmd);
-            fs::write(
-                &w,
-                format!(
-                    "#!/bin/sh\nFAKE_NIXOS_ROOT='{}' exec '{}' \"$@\"\n",
-                    root.display(),
-                    fake_nixos_dir().join(cmd).display()
-                ),
-            )
-            .unwrap();
-            fs::set_permissions(&w, fs::Permissions::from_mode(0o755)).unwrap();
-        }
         fs::write(repo.join("flake.nix"), "{ outputs = { self }: { }; }\n").unwrap();
         fs::write(repo.join("configuration.nix"), "{ ... }: { }\n").unwrap();
-        let out = Command::new(fake_nixos_dir().join("init"))
-            .arg(&repo)
-            .arg(HOST)
-            .env("FAKE_NIXOS_ROOT", &root)
-            .output()
-            .expect("running tests/fake-nixos/init");
-        assert!(out.status.success(), "fake init: {out:?}");
-        let initial_system = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let initial_system = install_fake_nixos(&root, &publication, &repo, HOST);
         let m = Self {
             config_path: dir.path().join("agent.toml"),
             dir,
@@ -101,7 +129,6 @@ impl Machine {
     }
 
     pub fn config_text(&self, extra: &str, system_extra: &str) -> String {
-        let bin = self.root.join("bin");
         // Short by default so that failing verifications end quickly; `extra` may set its own.
         let verify = if extra.contains("verify_timeout") {
             ""
@@ -117,22 +144,11 @@ http_trigger = ""
 {verify}
 {extra}
 
-[system]
-nix = "{bin}/nix"
-nix_build = "{bin}/nix-build"
-nix_env = "{bin}/nix-env"
-systemd_run = "{bin}/systemd-run"
-profile = "{root}/profiles/system"
-current_system = "{root}/run/current-system"
-booted_system = "{root}/run/booted-system"
-files_root = "{files_root}"
-{system_extra}
+{system}{system_extra}
 "#,
             publication = self.publication.display(),
             state = self.state.display(),
-            bin = bin.display(),
-            root = self.root.display(),
-            files_root = self.files_root.display(),
+            system = fake_system_section(&self.root, &self.files_root),
         )
     }
 
