@@ -31,10 +31,9 @@ demo: deps
 	$(CARGO) build --release
 	packaging/demo.sh
 
+# One table, tiffin beside what a user would otherwise run, written to bench/results.md
+# (release build; root, sshd, rsync; the tray rows need Xvfb and D-Bus). The single benches
+# (`cargo bench --bench NAME`: manifest, fetch, pipeline, fleet_status, publish, server_load,
+# agent_idle) print their own tables.
 bench: deps
-	$(CARGO) bench --bench manifest
-	$(CARGO) bench --bench fetch
-	$(CARGO) bench --bench pipeline
-	$(CARGO) bench --bench fleet_status
-	$(CARGO) bench --bench publish
-	$(CARGO) bench --bench agent_idle
+	$(CARGO) bench --bench suite

@@ -1,6 +1,10 @@
 //! CPU time and wake-ups of the idle agent: the real `tiffin agent` on a `file://` publication,
 //! measured from /proc over a window (60 s, or `TIFFIN_IDLE_SECS`). The interval is set so that
-//! the window holds one scheduled check and nothing else; no client is connected.
+//! the window holds one scheduled check and nothing else; no client is connected. Resident
+//! memory (VmRSS) is sampled every second. `measure` is also called by the suite.
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -42,11 +46,19 @@ fn sample(pid: u32) -> Sample {
     }
 }
 
-fn main() {
-    let secs: u64 = std::env::var("TIFFIN_IDLE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+/// What the idle agent cost over the window.
+pub struct IdleResults {
+    pub window_s: f64,
+    pub scheduled_checks: usize,
+    pub cpu_ms: f64,
+    /// VmRSS samples, one a second, in KiB.
+    pub rss_kib: Vec<f64>,
+    pub voluntary: u64,
+    pub nonvoluntary: u64,
+}
+
+/// Runs the real agent idle for `secs` seconds and measures it.
+pub fn measure(secs: u64) -> IdleResults {
     // One scheduled check falls inside the window, three quarters of the way in.
     let interval = (secs * 3 / 4).max(1);
     let dir = tempfile::tempdir().unwrap();
@@ -117,7 +129,14 @@ fn main() {
         .matches("cycle started")
         .count();
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
+    let mut rss_kib = Vec::new();
+    let end = t0 + Duration::from_secs(secs);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(1).min(end - Instant::now()));
+        if let Some(kib) = common::proc_rss_kib(child.id()) {
+            rss_kib.push(kib as f64);
+        }
+    }
     let elapsed = t0.elapsed().as_secs_f64();
     let after = sample(child.id());
     let cycles = fs::read_to_string(&log)
@@ -128,17 +147,36 @@ fn main() {
     let _ = child.kill();
     let _ = child.wait();
 
-    let cpu_ms = (after.cpu_ticks - before.cpu_ticks) as f64 / ticks_per_sec * 1000.0;
-    let vol = after.voluntary - before.voluntary;
-    let nonvol = after.nonvoluntary - before.nonvoluntary;
+    IdleResults {
+        window_s: elapsed,
+        scheduled_checks: cycles,
+        cpu_ms: (after.cpu_ticks - before.cpu_ticks) as f64 / ticks_per_sec * 1000.0,
+        rss_kib,
+        voluntary: after.voluntary - before.voluntary,
+        nonvoluntary: after.nonvoluntary - before.nonvoluntary,
+    }
+}
+
+#[allow(dead_code)] // the suite includes this file as a module and has its own main
+fn main() {
+    let r = measure(common::idle_secs());
+    let rss = common::spread(&r.rss_kib);
     println!();
-    println!("idle agent (interval {interval}s, no clients, 50-file publication)");
+    println!("idle agent (no clients, 50-file publication, one scheduled check in the window)");
     println!();
-    println!("| window s | scheduled checks | CPU ms (utime+stime) | CPU % | voluntary cs (main thread) | involuntary cs | wake-ups/min |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| window s | scheduled checks | CPU ms (utime+stime) | CPU % | RSS MiB (min/median/max) | voluntary cs (main thread) | involuntary cs | wake-ups/min |");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {elapsed:.1} | {cycles} | {cpu_ms:.0} | {:.3} | {vol} | {nonvol} | {:.1} |",
-        cpu_ms / (elapsed * 1000.0) * 100.0,
-        (vol + nonvol) as f64 / elapsed * 60.0
+        "| {:.1} | {} | {:.0} | {:.3} | {:.1}/{:.1}/{:.1} | {} | {} | {:.1} |",
+        r.window_s,
+        r.scheduled_checks,
+        r.cpu_ms,
+        r.cpu_ms / (r.window_s * 1000.0) * 100.0,
+        rss.min / 1024.0,
+        rss.median / 1024.0,
+        rss.max / 1024.0,
+        r.voluntary,
+        r.nonvoluntary,
+        (r.voluntary + r.nonvoluntary) as f64 / r.window_s * 60.0
     );
 }

@@ -1,63 +1,88 @@
-//! Bytes on the wire and wall time of the agent's fetch against a real chrooted sshd, beside
-//! OpenSSH's `sftp` doing what a plain SFTP poller (bento) does: `ls -l` of one file to check,
-//! `get -R` of the tree to update. Everything goes through the same counting loopback relay.
+//! Bytes on the wire, wall time and CPU time of the agent's fetch against a real chrooted sshd,
+//! beside OpenSSH's `sftp` doing what a plain SFTP poller (bento) does: `ls -l` of one file to
+//! check, `get -R` of the tree to update. Everything goes through the same counting loopback
+//! relay. `measure` is also called by the suite (benches/suite.rs).
 //!
 //! Needs root and sshd (see tests/support/sshd.rs). Run: `cargo bench --bench fetch`.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::fs;
 use std::time::{Duration, Instant};
 use support::publication::{module_text, write_config_tree};
-use support::relay::{Relay, Wire};
+use support::relay::Relay;
 use support::sshd::Sshd;
 use tiffin::agent::fetch::{sync, SyncOutcome};
 use tiffin::runner::Runner;
 use tiffin::source;
 
-const FILES: usize = 300;
-const FILE_SIZE: usize = 7000;
+pub const FILES: usize = 300;
+pub const FILE_SIZE: usize = 7000;
 const RUNS: usize = 5;
 
-struct Row {
-    what: String,
-    wire: Wire,
-    times: Vec<Duration>,
+/// One operation measured over several runs: bytes each way, wall time, and the CPU time of
+/// whoever did it (the calling thread for tiffin, the child processes for OpenSSH's `sftp`).
+pub struct Op {
+    pub what: String,
+    pub up: Vec<f64>,
+    pub down: Vec<f64>,
+    pub wall_ms: Vec<f64>,
+    pub cpu_ms: Vec<f64>,
 }
 
-impl Row {
-    fn median_ms(&self) -> f64 {
-        let mut t = self.times.clone();
-        t.sort();
-        t[t.len() / 2].as_secs_f64() * 1000.0
+impl Op {
+    pub fn total(&self) -> Vec<f64> {
+        self.up.iter().zip(&self.down).map(|(u, d)| u + d).collect()
     }
 }
 
-/// Runs `setup` then `op` RUNS times; only `op` is timed and counted. Keeps the bytes of the
-/// last run (they hardly vary).
-fn measure(
+/// Everything this benchmark measures, for its own table and the suite's.
+pub struct FetchResults {
+    pub files: usize,
+    pub tree_bytes: u64,
+    pub negotiated: String,
+    pub first: Op,
+    pub check: Op,
+    pub update: Op,
+    pub ls: Op,
+    pub get: Op,
+    pub get_c: Op,
+}
+
+/// Runs `setup` then `op` `runs` times; only `op` is timed and counted.
+fn measure_op(
     relay: &Relay,
     what: &str,
+    runs: usize,
     mut setup: impl FnMut(usize),
     mut op: impl FnMut(usize),
-) -> Row {
-    let mut times = Vec::new();
-    let mut wire = Wire::default();
-    for i in 0..RUNS {
+) -> Op {
+    let mut r = Op {
+        what: what.to_string(),
+        up: vec![],
+        down: vec![],
+        wall_ms: vec![],
+        cpu_ms: vec![],
+    };
+    for i in 0..runs {
         setup(i);
         relay.settle();
         relay.reset();
+        let (cpu_thread, cpu_children) = (common::thread_cpu(), common::children_cpu());
         let start = Instant::now();
         op(i);
-        times.push(start.elapsed());
-        wire = relay.settle();
+        let wall = start.elapsed();
+        let cpu = (common::thread_cpu() - cpu_thread) + (common::children_cpu() - cpu_children);
+        let wire = relay.settle();
+        r.up.push(wire.up as f64);
+        r.down.push(wire.down as f64);
+        r.wall_ms.push(wall.as_secs_f64() * 1e3);
+        r.cpu_ms.push(cpu.as_secs_f64() * 1e3);
     }
-    Row {
-        what: what.to_string(),
-        wire,
-        times,
-    }
+    r
 }
 
 fn openssh_sftp(srv: &Sshd, relay: &Relay, batch: &str, extra: &[&str]) {
@@ -99,10 +124,10 @@ fn openssh_sftp(srv: &Sshd, relay: &Relay, batch: &str, extra: &[&str]) {
     assert!(out.success(), "{}", out.describe_failure());
 }
 
-fn main() {
-    let Some(srv) = Sshd::start(&["alpha"]) else {
-        return;
-    };
+/// Measures tiffin's fetch and OpenSSH's `sftp` side by side, `runs` times each. `None` when
+/// sshd cannot run here (the reason is printed).
+pub fn measure(runs: usize) -> Option<FetchResults> {
+    let srv = Sshd::start(&["alpha"])?;
     let src = tempfile::tempdir().expect("temp dir");
     write_config_tree(src.path(), FILES, FILE_SIZE, 1);
     let m = srv.publish("alpha", 1, src.path());
@@ -110,11 +135,11 @@ fn main() {
     let state = tempfile::tempdir().expect("temp dir");
     let cfg = srv.agent_config("alpha", relay.port, state.path());
     let mut generation = 1;
-    let mut rows = Vec::new();
 
-    let full = measure(
+    let first = measure_op(
         &relay,
         "tiffin first fetch (whole tree)",
+        runs,
         |_| {
             let _ = fs::remove_dir_all(state.path());
             fs::create_dir_all(state.path()).expect("state dir");
@@ -125,9 +150,10 @@ fn main() {
             assert!(matches!(out, SyncOutcome::Fetched { .. }));
         },
     );
-    let check = measure(
+    let check = measure_op(
         &relay,
         "tiffin no-change check",
+        runs,
         |_| {},
         |_| {
             let mut s = source::open(&cfg).expect("connect");
@@ -143,38 +169,41 @@ fn main() {
         generation += 1;
         srv.publish("alpha", generation, src.path());
     };
-    let update = measure(&relay, "tiffin one-file update", &mut publish_next, |_| {
-        let mut s = source::open(&cfg).expect("connect");
-        match sync(s.as_mut(), state.path(), "alpha", &mut |_| {}).expect("sync") {
-            SyncOutcome::Fetched {
-                downloaded_files, ..
-            } => assert_eq!(downloaded_files, 1),
-            other => panic!("expected a fetch, got {other:?}"),
-        }
-    });
-    let ls = measure(
+    let update = measure_op(
+        &relay,
+        "tiffin one-file update",
+        runs,
+        &mut publish_next,
+        |_| {
+            let mut s = source::open(&cfg).expect("connect");
+            match sync(s.as_mut(), state.path(), "alpha", &mut |_| {}).expect("sync") {
+                SyncOutcome::Fetched {
+                    downloaded_files, ..
+                } => assert_eq!(downloaded_files, 1),
+                other => panic!("expected a fetch, got {other:?}"),
+            }
+        },
+    );
+    let ls = measure_op(
         &relay,
         "OpenSSH sftp: ls -l of one file",
+        runs,
         |_| {},
-        |_| {
-            openssh_sftp(&srv, &relay, "ls -l current/manifest.json\n", &[]);
-        },
+        |_| openssh_sftp(&srv, &relay, "ls -l current/manifest.json\n", &[]),
     );
-    let get = measure(
+    let get = measure_op(
         &relay,
         "OpenSSH sftp: get -R of the tree",
+        runs,
         |_| {},
-        |i| {
-            openssh_sftp(&srv, &relay, &format!("get -R gens/1/tree t{i}\n"), &[]);
-        },
+        |i| openssh_sftp(&srv, &relay, &format!("get -R gens/1/tree t{i}\n"), &[]),
     );
-    let get_c = measure(
+    let get_c = measure_op(
         &relay,
         "OpenSSH sftp -C: get -R of the tree",
+        runs,
         |_| {},
-        |i| {
-            openssh_sftp(&srv, &relay, &format!("get -R gens/1/tree t{i}\n"), &["-C"]);
-        },
+        |i| openssh_sftp(&srv, &relay, &format!("get -R gens/1/tree t{i}\n"), &["-C"]),
     );
     let negotiated = {
         let h = srv.host("alpha");
@@ -191,33 +220,54 @@ fn main() {
         .expect("connect")
         .negotiated()
     };
-    let (check_total, update_total, get_total) =
-        (check.wire.total(), update.wire.total(), get.wire.total());
-    rows.extend([full, check, update, ls, get, get_c]);
+    Some(FetchResults {
+        files: FILES,
+        tree_bytes: m.total_bytes(),
+        negotiated,
+        first,
+        check,
+        update,
+        ls,
+        get,
+        get_c,
+    })
+}
 
+#[allow(dead_code)] // the suite includes this file as a module and has its own main
+fn main() {
+    let Some(r) = measure(RUNS) else {
+        return;
+    };
     println!(
-        "\nfetch over SFTP: {FILES} files, {} bytes in the tree; median of {RUNS} runs, bytes counted at the TCP level through a loopback relay",
-        m.total_bytes()
+        "\nfetch over SFTP: {} files, {} bytes in the tree; median of {RUNS} runs, bytes counted at the TCP level through a loopback relay",
+        r.files, r.tree_bytes
     );
-    println!("tiffin negotiated: {negotiated}");
+    println!("tiffin negotiated: {}", r.negotiated);
     println!(
-        "{:<40} {:>10} {:>10} {:>10} {:>10}",
-        "operation", "up B", "down B", "total B", "wall ms"
+        "{:<40} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "operation", "up B", "down B", "total B", "wall ms", "CPU ms"
     );
-    for r in &rows {
+    for op in [&r.first, &r.check, &r.update, &r.ls, &r.get, &r.get_c] {
         println!(
-            "{:<40} {:>10} {:>10} {:>10} {:>10.1}",
-            r.what,
-            r.wire.up,
-            r.wire.down,
-            r.wire.total(),
-            r.median_ms()
+            "{:<40} {:>10.0} {:>10.0} {:>10.0} {:>10.1} {:>10.1}",
+            op.what,
+            common::spread(&op.up).median,
+            common::spread(&op.down).median,
+            common::spread(&op.total()).median,
+            common::spread(&op.wall_ms).median,
+            common::spread(&op.cpu_ms).median,
         );
     }
-    let ratio = 100.0 * update_total as f64 / get_total as f64;
+    let check_total = common::spread(&r.check.total()).median;
+    let ratio =
+        100.0 * common::spread(&r.update.total()).median / common::spread(&r.get.total()).median;
     println!(
         "goal: no-change check <= 4096 B on the wire: {check_total} B ({})",
-        if check_total <= 4096 { "met" } else { "MISSED" }
+        if check_total <= 4096.0 {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     println!(
         "goal: one-file update <= 2 % of the full get -R: {ratio:.2} % ({})",

@@ -1,7 +1,8 @@
 //! Publishing 200 hosts × 300 files (20 of them shared from common/ through a symlink): every
 //! file new, nothing changed, one shared module changed — next to `rsync -rltgoDL --delete` of
 //! each host directory into a chroot (what bento does), in the same run, on the same disk.
-//! Prints a table, asserts nothing. Run with `make bench` (release build).
+//! Prints a table, asserts nothing. Run with `cargo bench --bench publish` (release build);
+//! `measure` is also called by the suite (benches/suite.rs).
 //! `TIFFIN_BENCH_HOSTS`, `TIFFIN_BENCH_FILES`, `TIFFIN_BENCH_REPS` shrink or grow it.
 
 use std::fs;
@@ -15,11 +16,25 @@ use tiffin::fleet::{publish, PublishOptions};
 const JOBS: usize = 4;
 const SHARED: usize = 20;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+#[path = "common/mod.rs"]
+mod common;
+
+use common::env_or;
+
+/// One case: seconds per repetition for tiffin and for rsync (empty when rsync is missing).
+pub struct Case {
+    pub what: &'static str,
+    pub tiffin_s: Vec<f64>,
+    pub rsync_s: Vec<f64>,
+}
+
+pub struct PublishResults {
+    pub hosts: usize,
+    pub files_per_host: usize,
+    pub total_files: usize,
+    pub mb: f64,
+    pub reps: usize,
+    pub cases: Vec<Case>,
 }
 
 /// Deterministic pseudo-random text so that files differ.
@@ -113,15 +128,9 @@ fn rsync_all(root: &Path, hosts: usize, dest: &Path) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn main() {
-    let hosts = env_or("TIFFIN_BENCH_HOSTS", 200);
-    let files = env_or("TIFFIN_BENCH_FILES", 300);
-    let reps = env_or("TIFFIN_BENCH_REPS", 3).max(1);
+/// Publishes a fleet of `hosts` × `files` files `reps` times in each case, next to rsync.
+pub fn measure(hosts: usize, files: usize, reps: usize) -> PublishResults {
+    let reps = reps.max(1);
     let rsync_ok = Command::new("rsync").arg("--version").output().is_ok();
     let dir = tempfile::Builder::new()
         .prefix("tiffin-bench-publish-")
@@ -167,24 +176,53 @@ fn main() {
             rm.push(rsync_all(root, hosts, &rsync_chroot));
         }
     }
-    let mb = bytes as f64 / 1e6;
+    PublishResults {
+        hosts,
+        files_per_host: files,
+        total_files,
+        mb: bytes as f64 / 1e6,
+        reps,
+        cases: vec![
+            Case {
+                what: "everything new (cold)",
+                tiffin_s: tc,
+                rsync_s: rc,
+            },
+            Case {
+                what: "nothing changed",
+                tiffin_s: tn,
+                rsync_s: rn,
+            },
+            Case {
+                what: "one shared module changed",
+                tiffin_s: tm,
+                rsync_s: rm,
+            },
+        ],
+    }
+}
+
+#[allow(dead_code)] // the suite includes this file as a module and has its own main
+fn main() {
+    let r = measure(
+        env_or("TIFFIN_BENCH_HOSTS", 200),
+        env_or("TIFFIN_BENCH_FILES", 300),
+        env_or("TIFFIN_BENCH_REPS", 3),
+    );
     println!(
-        "publish: {hosts} hosts × {files} files ({SHARED} shared through common/), {total_files} files, {mb:.1} MB; {JOBS} hosts at a time; median of {reps}"
+        "publish: {} hosts × {} files ({SHARED} shared through common/), {} files, {:.1} MB; {JOBS} hosts at a time; median of {}",
+        r.hosts, r.files_per_host, r.total_files, r.mb, r.reps
     );
     println!();
     println!("| case | tiffin fleet publish s | rsync -rltgoDL --delete s | tiffin / rsync |");
     println!("|---|---|---|---|");
-    for (case, t, r) in [
-        ("everything new (cold)", tc, rc),
-        ("nothing changed", tn, rn),
-        ("one shared module changed", tm, rm),
-    ] {
-        let t = median(t);
-        if r.is_empty() {
-            println!("| {case} | {t:.2} | rsync not installed | - |");
+    for c in &r.cases {
+        let t = common::spread(&c.tiffin_s).median;
+        if c.rsync_s.is_empty() {
+            println!("| {} | {t:.2} | rsync not installed | - |", c.what);
         } else {
-            let r = median(r);
-            println!("| {case} | {t:.2} | {r:.2} | {:.2} |", t / r);
+            let rs = common::spread(&c.rsync_s).median;
+            println!("| {} | {t:.2} | {rs:.2} | {:.2} |", c.what, t / rs);
         }
     }
     println!();

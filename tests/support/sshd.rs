@@ -50,6 +50,8 @@ pub struct Sshd {
     host_key_pub: PathBuf,
     child: Mutex<Option<Child>>,
     runner: Runner,
+    /// sshd's `MaxStartups`; `None` leaves sshd's default (10:30:100).
+    max_startups: Option<String>,
 }
 
 /// Why the sshd tests cannot run here, if they cannot.
@@ -170,6 +172,8 @@ impl Sshd {
             host_key_pub: etc.join("ssh_host_ed25519_key.pub"),
             child: Mutex::new(None),
             runner: runner.clone(),
+            // Room for tests that connect many times in parallel.
+            max_startups: Some("100:30:200".into()),
         };
         // From here on, Drop cleans up whatever was made.
         for host in hosts {
@@ -242,7 +246,6 @@ impl Sshd {
              PidFile {pid}\n\
              UsePAM no\n\
              StrictModes yes\n\
-             MaxStartups 100:30:200\n\
              LogLevel VERBOSE\n\
              PermitRootLogin no\n\
              PasswordAuthentication no\n\
@@ -255,6 +258,9 @@ impl Sshd {
             pid = self.root.join("sshd.pid").display(),
             group = self.group,
         );
+        if let Some(m) = &self.max_startups {
+            c.push_str(&format!("MaxStartups {m}\n"));
+        }
         let chroot = self.root.join("chroot");
         for h in &self.hosts {
             c.push_str(&format!(
@@ -372,6 +378,21 @@ impl Sshd {
             thread::sleep(Duration::from_millis(100));
         }
         panic!("sshd did not restart; its log:\n{}", self.log_text());
+    }
+
+    /// Restarts sshd on the same port with `MaxStartups value` (`None`: sshd's default).
+    pub fn set_max_startups(&mut self, value: Option<&str>) {
+        self.max_startups = value.map(str::to_string);
+        self.write_config();
+        self.restart();
+    }
+
+    /// The listening sshd's process id (its session processes are its children).
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.id()))
     }
 
     pub fn port(&self) -> u16 {
