@@ -8,7 +8,8 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TIFFIN: &str = env!("CARGO_BIN_EXE_tiffin");
@@ -57,95 +58,135 @@ pub struct IdleResults {
     pub nonvoluntary: u64,
 }
 
+/// The real `tiffin agent` daemon on a 50-file `file://` publication in a temp dir, killed on
+/// drop. The suite's tray rows talk to it too.
+pub struct RunningAgent {
+    child: Child,
+    #[allow(dead_code)] // read by the suite's tray rows
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningAgent {
+    /// Starts the agent with a check every `interval_secs` and waits for its start-up check.
+    pub fn start(interval_secs: u64) -> RunningAgent {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let pubdir = dir.path().join("srv/bench");
+        let tree = pubdir.join("gens/1/tree");
+        fs::create_dir_all(tree.join("etc")).unwrap();
+        for i in 0..50 {
+            fs::write(tree.join(format!("etc/f{i}")), vec![b'x'; 4096]).unwrap();
+        }
+        let walked = tiffin::manifest::walk_tree(&tree, &tree).unwrap();
+        let m = tiffin::manifest::Manifest::new(
+            "bench",
+            1,
+            "2026-11-25T00:00:00Z".into(),
+            tiffin::manifest::entries_of(&walked),
+        );
+        fs::write(pubdir.join("gens/1/manifest.json"), m.to_bytes()).unwrap();
+        std::os::unix::fs::symlink("gens/1", pubdir.join("current")).unwrap();
+        let group = if nix::unistd::Uid::effective().is_root() {
+            "root".to_string()
+        } else {
+            nix::unistd::Group::from_gid(nix::unistd::getegid())
+                .ok()
+                .flatten()
+                .map(|g| g.name)
+                .unwrap_or_else(|| "users".into())
+        };
+        let config = dir.path().join("agent.toml");
+        let socket = dir.path().join("agent.sock");
+        fs::write(
+            &config,
+            format!(
+                "host = \"bench\"\nsource = \"file://{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\n\
+                 socket_group = \"{group}\"\nadmin_group = \"{group}\"\ninterval = \"{interval_secs}s\"\n\
+                 jitter = \"0s\"\nhttp_trigger = \"\"\n",
+                pubdir.display(),
+                dir.path().join("state").display(),
+                socket.display(),
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("agent.log");
+        let child = Command::new(TIFFIN)
+            .args(["agent", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = RunningAgent {
+            child,
+            socket,
+            log,
+            _dir: dir,
+        };
+        // Let the start-up check finish before anything is measured.
+        let start_deadline = Instant::now() + Duration::from_secs(30);
+        while agent.cycles_finished() == 0 {
+            assert!(Instant::now() < start_deadline, "agent did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn cycles_started(&self) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("cycle started")
+            .count()
+    }
+
+    pub fn cycles_finished(&self) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("cycle finished")
+            .count()
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs the real agent idle for `secs` seconds and measures it.
 pub fn measure(secs: u64) -> IdleResults {
     // One scheduled check falls inside the window, three quarters of the way in.
     let interval = (secs * 3 / 4).max(1);
-    let dir = tempfile::tempdir().unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let pubdir = dir.path().join("srv/bench");
-    let tree = pubdir.join("gens/1/tree");
-    fs::create_dir_all(tree.join("etc")).unwrap();
-    for i in 0..50 {
-        fs::write(tree.join(format!("etc/f{i}")), vec![b'x'; 4096]).unwrap();
-    }
-    let walked = tiffin::manifest::walk_tree(&tree, &tree).unwrap();
-    let m = tiffin::manifest::Manifest::new(
-        "bench",
-        1,
-        "2026-11-25T00:00:00Z".into(),
-        tiffin::manifest::entries_of(&walked),
-    );
-    fs::write(pubdir.join("gens/1/manifest.json"), m.to_bytes()).unwrap();
-    std::os::unix::fs::symlink("gens/1", pubdir.join("current")).unwrap();
-    let group = if nix::unistd::Uid::effective().is_root() {
-        "root".to_string()
-    } else {
-        nix::unistd::Group::from_gid(nix::unistd::getegid())
-            .ok()
-            .flatten()
-            .map(|g| g.name)
-            .unwrap_or_else(|| "users".into())
-    };
-    let config = dir.path().join("agent.toml");
-    fs::write(
-        &config,
-        format!(
-            "host = \"bench\"\nsource = \"file://{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\n\
-             socket_group = \"{group}\"\nadmin_group = \"{group}\"\ninterval = \"{interval}s\"\n\
-             jitter = \"0s\"\nhttp_trigger = \"\"\n",
-            pubdir.display(),
-            dir.path().join("state").display(),
-            dir.path().join("agent.sock").display(),
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("agent.log");
-    let mut child = Command::new(TIFFIN)
-        .args(["agent", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    // Let the start-up check finish before measuring.
-    let start_deadline = Instant::now() + Duration::from_secs(30);
-    while !fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("cycle finished")
-    {
-        assert!(Instant::now() < start_deadline, "agent did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let agent = RunningAgent::start(interval);
+    let pid = agent.pid();
     let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .unwrap_or(100) as f64;
-    let before = sample(child.id());
-    let cycles_before = fs::read_to_string(&log)
-        .unwrap()
-        .matches("cycle started")
-        .count();
+    let before = sample(pid);
+    let cycles_before = agent.cycles_started();
     let t0 = Instant::now();
     let mut rss_kib = Vec::new();
     let end = t0 + Duration::from_secs(secs);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_secs(1).min(end - Instant::now()));
-        if let Some(kib) = common::proc_rss_kib(child.id()) {
+        if let Some(kib) = common::proc_rss_kib(pid) {
             rss_kib.push(kib as f64);
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let after = sample(child.id());
-    let cycles = fs::read_to_string(&log)
-        .unwrap()
-        .matches("cycle started")
-        .count()
-        - cycles_before;
-    let _ = child.kill();
-    let _ = child.wait();
+    let after = sample(pid);
+    let cycles = agent.cycles_started() - cycles_before;
+    drop(agent);
 
     IdleResults {
         window_s: elapsed,
