@@ -9,7 +9,7 @@
 //!
 //! Knobs: `TIFFIN_BENCH_QUICK=1` (a smoke run: fewer repetitions, smaller fleet, 5 s idle
 //! windows), `TIFFIN_BENCH_IDLE_SECS`, `TIFFIN_BENCH_RESULTS` (where to write; default
-//! bench/results.md).
+//! bench/results.md), `TIFFIN_BENCH_ROWS` (e.g. `1,4`: only those rows).
 
 // Each bench includes the shared helpers itself so that it also builds on its own; here they
 // are therefore included once per bench module.
@@ -121,6 +121,14 @@ impl Section {
 
 fn none() -> Cell {
     Cell::Text("—".into())
+}
+
+/// Whether row `n` is to be measured (`TIFFIN_BENCH_ROWS`, default all).
+fn wanted(n: u32) -> bool {
+    match std::env::var("TIFFIN_BENCH_ROWS") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').any(|r| r.trim() == n.to_string()),
+        _ => true,
+    }
 }
 
 fn quick() -> bool {
@@ -431,14 +439,14 @@ fn footprint_and_responsiveness(idle: u64) -> Vec<Section> {
     match tray::responsiveness() {
         Ok(r) => {
             six.line(
-                "agent status change → tray menu updated (dbusmenu LayoutUpdated), ms",
-                Cell::of(&r.status_to_menu_ms, 0),
+                "agent status change → tray menu updated (dbusmenu signal), ms",
+                Cell::of(&r.status_to_menu_ms, 1),
                 none(),
                 "",
             );
             six.line(
                 "menu click → agent phase change, ms",
-                Cell::of(&r.click_to_phase_ms, 0),
+                Cell::of(&r.click_to_phase_ms, 1),
                 none(),
                 "",
             );
@@ -540,11 +548,14 @@ fn main() {
     let mut sections = Vec::new();
     let step = |name: &str| println!("[{:>5.1} s] {name}…", started.elapsed().as_secs_f64());
 
-    step("rows 1–2: fetch against sshd, tiffin vs OpenSSH sftp");
-    sections.extend(fetch_sections(if q { 3 } else { 5 }));
+    if wanted(1) || wanted(2) {
+        step("rows 1–2: fetch against sshd, tiffin vs OpenSSH sftp");
+        sections.extend(fetch_sections(if q { 3 } else { 5 }));
+    }
 
     let (hosts, reps) = if q { (20, 1) } else { (200, 3) };
-    if within_budget(started, Duration::from_secs(if q { 20 } else { 100 })) {
+    if !wanted(3) {
+    } else if within_budget(started, Duration::from_secs(if q { 20 } else { 100 })) {
         step("row 3: publish, tiffin vs rsync");
         sections.push(publish_section(hosts, 300, reps));
     } else {
@@ -561,7 +572,8 @@ fn main() {
         Duration::from_secs(95)
     };
     let load_estimate = Duration::from_secs(60 + 90) + retry;
-    if within_budget(started, load_estimate + Duration::from_secs(idle + 40)) {
+    if !wanted(4) {
+    } else if within_budget(started, load_estimate + Duration::from_secs(idle + 40)) {
         step("row 4: server load, 50/100/200 agents");
         sections.push(load_section(&[50, 100, 200], if q { 1 } else { 3 }, retry));
     } else {
@@ -572,7 +584,8 @@ fn main() {
         ));
     }
 
-    if within_budget(started, Duration::from_secs(idle + 40)) {
+    if !(wanted(5) || wanted(6)) {
+    } else if within_budget(started, Duration::from_secs(idle + 40)) {
         step("rows 5–6: footprint at rest and tray responsiveness");
         sections.extend(footprint_and_responsiveness(idle));
     } else {
