@@ -489,7 +489,8 @@ impl Sshd {
     /// Writes a script that cuts `host` off this server the way a firewall would, at the
     /// server: `SCRIPT cut` moves its authorized_keys file aside (new logins are refused) and
     /// kills its open sessions (processes of its user below this sshd's listener, found by pid);
-    /// `SCRIPT restore` puts the key back. Each call appends its argument to `<script>.log`.
+    /// `SCRIPT restore` puts the key back. Each call appends its argument to `<script>.log`, and
+    /// each killed pid to `<script>.killed`.
     pub fn write_cut_script(&self, host: &str) -> PathBuf {
         let h = self.host(host);
         let uid = nix::unistd::User::from_name(&h.user)
@@ -518,7 +519,9 @@ case $1 in
                     while ((q in parent) && q != root) q = parent[q]
                     if (q == root) print p
                 }}
-            }}' | while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done
+            }}' | while read -r pid; do
+                kill -KILL "$pid" 2>/dev/null && printf '%s\n' "$pid" >> '{script}.killed' || true
+            done
         ;;
     restore)
         if [ -e "$keys.cut" ]; then mv "$keys.cut" "$keys"; fi
@@ -536,8 +539,16 @@ esac
 
     /// What the script of [`Sshd::write_cut_script`] was asked to do, in order.
     pub fn cut_script_calls(&self, host: &str) -> Vec<String> {
-        let log = self.root.join(format!("etc/cut-{host}.log"));
-        fs::read_to_string(log)
+        self.lines_of(&format!("etc/cut-{host}.log"))
+    }
+
+    /// The pids of the sessions the script of [`Sshd::write_cut_script`] killed.
+    pub fn cut_script_killed(&self, host: &str) -> Vec<String> {
+        self.lines_of(&format!("etc/cut-{host}.killed"))
+    }
+
+    fn lines_of(&self, rel: &str) -> Vec<String> {
+        fs::read_to_string(self.root.join(rel))
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
