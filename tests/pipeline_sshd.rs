@@ -477,14 +477,26 @@ fn killed_during_the_sftp_download_of_a_large_file_stays_on_the_old_system_then_
 
     let mut agent = m.spawn_once();
     let store = m.state.join("store");
-    // The blob is arriving: its partial object in the store has bytes.
-    let partial = wait_for("the download of the large file to be under way", || {
-        fs::read_dir(&store).ok()?.flatten().find_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let len = e.metadata().ok()?.len();
-            (name.starts_with(".incoming-") && len > 0).then(|| e.path())
-        })
-    });
+    // The blob is arriving: its partial object in the store has bytes. Polled tightly: the
+    // whole download takes a few hundred milliseconds.
+    let started = std::time::Instant::now();
+    let partial = loop {
+        let found = fs::read_dir(&store).ok().and_then(|rd| {
+            rd.flatten().find_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let len = e.metadata().ok()?.len();
+                (name.starts_with(".incoming-") && len > 0).then(|| e.path())
+            })
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the download of the large file never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
     // Freeze the server so that the transfer cannot finish, then kill the agent.
     m.srv.pause();
     kill(&mut agent);
@@ -511,6 +523,7 @@ fn killed_during_the_sftp_download_of_a_large_file_stays_on_the_old_system_then_
         size,
         "the whole file arrived the second time"
     );
+    assert!(!partial.exists(), "the partial download was cleaned up");
     assert_eq!(
         m.history(),
         vec![pair("interrupted", "fetch"), pair("updated", "")]
