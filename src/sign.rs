@@ -134,8 +134,7 @@ impl PublicKey {
     /// The file's line: `tiffin-ed25519 <base64> <comment>`.
     pub fn to_line(&self, comment: &str) -> String {
         let comment: String = comment.chars().filter(|c| !c.is_control()).collect();
-        format!("{PUBLIC_TAG} {} {comment}\n", B64.encode(self.0.to_bytes()))
-            .replace(" \n", "\n")
+        format!("{PUBLIC_TAG} {} {comment}\n", B64.encode(self.0.to_bytes())).replace(" \n", "\n")
     }
 
     /// A short name for the key, for messages.
@@ -250,7 +249,11 @@ mod tests {
 
         let mut by_other = manifest();
         other.sign_manifest(&mut by_other);
-        let e = k.public().verify_manifest(&by_other).unwrap_err().to_string();
+        let e = k
+            .public()
+            .verify_manifest(&by_other)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(&other.public().key_id()), "{e}");
 
         // Another key's signature relabelled with the trusted key's id still fails.
@@ -267,7 +270,11 @@ mod tests {
         let mut altered = manifest();
         k.sign_manifest(&mut altered);
         altered.generation = 4;
-        let e = k.public().verify_manifest(&altered).unwrap_err().to_string();
+        let e = k
+            .public()
+            .verify_manifest(&altered)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not match"), "{e}");
     }
 
@@ -291,6 +298,9 @@ mod tests {
         );
         std::fs::write(&pub_path, "tiffin-ed25519 AAAA\n").unwrap();
         let e = PublicKey::load(&pub_path).unwrap_err().to_string();
-        assert!(e.contains("fleet-signing.pub") && e.contains("32 bytes"), "{e}");
+        assert!(
+            e.contains("fleet-signing.pub") && e.contains("32 bytes"),
+            "{e}"
+        );
     }
 }

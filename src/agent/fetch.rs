@@ -142,7 +142,8 @@ impl FetchDirs {
 
     fn record_verified(&self, v: &HighestVerified) -> Result<(), FetchError> {
         let path = self.state_dir.join(VERIFIED_FILE);
-        let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| io_at(&path)(io::Error::other(e)))?;
+        let mut bytes =
+            serde_json::to_vec_pretty(v).map_err(|e| io_at(&path)(io::Error::other(e)))?;
         bytes.push(b'\n');
         fsutil::atomic_write(&path, &bytes, 0o600).map_err(io_at(&path))
     }
@@ -788,6 +789,105 @@ mod tests {
             e.to_string().contains("are free; nothing downloaded"),
             "{e}"
         );
+        assert_eq!(fs::read_dir(state.path().join("store")).unwrap().count(), 0);
+    }
+
+    /// Signs the published manifest of `generation` with `key`.
+    fn sign_published(host_dir: &Path, generation: u64, key: &crate::sign::SecretKey) {
+        let p = host_dir.join(format!("gens/{generation}/manifest.json"));
+        let mut m = Manifest::parse(&fs::read(&p).unwrap(), "m").unwrap();
+        key.sign_manifest(&mut m);
+        fs::write(&p, m.to_bytes()).unwrap();
+    }
+
+    fn trusting(key: &crate::sign::SecretKey, applied: Option<u64>) -> TrustPolicy {
+        TrustPolicy {
+            key: Some((key.public(), PathBuf::from("/etc/tiffin/fleet-signing.pub"))),
+            applied_generation: applied,
+        }
+    }
+
+    #[test]
+    fn the_same_generation_number_with_another_tree_is_refused() {
+        let key = crate::sign::SecretKey::generate().unwrap();
+        let src = src_tree(2);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 3);
+        sign_published(server.path(), 3, &key);
+        let mut s = FileSource::new(server.path().to_path_buf());
+        let trust = trusting(&key, None);
+        sync_trusted(&mut s, state.path(), "h", &trust, &mut no_progress()).unwrap();
+        let verified = FetchDirs::new(state.path())
+            .highest_verified()
+            .unwrap()
+            .unwrap();
+        assert_eq!(verified.generation, 3);
+        // The local tree is lost; the server (the admin's key, e.g. after a republish from
+        // scratch) now shows other content under number 3.
+        fs::remove_file(state.path().join("tree")).unwrap();
+        fs::write(src.path().join("common/m0.nix"), "{ x = 7; }\n").unwrap();
+        fs::remove_dir_all(server.path().join("gens/3")).unwrap();
+        publish(server.path(), src.path(), 3);
+        sign_published(server.path(), 3, &key);
+        let e = sync_trusted(&mut s, state.path(), "h", &trust, &mut no_progress())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("generation 3 refused") && e.contains("under the same number"),
+            "{e}"
+        );
+        assert!(FetchDirs::new(state.path()).local_tree().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_unsigned_local_copy_is_refused_once_a_key_is_trusted() {
+        let key = crate::sign::SecretKey::generate().unwrap();
+        let src = src_tree(1);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 1);
+        let mut s = FileSource::new(server.path().to_path_buf());
+        sync(&mut s, state.path(), "h", &mut no_progress()).unwrap();
+        // The key is configured afterwards: the unchanged generation is not signed.
+        let trust = trusting(&key, Some(1));
+        let e = sync_trusted(&mut s, state.path(), "h", &trust, &mut no_progress())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1.manifest.json") && e.contains("not signed"),
+            "{e}"
+        );
+        // Once the admin publishes it signed, it is accepted.
+        sign_published(server.path(), 1, &key);
+        fs::remove_file(state.path().join("tree")).unwrap();
+        sync_trusted(&mut s, state.path(), "h", &trust, &mut no_progress()).unwrap();
+        assert!(matches!(
+            sync_trusted(&mut s, state.path(), "h", &trust, &mut no_progress()).unwrap(),
+            SyncOutcome::Unchanged(l) if l.generation == 1
+        ));
+    }
+
+    #[test]
+    fn a_damaged_record_of_the_newest_verified_generation_stops_a_trusting_sync() {
+        let key = crate::sign::SecretKey::generate().unwrap();
+        let src = src_tree(1);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 1);
+        sign_published(server.path(), 1, &key);
+        fs::write(state.path().join(VERIFIED_FILE), "{ not json").unwrap();
+        let mut s = FileSource::new(server.path().to_path_buf());
+        let e = sync_trusted(
+            &mut s,
+            state.path(),
+            "h",
+            &trusting(&key, None),
+            &mut no_progress(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("verified.json"), "{e}");
         assert_eq!(fs::read_dir(state.path().join("store")).unwrap().count(), 0);
     }
 

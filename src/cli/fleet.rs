@@ -193,7 +193,10 @@ fn keygen(fleet_dir: &Path, force: bool) -> anyhow::Result<u8> {
         Err(e) => return Err(e.into()),
     };
     let public = key.public();
-    println!("created {} (secret: keep it out of git and off the server)", path.display());
+    println!(
+        "created {} (secret: keep it out of git and off the server)",
+        path.display()
+    );
     println!("created {}", public_path.display());
     print!("{}", public.to_line(comment.trim()));
     println!(

@@ -235,6 +235,17 @@ mod tests {
     }
 
     #[test]
+    fn a_relative_trusted_key_is_refused() {
+        let e = AgentConfig::parse(
+            "host = \"a\"\nsource = \"file:///x\"\ntrusted_key = \"fleet.pub\"\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("trusted_key") && e.contains("absolute"), "{e}");
+    }
+
+    #[test]
     fn bad_source_scheme_is_refused() {
         let e = AgentConfig::parse("host = \"a\"\nsource = \"http://x\"\n", "agent.toml")
             .unwrap_err()
