@@ -91,6 +91,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         style: Style::for_stdout(),
         http: None,
         tray_noted: false,
+        tiffin: tiffin_command(),
     };
     if demo.waits {
         read_enter_keys(demo.tx.clone());
@@ -221,6 +222,8 @@ struct Demo {
     http: Option<std::net::SocketAddr>,
     /// The tray's exit was reported.
     tray_noted: bool,
+    /// How the user runs this tiffin, for the commands the demo suggests.
+    tiffin: String,
 }
 
 impl Demo {
@@ -271,7 +274,7 @@ impl Demo {
         self.poll()?;
         println!("\n  Follow along in another terminal (any time):");
         println!("    export TIFFIN_SOCKET={}", s.socket().display());
-        println!("    tiffin status      tiffin watch      tiffin log");
+        println!("    {} watch      (and status, log, update, rollback)", self.tiffin);
         self.fleet_table()?;
         self.pause("Press Enter to publish a change for every host.")?;
 
@@ -628,11 +631,12 @@ impl Demo {
         let socket = self.sandbox.socket();
         if self.waiting_for_user() {
             println!();
+            let update = format!("`{} update --socket {}`", self.tiffin, socket.display());
             if self.tray_running() {
                 println!("  In the tray: the tiffin icon shows an update; open its menu and click \"Update now\".");
-                println!("  Or run `tiffin update` (with TIFFIN_SOCKET={}),", socket.display());
+                println!("  Or run {update},");
             } else {
-                println!("  Apply it: run `tiffin update` (with TIFFIN_SOCKET={}),", socket.display());
+                println!("  Apply it: run {update},");
             }
             if let Some(addr) = self.http {
                 println!("  or open http://{addr}/ in a browser,");
@@ -724,6 +728,25 @@ fn short_system(path: &str) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.to_string())
+}
+
+/// `tiffin` when that is what PATH finds, else this binary's full path (`make demo` runs it
+/// from target/).
+fn tiffin_command() -> String {
+    let Some(exe) = std::env::current_exe().ok().and_then(|e| fs::canonicalize(e).ok()) else {
+        return "tiffin".into();
+    };
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("tiffin"))
+            .find(|c| c.is_file())
+            .and_then(|c| fs::canonicalize(c).ok())
+    });
+    if on_path.as_ref() == Some(&exe) {
+        "tiffin".into()
+    } else {
+        exe.display().to_string()
+    }
 }
 
 /// A loopback address with a free port for the HTTP trigger (None: the trigger stays off).
