@@ -4,7 +4,7 @@
 # Extra arguments go to `tiffin demo` (e.g. `make demo DEMO_ARGS=--no-tray`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${TIFFIN_BIN:-target/debug/tiffin}
+bin=${TIFFIN_BIN:-${CARGO_TARGET_DIR:-target}/debug/tiffin}
 args=()
 [ -t 0 ] || args+=(--script)
 exec "$bin" demo "${args[@]}" "$@"
