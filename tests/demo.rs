@@ -80,7 +80,11 @@ fn host<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
 
 #[test]
 fn scripted_demo_ends_with_the_laptop_rolled_back_and_removes_its_own_directory() {
-    let out = demo().arg("--script").stdin(Stdio::null()).output().unwrap();
+    let out = demo()
+        .arg("--script")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let all = text(&out);
     assert!(out.status.success(), "demo failed:\n{all}");
     let dir = demo_dir(&all);
@@ -222,7 +226,13 @@ fn wait_for_text(buf: &Arc<Mutex<String>>, what: &str) -> String {
 
 fn process_alive(pid: i32) -> bool {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .chars()
+        .next();
     !matches!(state, None | Some('Z') | Some('X'))
 }
 
@@ -280,7 +290,10 @@ fn demo_refuses_a_directory_that_is_not_empty() {
     assert!(all.contains(&d.path().display().to_string()), "{all}");
     let names: Vec<_> = fs::read_dir(d.path()).unwrap().flatten().collect();
     assert_eq!(names.len(), 1, "the demo wrote into a directory it refused");
-    assert_eq!(fs::read_to_string(d.path().join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        fs::read_to_string(d.path().join("notes.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]
@@ -310,7 +323,9 @@ fn demo_runs_for_an_unprivileged_user() {
             Path::new(TIFFIN)
                 .ancestors()
                 .skip(1)
-                .all(|a| fs::metadata(a).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false)),
+                .all(|a| fs::metadata(a)
+                    .map(|m| m.permissions().mode() & 0o001 != 0)
+                    .unwrap_or(false)),
             "{TIFFIN} is not reachable by other users"
         );
         cmd.uid(nobody.uid.as_raw())

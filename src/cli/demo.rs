@@ -244,7 +244,9 @@ impl Demo {
         s.write_fleet()?;
         println!("  fleet/fleet.toml             hosts {}", HOSTS.join(", "));
         println!("  fleet/common/base.nix        a module every host shares");
-        println!("  fleet/hosts/<host>/          flake.nix, configuration.nix, common -> ../../common");
+        println!(
+            "  fleet/hosts/<host>/          flake.nix, configuration.nix, common -> ../../common"
+        );
         println!("  This is the admin's git repository; `tiffin fleet init` starts one.");
 
         self.heading("2/6", "Publishing it (tiffin fleet publish)");
@@ -258,27 +260,40 @@ impl Demo {
         self.heading("3/6", "The laptop: a simulated NixOS and its agent");
         let system = s.install_machine()?;
         println!("  nixos/        a simulated NixOS (shell scripts standing in for nix and");
-        println!("                switch-to-configuration), running {}", short_system(&system));
+        println!(
+            "                switch-to-configuration), running {}",
+            short_system(&system)
+        );
         let group = primary_group()?;
         self.http = free_loopback_port();
         let config = s.write_agent_config(&group, self.http)?;
         s.enroll(config)?;
-        println!("  agent.toml    policy \"notify\": a new generation waits until someone asks for it;");
+        println!(
+            "  agent.toml    policy \"notify\": a new generation waits until someone asks for it;"
+        );
         println!(
             "                members of group {group:?} may update and roll back; verification 5 s"
         );
-        println!("  Its first cycle applied generation 1, which builds the system it already runs.");
+        println!(
+            "  Its first cycle applied generation 1, which builds the system it already runs."
+        );
         self.start_agent()?;
         self.start_tray(a);
         self.start_watch();
         self.poll()?;
         println!("\n  Follow along in another terminal (any time):");
         println!("    export TIFFIN_SOCKET={}", s.socket().display());
-        println!("    {} watch      (and status, log, update, rollback)", self.tiffin);
+        println!(
+            "    {} watch      (and status, log, update, rollback)",
+            self.tiffin
+        );
         self.fleet_table()?;
         self.pause("Press Enter to publish a change for every host.")?;
 
-        self.heading("4/6", "A change for every host → update available → update → up to date");
+        self.heading(
+            "4/6",
+            "A change for every host → update available → update → up to date",
+        );
         s.change_common_module()?;
         println!("  fleet/common/base.nix: htop is added to every host's packages.");
         self.publish(&[])?;
@@ -322,7 +337,10 @@ impl Demo {
             );
         }
 
-        self.heading("6/6", "The fleet as the admin sees it (tiffin fleet status)");
+        self.heading(
+            "6/6",
+            "The fleet as the admin sees it (tiffin fleet status)",
+        );
         self.fleet_table()?;
         println!(
             "  {DEMO_HOST}: rolled back to generation 2, with its report; the other hosts have no\n  \
@@ -438,7 +456,9 @@ impl Demo {
         let why_not = match (a.no_tray, display, &tray) {
             (true, _, _) => Some("--no-tray".to_string()),
             (_, false, _) => Some("no display ($DISPLAY and $WAYLAND_DISPLAY are unset)".into()),
-            (_, _, None) => Some("tiffin-tray is not next to tiffin (built without the tray?)".into()),
+            (_, _, None) => {
+                Some("tiffin-tray is not next to tiffin (built without the tray?)".into())
+            }
             _ => None,
         };
         if let Some(why) = why_not {
@@ -581,6 +601,7 @@ impl Demo {
     /// Waits for Enter (not under `--script`).
     fn pause(&mut self, prompt: &str) -> Step<()> {
         self.poll()?;
+        self.tray_running();
         if !self.waiting_for_user() {
             return Ok(());
         }
@@ -595,14 +616,18 @@ impl Demo {
 
     /// `tiffin check`: the agent looks at the server; under policy notify it only tells.
     fn check(&mut self, g: u64) -> Step<()> {
-        println!("  The agent checks the server (`tiffin check`; it also checks every 10 minutes):");
+        println!(
+            "  The agent checks the server (`tiffin check`; it also checks every 10 minutes):"
+        );
         self.call(Command::Check);
         let r = self.answer()?;
         if r.outcome == Outcome::Failed {
             return Err(anyhow!("the check failed: {}", outcome_line(&r)).into());
         }
         match self.fresh_status().and_then(|s| s.available_generation) {
-            Some(a) if a == g => println!("  generation {g} is available: the agent waits for a click."),
+            Some(a) if a == g => {
+                println!("  generation {g} is available: the agent waits for a click.")
+            }
             other => {
                 return Err(anyhow!(
                     "after the check the agent offers generation {other:?}, not {g}"
@@ -621,7 +646,11 @@ impl Demo {
                 return r.map_err(|e| Stop::Failed(anyhow!("the agent: {e}")));
             }
         }
-        Err(anyhow!("the agent did not answer within {} s", CYCLE_LIMIT.as_secs()).into())
+        Err(anyhow!(
+            "the agent did not answer within {} s",
+            CYCLE_LIMIT.as_secs()
+        )
+        .into())
     }
 
     /// Says how to apply generation `g`, waits for Enter or for someone else to start it (the
@@ -671,7 +700,11 @@ impl Demo {
         let mut answer: Option<CycleReport> = None;
         let show = |s: &AgentStatus, shown: &mut Option<Phase>| {
             if s.phase != Phase::Idle && *shown != Some(s.phase) {
-                println!("    {:>5.1} s  {}", start.elapsed().as_secs_f64(), progress_line(s));
+                println!(
+                    "    {:>5.1} s  {}",
+                    start.elapsed().as_secs_f64(),
+                    progress_line(s)
+                );
                 *shown = Some(s.phase);
             }
         };
@@ -697,9 +730,7 @@ impl Demo {
                     }
                 }
                 Some(Event::Answer(Ok(r))) => answer = Some(r),
-                Some(Event::Answer(Err(e))) => {
-                    return Err(anyhow!("`update` failed: {e}").into())
-                }
+                Some(Event::Answer(Err(e))) => return Err(anyhow!("`update` failed: {e}").into()),
                 _ => {}
             }
         }
@@ -733,7 +764,10 @@ fn short_system(path: &str) -> String {
 /// `tiffin` when that is what PATH finds, else this binary's full path (`make demo` runs it
 /// from target/).
 fn tiffin_command() -> String {
-    let Some(exe) = std::env::current_exe().ok().and_then(|e| fs::canonicalize(e).ok()) else {
+    let Some(exe) = std::env::current_exe()
+        .ok()
+        .and_then(|e| fs::canonicalize(e).ok())
+    else {
         return "tiffin".into();
     };
     let on_path = std::env::var_os("PATH").and_then(|p| {

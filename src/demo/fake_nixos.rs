@@ -3,8 +3,8 @@
 //! profile and current/booted links under one directory. They are embedded so that `tiffin demo`
 //! runs from the binary alone; the tests run the same files from the source tree.
 
-use crate::fsutil::{self, with_path};
 use crate::fleet::users::sh_quote;
+use crate::fsutil::{self, with_path};
 use crate::runner::Runner;
 use std::fs;
 use std::io;
@@ -16,13 +16,19 @@ const SCRIPTS: [(&str, &str); 7] = [
     ("lib.sh", include_str!("../../assets/fake-nixos/lib.sh")),
     ("init", include_str!("../../assets/fake-nixos/init")),
     ("nix", include_str!("../../assets/fake-nixos/nix")),
-    ("nix-build", include_str!("../../assets/fake-nixos/nix-build")),
+    (
+        "nix-build",
+        include_str!("../../assets/fake-nixos/nix-build"),
+    ),
     ("nix-env", include_str!("../../assets/fake-nixos/nix-env")),
     (
         "switch-to-configuration",
         include_str!("../../assets/fake-nixos/switch-to-configuration"),
     ),
-    ("systemd-run", include_str!("../../assets/fake-nixos/systemd-run")),
+    (
+        "systemd-run",
+        include_str!("../../assets/fake-nixos/systemd-run"),
+    ),
 ];
 
 /// The commands the agent (and the demo) call, as wrappers in `<root>/bin` that set
@@ -83,7 +89,10 @@ impl FakeNixos {
             Some(Duration::from_secs(60)),
         )?;
         if !out.success() {
-            anyhow::bail!("the simulated NixOS did not start: {}", out.describe_failure());
+            anyhow::bail!(
+                "the simulated NixOS did not start: {}",
+                out.describe_failure()
+            );
         }
         Ok(out.stdout.trim().to_string())
     }

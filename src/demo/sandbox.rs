@@ -325,8 +325,7 @@ mod tests {
             assert_eq!(fs::read_to_string(base).unwrap(), BASE_NIX);
         }
         s.change_common_module().unwrap();
-        let changed =
-            fs::read_to_string(s.fleet().join("hosts/desktop/common/base.nix")).unwrap();
+        let changed = fs::read_to_string(s.fleet().join("hosts/desktop/common/base.nix")).unwrap();
         assert!(changed.contains("htop"), "{changed}");
         // Only once: the line to change is gone.
         assert!(s.change_common_module().is_err());
