@@ -10,7 +10,7 @@
 //! made it) runs on the main thread, in `Drop`.
 
 use super::client::{outcome_line, progress_line, summary};
-use super::{EXIT_OK, EXIT_USAGE};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::agent::CycleReport;
 use crate::demo::{sandbox::primary_group, Sandbox, DEMO_HOST, HOSTS};
 use crate::fleet::publish::HostResult;
@@ -96,15 +96,20 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     if demo.waits {
         read_enter_keys(demo.tx.clone());
     }
-    match demo.walk(&a) {
-        Ok(()) => Ok(EXIT_OK),
+    let code = match demo.walk(&a) {
+        Ok(()) => EXIT_OK,
         Err(Stop::Signal(sig)) => {
             println!("\n{sig}: stopping the demo");
-            Ok((128 + sig as i32) as u8)
+            (128 + sig as i32) as u8
         }
-        Err(Stop::Failed(e)) => Err(e),
-    }
-    // `demo` is dropped here: the agent and the tray stop, and the directory goes.
+        Err(Stop::Failed(e)) => {
+            eprintln!("tiffin demo: {e:#}");
+            EXIT_FAILED
+        }
+    };
+    // The agent and the tray stop, and the directory goes (when the demo made it).
+    drop(demo);
+    Ok(code)
 }
 
 /// `--dir`: created when missing; an existing one must be an empty directory.
@@ -229,6 +234,15 @@ struct Demo {
 impl Demo {
     fn walk(&mut self, a: &DemoArgs) -> Step<()> {
         let s = self.sandbox.clone();
+        // sun_path holds 108 bytes with its NUL; a longer path fails deep inside the agent.
+        if s.socket().as_os_str().len() > 107 {
+            return Err(anyhow!(
+                "{}: too long a path for the agent's socket ({}); use a shorter --dir",
+                s.dir.display(),
+                s.socket().display()
+            )
+            .into());
+        }
         println!("tiffin demo: the whole system on one machine, in one directory.");
         println!("demo directory: {}", s.dir.display());
         println!(
