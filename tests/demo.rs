@@ -210,17 +210,37 @@ fn collect_stdout(child: &mut Child) -> Arc<Mutex<String>> {
 }
 
 fn wait_for_text(buf: &Arc<Mutex<String>>, what: &str) -> String {
+    wait_for_nth(buf, what, 1)
+}
+
+/// Waits until `what` has been printed `n` times; returns everything printed so far.
+fn wait_for_nth(buf: &Arc<Mutex<String>>, what: &str, n: usize) -> String {
     let start = Instant::now();
     loop {
         let s = buf.lock().unwrap().clone();
-        if s.contains(what) {
+        if s.matches(what).count() >= n {
             return s;
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "no {what:?} after 60 s:\n{s}"
+            "{what:?} not printed {n} times after 60 s:\n{s}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A demo started by a test: interrupted (so that it cleans up) if the test fails half-way.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -239,15 +259,18 @@ fn process_alive(pid: i32) -> bool {
 #[test]
 fn ctrl_c_while_the_demo_waits_stops_the_agent_and_removes_the_directory() {
     // Without --script and with an open (silent) stdin, the demo waits for Enter.
-    let mut child = demo()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        demo()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
     // Held open until the end: `Child::wait` would close it, and a closed stdin means "go on".
     let _stdin = child.stdin.take();
-    let buf = collect_stdout(&mut child);
+    let buf = collect_stdout(child);
     let seen = wait_for_text(&buf, "Press Enter to publish a change");
     let dir = demo_dir(&seen);
     let pid: i32 = seen
@@ -346,4 +369,132 @@ fn demo_runs_for_an_unprivileged_user() {
     assert!(!dir.join("run/agent.sock").exists());
     let log = fs::read_to_string(dir.join("agent.log")).unwrap();
     assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+}
+
+/// One `GET /` on the agent's HTTP trigger, as a browser would send it.
+fn http_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn interactive_demo_follows_updates_started_by_the_cli_and_the_http_trigger() {
+    let mut child = Running(
+        demo()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    let buf = collect_stdout(&mut child.0);
+    let enter = |stdin: &mut std::process::ChildStdin| {
+        use std::io::Write;
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    };
+    let seen = wait_for_text(&buf, "Press Enter to publish a change");
+    let dir = demo_dir(&seen);
+    let socket = dir.join("run/agent.sock");
+    let http = seen
+        .split("its HTTP trigger: http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no HTTP trigger in:\n{seen}"))
+        .to_string();
+    enter(&mut stdin);
+
+    // Generation 2: `tiffin update` from another terminal, as the tray's click would.
+    wait_for_text(&buf, "or press Enter here");
+    let out = Command::new(TIFFIN)
+        .args(["update", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tiffin update: {}", text(&out));
+    let seen = wait_for_text(&buf, "Press Enter to publish a broken change");
+    let g2 = &seen[seen.find("[4/6]").unwrap()..];
+    assert!(g2.contains("The agent started the update"), "{g2}");
+    assert!(!g2.contains("The demo asks the agent to update"), "{g2}");
+    assert!(g2.contains("updated (generation 2)"), "{g2}");
+    enter(&mut stdin);
+
+    // Generation 3: the HTTP trigger, as the bookmark would.
+    let seen = wait_for_text(&buf, "generation 3 is available");
+    assert!(seen.contains("[5/6]"));
+    wait_for_nth(&buf, "or press Enter here", 2);
+    let page = http_get(&http);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let seen = wait_for_text(&buf, "The demo is over");
+    let g3 = &seen[seen.find("[5/6]").unwrap()..];
+    assert!(g3.contains("The agent started the update"), "{g3}");
+    assert!(g3.contains("rolled back (generation 3)"), "{g3}");
+    enter(&mut stdin);
+
+    let status = child.0.wait().unwrap();
+    let all = buf.lock().unwrap().clone();
+    assert!(status.success(), "{all}");
+    assert!(!dir.exists());
+}
+
+/// A stand-in for tiffin-tray next to a copy of tiffin: it records how it was started and
+/// whether it was asked to stop.
+#[test]
+fn demo_starts_the_tray_on_its_socket_when_there_is_a_display_and_stops_it() {
+    let bin = tempfile::tempdir().unwrap();
+    let tiffin = bin.path().join("tiffin");
+    fs::copy(TIFFIN, &tiffin).unwrap();
+    let record = bin.path().join("tray-record");
+    let stub = format!(
+        "#!/bin/sh\nprintf 'args=%s socket=%s display=%s\\n' \"$*\" \"$TIFFIN_SOCKET\" \"$DISPLAY\" >> '{r}'\n\
+         trap 'echo stopped >> \"{r}\"; exit 0' TERM\nwhile :; do sleep 0.1; done\n",
+        r = record.display()
+    );
+    let tray = bin.path().join("tiffin-tray");
+    fs::write(&tray, stub).unwrap();
+    fs::set_permissions(&tray, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = Command::new(&tiffin)
+        .args(["demo", "--script"])
+        .env("NO_COLOR", "1")
+        .env("DISPLAY", ":77")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("tray: tiffin-tray started (pid "), "{all}");
+    let dir = demo_dir(&all);
+    let socket = dir.join("run/agent.sock");
+    let rec = fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        rec,
+        format!(
+            "args=--socket {s} socket={s} display=:77\nstopped\n",
+            s = socket.display()
+        )
+    );
+
+    // --no-tray: not started.
+    fs::remove_file(&record).unwrap();
+    let out = Command::new(&tiffin)
+        .args(["demo", "--script", "--no-tray"])
+        .env("DISPLAY", ":77")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("tray: not started: --no-tray"));
+    assert!(!record.exists());
 }

@@ -29,6 +29,22 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+/// `println!` that ignores a closed stdout (`tiffin demo | head`): the demo must still clean up.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! warn {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the demo keeps everything: a new or empty directory, kept afterwards (default: a
@@ -55,7 +71,7 @@ const CYCLE_LIMIT: Duration = Duration::from_secs(120);
 
 pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     if a.sftp {
-        eprintln!(
+        warn!(
             "tiffin demo: --sftp (the publication served by a real local sshd) is not available yet; \
              run `tiffin demo` without it (file://)"
         );
@@ -99,11 +115,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let code = match demo.walk(&a) {
         Ok(()) => EXIT_OK,
         Err(Stop::Signal(sig)) => {
-            println!("\n{sig}: stopping the demo");
+            say!("\n{sig}: stopping the demo");
             (128 + sig as i32) as u8
         }
         Err(Stop::Failed(e)) => {
-            eprintln!("tiffin demo: {e:#}");
+            warn!("tiffin demo: {e:#}");
             EXIT_FAILED
         }
     };
@@ -178,14 +194,14 @@ impl Drop for Cleanup {
         }
         if self.remove_dir {
             match fs::remove_dir_all(&self.dir) {
-                Ok(()) => println!("Removed the demo directory {}.", self.dir.display()),
-                Err(e) => eprintln!(
+                Ok(()) => say!("Removed the demo directory {}.", self.dir.display()),
+                Err(e) => warn!(
                     "tiffin demo: cannot remove {}: {e}; remove it yourself",
                     self.dir.display()
                 ),
             }
         } else {
-            println!("The demo directory {} stays.", self.dir.display());
+            say!("The demo directory {} stays.", self.dir.display());
         }
     }
 }
@@ -200,12 +216,12 @@ fn stop_child(mut child: Child, what: &str, grace: Duration) {
     let start = Instant::now();
     while start.elapsed() < grace {
         if let Ok(Some(_)) = child.try_wait() {
-            println!("Stopped {what}.");
+            say!("Stopped {what}.");
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!(
+    warn!(
         "tiffin demo: {what} did not stop within {} s; killing it",
         grace.as_secs()
     );
@@ -243,9 +259,9 @@ impl Demo {
             )
             .into());
         }
-        println!("tiffin demo: the whole system on one machine, in one directory.");
-        println!("demo directory: {}", s.dir.display());
-        println!(
+        say!("tiffin demo: the whole system on one machine, in one directory.");
+        say!("demo directory: {}", s.dir.display());
+        say!(
             "  ({} at the end; nothing outside it is touched. Ctrl-C stops the demo at any time.)",
             if self.cleanup.remove_dir {
                 "removed"
@@ -256,16 +272,14 @@ impl Demo {
 
         self.heading("1/6", "A fleet repository with three hosts");
         s.write_fleet()?;
-        println!("  fleet/fleet.toml             hosts {}", HOSTS.join(", "));
-        println!("  fleet/common/base.nix        a module every host shares");
-        println!(
-            "  fleet/hosts/<host>/          flake.nix, configuration.nix, common -> ../../common"
-        );
-        println!("  This is the admin's git repository; `tiffin fleet init` starts one.");
+        say!("  fleet/fleet.toml             hosts {}", HOSTS.join(", "));
+        say!("  fleet/common/base.nix        a module every host shares");
+        say!("  fleet/hosts/<host>/          flake.nix, configuration.nix, common -> ../../common");
+        say!("  This is the admin's git repository; `tiffin fleet init` starts one.");
 
         self.heading("2/6", "Publishing it (tiffin fleet publish)");
         self.publish(&[])?;
-        println!(
+        say!(
             "  Each host's directory, symlinks resolved, is now generation 1 under srv/<host>/ —\n  \
              what the central SFTP server serves, one chroot per host. Here the agent reads it\n  \
              through file:// instead."
@@ -273,8 +287,8 @@ impl Demo {
 
         self.heading("3/6", "The laptop: a simulated NixOS and its agent");
         let system = s.install_machine()?;
-        println!("  nixos/        a simulated NixOS (shell scripts standing in for nix and");
-        println!(
+        say!("  nixos/        a simulated NixOS (shell scripts standing in for nix and");
+        say!(
             "                switch-to-configuration), running {}",
             short_system(&system)
         );
@@ -282,22 +296,20 @@ impl Demo {
         self.http = free_loopback_port();
         let config = s.write_agent_config(&group, self.http)?;
         s.enroll(config)?;
-        println!(
+        say!(
             "  agent.toml    policy \"notify\": a new generation waits until someone asks for it;"
         );
-        println!(
+        say!(
             "                members of group {group:?} may update and roll back; verification 5 s"
         );
-        println!(
-            "  Its first cycle applied generation 1, which builds the system it already runs."
-        );
+        say!("  Its first cycle applied generation 1, which builds the system it already runs.");
         self.start_agent()?;
         self.start_tray(a);
         self.start_watch();
         self.poll()?;
-        println!("\n  Follow along in another terminal (any time):");
-        println!("    export TIFFIN_SOCKET={}", s.socket().display());
-        println!(
+        say!("\n  Follow along in another terminal (any time):");
+        say!("    export TIFFIN_SOCKET={}", s.socket().display());
+        say!(
             "    {} watch      (and status, log, update, rollback)",
             self.tiffin
         );
@@ -309,34 +321,34 @@ impl Demo {
             "A change for every host → update available → update → up to date",
         );
         s.change_common_module()?;
-        println!("  fleet/common/base.nix: htop is added to every host's packages.");
+        say!("  fleet/common/base.nix: htop is added to every host's packages.");
         self.publish(&[])?;
         self.check(2)?;
         self.update_when_asked(2)?;
         if let Some(st) = self.fresh_status() {
-            println!("\n  `tiffin status` now says:");
+            say!("\n  `tiffin status` now says:");
             for line in summary(&st, unix_now()).lines() {
-                println!("    {line}");
+                say!("    {line}");
             }
         }
         self.pause("Press Enter to publish a broken change for the laptop.")?;
 
         self.heading("5/6", "A broken change → rolled back");
         s.break_demo_host()?;
-        println!(
+        say!(
             "  fleet/hosts/{DEMO_HOST}/configuration.nix: a firewall rule that blocks the way to the\n  \
              server (and the simulated NixOS's knob CUT_NETWORK: activating this system cuts the\n  \
              laptop off the server)."
         );
         self.publish(&[DEMO_HOST])?;
         self.check(3)?;
-        println!(
+        say!(
             "  When it is applied, the agent activates it without making it the boot default, then\n  \
              verifies that it can still reach the server. It cannot, so it rolls back."
         );
         let r = self.update_when_asked(3)?;
         if let Some(st) = self.fresh_status() {
-            println!(
+            say!(
                 "  The laptop runs generation {} again; generation 3 is not tried again until a newer\n  \
                  one is published.",
                 st.applied_generation
@@ -345,7 +357,7 @@ impl Demo {
             );
         }
         if r.outcome != Outcome::RolledBack {
-            println!(
+            say!(
                 "  (This time the outcome was {:?} instead of a rollback.)",
                 r.outcome
             );
@@ -356,7 +368,7 @@ impl Demo {
             "The fleet as the admin sees it (tiffin fleet status)",
         );
         self.fleet_table()?;
-        println!(
+        say!(
             "  {DEMO_HOST}: rolled back to generation 2, with its report; the other hosts have no\n  \
              agent in this demo, so they were never seen."
         );
@@ -369,9 +381,9 @@ impl Demo {
 
     fn heading(&self, n: &str, title: &str) {
         if self.style.colour {
-            println!("\n\x1b[1m[{n}] {title}\x1b[0m");
+            say!("\n\x1b[1m[{n}] {title}\x1b[0m");
         } else {
-            println!("\n[{n}] {title}");
+            say!("\n[{n}] {title}");
         }
     }
 
@@ -386,9 +398,11 @@ impl Demo {
                 HostResult::WouldPublish { generation } => format!("would be {generation}"),
                 HostResult::Failed { error } => format!("failed: {error}"),
             };
-            println!(
+            say!(
                 "  published {:<8} {what} ({} files, {} bytes)",
-                h.host, h.files, h.bytes
+                h.host,
+                h.files,
+                h.bytes
             );
         }
         self.poll()
@@ -396,9 +410,9 @@ impl Demo {
 
     fn fleet_table(&self) -> Step<()> {
         let view = self.sandbox.fleet_status()?;
-        println!();
+        say!();
         for line in render_table(&view, self.style).lines() {
-            println!("  {line}");
+            say!("  {line}");
         }
         Ok(())
     }
@@ -445,9 +459,9 @@ impl Demo {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        println!("  agent started (pid {pid}): socket run/agent.sock, log agent.log");
+        say!("  agent started (pid {pid}): socket run/agent.sock, log agent.log");
         if let Some(addr) = self.http {
-            println!("  its HTTP trigger: http://{addr}/ (opening it starts an update)");
+            say!("  its HTTP trigger: http://{addr}/ (opening it starts an update)");
         }
         Ok(())
     }
@@ -476,7 +490,7 @@ impl Demo {
             _ => None,
         };
         if let Some(why) = why_not {
-            println!("  tray: not started: {why}; the commands below do what its menu does");
+            say!("  tray: not started: {why}; the commands below do what its menu does");
             return;
         }
         let Some(tray) = tray else { return };
@@ -493,13 +507,13 @@ impl Demo {
         });
         match spawned {
             Ok(child) => {
-                println!(
+                say!(
                     "  tray: tiffin-tray started (pid {}): look for the tiffin icon in your panel",
                     child.id()
                 );
                 self.cleanup.tray = Some(child);
             }
-            Err(e) => println!("  tray: cannot start {}: {e}", tray.display()),
+            Err(e) => say!("  tray: cannot start {}: {e}", tray.display()),
         }
     }
 
@@ -512,7 +526,7 @@ impl Demo {
             Ok(None) => true,
             Ok(Some(code)) => {
                 if !self.tray_noted {
-                    println!(
+                    say!(
                         "  (tiffin-tray ended ({code}); see {}; the commands below work without it)",
                         self.sandbox.tray_log().display()
                     );
@@ -593,7 +607,7 @@ impl Demo {
             .into()),
             Event::InputClosed => {
                 if self.input_open && self.waits {
-                    println!("  (standard input is closed: the demo goes on without waiting)");
+                    say!("  (standard input is closed: the demo goes on without waiting)");
                 }
                 self.input_open = false;
                 Ok(Some(Event::InputClosed))
@@ -619,7 +633,7 @@ impl Demo {
         if !self.waiting_for_user() {
             return Ok(());
         }
-        println!("\n{prompt}");
+        say!("\n{prompt}");
         loop {
             match self.next(Duration::from_secs(3600))? {
                 Some(Event::Enter) | Some(Event::InputClosed) => return Ok(()),
@@ -630,9 +644,7 @@ impl Demo {
 
     /// `tiffin check`: the agent looks at the server; under policy notify it only tells.
     fn check(&mut self, g: u64) -> Step<()> {
-        println!(
-            "  The agent checks the server (`tiffin check`; it also checks every 10 minutes):"
-        );
+        say!("  The agent checks the server (`tiffin check`; it also checks every 10 minutes):");
         self.call(Command::Check);
         let r = self.answer()?;
         if r.outcome == Outcome::Failed {
@@ -640,7 +652,7 @@ impl Demo {
         }
         match self.fresh_status().and_then(|s| s.available_generation) {
             Some(a) if a == g => {
-                println!("  generation {g} is available: the agent waits for a click.")
+                say!("  generation {g} is available: the agent waits for a click.")
             }
             other => {
                 return Err(anyhow!(
@@ -673,18 +685,18 @@ impl Demo {
         let since = unix_now();
         let socket = self.sandbox.socket();
         if self.waiting_for_user() {
-            println!();
+            say!();
             let update = format!("`{} update --socket {}`", self.tiffin, socket.display());
             if self.tray_running() {
-                println!("  In the tray: the tiffin icon shows an update; open its menu and click \"Update now\".");
-                println!("  Or run {update},");
+                say!("  In the tray: the tiffin icon shows an update; open its menu and click \"Update now\".");
+                say!("  Or run {update},");
             } else {
-                println!("  Apply it: run {update},");
+                say!("  Apply it: run {update},");
             }
             if let Some(addr) = self.http {
-                println!("  or open http://{addr}/ in a browser,");
+                say!("  or open http://{addr}/ in a browser,");
             }
-            println!("  or press Enter here.");
+            say!("  or press Enter here.");
         }
         let mut asked = false;
         if self.waiting_for_user() {
@@ -692,7 +704,7 @@ impl Demo {
                 match self.next(Duration::from_secs(3600))? {
                     Some(Event::Enter) | Some(Event::InputClosed) => break,
                     Some(Event::Status(s)) if started(&s, g, since) => {
-                        println!("  The agent started the update (asked by the tray, `tiffin update` or the HTTP trigger):");
+                        say!("  The agent started the update (asked by the tray, `tiffin update` or the HTTP trigger):");
                         asked = true;
                         break;
                     }
@@ -701,7 +713,7 @@ impl Demo {
             }
         }
         if !asked {
-            println!("  The demo asks the agent to update (`tiffin update`):");
+            say!("  The demo asks the agent to update (`tiffin update`):");
             self.call(Command::Update);
         }
         self.follow(g, since)
@@ -714,7 +726,7 @@ impl Demo {
         let mut answer: Option<CycleReport> = None;
         let show = |s: &AgentStatus, shown: &mut Option<Phase>| {
             if s.phase != Phase::Idle && *shown != Some(s.phase) {
-                println!(
+                say!(
                     "    {:>5.1} s  {}",
                     start.elapsed().as_secs_f64(),
                     progress_line(s)
@@ -739,7 +751,7 @@ impl Demo {
                     if let Some(r) = finished(&s, g, since) {
                         // Our own call's answer, when there is one, has the same content.
                         let r = answer.take().unwrap_or(r);
-                        println!("  {}", outcome_line(&r));
+                        say!("  {}", outcome_line(&r));
                         return Ok(r);
                     }
                 }
