@@ -498,3 +498,44 @@ fn demo_starts_the_tray_on_its_socket_when_there_is_a_display_and_stops_it() {
     assert!(text(&out).contains("tray: not started: --no-tray"));
     assert!(!record.exists());
 }
+
+#[test]
+fn sigterm_stops_the_agent_and_keeps_a_directory_the_user_gave() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("kept");
+    let mut child = Running(
+        demo()
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let _stdin = child.stdin.take();
+    let buf = collect_stdout(child);
+    let seen = wait_for_text(&buf, "Press Enter to publish a change");
+    let pid: i32 = seen
+        .split("agent started (pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no agent pid in:\n{seen}"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let all = buf.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(143), "{all}");
+    assert!(!process_alive(pid), "the agent (pid {pid}) still runs");
+    // Kept, with what the demo had done so far: generation 1 applied, the socket gone.
+    assert!(dir.join("fleet/fleet.toml").is_file(), "{all}");
+    assert!(!dir.join("run/agent.sock").exists());
+    let status = fleet_status_json(&dir.join("fleet"));
+    assert_eq!(host(&status, "laptop")["state"], "up_to_date");
+    assert_eq!(host(&status, "laptop")["running_generation"], 1);
+}

@@ -356,6 +356,9 @@ impl Demo {
                     .unwrap_or_else(|| "?".into())
             );
         }
+        if self.tray_running() {
+            say!("  In the tray: the icon shows the rollback; \"Show last log\" in its menu has the cycle's log.");
+        }
         if r.outcome != Outcome::RolledBack {
             say!(
                 "  (This time the outcome was {:?} instead of a rollback.)",
@@ -374,7 +377,8 @@ impl Demo {
         );
         self.pause(
             "The demo is over. The agent (and the tray) keep running until you press Enter: try\n\
-             `tiffin status`, `tiffin log` or the tray's menu. Press Enter to stop and clean up.",
+             `tiffin status`, `tiffin log`, `tiffin rollback` or the tray's menu. Press Enter to stop\n\
+             and clean up.",
         )?;
         Ok(())
     }
