@@ -57,7 +57,8 @@ pub struct DemoArgs {
     /// Run the walk-through without waiting for Enter or clicks.
     #[arg(long)]
     pub script: bool,
-    /// Serve the publication through a real local sshd (root only) instead of file://.
+    /// Serve the publication through a real local sshd (root only) instead of file:// (not
+    /// available yet: exits 2).
     #[arg(long)]
     pub sftp: bool,
 }
