@@ -128,8 +128,14 @@ fn rsync_all(root: &Path, hosts: usize, dest: &Path) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Publishes a fleet of `hosts` × `files` files `reps` times in each case, next to rsync.
-pub fn measure(hosts: usize, files: usize, reps: usize) -> PublishResults {
+/// Publishes a fleet of `hosts` × `files` files `reps` times in each case, next to rsync; stops
+/// repeating early when another repetition would end after `deadline` (at least one runs).
+pub fn measure(
+    hosts: usize,
+    files: usize,
+    reps: usize,
+    deadline: Option<Instant>,
+) -> PublishResults {
     let reps = reps.max(1);
     let rsync_ok = Command::new("rsync").arg("--version").output().is_ok();
     let dir = tempfile::Builder::new()
@@ -155,7 +161,14 @@ pub fn measure(hosts: usize, files: usize, reps: usize) -> PublishResults {
 
     let (mut tc, mut rc, mut tn, mut rn, mut tm, mut rm) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let started = Instant::now();
+    let mut done = 0;
     for rep in 0..reps {
+        let per_rep = started.elapsed() / rep.max(1) as u32;
+        if rep > 0 && deadline.is_some_and(|d| Instant::now() + per_rep > d) {
+            break;
+        }
+        done += 1;
         let _ = fs::remove_dir_all(&tiffin_chroot);
         let _ = fs::remove_dir_all(&rsync_chroot);
         tc.push(tiffin_publish(root, &config));
@@ -181,7 +194,7 @@ pub fn measure(hosts: usize, files: usize, reps: usize) -> PublishResults {
         files_per_host: files,
         total_files,
         mb: bytes as f64 / 1e6,
-        reps,
+        reps: done,
         cases: vec![
             Case {
                 what: "everything new (cold)",
@@ -208,6 +221,7 @@ fn main() {
         env_or("TIFFIN_BENCH_HOSTS", 200),
         env_or("TIFFIN_BENCH_FILES", 300),
         env_or("TIFFIN_BENCH_REPS", 3),
+        None,
     );
     println!(
         "publish: {} hosts × {} files ({SHARED} shared through common/), {} files, {:.1} MB; {JOBS} hosts at a time; median of {}",

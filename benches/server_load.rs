@@ -70,6 +70,8 @@ pub struct Retry {
 }
 
 pub struct LoadResults {
+    /// Rounds of bursts actually run.
+    pub rounds: usize,
     pub fleet_hosts: usize,
     /// The module's MaxStartups for this fleet, and where it came from.
     pub module_value: String,
@@ -245,10 +247,16 @@ fn burst_with_retries(srv: &Sshd, cfgs: &[AgentConfig], window: Duration) -> Ret
     }
 }
 
-/// Creates `max(sizes)` host users and keys once, runs `reps` bursts of each size under both
-/// settings, then the retry burst of the largest size (skipped when `retry_window` is zero).
-/// `None` when sshd cannot run here.
-pub fn measure(sizes: &[usize], reps: usize, retry_window: Duration) -> Option<LoadResults> {
+/// Creates `max(sizes)` host users and keys once, runs `reps` rounds of bursts (each size under
+/// both settings), then the retry burst of the largest size (skipped when `retry_window` is
+/// zero). Stops repeating early when another round and the retry burst would end after
+/// `deadline` (at least one round runs). `None` when sshd cannot run here.
+pub fn measure(
+    sizes: &[usize],
+    reps: usize,
+    retry_window: Duration,
+    deadline: Option<Instant>,
+) -> Option<LoadResults> {
     let fleet = sizes.iter().copied().max().unwrap_or(0);
     let t = Instant::now();
     let names: Vec<String> = (0..fleet).map(|i| format!("load{i:03}")).collect();
@@ -268,28 +276,37 @@ pub fn measure(sizes: &[usize], reps: usize, retry_window: Duration) -> Option<L
     let setup_s = t.elapsed().as_secs_f64();
     let (module_value, module_value_from) = module_max_startups(fleet);
 
-    let mut cases = Vec::new();
-    for (setting, value) in [
+    let settings = [
         ("sshd default", None),
         ("server module", Some(module_value.as_str())),
-    ] {
-        srv.set_max_startups(value);
-        let mut by_size: Vec<Case> = sizes
-            .iter()
-            .map(|&agents| Case {
+    ];
+    let mut cases: Vec<Case> = settings
+        .iter()
+        .flat_map(|&(setting, value)| {
+            sizes.iter().map(move |&agents| Case {
                 agents,
                 max_startups: value.unwrap_or(SSHD_DEFAULT).to_string(),
                 setting,
                 runs: vec![],
             })
-            .collect();
-        for _ in 0..reps.max(1) {
-            for c in by_size.iter_mut() {
+        })
+        .collect();
+    // Rounds alternate the two settings, so that both see the same moments of a shared machine.
+    let rounds_started = Instant::now();
+    let mut rounds = 0;
+    for round in 0..reps.max(1) {
+        let per_round = rounds_started.elapsed() / round.max(1) as u32;
+        if round > 0 && deadline.is_some_and(|d| Instant::now() + per_round + retry_window > d) {
+            break;
+        }
+        rounds += 1;
+        for (setting, value) in settings {
+            srv.set_max_startups(value);
+            for c in cases.iter_mut().filter(|c| c.setting == setting) {
                 c.runs.push(burst(&srv, &cfgs[..c.agents]));
                 thread::sleep(Duration::from_millis(500));
             }
         }
-        cases.extend(by_size);
     }
     let retry = (!retry_window.is_zero()).then(|| {
         srv.set_max_startups(None);
@@ -298,6 +315,7 @@ pub fn measure(sizes: &[usize], reps: usize, retry_window: Duration) -> Option<L
         r
     });
     Some(LoadResults {
+        rounds,
         fleet_hosts: fleet,
         module_value,
         module_value_from,
@@ -336,12 +354,12 @@ pub fn describe_retry(r: &Retry) -> String {
 fn main() {
     let reps = common::env_or("TIFFIN_BENCH_LOAD_REPS", 3);
     let retry = common::env_or("TIFFIN_BENCH_RETRY_SECS", 95) as u64;
-    let Some(r) = measure(&[50, 100, 200], reps, Duration::from_secs(retry)) else {
+    let Some(r) = measure(&[50, 100, 200], reps, Duration::from_secs(retry), None) else {
         return;
     };
     println!(
-        "\nserver load: {} host users on one sshd (setup {:.0} s); module MaxStartups {} ({}); median (min–max) of {reps}",
-        r.fleet_hosts, r.setup_s, r.module_value, r.module_value_from
+        "\nserver load: {} host users on one sshd (setup {:.0} s); module MaxStartups {} ({}); median (min–max) of {}",
+        r.fleet_hosts, r.setup_s, r.module_value, r.module_value_from, r.rounds
     );
     println!("| agents | MaxStartups | checks/s | failures | sshd CPU s | wall s |");
     println!("|---|---|---|---|---|---|");
