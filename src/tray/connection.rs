@@ -1,0 +1,185 @@
+//! Follows the agent over its socket: subscribe, pass every status on, and while the agent is
+//! down say so once and reconnect with backoff. Blocking reads on its own thread; no polling.
+
+use crate::ipc::{Client, ClientError, Command, Event};
+use crate::status::AgentStatus;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The agent's socket when neither `--socket` nor `$TIFFIN_SOCKET` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/tiffin/agent.sock";
+
+/// The first wait before reconnecting, doubled after each failure up to [`BACKOFF_MAX`]. Short
+/// enough that an agent restart is seen at once, long enough not to spin.
+pub const BACKOFF_START: Duration = Duration::from_millis(200);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// `--socket`, else `$TIFFIN_SOCKET`, else the default.
+pub fn socket_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("TIFFIN_SOCKET").map(PathBuf::from))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// Runs forever: calls `on_status(Some(status))` for each status the agent sends and
+/// `on_status(None)` once each time the agent becomes unreachable. Returns when `on_status`
+/// returns false (the tray is quitting).
+pub fn follow(socket: &Path, mut on_status: impl FnMut(Option<AgentStatus>) -> bool) {
+    let mut backoff = BACKOFF_START;
+    let mut told_down = false;
+    loop {
+        let mut got_any = false;
+        let result = session(socket, &mut |s| {
+            got_any = true;
+            told_down = false;
+            on_status(Some(s))
+        });
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::debug!("agent connection: {e}");
+                if got_any {
+                    backoff = BACKOFF_START;
+                }
+                if !told_down {
+                    told_down = true;
+                    if !on_status(None) {
+                        return;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection: subscribe, fetch the current status, then relay events until it breaks.
+/// `Ok` only when the sink asked to stop.
+fn session(socket: &Path, sink: &mut dyn FnMut(AgentStatus) -> bool) -> Result<(), ClientError> {
+    let mut client = Client::connect(socket)?;
+    let mut stop = false;
+    // Subscribe first so that no change between the two requests is missed.
+    client.call_with(Command::Subscribe, &mut |e| {
+        let Event::Status(s) = e;
+        stop |= !sink(s);
+    })?;
+    if stop {
+        return Ok(());
+    }
+    let current = client.call_with(Command::Status, &mut |e| {
+        let Event::Status(s) = e;
+        stop |= !sink(s);
+    })?;
+    let current: AgentStatus =
+        serde_json::from_value(current).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if stop || !sink(current) {
+        return Ok(());
+    }
+    loop {
+        let Event::Status(s) = client.next_event()?;
+        if !sink(s) {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether the user running the tray may roll back: root, or a member of `admin_group`
+/// (the agent checks again; this only decides whether the menu entry is enabled).
+pub fn user_may_rollback(admin_group: &str) -> bool {
+    use nix::unistd::{getgroups, getuid, Group, User};
+    if getuid().is_root() {
+        return true;
+    }
+    if admin_group.is_empty() {
+        return false;
+    }
+    let Ok(Some(group)) = Group::from_name(admin_group) else {
+        return false;
+    };
+    if getgroups().is_ok_and(|gs| gs.contains(&group.gid)) {
+        return true;
+    }
+    // Membership granted after login is not in the process's groups yet; the agent reads the
+    // group database, so do the same.
+    match User::from_uid(getuid()) {
+        Ok(Some(u)) => u.gid == group.gid || group.mem.iter().any(|m| *m == u.name),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::codec::{decode_request, encode};
+    use crate::ipc::Response;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::mpsc;
+
+    /// Serves one client: answers subscribe and status with `gen`, sends one event, closes.
+    fn serve_once(listener: &UnixListener, generation: u64) {
+        let (stream, _) = listener.accept().expect("accept");
+        let mut w = stream.try_clone().expect("clone");
+        let mut r = BufReader::new(stream);
+        let status = AgentStatus {
+            applied_generation: Some(generation),
+            ..AgentStatus::default()
+        };
+        for _ in 0..2 {
+            let mut line = Vec::new();
+            r.read_until(b'\n', &mut line).expect("read");
+            let req = decode_request(line.trim_ascii_end()).expect("request");
+            let data = match req.cmd {
+                Command::Status => serde_json::to_value(&status).expect("json"),
+                _ => serde_json::Value::Null,
+            };
+            w.write_all(&encode(&Response::ok(req.id, data)))
+                .expect("write");
+        }
+        let mut next = status.clone();
+        next.applied_generation = Some(generation + 1);
+        w.write_all(&encode(&Event::Status(next))).expect("write");
+    }
+
+    #[test]
+    fn follows_statuses_says_unreachable_once_and_reconnects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("agent.sock");
+        let (tx, rx) = mpsc::channel();
+        let follower_sock = sock.clone();
+        std::thread::spawn(move || follow(&follower_sock, |s| tx.send(s).is_ok()));
+        // Nobody listens yet: unreachable, said once.
+        assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok(None));
+        assert!(
+            rx.recv_timeout(Duration::from_millis(700)).is_err(),
+            "said twice"
+        );
+        let listener = UnixListener::bind(&sock).expect("bind");
+        serve_once(&listener, 7);
+        let got: Vec<_> = (0..3)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("status"))
+            .collect();
+        let gens: Vec<_> = got
+            .iter()
+            .map(|s| s.as_ref().and_then(|s| s.applied_generation))
+            .collect();
+        assert_eq!(gens, vec![Some(7), Some(8), None]);
+        // Back again: recovers without a restart.
+        serve_once(&listener, 20);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("status")
+                .and_then(|s| s.applied_generation),
+            Some(20)
+        );
+    }
+
+    #[test]
+    fn socket_flag_wins_over_the_default() {
+        assert_eq!(
+            socket_path(Some(PathBuf::from("/tmp/x.sock"))),
+            PathBuf::from("/tmp/x.sock")
+        );
+    }
+}
