@@ -69,7 +69,8 @@ pub struct Desktop {
     pub dir: tempfile::TempDir,
     pub display: String,
     pub bus: String,
-    harness: Harness,
+    /// None: no StatusNotifierWatcher on the bus, so the tray falls back to an XEmbed icon.
+    harness: Option<Harness>,
     // Dropped last: the X server and the bus outlive their clients.
     _dbus: Proc,
     _xvfb: Proc,
@@ -88,7 +89,17 @@ fn read_first_line(out: ChildStdout, what: &str) -> String {
 }
 
 impl Desktop {
+    /// A desktop whose bus has the test watcher and notification server.
     pub fn start() -> Self {
+        Self::start_with(true, "1024x600x24")
+    }
+
+    /// A desktop for an XEmbed panel (trayer): no watcher on the bus.
+    pub fn start_without_watcher(screen: &str) -> Self {
+        Self::start_with(false, screen)
+    }
+
+    fn start_with(with_harness: bool, screen: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tiffin-tray-test-")
             .tempdir()
@@ -110,9 +121,11 @@ impl Desktop {
                 "1",
                 "-screen",
                 "0",
-                "1024x600x24",
+                screen,
                 "-nolisten",
                 "tcp",
+                // A white root window: screenshots show a plain desktop.
+                "-wr",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -132,7 +145,7 @@ impl Desktop {
         let dbus = Proc(dbus);
         let bus = read_first_line(out, "dbus-daemon");
 
-        let harness = Harness::start(&bus);
+        let harness = with_harness.then(|| Harness::start(&bus));
         Self {
             dir,
             display,
@@ -185,7 +198,10 @@ impl Desktop {
     }
 
     pub fn call(&mut self, req: Value) -> Result<Value, String> {
-        self.harness.call(req)
+        match self.harness.as_mut() {
+            Some(h) => h.call(req),
+            None => Err("this desktop has no D-Bus harness".into()),
+        }
     }
 
     /// The registered item's properties, once it has registered.
