@@ -33,3 +33,4 @@ demo: deps
 
 bench: deps
 	$(CARGO) bench --bench manifest
+	$(CARGO) bench --bench tray_idle
