@@ -28,7 +28,8 @@ pub const EXIT_ROLLED_BACK: u8 = 3;
     name = "tiffin",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = COMMAND_TREE
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -56,6 +57,23 @@ pub enum Command {
     /// A self-contained fleet sandbox on this machine: publish, update, roll back, with nothing to set up.
     Demo(demo::DemoArgs),
 }
+
+/// The whole command tree, shown under `tiffin --help`.
+const COMMAND_TREE: &str = "\
+The whole command tree:
+  tiffin fleet init [DIR]                     create a fleet repository
+  tiffin fleet publish [HOST…]                publish changed hosts as new generations
+  tiffin fleet build [HOST…]                  build hosts' systems without publishing
+  tiffin fleet status [--json] [--watch]      every host's state
+  tiffin fleet diff HOST                      running vs expected system closure
+  tiffin fleet logs HOST [--last N]           a host's latest reports
+  tiffin fleet sshd-config                    sshd Match blocks and user setup
+  tiffin agent [--config FILE] [--once]       the privileged agent (root)
+  tiffin status|check|update|rollback|log|watch   talk to the local agent
+  tiffin demo                                 the whole system in a sandbox
+  tiffin-tray                                 the desktop tray app
+
+Each command's --help explains its options.";
 
 /// Entry point of the `tiffin` binary.
 pub fn main() -> ExitCode {

@@ -1,0 +1,41 @@
+# tiffin's flake: the package (with and without the tray), the NixOS modules and a dev shell.
+# It lives in packaging/ but builds the whole repository, so use it through git, from the
+# repository's root: `nix build ./packaging`, `nix develop ./packaging` (files must be tracked).
+{
+  description = "tiffin: keep a fleet of NixOS machines on one repository's configuration";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+
+  outputs = { self, nixpkgs }:
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+    in
+    {
+      packages = forAllSystems (pkgs: {
+        default = pkgs.callPackage ./nix/package.nix { };
+        headless = pkgs.callPackage ./nix/package.nix { withTray = false; };
+      });
+
+      # The modules build packaging/nix/package.nix with the machine's own nixpkgs by default.
+      nixosModules = {
+        server = ./nixos/server.nix;
+        agent = ./nixos/agent.nix;
+        tray = ./nixos/tray.nix;
+        default = { imports = [ ./nixos/server.nix ./nixos/agent.nix ./nixos/tray.nix ]; };
+      };
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          inputsFrom = [ self.packages.${pkgs.system}.default ];
+          packages = with pkgs; [
+            cargo rustc clippy rustfmt
+            openssh rsync xvfb-run dbus desktop-file-utils systemd
+            glib imagemagick iproute2 procps python3 python3Packages.dbus-python python3Packages.pygobject3
+          ];
+        };
+      });
+
+      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
+    };
+}

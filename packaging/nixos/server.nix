@@ -1,0 +1,142 @@
+# services.tiffin.server: the central SFTP server of a tiffin fleet (DESIGN §2, §7).
+# fleet.toml is read with builtins.fromTOML, so the host keys live in one place: the admin's
+# fleet repository. Each host gets a system user in the group `tiffin`, its key in
+# /etc/ssh/tiffin/authorized_keys/<user>, an sshd Match block (chroot, internal-sftp only, no
+# forwarding) and its chroot directories. The text is made by ./lib.nix, which a test evaluates.
+{ config, lib, pkgs, ... }:
+
+let
+  tiffinLib = import ./lib.nix;
+  cfg = config.services.tiffin.server;
+  fleetRaw = tiffinLib.readFleet cfg.fleetFile;
+  # The chroot the module serves; fleet.toml's unless the admin overrides it (see the assertion).
+  fleet = fleetRaw // {
+    chroot = cfg.chrootDir;
+    hosts = map (h: h // { chrootDir = "${cfg.chrootDir}/${h.name}"; }) fleetRaw.hosts;
+  };
+  # sshd refuses users whose shell does not exist; NixOS has no /usr/sbin/nologin.
+  nologin = "${pkgs.shadow}/bin/nologin";
+  hostUsers = tiffinLib.users { inherit fleet; shell = nologin; uids = cfg.uids; };
+in
+{
+  options.services.tiffin.server = {
+    enable = lib.mkEnableOption "the tiffin fleet server (per-host SFTP chroots served by OpenSSH)";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.callPackage ../nix/package.nix { withTray = false; };
+      defaultText = lib.literalExpression "tiffin-headless (packaging/nix/package.nix without the tray)";
+      description = "The tiffin package; the admin runs `tiffin fleet publish` from it.";
+    };
+
+    fleetFile = lib.mkOption {
+      type = lib.types.path;
+      example = lib.literalExpression "./fleet/fleet.toml";
+      description = ''
+        The fleet repository's fleet.toml. Its hosts become system users, sshd Match blocks and
+        chroot directories. Give a path inside your configuration (it is read at evaluation time).
+      '';
+    };
+
+    chrootDir = lib.mkOption {
+      type = lib.types.str;
+      default = fleetRaw.chroot;
+      defaultText = lib.literalExpression "chroot from fleetFile (\"/srv/tiffin\" when unset)";
+      description = ''
+        Root of the per-host chroots. Every component of it must be owned by root and not
+        writable by group or others (sshd checks), so never under /tmp or a home directory.
+      '';
+    };
+
+    uids = lib.mkOption {
+      type = lib.types.attrsOf lib.types.int;
+      default = { };
+      example = { laptop = 401; };
+      description = ''
+        Fixed uids for host users (by user name). Without one NixOS picks a free system uid; fix
+        them when the chroots live on storage that outlives a reinstall.
+      '';
+    };
+
+    maxStartups = lib.mkOption {
+      type = lib.types.str;
+      default = tiffinLib.maxStartups (builtins.length fleet.hosts);
+      defaultText = lib.literalExpression "\"<max 10 hosts>:30:<max 100 (2 × that)>\"";
+      description = ''
+        sshd's MaxStartups. The default lets every host of the fleet be in its SSH handshake at
+        the same time (after a server restart they all reconnect), never below sshd's 10:30:100.
+      '';
+    };
+
+    binaryCache = {
+      enable = lib.mkEnableOption ''
+        offering this server's Nix store to the fleet's hosts as a binary cache over SSH
+        (nix.sshServe, user nix-ssh, the same host keys). Agents opt in with useServerCache'';
+      secretKeyFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/var/lib/nix-cache/secret-key";
+        description = ''
+          Key that signs what this server builds (`nix-store --generate-binary-cache-key`), so
+          that hosts trust it. A string, not a path: it must not be copied into the store.
+        '';
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = builtins.match "(/[A-Za-z0-9._+@-]+)+" cfg.chrootDir != null;
+        message = "services.tiffin.server.chrootDir = \"${cfg.chrootDir}\" must be an absolute path of plain characters without a trailing '/', e.g. \"/srv/tiffin\".";
+      }
+      {
+        assertion = !(lib.hasPrefix "/tmp/" cfg.chrootDir || lib.hasPrefix "/var/tmp/" cfg.chrootDir || lib.hasPrefix "/home/" cfg.chrootDir);
+        message = "services.tiffin.server.chrootDir = \"${cfg.chrootDir}\": sshd refuses a chroot below a directory others can write to; use e.g. /srv/tiffin.";
+      }
+      {
+        assertion = cfg.chrootDir == fleetRaw.chroot;
+        message = ''
+          services.tiffin.server.chrootDir = "${cfg.chrootDir}" but ${toString cfg.fleetFile} says chroot = "${fleetRaw.chroot}".
+          `tiffin fleet publish` writes where fleet.toml says, so sshd would serve empty directories: change one of them.'';
+      }
+      {
+        assertion = fleet.hosts != [ ];
+        message = "services.tiffin.server: ${toString cfg.fleetFile} has no [hosts.<name>] yet; add one with the host's SSH public key (`tiffin fleet init` writes an example).";
+      }
+      {
+        assertion = cfg.binaryCache.enable -> cfg.binaryCache.secretKeyFile != null;
+        message = "services.tiffin.server.binaryCache.enable needs binaryCache.secretKeyFile: hosts only substitute paths signed by a key they trust.";
+      }
+      {
+        assertion = cfg.binaryCache.secretKeyFile == null || !(lib.hasPrefix builtins.storeDir cfg.binaryCache.secretKeyFile);
+        message = "services.tiffin.server.binaryCache.secretKeyFile points into the Nix store, which everyone can read: keep the key outside it.";
+      }
+    ];
+
+    environment.systemPackages = [ cfg.package ];
+
+    users.groups.tiffin = { };
+    users.users = lib.mapAttrs (_: u: builtins.removeAttrs u [ "keys" ]) hostUsers;
+
+    environment.etc = tiffinLib.authorizedKeysFiles fleet;
+
+    services.openssh = {
+      enable = true;
+      settings.MaxStartups = lib.mkDefault cfg.maxStartups;
+      # Match blocks must come last in sshd_config; NixOS appends extraConfig after the settings.
+      extraConfig = lib.mkAfter ("\n" + tiffinLib.sshdMatchBlocks fleet);
+    };
+
+    systemd.tmpfiles.rules = tiffinLib.tmpfilesRules fleet;
+
+    nix = lib.mkIf cfg.binaryCache.enable {
+      sshServe = {
+        enable = true;
+        protocol = "ssh-ng";
+        keys = map (h: h.key) fleet.hosts;
+      };
+      settings.secret-key-files = [ cfg.binaryCache.secretKeyFile ];
+    };
+  };
+}

@@ -1,0 +1,1142 @@
+//! The packaging in `packaging/`, checked with the real tools:
+//! - every .nix file parses (`nix-instantiate --parse`);
+//! - the plain functions behind the NixOS modules (`packaging/nixos/lib.nix`) evaluate on a
+//!   sample fleet.toml to the expected users and the sshd text of the contract
+//!   (/work/notes/sshd.md), and real `sshd -t` / `sshd -T` accept and apply that text;
+//! - the agent.toml they render passes the real `tiffin agent --check-config`;
+//! - the systemd unit passes `systemd-analyze verify` and carries the module's settings;
+//! - the .desktop file passes `desktop-file-validate`;
+//! - each NixOS module and the package, evaluated one at a time against stand-ins for the few
+//!   nixpkgs functions they use (tests/fixtures/packaging/eval-*.nix), set what they should
+//!   and their assertions fire with messages that name the option and the fix.
+//!
+//! Under `CI=true` a missing tool is a failure; elsewhere the test says why it skips. One
+//! exception, on purpose: `systemd-analyze verify` needs only the tool, but if it cannot verify
+//! even a trivial unit in this environment (some containers), the test says so and passes,
+//! because that says nothing about our unit; a missing `systemd-analyze` still fails under CI.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tiffin::config::AgentConfig;
+use tiffin::runner::{CmdOutput, Runner};
+
+const TIMEOUT: Option<Duration> = Some(Duration::from_secs(120));
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/packaging").join(name)
+}
+
+fn lib_nix() -> PathBuf {
+    repo().join("packaging/nixos/lib.nix")
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// The tool's path, or `None` with a printed reason (outside CI only: under CI it panics).
+fn tool(name: &str, debian_package: &str) -> Option<PathBuf> {
+    let dirs = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&dirs)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let why = format!(
+            "`{name}` is not installed (Debian package {debian_package}; `packaging/deps.sh test` installs it)"
+        );
+        assert!(!in_ci(), "{why}; CI=true, so this is a failure");
+        eprintln!("skipped: {why}");
+    }
+    found
+}
+
+fn run(program: &Path, args: &[&str]) -> CmdOutput {
+    let program = program.to_string_lossy();
+    Runner::new()
+        .run(&program, args, TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `nix-instantiate --eval --strict --json --expr EXPR`, where `lib` is packaging/nixos/lib.nix.
+/// Debian's nix has no nixbld group; an empty build-users-group keeps its warning out of errors.
+fn nix_eval(expr: &str) -> Result<Value, String> {
+    let nix = tool("nix-instantiate", "nix-bin").ok_or("no nix-instantiate")?;
+    let full = format!("let lib = import {}; in {expr}", lib_nix().display());
+    let out = Runner::new()
+        .run(
+            "env",
+            &[
+                "NIX_CONFIG=build-users-group =",
+                &nix.to_string_lossy(),
+                "--eval",
+                "--strict",
+                "--json",
+                "--expr",
+                &full,
+            ],
+            TIMEOUT,
+        )
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(out.stderr);
+    }
+    serde_json::from_str(&out.stdout).map_err(|e| format!("{e}: {}", out.stdout))
+}
+
+fn have_nix() -> bool {
+    tool("nix-instantiate", "nix-bin").is_some()
+}
+
+fn eval_ok(expr: &str) -> Value {
+    nix_eval(expr).unwrap_or_else(|e| panic!("evaluating {expr}:\n{e}"))
+}
+
+fn eval_string(expr: &str) -> String {
+    match eval_ok(expr) {
+        Value::String(s) => s,
+        other => panic!("{expr} gave {other}, not a string"),
+    }
+}
+
+const LAPTOP_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII/fFjB+UdFJl3Q6L4epuThLZhqYD3SUlnH0B4iRtrtY root@laptop";
+const BUILDER_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJDWYiK/NRju/dMgJLsD/bSTAtvFcMJup0F87+ozd/Mv root@builder";
+const SERVER_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsdO2/P2LoPncj3x48T3pwIv4gN0/H/zfak2miDp5nl root@server";
+
+fn sample_fleet() -> String {
+    format!("(lib.readFleet {})", fixture("fleet.toml").display())
+}
+
+/// The contract's Match block (/work/notes/sshd.md), written out by hand.
+fn contract_match_block(user: &str, chroot: &str) -> String {
+    format!(
+        "Match User {user}
+    ChrootDirectory {chroot}
+    ForceCommand internal-sftp
+    AuthorizedKeysFile /etc/ssh/tiffin/authorized_keys/%u
+    PasswordAuthentication no
+    KbdInteractiveAuthentication no
+    AllowTcpForwarding no
+    AllowAgentForwarding no
+    AllowStreamLocalForwarding no
+    PermitTunnel no
+    X11Forwarding no
+    PermitTTY no
+"
+    )
+}
+
+fn all_nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .path();
+        if path.is_dir() {
+            all_nix_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "nix") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_nix_file_parses() {
+    let Some(nix) = tool("nix-instantiate", "nix-bin") else {
+        return;
+    };
+    // The parser must be able to say no, or a pass below means nothing.
+    let broken = run(&nix, &["--parse", "--expr", "{ a = ; }"]);
+    assert!(
+        !broken.success(),
+        "nix-instantiate --parse accepted a broken expression"
+    );
+
+    let mut files = Vec::new();
+    all_nix_files(&repo().join("packaging"), &mut files);
+    files.sort();
+    for expected in [
+        "packaging/flake.nix",
+        "packaging/nix/package.nix",
+        "packaging/nixos/agent.nix",
+        "packaging/nixos/lib.nix",
+        "packaging/nixos/server.nix",
+        "packaging/nixos/tray.nix",
+    ] {
+        assert!(
+            files.contains(&repo().join(expected)),
+            "{expected} is missing"
+        );
+    }
+    for file in &files {
+        let out = run(&nix, &["--parse", &file.to_string_lossy()]);
+        assert!(
+            out.success(),
+            "{} does not parse:\n{}",
+            file.display(),
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn fleet_toml_becomes_one_tiffin_system_user_per_host() {
+    if !have_nix() {
+        return;
+    }
+    let users = eval_ok(&format!(
+        "lib.users {{ fleet = {}; shell = \"/run/current-system/sw/bin/nologin\"; uids = {{ laptop = 401; }}; }}",
+        sample_fleet()
+    ));
+    let expected = json!({
+        "laptop": {
+            "uid": 401,
+            "group": "tiffin",
+            "isSystemUser": true,
+            "home": "/var/empty",
+            "shell": "/run/current-system/sw/bin/nologin",
+            "hashedPassword": "*",
+            "keys": [LAPTOP_KEY],
+        },
+        // fleet.toml gives this host its own user name.
+        "tiffin-builder": {
+            "group": "tiffin",
+            "isSystemUser": true,
+            "home": "/var/empty",
+            "shell": "/run/current-system/sw/bin/nologin",
+            "hashedPassword": "*",
+            "keys": [BUILDER_KEY],
+        },
+    });
+    assert_eq!(users, expected);
+
+    let keys = eval_ok(&format!("lib.authorizedKeysFiles {}", sample_fleet()));
+    assert_eq!(
+        keys,
+        json!({
+            "ssh/tiffin/authorized_keys/laptop":
+                { "mode": "0644", "user": "root", "group": "root", "text": format!("{LAPTOP_KEY}\n") },
+            "ssh/tiffin/authorized_keys/tiffin-builder":
+                { "mode": "0644", "user": "root", "group": "root", "text": format!("{BUILDER_KEY}\n") },
+        })
+    );
+}
+
+#[test]
+fn fleet_toml_becomes_the_contract_sshd_match_blocks() {
+    if !have_nix() {
+        return;
+    }
+    let text = eval_string(&format!("lib.sshdMatchBlocks {}", sample_fleet()));
+    // Hosts in name order; the chroot is fleet.toml's without its trailing slash, and by host
+    // name even where the user name differs.
+    let expected = format!(
+        "{}\n{}",
+        contract_match_block("tiffin-builder", "/srv/tiffin-test/builder"),
+        contract_match_block("laptop", "/srv/tiffin-test/laptop")
+    );
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn fleet_toml_becomes_the_chroot_layout_as_tmpfiles_rules() {
+    if !have_nix() {
+        return;
+    }
+    let rules = eval_ok(&format!("lib.tmpfilesRules {}", sample_fleet()));
+    assert_eq!(
+        rules,
+        json!([
+            "d /srv/tiffin-test 0755 root root -",
+            "d /srv/tiffin-test/builder 0755 root root -",
+            "d /srv/tiffin-test/builder/gens 0755 root root -",
+            "d /srv/tiffin-test/builder/logs 0700 tiffin-builder tiffin -",
+            "d /srv/tiffin-test/laptop 0755 root root -",
+            "d /srv/tiffin-test/laptop/gens 0755 root root -",
+            "d /srv/tiffin-test/laptop/logs 0700 laptop tiffin -",
+        ])
+    );
+}
+
+#[test]
+fn max_startups_grows_with_the_fleet_from_sshds_default() {
+    if !have_nix() {
+        return;
+    }
+    let got = eval_ok("map lib.maxStartups [ 0 3 10 64 500 ]");
+    assert_eq!(
+        got,
+        json!([
+            "10:30:100",
+            "10:30:100",
+            "10:30:100",
+            "64:30:128",
+            "500:30:1000"
+        ])
+    );
+}
+
+#[test]
+fn bad_fleet_toml_is_refused_naming_file_host_and_problem() {
+    if !have_nix() {
+        return;
+    }
+    for (file, must_say) in [
+        (
+            "fleet-bad-host.toml",
+            ["[hosts.Laptop]", "not usable as a Unix user name"],
+        ),
+        (
+            "fleet-unknown-key.toml",
+            ["[hosts.laptop]", "unknown key \"keys\""],
+        ),
+        (
+            "fleet-duplicate-user.toml",
+            ["fleet-duplicate-user.toml", "user \"shared\""],
+        ),
+    ] {
+        let path = fixture(file);
+        let err = nix_eval(&format!(
+            "lib.users {{ fleet = lib.readFleet {}; }}",
+            path.display()
+        ))
+        .expect_err(file);
+        assert!(err.contains(&path.display().to_string()), "{file}: {err}");
+        for words in must_say {
+            assert!(err.contains(words), "{file}: expected {words:?} in:\n{err}");
+        }
+    }
+}
+
+/// A free loopback port: bind to 0 and let the kernel choose.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A minimal sshd_config around `body` in `dir`, with its own host key.
+fn sshd_config(dir: &Path, body: &str) -> PathBuf {
+    let keygen = tool("ssh-keygen", "openssh-client").expect("ssh-keygen");
+    let key = dir.join("host_ed25519");
+    if !key.exists() {
+        let out = run(
+            &keygen,
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-f",
+                &key.to_string_lossy(),
+            ],
+        );
+        assert!(out.success(), "{}", out.describe_failure());
+    }
+    let config = dir.join("sshd_config");
+    let text = format!(
+        "Port {}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM no\n{body}",
+        free_port(),
+        key.display(),
+        dir.join("sshd.pid").display()
+    );
+    std::fs::write(&config, text).expect("writing sshd_config");
+    config
+}
+
+/// sshd -t refuses to run without its privilege separation directory, which only exists while
+/// the distribution's sshd service runs. Creating it is what that service does.
+fn sshd_ready() -> Option<PathBuf> {
+    let sshd = tool("sshd", "openssh-server")?;
+    tool("ssh-keygen", "openssh-client")?;
+    let privsep = Path::new("/run/sshd");
+    if !privsep.is_dir() && std::fs::create_dir_all(privsep).is_err() {
+        let why = "/run/sshd is missing and cannot be created (needs root)";
+        assert!(!in_ci(), "{why}; CI=true, so this is a failure");
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(sshd)
+}
+
+#[test]
+fn real_sshd_accepts_and_applies_the_generated_sshd_text() {
+    let Some(sshd) = sshd_ready() else { return };
+    if !have_nix() {
+        return;
+    }
+    let blocks = eval_string(&format!("lib.sshdMatchBlocks {}", sample_fleet()));
+    let max_startups = eval_string("lib.maxStartups 2");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = sshd_config(dir.path(), &format!("MaxStartups {max_startups}\n{blocks}"));
+    let config_arg = config.to_string_lossy();
+
+    let test = run(&sshd, &["-t", "-f", &config_arg]);
+    assert!(
+        test.success(),
+        "sshd -t refused:\n{}",
+        test.describe_failure()
+    );
+
+    // -T prints the configuration sshd would apply to a connection: the block must bind the
+    // host's user, and only that user.
+    let effective = |user: &str| {
+        let spec = format!("user={user},host=agent.example.org,addr=127.0.0.1");
+        let out = run(&sshd, &["-T", "-f", &config_arg, "-C", &spec]);
+        assert!(out.success(), "{}", out.describe_failure());
+        out.stdout
+    };
+    let laptop = effective("laptop");
+    for line in [
+        "chrootdirectory /srv/tiffin-test/laptop",
+        "forcecommand internal-sftp",
+        "authorizedkeysfile /etc/ssh/tiffin/authorized_keys/%u",
+        "passwordauthentication no",
+        "kbdinteractiveauthentication no",
+        "allowtcpforwarding no",
+        "allowagentforwarding no",
+        "allowstreamlocalforwarding no",
+        "permittunnel no",
+        "x11forwarding no",
+        "permittty no",
+        "maxstartups 10:30:100",
+    ] {
+        assert!(
+            laptop.lines().any(|l| l == line),
+            "laptop lacks {line:?}:\n{laptop}"
+        );
+    }
+    let builder = effective("tiffin-builder");
+    assert!(builder
+        .lines()
+        .any(|l| l == "chrootdirectory /srv/tiffin-test/builder"));
+    let stranger = effective("someone-else");
+    assert!(
+        stranger.lines().any(|l| l == "chrootdirectory none"),
+        "{stranger}"
+    );
+    assert!(
+        stranger.lines().any(|l| l == "forcecommand none"),
+        "{stranger}"
+    );
+}
+
+#[test]
+fn real_sshd_refuses_a_broken_match_block() {
+    // The control for the test above: sshd -t does reject a bad block.
+    let Some(sshd) = sshd_ready() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = sshd_config(dir.path(), "Match User laptop\n    ChrootDirectory\n");
+    let out = run(&sshd, &["-t", "-f", &config.to_string_lossy()]);
+    assert!(
+        !out.success(),
+        "sshd -t accepted a ChrootDirectory without a path"
+    );
+}
+
+#[test]
+fn known_hosts_pins_the_server_key_in_the_form_openssh_looks_up() {
+    if !have_nix() {
+        return;
+    }
+    let Some(keygen) = tool("ssh-keygen", "openssh-client") else {
+        return;
+    };
+    let text = eval_string(&format!(
+        "lib.knownHosts {{ server = \"fleet.example.org\"; port = 2222; serverHostKey = \"{SERVER_KEY}\"; }}"
+    ));
+    let blob = SERVER_KEY.trim_end_matches(" root@server");
+    assert_eq!(text, format!("[fleet.example.org]:2222 {blob}\n"));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("known_hosts");
+    std::fs::write(&file, &text).expect("writing known_hosts");
+    let file = file.to_string_lossy();
+    let found = run(&keygen, &["-F", "[fleet.example.org]:2222", "-f", &file]);
+    assert!(
+        found.success(),
+        "ssh-keygen -F did not find the server: {}",
+        found.describe_failure()
+    );
+    let wrong_port = run(&keygen, &["-F", "[fleet.example.org]:22", "-f", &file]);
+    assert!(!wrong_port.success(), "the pin must hold for its port only");
+
+    let bad = nix_eval(
+        "lib.knownHosts { server = \"fleet.example.org\"; serverHostKey = \"AAAA no type\"; }",
+    )
+    .expect_err("a key without a type");
+    assert!(bad.contains("serverHostKey"), "{bad}");
+}
+
+/// The agent module's options as the test passes them: every documented key differs from its
+/// default, and the health checks carry characters TOML must escape.
+const AGENT_OPTIONS: &str = r#"{
+  host = "laptop";
+  server = "fleet.example.org";
+  port = 2222;
+  identityFile = "/etc/tiffin/id_ed25519";
+  knownHostsFile = "/etc/tiffin/known_hosts";
+  interval = "5m";
+  jitter = "30s";
+  policy = "notify";
+  deadline = "12h";
+  operation = "boot";
+  verifyTimeout = "90s";
+  healthChecks = [ "systemctl is-active sshd.service" "sh -c 'test \"$(hostname)\" = laptop' # \\ é" ];
+  socketGroup = "tiffin-users";
+  adminGroup = "admins";
+  httpTrigger = "";
+  trustedKey = "/etc/tiffin/admin.pub";
+  system = {
+    nix = "/nix/store/x-nix/bin/nix";
+    nix_build = "/nix/store/x-nix/bin/nix-build";
+    nix_env = "/nix/store/x-nix/bin/nix-env";
+    systemd_run = "";
+  };
+}"#;
+
+#[test]
+fn rendered_agent_toml_passes_the_real_agents_check_with_every_value_kept() {
+    if !have_nix() {
+        return;
+    }
+    let text = eval_string(&format!("lib.agentToml {AGENT_OPTIONS}"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, &text).expect("writing agent.toml");
+
+    let check = run(
+        Path::new(env!("CARGO_BIN_EXE_tiffin")),
+        &[
+            "agent",
+            "--config",
+            &file.to_string_lossy(),
+            "--check-config",
+        ],
+    );
+    assert_eq!(check.code, Some(0), "{}\n{text}", check.describe_failure());
+
+    let c = AgentConfig::parse(&text, "agent.toml").expect("the library parses it too");
+    assert_eq!(c.host, "laptop");
+    assert_eq!(c.source, "sftp://laptop@fleet.example.org:2222/");
+    assert_eq!(c.identity, PathBuf::from("/etc/tiffin/id_ed25519"));
+    assert_eq!(c.known_hosts, PathBuf::from("/etc/tiffin/known_hosts"));
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/tiffin"));
+    assert_eq!(c.socket, PathBuf::from("/run/tiffin/agent.sock"));
+    assert_eq!(c.socket_group, "tiffin-users");
+    assert_eq!(c.admin_group, "admins");
+    assert_eq!(c.interval, Duration::from_secs(300));
+    assert_eq!(c.jitter, Duration::from_secs(30));
+    assert_eq!(c.policy, tiffin::status::Policy::Notify);
+    assert_eq!(c.deadline, Duration::from_secs(12 * 3600));
+    assert_eq!(c.operation, tiffin::config::Operation::Boot);
+    assert_eq!(c.verify_timeout, Duration::from_secs(90));
+    assert_eq!(
+        c.health_checks,
+        vec![
+            "systemctl is-active sshd.service".to_string(),
+            "sh -c 'test \"$(hostname)\" = laptop' # \\ é".to_string(),
+        ]
+    );
+    assert_eq!(c.http_trigger, "");
+    assert_eq!(c.trusted_key, "/etc/tiffin/admin.pub");
+    assert_eq!(c.system.nix, "/nix/store/x-nix/bin/nix");
+    assert_eq!(c.system.nix_env, "/nix/store/x-nix/bin/nix-env");
+    assert_eq!(c.system.systemd_run, "");
+    // Keys not given keep the agent's own defaults.
+    assert_eq!(
+        c.system.profile,
+        PathBuf::from("/nix/var/nix/profiles/system")
+    );
+}
+
+#[test]
+fn minimal_agent_options_render_the_documented_defaults() {
+    if !have_nix() {
+        return;
+    }
+    let text = eval_string(
+        r#"lib.agentToml { host = "laptop"; server = "fleet.example.org"; user = "lap"; }"#,
+    );
+    let c = AgentConfig::parse(&text, "agent.toml").expect("valid agent.toml");
+    let defaults = AgentConfig::parse(
+        "host = \"laptop\"\nsource = \"sftp://lap@fleet.example.org:22/\"\n",
+        "defaults.toml",
+    )
+    .expect("defaults");
+    assert_eq!(c, defaults, "rendered:\n{text}");
+}
+
+#[test]
+fn agent_check_rejects_what_the_module_would_render_from_a_bad_duration() {
+    // The NixOS module runs this same check at build time (checkConfig): it must catch a typo.
+    if !have_nix() {
+        return;
+    }
+    let text = eval_string(
+        r#"lib.agentToml { host = "laptop"; server = "fleet.example.org"; interval = "soon"; }"#,
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, &text).expect("writing agent.toml");
+    let check = run(
+        Path::new(env!("CARGO_BIN_EXE_tiffin")),
+        &[
+            "agent",
+            "--config",
+            &file.to_string_lossy(),
+            "--check-config",
+        ],
+    );
+    assert_eq!(check.code, Some(2), "{}", check.describe_failure());
+    // Line 9 of the rendered file is `interval`.
+    assert!(
+        check.stderr.contains("agent.toml:9:") && check.stderr.contains("\"soon\""),
+        "{}",
+        check.stderr
+    );
+}
+
+fn unit_file() -> PathBuf {
+    repo().join("packaging/systemd/tiffin-agent.service")
+}
+
+/// `[Service]` lines of a unit file as (key, value), in order.
+fn service_section(text: &str) -> Vec<(String, String)> {
+    let mut in_service = false;
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+        } else if in_service && !line.is_empty() && !line.starts_with('#') {
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn systemd_unit_carries_the_nixos_modules_service_settings() {
+    if !have_nix() {
+        return;
+    }
+    let shared = eval_ok("lib.agentServiceConfig");
+    let text = std::fs::read_to_string(unit_file()).expect("reading the unit");
+    let unit = service_section(&text);
+    let Value::Object(shared) = shared else {
+        panic!("agentServiceConfig is not an attribute set: {shared}")
+    };
+    assert!(shared.contains_key("Type") && shared.contains_key("StateDirectory"));
+    for (key, value) in shared {
+        let want = match value {
+            Value::String(s) => s,
+            Value::Bool(b) => b.to_string(),
+            other => other.to_string(),
+        };
+        assert!(
+            unit.iter().any(|(k, v)| *k == key && *v == want),
+            "{}: [Service] lacks {key}={want} (packaging/nixos/lib.nix agentServiceConfig has it)",
+            unit_file().display()
+        );
+    }
+    assert!(unit
+        .iter()
+        .any(|(k, v)| k == "ExecStart" && v.ends_with(" agent --config /etc/tiffin/agent.toml")));
+}
+
+/// systemd-analyze verify's complaints about `unit` (it also reports other units it loads).
+fn verify(analyze: &Path, unit: &Path) -> (bool, Vec<String>) {
+    let out = run(analyze, &["verify", &unit.to_string_lossy()]);
+    let name = unit
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let about_unit = out
+        .combined()
+        .lines()
+        .filter(|l| l.contains(&name))
+        .map(str::to_string)
+        .collect();
+    (out.success(), about_unit)
+}
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    let Some(analyze) = tool("systemd-analyze", "systemd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // If even a trivial unit cannot be verified here, this environment cannot verify units.
+    let control = dir.path().join("tiffin-control.service");
+    std::fs::write(&control, "[Service]\nType=oneshot\nExecStart=/bin/true\n").expect("write");
+    let (ok, complaints) = verify(&analyze, &control);
+    if !ok || !complaints.is_empty() {
+        eprintln!("skipped: systemd-analyze verify cannot verify units here: {complaints:?}");
+        return;
+    }
+
+    // verify checks that ExecStart is executable: point it at the binary cargo built.
+    let text = std::fs::read_to_string(unit_file()).expect("reading the unit");
+    assert!(
+        text.contains("ExecStart=/usr/local/bin/tiffin "),
+        "ExecStart moved: update this test"
+    );
+    let ours = dir.path().join("tiffin-agent.service");
+    std::fs::write(
+        &ours,
+        text.replace("/usr/local/bin/tiffin", env!("CARGO_BIN_EXE_tiffin")),
+    )
+    .expect("write");
+    let (ok, complaints) = verify(&analyze, &ours);
+    assert!(
+        ok && complaints.is_empty(),
+        "systemd-analyze verify: {complaints:#?}"
+    );
+
+    // The same check sees a misspelt key (systemd only warns, so warnings count as failures).
+    let typo = dir.path().join("tiffin-typo.service");
+    std::fs::write(
+        &typo,
+        text.replace("PrivateTmp=", "PrivateTemp=")
+            .replace("/usr/local/bin/tiffin", env!("CARGO_BIN_EXE_tiffin")),
+    )
+    .expect("write");
+    let (_, complaints) = verify(&analyze, &typo);
+    assert!(
+        complaints.iter().any(|l| l.contains("PrivateTemp")),
+        "a misspelt key went unnoticed: {complaints:?}"
+    );
+}
+
+#[test]
+fn tray_desktop_entry_passes_desktop_file_validate_and_autostarts() {
+    let Some(validate) = tool("desktop-file-validate", "desktop-file-utils") else {
+        return;
+    };
+    let file = repo().join("packaging/xdg/tiffin-tray.desktop");
+    let out = run(&validate, &[&file.to_string_lossy()]);
+    // Hints and warnings count too: a clean file prints nothing.
+    assert!(
+        out.success() && out.combined().trim().is_empty(),
+        "{}",
+        out.describe_failure()
+    );
+    let text = std::fs::read_to_string(&file).expect("reading the desktop file");
+    for line in [
+        "Exec=tiffin-tray",
+        "X-GNOME-Autostart-enabled=true",
+        "Type=Application",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{} lacks {line}",
+            file.display()
+        );
+    }
+}
+
+// ---- The modules themselves, through tests/fixtures/packaging/eval-module.nix: a stand-in for
+// the few nixpkgs functions they use, so that one module evaluates here without nixpkgs. It
+// proves what each module sets from its options, not how NixOS merges modules.
+
+fn eval_module(module: &str, settings: &str, system: &str) -> Value {
+    eval_ok(&format!(
+        "import {} {{ module = {}; settings = {settings}; system = {system}; }}",
+        fixture("eval-module.nix").display(),
+        repo().join("packaging/nixos").join(module).display()
+    ))
+}
+
+fn failed_assertions(result: &Value) -> Vec<String> {
+    serde_json::from_value(result["failedAssertions"].clone()).expect("a list of messages")
+}
+
+fn assert_failed(result: &Value, words: &[&str]) {
+    let failed = failed_assertions(result);
+    assert!(
+        failed.iter().any(|m| words.iter().all(|w| m.contains(w))),
+        "no failed assertion says {words:?}: {failed:#?}"
+    );
+}
+
+#[test]
+fn server_module_makes_users_keys_sshd_text_and_chroots_from_fleet_toml() {
+    if !have_nix() {
+        return;
+    }
+    let fleet = fixture("fleet.toml");
+    let r = eval_module(
+        "server.nix",
+        &format!("{{ enable = true; fleetFile = {}; }}", fleet.display()),
+        "{ }",
+    );
+    assert_eq!(failed_assertions(&r), Vec::<String>::new());
+    let c = &r["config"];
+    let users = &c["users"]["users"];
+    assert_eq!(
+        users["laptop"],
+        json!({ "group": "tiffin", "isSystemUser": true, "home": "/var/empty",
+                "shell": "/nix/store/shadow/bin/nologin", "hashedPassword": "*" }),
+        "NixOS users get the nologin NixOS has, and no `keys` (not a users.users option)"
+    );
+    assert!(users.get("tiffin-builder").is_some());
+    assert_eq!(c["users"]["groups"], json!({ "tiffin": {} }));
+    assert_eq!(
+        c["environment"]["etc"]["ssh/tiffin/authorized_keys/laptop"]["text"],
+        json!(format!("{LAPTOP_KEY}\n"))
+    );
+    let blocks = format!(
+        "\n{}\n{}",
+        contract_match_block("tiffin-builder", "/srv/tiffin-test/builder"),
+        contract_match_block("laptop", "/srv/tiffin-test/laptop")
+    );
+    assert_eq!(c["services"]["openssh"]["extraConfig"], json!(blocks));
+    assert_eq!(c["services"]["openssh"]["enable"], json!(true));
+    assert_eq!(
+        c["services"]["openssh"]["settings"]["MaxStartups"],
+        json!("10:30:100")
+    );
+    assert_eq!(
+        c["systemd"]["tmpfiles"]["rules"].as_array().map(Vec::len),
+        Some(7)
+    );
+    assert_eq!(c["nix"], Value::Null, "no binary cache unless asked for");
+
+    let cached = eval_module(
+        "server.nix",
+        &format!(
+            "{{ enable = true; fleetFile = {}; binaryCache = {{ enable = true; secretKeyFile = \"/var/lib/nix-cache/key\"; }}; }}",
+            fleet.display()
+        ),
+        "{ }",
+    );
+    assert_eq!(failed_assertions(&cached), Vec::<String>::new());
+    let nix = &cached["config"]["nix"];
+    assert_eq!(nix["sshServe"]["keys"], json!([BUILDER_KEY, LAPTOP_KEY]));
+    assert_eq!(
+        nix["settings"]["secret-key-files"],
+        json!(["/var/lib/nix-cache/key"])
+    );
+}
+
+#[test]
+fn server_module_assertions_explain_what_is_wrong_and_what_to_do() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "server.nix",
+        &format!(
+            "{{ enable = true; fleetFile = {}; chrootDir = \"/tmp/tiffin\"; binaryCache.enable = true; }}",
+            fixture("fleet.toml").display()
+        ),
+        "{ }",
+    );
+    assert_failed(
+        &r,
+        &[
+            "chrootDir = \"/tmp/tiffin\"",
+            "chroot = \"/srv/tiffin-test\"",
+            "change one",
+        ],
+    );
+    assert_failed(&r, &["/tmp/tiffin", "sshd refuses"]);
+    assert_failed(&r, &["binaryCache.enable needs binaryCache.secretKeyFile"]);
+}
+
+const SERVER_OPTIONS: &str = r#"enable = true; server = "fleet.example.org"; port = 2222;"#;
+
+#[test]
+fn agent_module_renders_a_config_the_real_agent_accepts_and_a_unit_a_switch_leaves_running() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "agent.nix",
+        &format!(
+            "{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; policy = \"notify\"; checkConfig = false; }}"
+        ),
+        r#"{ networking.hostName = "laptop"; }"#,
+    );
+    assert_eq!(failed_assertions(&r), Vec::<String>::new());
+    let c = &r["config"];
+    let etc = &c["environment"]["etc"];
+    let blob = SERVER_KEY.trim_end_matches(" root@server");
+    assert_eq!(
+        etc["tiffin/known_hosts"]["text"],
+        json!(format!("[fleet.example.org]:2222 {blob}\n"))
+    );
+
+    let text = etc["tiffin/agent.toml"]["source"]["text"]
+        .as_str()
+        .expect("agent.toml is written from text")
+        .to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, &text).expect("writing agent.toml");
+    let check = run(
+        Path::new(env!("CARGO_BIN_EXE_tiffin")),
+        &[
+            "agent",
+            "--config",
+            &file.to_string_lossy(),
+            "--check-config",
+        ],
+    );
+    assert_eq!(check.code, Some(0), "{}\n{text}", check.describe_failure());
+    let a = AgentConfig::parse(&text, "agent.toml").expect("valid agent.toml");
+    assert_eq!(a.host, "laptop", "host defaults to networking.hostName");
+    assert_eq!(a.source, "sftp://laptop@fleet.example.org:2222/");
+    assert_eq!(a.policy, tiffin::status::Policy::Notify);
+    assert_eq!(a.system.nix_env, "/nix/store/nix/bin/nix-env");
+    assert_eq!(a.system.systemd_run, "/nix/store/systemd/bin/systemd-run");
+
+    let unit = &c["systemd"]["services"]["tiffin-agent"];
+    assert_eq!(unit["restartIfChanged"], json!(false));
+    assert_eq!(unit["wantedBy"], json!(["multi-user.target"]));
+    let service = &unit["serviceConfig"];
+    assert_eq!(service["Type"], json!("notify"));
+    assert_eq!(service["RuntimeDirectory"], json!("tiffin"));
+    assert_eq!(service["StateDirectory"], json!("tiffin"));
+    assert_eq!(
+        service["ExecStart"],
+        json!("/nix/store/tiffin-headless/bin/tiffin agent --config /etc/tiffin/agent.toml")
+    );
+    for breaks_activation in [
+        "ProtectSystem",
+        "ProtectHome",
+        "NoNewPrivileges",
+        "RestrictSUIDSGID",
+    ] {
+        assert!(
+            service.get(breaks_activation).is_none(),
+            "{breaks_activation} would break activation"
+        );
+    }
+    assert!(unit["preStart"]
+        .as_str()
+        .is_some_and(|s| s.contains("ssh-keygen -q -t ed25519") && s.contains("[hosts.laptop]")));
+}
+
+#[test]
+fn agent_module_checks_agent_toml_with_the_package_at_build_time() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "agent.nix",
+        &format!("{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; }}"),
+        r#"{ networking.hostName = "laptop"; }"#,
+    );
+    let script = r["config"]["environment"]["etc"]["tiffin/agent.toml"]["source"]["script"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        script.contains("/nix/store/tiffin-headless/bin/tiffin agent --config /nix/store/tiffin-agent.toml --check-config"),
+        "{script}"
+    );
+}
+
+#[test]
+fn agent_module_assertions_name_the_option_and_the_fix() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "agent.nix",
+        r#"{ enable = true; port = 2222; interval = "soon"; socketGroup = "fleet-users";
+             identityFile = "/nix/store/abc-key"; httpTrigger = "localhost:1"; useServerCache = true; }"#,
+        r#"{ networking.hostName = "Laptop"; }"#,
+    );
+    assert_failed(&r, &["agent.host = \"Laptop\"", "lower-case"]);
+    assert_failed(&r, &["agent.server is not set"]);
+    assert_failed(&r, &["serverHostKey is not set", "ssh-keyscan -p 2222"]);
+    assert_failed(&r, &["identityFile points into the Nix store"]);
+    assert_failed(
+        &r,
+        &["socketGroup = \"fleet-users\"", "users.groups.fleet-users"],
+    );
+    assert_failed(&r, &["httpTrigger = \"localhost:1\""]);
+    assert_failed(&r, &["useServerCache needs serverCachePublicKey"]);
+    assert_failed(&r, &["interval = \"soon\" is not a duration"]);
+    assert_eq!(
+        failed_assertions(&r).len(),
+        8,
+        "{:#?}",
+        failed_assertions(&r)
+    );
+}
+
+#[test]
+fn agent_module_offers_the_servers_store_as_a_cache_with_the_pinned_key() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "agent.nix",
+        &format!(
+            "{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; useServerCache = true; serverCachePublicKey = \"fleet-1:abc=\"; }}"
+        ),
+        r#"{ networking.hostName = "laptop"; }"#,
+    );
+    assert_eq!(failed_assertions(&r), Vec::<String>::new());
+    let c = &r["config"];
+    assert_eq!(
+        c["nix"]["settings"]["substituters"],
+        json!(["ssh-ng://nix-ssh@fleet.example.org?ssh-key=/etc/tiffin/id_ed25519"])
+    );
+    assert_eq!(
+        c["nix"]["settings"]["trusted-public-keys"],
+        json!(["fleet-1:abc="])
+    );
+    let ssh = &c["programs"]["ssh"];
+    assert_eq!(
+        ssh["knownHosts"]["tiffin-server"]["hostNames"],
+        json!(["[fleet.example.org]:2222"])
+    );
+    assert_eq!(
+        ssh["knownHosts"]["tiffin-server"]["publicKey"],
+        json!(SERVER_KEY)
+    );
+    assert!(ssh["extraConfig"]
+        .as_str()
+        .is_some_and(|s| s.contains("Port 2222")));
+}
+
+#[test]
+fn tray_module_autostarts_by_xdg_or_by_a_graphical_session_user_service() {
+    if !have_nix() {
+        return;
+    }
+    let agent_on = "{ services.tiffin.agent.enable = true; }";
+    let xdg = eval_module("tray.nix", r#"{ enable = true; }"#, agent_on);
+    let c = &xdg["config"];
+    assert_eq!(
+        c["environment"]["etc"]["xdg/autostart/tiffin-tray.desktop"]["source"],
+        json!("/nix/store/tiffin/share/applications/tiffin-tray.desktop")
+    );
+    assert_eq!(c["systemd"]["user"]["services"]["tiffin-tray"], Value::Null);
+    assert_eq!(
+        c["services"]["tiffin"]["agent"]["package"],
+        json!("/nix/store/tiffin"),
+        "the agent runs from the tray's package: one build"
+    );
+    assert_eq!(c["warnings"], json!([]));
+
+    let user_service = eval_module(
+        "tray.nix",
+        r#"{ enable = true; autostart = "systemd"; }"#,
+        agent_on,
+    );
+    let c = &user_service["config"];
+    assert_eq!(
+        c["environment"]["etc"]["xdg/autostart/tiffin-tray.desktop"],
+        Value::Null
+    );
+    let unit = &c["systemd"]["user"]["services"]["tiffin-tray"];
+    assert_eq!(unit["wantedBy"], json!(["graphical-session.target"]));
+    assert_eq!(unit["partOf"], json!(["graphical-session.target"]));
+    assert_eq!(
+        unit["serviceConfig"]["ExecStart"],
+        json!("/nix/store/tiffin/bin/tiffin-tray")
+    );
+
+    let alone = eval_module(
+        "tray.nix",
+        r#"{ enable = true; }"#,
+        "{ services.tiffin.agent.enable = false; }",
+    );
+    assert!(
+        alone["config"]["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("without services.tiffin.agent")),
+        "{}",
+        alone["config"]["warnings"]
+    );
+}
+
+fn eval_package(with_tray: bool) -> Value {
+    eval_ok(&format!(
+        "import {} {{ withTray = {with_tray}; }}",
+        fixture("eval-package.nix").display()
+    ))
+}
+
+#[test]
+fn headless_package_builds_without_default_features_and_without_gtk() {
+    if !have_nix() {
+        return;
+    }
+    let p = eval_package(false);
+    assert_eq!(p["pname"], json!("tiffin-headless"));
+    assert_eq!(p["version"], json!(env!("CARGO_PKG_VERSION")));
+    assert_eq!(p["buildNoDefaultFeatures"], json!(true));
+    assert_eq!(p["nativeBuildInputs"], json!(["pkg-config"]));
+    assert_eq!(p["buildInputs"], json!(["openssl", "libssh2", "zlib"]));
+    assert_eq!(p["postFixup"], json!(""));
+    let install = p["postInstall"].as_str().unwrap_or_default();
+    assert!(
+        install.contains("lib/systemd/system/tiffin-agent.service"),
+        "{install}"
+    );
+    assert!(!install.contains("tiffin-tray.desktop"), "{install}");
+    assert_eq!(p["lockFileExists"], json!(true), "{}", p["lockFile"]);
+    assert_eq!(
+        PathBuf::from(p["lockFile"].as_str().unwrap_or_default()),
+        repo().join("Cargo.lock")
+    );
+}
+
+#[test]
+fn tray_package_has_gtk_appindicator_and_a_wrapped_tray() {
+    if !have_nix() {
+        return;
+    }
+    let p = eval_package(true);
+    assert_eq!(p["pname"], json!("tiffin"));
+    assert_eq!(p["buildNoDefaultFeatures"], json!(false));
+    assert_eq!(
+        p["nativeBuildInputs"],
+        json!(["pkg-config", "wrapGAppsHook3"])
+    );
+    assert_eq!(
+        p["buildInputs"],
+        json!([
+            "openssl",
+            "libssh2",
+            "zlib",
+            "gtk3",
+            "libayatana-appindicator",
+            "xdotool"
+        ])
+    );
+    let fixup = p["postFixup"].as_str().unwrap_or_default();
+    assert!(
+        fixup.contains("LD_LIBRARY_PATH : libayatana-appindicator/lib")
+            && fixup.contains("wrapGApp $out/bin/tiffin-tray"),
+        "{fixup}"
+    );
+    let install = p["postInstall"].as_str().unwrap_or_default();
+    // The files it installs are the ones in this repository.
+    for file in [
+        "packaging/systemd/tiffin-agent.service",
+        "packaging/xdg/tiffin-tray.desktop",
+    ] {
+        assert!(install.contains(file), "{install}");
+        assert!(repo().join(file).is_file(), "{file} is missing");
+    }
+    assert!(install.contains("share/applications/tiffin-tray.desktop"));
+    assert_eq!(p["meta"]["mainProgram"], json!("tiffin"));
+}
