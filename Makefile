@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test lint unit demo bench headless-check
+.PHONY: all deps build test lint unit demo bench headless-check screenshots
 
 all: build
 
@@ -34,3 +34,7 @@ demo: deps
 bench: deps
 	$(CARGO) bench --bench manifest
 	$(CARGO) bench --bench tray_idle
+
+# The tray's menu in a real panel (trayer under Xvfb), one PNG per state, for the README.
+screenshots: deps
+	$(CARGO) test --test tray_screenshots -- --ignored --nocapture

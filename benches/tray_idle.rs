@@ -70,9 +70,11 @@ fn main() {
     let agent = StubAgent::start(&d.socket(), status());
     let tray = d.start_tray();
     let pid = tray.0.id();
-    wait_for(Duration::from_secs(30), "the tray to show the agent", || {
-        has_line(&mut d, "Up to date")
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the tray to show the agent",
+        || has_line(&mut d, "Up to date"),
+    );
     std::thread::sleep(Duration::from_secs(2));
 
     let mut rows = Vec::new();
@@ -98,7 +100,9 @@ fn main() {
         std::thread::sleep(Duration::from_secs(12));
         let t = Instant::now();
         agent = Some(StubAgent::start(&d.socket(), status()));
-        wait_for(Duration::from_secs(30), "recovery", || has_line(&mut d, "Up to date"));
+        wait_for(Duration::from_secs(30), "recovery", || {
+            has_line(&mut d, "Up to date")
+        });
         up.push(t.elapsed());
     }
 
@@ -127,6 +131,7 @@ fn main() {
             ms as f64 / (window as f64 * 10.0)
         );
     }
+    println!("(CPU time is counted in clock ticks of {} ms.)", 1000 / hz);
     let stats = |v: &mut Vec<Duration>| {
         v.sort();
         (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -136,7 +141,10 @@ fn main() {
     println!("|---|---|---|---|");
     for (name, v) in [
         ("agent stops: menu says \"Agent not reachable\"", &mut down),
-        ("agent back (backoff at its 5 s cap): menu recovers", &mut up),
+        (
+            "agent back (backoff at its 5 s cap): menu recovers",
+            &mut up,
+        ),
     ] {
         let (min, med, max) = stats(v);
         println!(

@@ -115,6 +115,8 @@ struct Tray {
     status: Option<AgentStatus>,
     notifier: Notifier,
     may_rollback: bool,
+    /// The admin group `may_rollback` was computed for.
+    may_rollback_for: Option<String>,
 }
 
 fn run(socket: PathBuf) -> anyhow::Result<()> {
@@ -207,6 +209,7 @@ impl Tray {
             status: None,
             notifier: Notifier::new(may_restart),
             may_rollback: false,
+            may_rollback_for: None,
         };
         t.draw(first);
         Ok(t)
@@ -220,8 +223,12 @@ impl Tray {
         match ev {
             UserEvent::Status(s) => {
                 self.status = s.map(|b| *b);
+                // A group lookup may go to the network (NSS); once per group name is enough.
                 if let Some(s) = &self.status {
-                    self.may_rollback = user_may_rollback(&s.admin_group);
+                    if self.may_rollback_for.as_deref() != Some(s.admin_group.as_str()) {
+                        self.may_rollback = user_may_rollback(&s.admin_group);
+                        self.may_rollback_for = Some(s.admin_group.clone());
+                    }
                 }
                 for n in self.notifier.observe(self.status.as_ref(), unix_now()) {
                     self.notify(n);
@@ -322,10 +329,8 @@ impl Tray {
     fn update_menu(&self, lines: &[MenuLine]) {
         for (line, drawn) in lines.iter().zip(&self.drawn_lines) {
             match (line, drawn) {
-                (MenuLine::Status(text), DrawnLine::Item(i)) => {
-                    if i.text() != *text {
-                        i.set_text(text);
-                    }
+                (MenuLine::Status(text), DrawnLine::Item(i)) if i.text() != *text => {
+                    i.set_text(text);
                 }
                 (MenuLine::Action { label, enabled, .. }, DrawnLine::Item(i)) => {
                     if i.text() != *label {
@@ -335,10 +340,10 @@ impl Tray {
                         i.set_enabled(*enabled);
                     }
                 }
-                (MenuLine::Check { checked, .. }, DrawnLine::Check(c)) => {
-                    if c.is_checked() != *checked {
-                        c.set_checked(*checked);
-                    }
+                (MenuLine::Check { checked, .. }, DrawnLine::Check(c))
+                    if c.is_checked() != *checked =>
+                {
+                    c.set_checked(*checked);
                 }
                 _ => {}
             }

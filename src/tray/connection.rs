@@ -103,7 +103,7 @@ pub fn user_may_rollback(admin_group: &str) -> bool {
     // Membership granted after login is not in the process's groups yet; the agent reads the
     // group database, so do the same.
     match User::from_uid(getuid()) {
-        Ok(Some(u)) => u.gid == group.gid || group.mem.iter().any(|m| *m == u.name),
+        Ok(Some(u)) => u.gid == group.gid || group.mem.contains(&u.name),
         _ => false,
     }
 }
