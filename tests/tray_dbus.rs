@@ -482,3 +482,65 @@ fn show_last_log_writes_the_agent_log_and_opens_it() {
     });
     assert_eq!(text, "generation 43: build ok\nactivate ok\nverify ok\n");
 }
+
+#[test]
+fn check_for_updates_click_asks_the_agent_to_check() {
+    if !desktop_available("tray_dbus") {
+        return;
+    }
+    let mut d = Desktop::start();
+    let agent = StubAgent::start(&d.socket(), up_to_date(42));
+    let _tray = d.start_tray();
+    wait_for_registration(&mut d);
+    wait_for_line(&mut d, "Up to date");
+    d.click(view::LABEL_CHECK_NOW).expect("click");
+    wait_for_command(&agent, Command::Check, 1);
+
+    // While the agent checks, a second check cannot be asked for.
+    let mut checking = up_to_date(42);
+    checking.phase = Phase::Checking;
+    agent.set_status(checking);
+    wait_for_line(&mut d, "Checking for updates…");
+    assert!(d
+        .menu()
+        .expect("menu")
+        .iter()
+        .any(|e| e.label == view::LABEL_CHECK_NOW && !e.enabled));
+    assert_eq!(agent.commands(), vec![Command::Check]);
+}
+
+#[test]
+fn a_failed_update_shows_the_failed_icon_and_notifies_step_and_message() {
+    if !desktop_available("tray_dbus") {
+        return;
+    }
+    let mut d = Desktop::start();
+    let mut building = with_available(up_to_date(42), 43);
+    building.phase = Phase::Building;
+    let agent = StubAgent::start(&d.socket(), building);
+    let _tray = d.start_tray();
+    wait_for_registration(&mut d);
+    wait_for_icon(&mut d, IconKind::Updating(None));
+
+    let mut failed = with_available(up_to_date(42), 43);
+    failed.last_update = Some(LastUpdate {
+        at: unix_now(),
+        generation: 43,
+        outcome: Outcome::Failed,
+        failed_step: Some("build".into()),
+        message: Some("nix-build exited with status 1".into()),
+    });
+    agent.set_status(failed);
+    wait_for_icon(&mut d, IconKind::Failed);
+    let menu = wait_for_line(&mut d, "Update to generation 43 failed at build");
+    assert!(
+        menu.iter().any(|l| l == "nix-build exited with status 1"),
+        "{menu:?}"
+    );
+    let note = wait_for_notification(&mut d, "Update to generation 43 failed");
+    assert_eq!(
+        note["body"],
+        "Failed at build: nix-build exited with status 1"
+    );
+    assert_eq!(summaries(&mut d).len(), 1, "{:?}", summaries(&mut d));
+}

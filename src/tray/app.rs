@@ -566,3 +566,29 @@ fn set_sni_title(icon: &TrayIcon, title: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn log_answer_becomes_text_whatever_its_shape() {
+        assert_eq!(log_text(&json!("line 1\nline 2\n")), "line 1\nline 2\n");
+        assert_eq!(log_text(&json!({"text": "a\n", "generation": 4})), "a\n");
+        assert_eq!(log_text(&json!({"log": "b"})), "b");
+        assert!(log_text(&json!({"lines": ["x"]})).contains("\"lines\""));
+    }
+
+    #[test]
+    fn menu_shape_ignores_texts_and_flags() {
+        let a = view::view(None, &context(None, false));
+        let mut b = a.clone();
+        if let Some(MenuLine::Status(t)) = b.menu.first_mut() {
+            t.push_str(" (changed)");
+        }
+        assert_eq!(shape(&a.menu), shape(&b.menu));
+        b.menu.insert(0, MenuLine::Status("one more".into()));
+        assert_ne!(shape(&a.menu), shape(&b.menu));
+    }
+}

@@ -13,6 +13,8 @@ pub const DEFAULT_SOCKET: &str = "/run/tiffin/agent.sock";
 /// enough that an agent restart is seen at once, long enough not to spin.
 pub const BACKOFF_START: Duration = Duration::from_millis(200);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long the agent may take to answer `subscribe` and `status`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `--socket`, else `$TIFFIN_SOCKET`, else the default.
 pub fn socket_path(flag: Option<PathBuf>) -> PathBuf {
@@ -58,6 +60,9 @@ pub fn follow(socket: &Path, mut on_status: impl FnMut(Option<AgentStatus>) -> b
 /// `Ok` only when the sink asked to stop.
 fn session(socket: &Path, sink: &mut dyn FnMut(AgentStatus) -> bool) -> Result<(), ClientError> {
     let mut client = Client::connect(socket)?;
+    // An agent that accepts but does not answer counts as unreachable; once subscribed, silence
+    // is normal (events come only on change).
+    client.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let mut stop = false;
     // Subscribe first so that no change between the two requests is missed.
     client.call_with(Command::Subscribe, &mut |e| {
@@ -76,6 +81,7 @@ fn session(socket: &Path, sink: &mut dyn FnMut(AgentStatus) -> bool) -> Result<(
     if stop || !sink(current) {
         return Ok(());
     }
+    client.set_read_timeout(None)?;
     loop {
         let Event::Status(s) = client.next_event()?;
         if !sink(s) {
@@ -173,6 +179,26 @@ mod tests {
                 .and_then(|s| s.applied_generation),
             Some(20)
         );
+    }
+
+    #[test]
+    fn an_agent_that_accepts_but_never_answers_is_unreachable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&sock).expect("bind");
+        // Accepts and keeps every connection open without a word.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in listener.incoming().flatten() {
+                held.push(c);
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || follow(&sock, |s| tx.send(s).is_ok()));
+        let got = rx
+            .recv_timeout(HANDSHAKE_TIMEOUT + Duration::from_secs(5))
+            .expect("a verdict");
+        assert_eq!(got, None);
     }
 
     #[test]
