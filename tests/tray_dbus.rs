@@ -20,8 +20,15 @@ use tiffin::tray::view::{self, IconKind};
 const REGISTER: Duration = Duration::from_secs(30);
 const CHANGE: Duration = Duration::from_secs(10);
 
+/// One "now" per test process: statuses built at different moments must describe the same past
+/// events with the same times, as the agent does.
+fn start_time() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(unix_now)
+}
+
 fn up_to_date(generation: u64) -> AgentStatus {
-    let now = unix_now();
+    let now = start_time();
     AgentStatus {
         host: "laptop".into(),
         applied_generation: Some(generation),
@@ -116,6 +123,38 @@ fn wait_for_command(agent: &StubAgent, cmd: Command, count: usize) {
             Err(format!("agent got {seen:?}"))
         }
     });
+}
+
+/// Answers a notification with `key` until the agent has received `count` × `cmd`.
+///
+/// notify-rust listens for ActionInvoked only after Notify has returned, so an answer sent the
+/// instant the notification is recorded can go unheard (a person is never that fast); it is sent
+/// again until it is heard. The tray handles one answer per notification, so a repeat after the
+/// first that was heard changes nothing.
+fn invoke_until_command(
+    d: &mut Desktop,
+    id: u64,
+    key: &str,
+    agent: &StubAgent,
+    cmd: Command,
+    count: usize,
+) {
+    let heard = |agent: &StubAgent| agent.commands().iter().filter(|c| **c == cmd).count() >= count;
+    let start = Instant::now();
+    while start.elapsed() < CHANGE {
+        d.invoke_action(id, key).expect("ActionInvoked");
+        let sent = Instant::now();
+        while sent.elapsed() < Duration::from_millis(500) {
+            if heard(agent) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!(
+        "answering notification {id} with {key:?} never reached the agent: {:?}",
+        agent.commands()
+    );
 }
 
 fn summaries(d: &mut Desktop) -> Vec<String> {
@@ -298,8 +337,7 @@ fn update_available_is_shown_and_notified_and_both_update_buttons_reach_the_agen
     agent.set_status(with_available(agent.status(), 44));
     let note = wait_for_notification(&mut d, "Update available: generation 44");
     let id = note["id"].as_u64().expect("notification id");
-    d.invoke_action(id, "update-now").expect("ActionInvoked");
-    wait_for_command(&agent, Command::Update, 2);
+    invoke_until_command(&mut d, id, "update-now", &agent, Command::Update, 2);
 }
 
 #[test]
@@ -445,9 +483,13 @@ fn roll_back_asks_first_and_only_the_confirmation_rolls_back() {
         !agent.commands().contains(&Command::Rollback),
         "cancel rolled back"
     );
-    d.invoke_action(again["id"].as_u64().expect("id"), "roll-back")
-        .expect("invoke");
-    wait_for_command(&agent, Command::Rollback, 1);
+    let again = again["id"].as_u64().expect("id");
+    invoke_until_command(&mut d, again, "roll-back", &agent, Command::Rollback, 1);
+    assert_eq!(
+        agent.commands(),
+        vec![Command::Rollback],
+        "one rollback for one answer"
+    );
 }
 
 #[test]
