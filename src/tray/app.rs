@@ -502,8 +502,12 @@ fn restart_machine(proxy: EventLoopProxy<UserEvent>) {
     });
 }
 
-/// The agent's `log` answer as text: a string as is, else `text`/`log` fields, else JSON.
+/// The agent's `log` answer as text: a string as is (`null`: no cycle yet), else `text`/`log`
+/// fields, else JSON.
 fn log_text(data: &serde_json::Value) -> String {
+    if data.is_null() {
+        return "The agent has not run a cycle since it started: there is no log yet.\n".into();
+    }
     if let Some(s) = data.as_str() {
         return s.to_string();
     }
@@ -577,6 +581,7 @@ mod tests {
         assert_eq!(log_text(&json!("line 1\nline 2\n")), "line 1\nline 2\n");
         assert_eq!(log_text(&json!({"text": "a\n", "generation": 4})), "a\n");
         assert_eq!(log_text(&json!({"log": "b"})), "b");
+        assert!(log_text(&serde_json::Value::Null).contains("no log yet"));
         assert!(log_text(&json!({"lines": ["x"]})).contains("\"lines\""));
     }
 

@@ -64,20 +64,25 @@ fn session(socket: &Path, sink: &mut dyn FnMut(AgentStatus) -> bool) -> Result<(
     // is normal (events come only on change).
     client.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let mut stop = false;
-    // Subscribe first so that no change between the two requests is missed.
-    client.call_with(Command::Subscribe, &mut |e| {
+    // The agent answers `subscribe` with the status now; an answer without one is followed by
+    // a `status` request (after subscribing, so that no change in between is missed).
+    let answer = client.call_with(Command::Subscribe, &mut |e| {
         let Event::Status(s) = e;
         stop |= !sink(s);
     })?;
     if stop {
         return Ok(());
     }
-    let current = client.call_with(Command::Status, &mut |e| {
-        let Event::Status(s) = e;
-        stop |= !sink(s);
-    })?;
-    let current: AgentStatus =
-        serde_json::from_value(current).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let current = match serde_json::from_value::<AgentStatus>(answer) {
+        Ok(s) => s,
+        Err(_) => {
+            let v = client.call_with(Command::Status, &mut |e| {
+                let Event::Status(s) = e;
+                stop |= !sink(s);
+            })?;
+            serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))?
+        }
+    };
     if stop || !sink(current) {
         return Ok(());
     }
@@ -123,8 +128,9 @@ mod tests {
     use std::os::unix::net::UnixListener;
     use std::sync::mpsc;
 
-    /// Serves one client: answers subscribe and status with `gen`, sends one event, closes.
-    fn serve_once(listener: &UnixListener, generation: u64) {
+    /// Serves one client, then closes. `status_in_subscribe`: like the daemon, the answer to
+    /// `subscribe` carries the status; otherwise it is null and a `status` request follows.
+    fn serve_once(listener: &UnixListener, generation: u64, status_in_subscribe: bool) {
         let (stream, _) = listener.accept().expect("accept");
         let mut w = stream.try_clone().expect("clone");
         let mut r = BufReader::new(stream);
@@ -132,12 +138,16 @@ mod tests {
             applied_generation: Some(generation),
             ..AgentStatus::default()
         };
-        for _ in 0..2 {
+        let requests = if status_in_subscribe { 1 } else { 2 };
+        for _ in 0..requests {
             let mut line = Vec::new();
             r.read_until(b'\n', &mut line).expect("read");
             let req = decode_request(line.trim_ascii_end()).expect("request");
             let data = match req.cmd {
                 Command::Status => serde_json::to_value(&status).expect("json"),
+                Command::Subscribe if status_in_subscribe => {
+                    serde_json::to_value(&status).expect("json")
+                }
                 _ => serde_json::Value::Null,
             };
             w.write_all(&encode(&Response::ok(req.id, data)))
@@ -162,7 +172,7 @@ mod tests {
             "said twice"
         );
         let listener = UnixListener::bind(&sock).expect("bind");
-        serve_once(&listener, 7);
+        serve_once(&listener, 7, false);
         let got: Vec<_> = (0..3)
             .map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("status"))
             .collect();
@@ -172,7 +182,7 @@ mod tests {
             .collect();
         assert_eq!(gens, vec![Some(7), Some(8), None]);
         // Back again: recovers without a restart.
-        serve_once(&listener, 20);
+        serve_once(&listener, 20, true);
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(10))
                 .expect("status")

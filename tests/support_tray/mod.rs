@@ -472,11 +472,12 @@ fn serve(conn: UnixStream, shared: Arc<Mutex<Shared>>) {
         let mut sh = shared.lock().expect("lock");
         let data = match req.cmd {
             AgentCommand::Status => serde_json::to_value(&sh.status).expect("status json"),
+            // Like the daemon: the status now, then events.
             AgentCommand::Subscribe => {
                 if let Ok(w) = writer.try_clone() {
                     sh.subscribers.push(w);
                 }
-                Value::Null
+                serde_json::to_value(&sh.status).expect("status json")
             }
             AgentCommand::Log => json!("generation 43: build ok\nactivate ok\nverify ok\n"),
             other => {
