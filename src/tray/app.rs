@@ -120,7 +120,7 @@ struct Tray {
 }
 
 fn run(socket: PathBuf) -> anyhow::Result<()> {
-    let event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
+    let event_loop = gtk_event_loop()?;
     let proxy = event_loop.create_proxy();
 
     let menu_proxy = proxy.clone();
@@ -175,6 +175,30 @@ fn run(socket: PathBuf) -> anyhow::Result<()> {
                 *control_flow = ControlFlow::WaitUntil(at);
             }
         }
+    })
+}
+
+/// The tao event loop, or an error a user can act on: tao panics when GTK cannot start.
+fn gtk_event_loop() -> anyhow::Result<tao::event_loop::EventLoop<UserEvent>> {
+    let has_display = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|d| !d.is_empty()));
+    anyhow::ensure!(
+        has_display,
+        "no graphical session: neither DISPLAY nor WAYLAND_DISPLAY is set"
+    );
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let built =
+        std::panic::catch_unwind(|| EventLoopBuilder::<UserEvent>::with_user_event().build());
+    std::panic::set_hook(quiet);
+    built.map_err(|_| {
+        anyhow::anyhow!(
+            "cannot start GTK on display {:?} (is the session's display reachable?)",
+            std::env::var("WAYLAND_DISPLAY")
+                .or_else(|_| std::env::var("DISPLAY"))
+                .unwrap_or_default()
+        )
     })
 }
 

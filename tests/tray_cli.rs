@@ -1,5 +1,6 @@
-//! `tiffin-tray --autostart on|off` writes and removes the XDG autostart entry, in
-//! `$XDG_CONFIG_HOME/autostart`, and the packaged entry is a valid desktop file.
+//! The tray's command line: `tiffin-tray --autostart on|off` writes and removes the XDG autostart
+//! entry in `$XDG_CONFIG_HOME/autostart`, the packaged entry is a valid desktop file, and without
+//! a display the tray says so instead of crashing.
 #![cfg(feature = "tray")]
 
 use std::path::Path;
@@ -70,4 +71,19 @@ fn packaged_desktop_entry_is_valid() {
         }
         Err(e) => eprintln!("skipping: desktop-file-validate: {e}"),
     }
+}
+
+#[test]
+fn without_a_display_the_tray_says_so_and_exits_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_tiffin-tray"))
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("TIFFIN_SOCKET", dir.path().join("none.sock"))
+        .output()
+        .expect("run tiffin-tray");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no graphical session"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
