@@ -185,8 +185,14 @@ impl Desktop {
 
     /// Starts the real tray binary in this session.
     pub fn start_tray(&self) -> Proc {
+        self.start_tray_on(&self.socket())
+    }
+
+    /// Starts the real tray binary in this session, following the agent at `socket`.
+    pub fn start_tray_on(&self, socket: &Path) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tiffin-tray"));
         self.session_env(&mut cmd);
+        cmd.env("TIFFIN_SOCKET", socket);
         cmd.env("TIFFIN_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("tray.log")).expect("log"));
