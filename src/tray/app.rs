@@ -6,10 +6,11 @@
 //! its own. All of them talk back to the loop through its `EventLoopProxy`.
 
 use super::autostart;
-use super::connection::{self, user_may_rollback};
+use super::connection::{self, user_may_rollback, AgentLink};
 use super::icons;
 use super::view::{
-    self, MenuAction, MenuLine, Notification, NotificationAction, Notifier, TrayView, ViewContext,
+    self, DownReason, MenuAction, MenuLine, Notification, NotificationAction, Notifier, TrayView,
+    ViewContext,
 };
 use crate::ipc::{Client, Command};
 use crate::runner::Runner;
@@ -48,8 +49,8 @@ pub enum OnOff {
 /// What the helper threads tell the event loop.
 #[derive(Debug)]
 enum UserEvent {
-    /// A status from the agent; `None`: the agent cannot be reached.
-    Status(Option<Box<AgentStatus>>),
+    /// A status from the agent, or why it cannot be reached.
+    Agent(AgentLink),
     Menu(String),
     NotificationAction(NotificationAction),
     /// An action the user asked for could not start.
@@ -113,6 +114,7 @@ struct Tray {
     drawn_lines: Vec<DrawnLine>,
     drawn: Option<TrayView>,
     status: Option<AgentStatus>,
+    down_reason: DownReason,
     notifier: Notifier,
     may_rollback: bool,
     /// The admin group `may_rollback` was computed for.
@@ -133,10 +135,8 @@ fn run(socket: PathBuf) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("agent-connection".into())
         .spawn(move || {
-            connection::follow(&follow_socket, |s| {
-                follow_proxy
-                    .send_event(UserEvent::Status(s.map(Box::new)))
-                    .is_ok()
+            connection::follow(&follow_socket, |link| {
+                follow_proxy.send_event(UserEvent::Agent(link)).is_ok()
             })
         })
         .context("cannot start the agent connection thread")?;
@@ -215,7 +215,7 @@ impl Tray {
         may_restart: bool,
     ) -> anyhow::Result<Self> {
         let menu = Menu::new();
-        let first = view::view(None, &context(None, false));
+        let first = view::view(None, &context(None, false, DownReason::NotRunning));
         let icon = TrayIconBuilder::new()
             .with_id("tiffin")
             .with_icon(tray_icon(first.icon)?)
@@ -231,6 +231,7 @@ impl Tray {
             drawn_lines: Vec::new(),
             drawn: None,
             status: None,
+            down_reason: DownReason::NotRunning,
             notifier: Notifier::new(may_restart),
             may_rollback: false,
             may_rollback_for: None,
@@ -240,13 +241,19 @@ impl Tray {
     }
 
     fn context(&self) -> ViewContext {
-        context(self.status.as_ref(), self.may_rollback)
+        context(self.status.as_ref(), self.may_rollback, self.down_reason)
     }
 
     fn handle(&mut self, ev: UserEvent) -> Flow {
         match ev {
-            UserEvent::Status(s) => {
-                self.status = s.map(|b| *b);
+            UserEvent::Agent(link) => {
+                self.status = match link {
+                    AgentLink::Status(s) => Some(*s),
+                    AgentLink::Down(reason) => {
+                        self.down_reason = reason;
+                        None
+                    }
+                };
                 // A group lookup may go to the network (NSS); once per group name is enough.
                 if let Some(s) = &self.status {
                     if self.may_rollback_for.as_deref() != Some(s.admin_group.as_str()) {
@@ -553,13 +560,14 @@ fn log_file_path() -> PathBuf {
     base.join("tiffin-tray").join("last-log.txt")
 }
 
-fn context(status: Option<&AgentStatus>, may_rollback: bool) -> ViewContext {
+fn context(status: Option<&AgentStatus>, may_rollback: bool, down: DownReason) -> ViewContext {
     let now = unix_now();
     ViewContext {
         now,
         utc_offset: local_utc_offset(now),
         user_may_rollback: status.is_some() && may_rollback,
         start_at_login: autostart::is_enabled(),
+        down_reason: down,
     }
 }
 
@@ -611,7 +619,7 @@ mod tests {
 
     #[test]
     fn menu_shape_ignores_texts_and_flags() {
-        let a = view::view(None, &context(None, false));
+        let a = view::view(None, &context(None, false, DownReason::NotRunning));
         let mut b = a.clone();
         if let Some(MenuLine::Status(t)) = b.menu.first_mut() {
             t.push_str(" (changed)");

@@ -1,6 +1,7 @@
 //! Follows the agent over its socket: subscribe, pass every status on, and while the agent is
 //! down say so once and reconnect with backoff. Blocking reads on its own thread; no polling.
 
+use super::view::DownReason;
 use crate::ipc::{Client, ClientError, Command, Event};
 use crate::status::AgentStatus;
 use std::path::{Path, PathBuf};
@@ -23,18 +24,25 @@ pub fn socket_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
 }
 
-/// Runs forever: calls `on_status(Some(status))` for each status the agent sends and
-/// `on_status(None)` once each time the agent becomes unreachable. Returns when `on_status`
-/// returns false (the tray is quitting).
-pub fn follow(socket: &Path, mut on_status: impl FnMut(Option<AgentStatus>) -> bool) {
+/// What the connection thread reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentLink {
+    Status(Box<AgentStatus>),
+    Down(DownReason),
+}
+
+/// Runs forever: reports each status the agent sends, and `Down` once each time the agent
+/// becomes unreachable (again when the reason changes). Returns when `on_link` returns false
+/// (the tray is quitting).
+pub fn follow(socket: &Path, mut on_link: impl FnMut(AgentLink) -> bool) {
     let mut backoff = BACKOFF_START;
-    let mut told_down = false;
+    let mut told_down: Option<DownReason> = None;
     loop {
         let mut got_any = false;
         let result = session(socket, &mut |s| {
             got_any = true;
-            told_down = false;
-            on_status(Some(s))
+            told_down = None;
+            on_link(AgentLink::Status(Box::new(s)))
         });
         match result {
             Ok(()) => return,
@@ -43,9 +51,10 @@ pub fn follow(socket: &Path, mut on_status: impl FnMut(Option<AgentStatus>) -> b
                 if got_any {
                     backoff = BACKOFF_START;
                 }
-                if !told_down {
-                    told_down = true;
-                    if !on_status(None) {
+                let reason = down_reason(&e);
+                if told_down != Some(reason) {
+                    told_down = Some(reason);
+                    if !on_link(AgentLink::Down(reason)) {
                         return;
                     }
                 }
@@ -53,6 +62,18 @@ pub fn follow(socket: &Path, mut on_status: impl FnMut(Option<AgentStatus>) -> b
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// A socket this user may not open is told apart from an agent that is not there.
+fn down_reason(e: &ClientError) -> DownReason {
+    match e {
+        ClientError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            DownReason::NotAllowed
+        }
+        _ => DownReason::NotRunning,
     }
 }
 
@@ -164,7 +185,7 @@ mod tests {
         let sock = dir.path().join("agent.sock");
         let (tx, rx) = mpsc::channel();
         let follower_sock = sock.clone();
-        std::thread::spawn(move || follow(&follower_sock, |s| tx.send(s).is_ok()));
+        std::thread::spawn(move || follow(&follower_sock, |l| tx.send(as_option(l)).is_ok()));
         // Nobody listens yet: unreachable, said once.
         assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok(None));
         assert!(
@@ -204,11 +225,35 @@ mod tests {
             }
         });
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || follow(&sock, |s| tx.send(s).is_ok()));
+        std::thread::spawn(move || follow(&sock, |l| tx.send(as_option(l)).is_ok()));
         let got = rx
             .recv_timeout(HANDSHAKE_TIMEOUT + Duration::from_secs(5))
             .expect("a verdict");
         assert_eq!(got, None);
+    }
+
+    fn as_option(l: AgentLink) -> Option<AgentStatus> {
+        match l {
+            AgentLink::Status(s) => Some(*s),
+            AgentLink::Down(_) => None,
+        }
+    }
+
+    #[test]
+    fn permission_denied_is_told_apart_from_no_agent() {
+        let refused = |kind| ClientError::Connect {
+            path: PathBuf::from("/run/tiffin/agent.sock"),
+            source: std::io::Error::from(kind),
+        };
+        assert_eq!(
+            down_reason(&refused(std::io::ErrorKind::PermissionDenied)),
+            DownReason::NotAllowed
+        );
+        assert_eq!(
+            down_reason(&refused(std::io::ErrorKind::NotFound)),
+            DownReason::NotRunning
+        );
+        assert_eq!(down_reason(&ClientError::Closed), DownReason::NotRunning);
     }
 
     #[test]

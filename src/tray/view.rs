@@ -139,6 +139,16 @@ impl TrayView {
     }
 }
 
+/// Why the agent cannot be reached, as far as the tray can tell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DownReason {
+    /// No socket, or nobody answering on it.
+    #[default]
+    NotRunning,
+    /// The socket is there but this user may not open it (not in its group).
+    NotAllowed,
+}
+
 /// What the view depends on besides the status; gathered by the caller (the view does no I/O).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ViewContext {
@@ -150,6 +160,8 @@ pub struct ViewContext {
     pub user_may_rollback: bool,
     /// The XDG autostart entry exists.
     pub start_at_login: bool,
+    /// Shown while the status is `None`.
+    pub down_reason: DownReason,
 }
 
 /// The labels of the actions; tests and the E2E harness find entries by them.
@@ -385,7 +397,13 @@ pub fn view(status: Option<&AgentStatus>, ctx: &ViewContext) -> TrayView {
             tooltip.push_str("\nRestart needed");
         }
     } else {
-        lines.push("Is the tiffin agent running?".into());
+        let hint = match ctx.down_reason {
+            DownReason::NotRunning => "Is the tiffin agent running?",
+            DownReason::NotAllowed => "Not allowed to use its socket: ask to join its group",
+        };
+        tooltip.push('\n');
+        tooltip.push_str(hint);
+        lines.push(hint.into());
     }
 
     let rollback_possible = status.is_some_and(|s| s.rollback.previous_available);

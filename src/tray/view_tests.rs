@@ -9,6 +9,7 @@ fn ctx() -> ViewContext {
         utc_offset: 0,
         user_may_rollback: true,
         start_at_login: false,
+        down_reason: DownReason::NotRunning,
     }
 }
 
@@ -364,7 +365,10 @@ fn server_unreachable_outranks_a_known_update() {
 fn agent_unreachable_disables_everything_but_login_toggle_and_quit() {
     let v = view(None, &ctx());
     assert_eq!(v.icon, IconKind::AgentUnreachable);
-    assert_eq!(v.tooltip, "tiffin: Agent not reachable");
+    assert_eq!(
+        v.tooltip,
+        "tiffin: Agent not reachable\nIs the tiffin agent running?"
+    );
     assert_eq!(v.status_lines().next(), Some("Agent not reachable"));
     for a in [
         MenuAction::UpdateNow,
@@ -683,4 +687,19 @@ fn rollback_confirmation_asks_with_two_actions() {
     for a in c.actions {
         assert_eq!(NotificationAction::from_key(a.key()), Some(a));
     }
+}
+
+#[test]
+fn a_socket_the_user_may_not_open_says_so() {
+    let v = view(
+        None,
+        &ViewContext {
+            down_reason: DownReason::NotAllowed,
+            ..ctx()
+        },
+    );
+    assert_eq!(v.icon, IconKind::AgentUnreachable);
+    assert!(v
+        .status_lines()
+        .any(|l| l == "Not allowed to use its socket: ask to join its group"));
 }
