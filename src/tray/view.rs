@@ -214,6 +214,12 @@ fn pending_generation(s: &AgentStatus) -> Option<u64> {
     }
 }
 
+/// A pending generation while the agent is not busy: waiting for the user. (During a check the
+/// agent may already download it; it is announced once that is over.)
+fn waiting_generation(s: &AgentStatus) -> Option<u64> {
+    pending_generation(s).filter(|_| !s.phase.is_busy())
+}
+
 fn progress_percent(s: &AgentStatus) -> Option<u8> {
     let p = s.progress?;
     if s.phase != Phase::Downloading {
@@ -606,9 +612,8 @@ pub fn transition_notifications(
 
     // A pending update is announced when it is new and waits for the user (policy `notify`);
     // under `auto` the agent applies it at once and "Updated" follows.
-    if let Some(g) = pending_generation(next) {
-        let was_pending = prev.and_then(pending_generation) == Some(g);
-        if next.policy == Policy::Notify && !next.phase.is_busy() && !was_pending {
+    if let Some(g) = waiting_generation(next) {
+        if next.policy == Policy::Notify && prev.and_then(waiting_generation) != Some(g) {
             let body = match next.deadline {
                 Some(_) => "It is applied by itself at the deadline if you do not.".into(),
                 None => "Apply it when it suits you.".into(),
@@ -656,6 +661,9 @@ pub struct Notifier {
     last: Option<AgentStatus>,
     unreachable_since: Option<u64>,
     unreachable_told: bool,
+    /// The last generation announced as available: a failed or cancelled update of it does not
+    /// announce it again.
+    announced: Option<u64>,
     pub may_restart: bool,
 }
 
@@ -673,7 +681,17 @@ impl Notifier {
             Some(s) => {
                 self.unreachable_since = None;
                 self.unreachable_told = false;
-                let out = transition_notifications(self.last.as_ref(), s, self.may_restart);
+                let mut out = transition_notifications(self.last.as_ref(), s, self.may_restart);
+                let waiting = waiting_generation(s);
+                out.retain(|n| {
+                    n.kind != NotificationKind::UpdateAvailable || waiting != self.announced
+                });
+                if out
+                    .iter()
+                    .any(|n| n.kind == NotificationKind::UpdateAvailable)
+                {
+                    self.announced = waiting;
+                }
                 self.last = Some(s.clone());
                 out
             }

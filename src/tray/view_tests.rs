@@ -703,3 +703,47 @@ fn a_socket_the_user_may_not_open_says_so() {
         .status_lines()
         .any(|l| l == "Not allowed to use its socket: ask to join its group"));
 }
+
+#[test]
+fn a_generation_fetched_during_a_check_is_announced_once_the_agent_is_idle() {
+    // Under `notify`, a check also downloads: the generation shows up while busy.
+    let mut n = Notifier::new(true);
+    assert!(n.observe(Some(&up_to_date()), NOW).is_empty());
+    let mut fetching = available(Policy::Notify);
+    fetching.phase = Phase::Downloading;
+    assert!(
+        n.observe(Some(&fetching), NOW + 1).is_empty(),
+        "not while busy"
+    );
+    assert_eq!(
+        kinds(&n.observe(Some(&available(Policy::Notify)), NOW + 2)),
+        vec![NotificationKind::UpdateAvailable]
+    );
+}
+
+#[test]
+fn a_failed_update_does_not_announce_its_generation_again() {
+    let mut n = Notifier::new(true);
+    n.observe(Some(&up_to_date()), NOW);
+    assert_eq!(
+        kinds(&n.observe(Some(&available(Policy::Notify)), NOW + 1)),
+        vec![NotificationKind::UpdateAvailable]
+    );
+    let mut busy = available(Policy::Notify);
+    busy.phase = Phase::Building;
+    assert!(n.observe(Some(&busy), NOW + 2).is_empty());
+    let mut failed = failed_43();
+    failed.policy = Policy::Notify;
+    assert_eq!(
+        kinds(&n.observe(Some(&failed), NOW + 3)),
+        vec![NotificationKind::UpdateFailed],
+        "the failure, not the same update again"
+    );
+    // A newer generation is news.
+    let mut g44 = failed.clone();
+    g44.available_generation = Some(44);
+    assert_eq!(
+        kinds(&n.observe(Some(&g44), NOW + 4)),
+        vec![NotificationKind::UpdateAvailable]
+    );
+}
