@@ -612,8 +612,17 @@ pub fn transition_notifications(
 
     // A pending update is announced when it is new and waits for the user (policy `notify`);
     // under `auto` the agent applies it at once and "Updated" follows.
+    // A generation whose update just ended (failed, rolled back) has been spoken of already.
+    let just_reported = out
+        .iter()
+        .any(|n| n.kind != NotificationKind::Updated)
+        .then(|| next.last_update.as_ref().map(|u| u.generation))
+        .flatten();
     if let Some(g) = waiting_generation(next) {
-        if next.policy == Policy::Notify && prev.and_then(waiting_generation) != Some(g) {
+        if next.policy == Policy::Notify
+            && prev.and_then(waiting_generation) != Some(g)
+            && just_reported != Some(g)
+        {
             let body = match next.deadline {
                 Some(_) => "It is applied by itself at the deadline if you do not.".into(),
                 None => "Apply it when it suits you.".into(),

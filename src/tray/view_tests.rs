@@ -747,3 +747,18 @@ fn a_failed_update_does_not_announce_its_generation_again() {
         vec![NotificationKind::UpdateAvailable]
     );
 }
+
+#[test]
+fn a_failure_is_not_followed_by_announcing_the_same_generation() {
+    // The tray started while the agent was already updating: 43 was never announced.
+    let mut n = Notifier::new(true);
+    let mut busy = available(Policy::Notify);
+    busy.phase = Phase::Building;
+    assert!(n.observe(Some(&busy), NOW).is_empty());
+    let mut failed = failed_43();
+    failed.policy = Policy::Notify;
+    assert_eq!(
+        kinds(&n.observe(Some(&failed), NOW + 1)),
+        vec![NotificationKind::UpdateFailed]
+    );
+}
