@@ -33,6 +33,11 @@ demo: deps
 
 bench: deps
 	$(CARGO) bench --bench manifest
+	$(CARGO) bench --bench fetch
+	$(CARGO) bench --bench pipeline
+	$(CARGO) bench --bench fleet_status
+	$(CARGO) bench --bench publish
+	$(CARGO) bench --bench agent_idle
 	$(CARGO) bench --bench tray_idle
 
 # The tray's menu in a real panel (trayer under Xvfb), one PNG per state, for the README.

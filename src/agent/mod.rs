@@ -4,8 +4,23 @@
 //! Must not accept a byte from the server that it has not checked against the manifest, and must
 //! never make a system the boot default before it has been verified.
 
+pub mod activate;
+pub mod build;
 pub mod cycle;
+pub mod daemon;
 pub mod fetch;
+pub mod files;
 pub mod outbox;
+pub mod pipeline;
+pub mod report;
+pub mod state;
 pub mod status_cell;
 pub mod store;
+pub mod system;
+pub mod verify;
+
+pub mod http;
+pub mod scheduler;
+
+pub use cycle::{CycleReport, CycleRequest};
+pub use pipeline::{run_once, Pipeline};

@@ -109,6 +109,47 @@ impl ContentStore {
         Ok(())
     }
 
+    /// Copies an object to `dest` (a new file), checking its size and hash on the way: what the
+    /// store holds is checked again at every use, so a damaged object (disk, crash, meddling)
+    /// never reaches a tree. A damaged object is removed, so the next sync fetches it again.
+    pub fn copy_out(
+        &self,
+        sha256: &str,
+        size: u64,
+        path_for_errors: &str,
+        dest: &Path,
+    ) -> Result<(), StoreError> {
+        let io = |source| StoreError::Io {
+            dir: self.dir.clone(),
+            source,
+        };
+        let obj = self.path_of(sha256);
+        let mut src = fs::File::open(&obj).map_err(|e| io(fsutil::with_path(e, &obj)))?;
+        let out = fsutil::create_new(dest, 0o600).map_err(io)?;
+        let mut w = HashingWriter {
+            inner: io::BufWriter::new(out),
+            hasher: Hasher::new(),
+            written: 0,
+        };
+        io::copy(&mut src, &mut w).map_err(|e| io(fsutil::with_path(e, dest)))?;
+        w.flush().map_err(|e| io(fsutil::with_path(e, dest)))?;
+        let (got, got_size) = (w.hasher.finish(), w.written);
+        if got != sha256 || got_size != size {
+            let _ = fs::remove_file(&obj);
+            return Err(StoreError::Mismatch {
+                path: format!(
+                    "{path_for_errors} (local copy {}, now removed)",
+                    obj.display()
+                ),
+                expected: sha256.to_string(),
+                expected_size: size,
+                got,
+                got_size,
+            });
+        }
+        Ok(())
+    }
+
     /// Removes every object not in `keep`, and leftovers of interrupted downloads.
     pub fn prune(&self, keep: &std::collections::HashSet<&str>) -> Result<usize, StoreError> {
         let mut removed = 0;

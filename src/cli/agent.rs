@@ -1,6 +1,6 @@
 //! `tiffin agent`: the privileged daemon, or one cycle with `--once`.
 
-use super::{not_implemented, EXIT_OK, EXIT_USAGE};
+use super::{EXIT_OK, EXIT_USAGE};
 use crate::config::AgentConfig;
 use clap::Args;
 use std::path::PathBuf;
@@ -37,7 +37,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_OK);
     }
     if args.once {
-        return not_implemented("agent --once");
+        return Ok(crate::agent::run_once(config));
     }
-    not_implemented("agent")
+    daemon(config)
+}
+
+/// The daemon: the socket, the schedule and the HTTP trigger around the pipeline.
+fn daemon(config: AgentConfig) -> anyhow::Result<u8> {
+    use crate::agent::{daemon, status_cell::StatusCell, Pipeline};
+    let status = StatusCell::new(crate::status::AgentStatus::default());
+    let pipeline = Pipeline::new(config.clone(), status.clone())?;
+    daemon::run(config, Box::new(pipeline), status)
 }

@@ -1,8 +1,15 @@
 //! `tiffin status|check|update|rollback|log|watch`: clients of the local agent's socket.
 
-use super::not_implemented;
+use super::{EXIT_FAILED, EXIT_OK, EXIT_ROLLED_BACK};
+use crate::agent::cycle::CycleReport;
+use crate::ipc::report::{log_from_value, report_from_value};
+use crate::ipc::{Client, ClientError, Command, Event};
+use crate::status::{unix_now, AgentStatus, CheckResult, Outcome, Phase};
+use anyhow::{anyhow, Context};
 use clap::Args;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The default socket of the agent.
 pub const DEFAULT_SOCKET: &str = "/run/tiffin/agent.sock";
@@ -32,21 +39,387 @@ pub struct RollbackArgs {
     pub yes: bool,
 }
 
-pub fn status(_a: StatusArgs) -> anyhow::Result<u8> {
-    not_implemented("status")
+fn connect(a: &ClientArgs) -> anyhow::Result<Client> {
+    Ok(Client::connect(&a.socket)?)
 }
-pub fn check(_a: ClientArgs) -> anyhow::Result<u8> {
-    not_implemented("check")
+
+fn decode_report(v: serde_json::Value) -> anyhow::Result<CycleReport> {
+    report_from_value(v).map_err(|e| anyhow!(ClientError::Protocol(e)))
 }
-pub fn update(_a: ClientArgs) -> anyhow::Result<u8> {
-    not_implemented("update")
+
+/// The exit code of a finished cycle: 0 up to date or updated, 1 failed, 3 rolled back.
+pub fn exit_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::UpToDate | Outcome::Updated => EXIT_OK,
+        Outcome::RolledBack => EXIT_ROLLED_BACK,
+        Outcome::Failed | Outcome::Interrupted => EXIT_FAILED,
+    }
 }
-pub fn rollback(_a: RollbackArgs) -> anyhow::Result<u8> {
-    not_implemented("rollback")
+
+pub fn status(a: StatusArgs) -> anyhow::Result<u8> {
+    let mut c = connect(&a.client)?;
+    let s = c.status()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", summary(&s, unix_now()));
+    }
+    Ok(EXIT_OK)
 }
-pub fn log(_a: ClientArgs) -> anyhow::Result<u8> {
-    not_implemented("log")
+
+pub fn check(a: ClientArgs) -> anyhow::Result<u8> {
+    let mut c = connect(&a)?;
+    let report = decode_report(c.call(Command::Check)?)?;
+    let s = c.status()?;
+    match (report.outcome, s.available_generation) {
+        (Outcome::Failed, _) => println!("check failed: {}", describe_failure(&report)),
+        (_, Some(g)) => println!("generation {g} is available (`tiffin update` applies it)"),
+        _ => println!(
+            "up to date{}",
+            s.applied_generation
+                .map(|g| format!(" (generation {g})"))
+                .unwrap_or_default()
+        ),
+    }
+    Ok(exit_code(report.outcome))
 }
-pub fn watch(_a: ClientArgs) -> anyhow::Result<u8> {
-    not_implemented("watch")
+
+pub fn update(a: ClientArgs) -> anyhow::Result<u8> {
+    let mut c = connect(&a)?;
+    // Subscribe first, on the same connection, so that the progress of the cycle arrives as
+    // events before the answer to `update`.
+    let first = c.call(Command::Subscribe)?;
+    let mut shown = serde_json::from_value::<AgentStatus>(first)
+        .ok()
+        .map(|s| progress_line(&s));
+    let mut out = std::io::stdout();
+    let data = c.call_with(Command::Update, &mut |Event::Status(s)| {
+        let line = progress_line(&s);
+        if shown.as_ref() != Some(&line) {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+            shown = Some(line);
+        }
+    })?;
+    let report = decode_report(data)?;
+    println!("{}", outcome_line(&report));
+    Ok(exit_code(report.outcome))
+}
+
+pub fn rollback(a: RollbackArgs) -> anyhow::Result<u8> {
+    let mut c = connect(&a.client)?;
+    if !a.yes {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            eprintln!("tiffin rollback: not asking without a terminal; pass --yes to roll back");
+            return Ok(super::EXIT_USAGE);
+        }
+        let s = c.status()?;
+        if !s.rollback.previous_available {
+            eprintln!("tiffin rollback: the agent knows no previous system to roll back to");
+            return Ok(EXIT_FAILED);
+        }
+        let from = s
+            .current_system
+            .as_deref()
+            .map(|c| format!(" from {c}"))
+            .unwrap_or_default();
+        eprint!("Roll back {}{from} to the previous system? [y/N] ", s.host);
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        stdin.lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+            eprintln!("not rolled back");
+            return Ok(EXIT_FAILED);
+        }
+    }
+    let report = decode_report(c.call(Command::Rollback)?)?;
+    match report.outcome {
+        Outcome::RolledBack | Outcome::Updated | Outcome::UpToDate => {
+            println!("rolled back{}", msg_suffix(&report));
+            Ok(EXIT_OK)
+        }
+        _ => {
+            println!("rollback failed: {}", describe_failure(&report));
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
+pub fn log(a: ClientArgs) -> anyhow::Result<u8> {
+    let mut c = connect(&a)?;
+    match log_from_value(c.call(Command::Log)?).map_err(|e| anyhow!(e))? {
+        Some(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            Ok(EXIT_OK)
+        }
+        None => {
+            eprintln!("no cycle has run since the agent started");
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
+/// Follows the status until interrupted; reconnects with backoff when the agent goes away.
+pub fn watch(a: ClientArgs) -> anyhow::Result<u8> {
+    let mut backoff = Duration::from_millis(200);
+    let mut said_lost = false;
+    loop {
+        match watch_once(&a) {
+            Ok(()) => {}
+            Err(WatchEnd::Connect(e)) => {
+                if !said_lost {
+                    eprintln!("{e}; retrying");
+                    said_lost = true;
+                }
+            }
+            Err(WatchEnd::Lost(e)) => {
+                eprintln!("lost the agent ({e}); reconnecting");
+                said_lost = true;
+                backoff = Duration::from_millis(200);
+            }
+            Err(WatchEnd::Refused(e)) => return Err(e).context("watch"),
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+enum WatchEnd {
+    Connect(ClientError),
+    Lost(ClientError),
+    Refused(ClientError),
+}
+
+fn watch_once(a: &ClientArgs) -> Result<(), WatchEnd> {
+    let mut c = Client::connect(&a.socket).map_err(WatchEnd::Connect)?;
+    let first = c.call(Command::Subscribe).map_err(|e| match e {
+        ClientError::Agent(_) => WatchEnd::Refused(e),
+        e => WatchEnd::Lost(e),
+    })?;
+    let first: AgentStatus = serde_json::from_value(first)
+        .map_err(|e| WatchEnd::Lost(ClientError::Protocol(e.to_string())))?;
+    print_watch_line(&first);
+    loop {
+        let Event::Status(s) = c.next_event().map_err(WatchEnd::Lost)?;
+        print_watch_line(&s);
+    }
+}
+
+fn print_watch_line(s: &AgentStatus) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{}", watch_line(s, unix_now()));
+    let _ = out.flush();
+}
+
+/// One line per event: the time, the phase with progress, and the generations.
+pub fn watch_line(s: &AgentStatus, now: u64) -> String {
+    let mut line = format!(
+        "{} {}",
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(now)),
+        progress_line(s)
+    );
+    if let Some(g) = s.applied_generation {
+        line.push_str(&format!(" applied={g}"));
+    }
+    if let Some(g) = s.available_generation {
+        line.push_str(&format!(" available={g}"));
+    }
+    if let Some(r) = s.server_reachable {
+        line.push_str(if r {
+            " server=reachable"
+        } else {
+            " server=unreachable"
+        });
+    }
+    line
+}
+
+fn phase_word(p: Phase) -> &'static str {
+    match p {
+        Phase::Idle => "idle",
+        Phase::Checking => "checking",
+        Phase::Downloading => "downloading",
+        Phase::Building => "building",
+        Phase::Activating => "activating",
+        Phase::Verifying => "verifying",
+        Phase::Committing => "committing",
+        Phase::RollingBack => "rolling back",
+    }
+}
+
+/// The phase, with download progress when there is some.
+pub fn progress_line(s: &AgentStatus) -> String {
+    match (s.phase, s.progress) {
+        (Phase::Downloading, Some(p)) => format!(
+            "downloading: {}/{} files, {}/{} bytes",
+            p.done_files, p.total_files, p.done_bytes, p.total_bytes
+        ),
+        (p, _) => phase_word(p).to_string(),
+    }
+}
+
+fn msg_suffix(r: &CycleReport) -> String {
+    r.message
+        .as_ref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default()
+}
+
+fn describe_failure(r: &CycleReport) -> String {
+    match (&r.failed_step, &r.message) {
+        (Some(step), Some(m)) => format!("{step}: {m}"),
+        (Some(step), None) => step.clone(),
+        (None, Some(m)) => m.clone(),
+        (None, None) => "no reason given".into(),
+    }
+}
+
+fn outcome_line(r: &CycleReport) -> String {
+    let g = r
+        .generation
+        .map(|g| format!(" (generation {g})"))
+        .unwrap_or_default();
+    match r.outcome {
+        Outcome::UpToDate => format!("up to date{g}"),
+        Outcome::Updated => format!("updated{g}"),
+        Outcome::RolledBack => format!("rolled back{g}{}", msg_suffix(r)),
+        Outcome::Failed => format!("failed{g}: {}", describe_failure(r)),
+        Outcome::Interrupted => format!("interrupted{g}"),
+    }
+}
+
+fn when(now: u64, at: u64) -> String {
+    let t = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(at));
+    if at > now {
+        format!(
+            "{t} (in {})",
+            humantime::format_duration(Duration::from_secs(at - now))
+        )
+    } else {
+        format!(
+            "{t} ({} ago)",
+            humantime::format_duration(Duration::from_secs(now - at))
+        )
+    }
+}
+
+/// The human summary of `tiffin status`.
+pub fn summary(s: &AgentStatus, now: u64) -> String {
+    let mut out = String::new();
+    let mut row = |k: &str, v: String| out.push_str(&format!("{k:<20} {v}\n"));
+    row("host", s.host.clone());
+    row("state", progress_line(s));
+    row(
+        "applied generation",
+        s.applied_generation
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "none".into()),
+    );
+    if let Some(g) = s.available_generation {
+        row("available", format!("generation {g}"));
+    }
+    if let Some(c) = &s.last_check {
+        let result = match c.result {
+            CheckResult::UpToDate => "up to date",
+            CheckResult::UpdateAvailable => "update available",
+            CheckResult::Unreachable => "server unreachable",
+            CheckResult::Failed => "failed",
+        };
+        let mut v = format!("{} — {result}", when(now, c.at));
+        if let Some(m) = &c.message {
+            v.push_str(&format!(": {m}"));
+        }
+        row("last check", v);
+    }
+    if let Some(u) = &s.last_update {
+        let r = CycleReport {
+            outcome: u.outcome,
+            generation: Some(u.generation),
+            failed_step: u.failed_step.clone(),
+            message: u.message.clone(),
+        };
+        row(
+            "last update",
+            format!("{} — {}", when(now, u.at), outcome_line(&r)),
+        );
+    }
+    row(
+        "rollback",
+        if s.rollback.previous_available {
+            "previous system available".into()
+        } else {
+            "no previous system".into()
+        },
+    );
+    if let Some(r) = &s.rollback.last {
+        row(
+            "last rollback",
+            format!(
+                "{} — generation {}, {} → {}: {}",
+                when(now, r.at),
+                r.generation,
+                r.from_system,
+                r.to_system,
+                r.reason
+            ),
+        );
+    }
+    row(
+        "reboot needed",
+        if s.reboot_needed { "yes" } else { "no" }.into(),
+    );
+    if let Some(n) = s.next_check {
+        row("next check", when(now, n));
+    }
+    if let Some(r) = s.server_reachable {
+        row("server", if r { "reachable" } else { "unreachable" }.into());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Progress;
+
+    #[test]
+    fn exit_codes_follow_the_outcome() {
+        assert_eq!(exit_code(Outcome::Updated), 0);
+        assert_eq!(exit_code(Outcome::UpToDate), 0);
+        assert_eq!(exit_code(Outcome::Failed), 1);
+        assert_eq!(exit_code(Outcome::RolledBack), 3);
+    }
+
+    #[test]
+    fn progress_line_shows_download_counts() {
+        let s = AgentStatus {
+            phase: Phase::Downloading,
+            progress: Some(Progress {
+                done_files: 3,
+                total_files: 10,
+                done_bytes: 300,
+                total_bytes: 1000,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(progress_line(&s), "downloading: 3/10 files, 300/1000 bytes");
+    }
+
+    #[test]
+    fn summary_names_generation_and_next_check() {
+        let s = AgentStatus {
+            host: "laptop".into(),
+            applied_generation: Some(7),
+            next_check: Some(1000 + 600),
+            ..Default::default()
+        };
+        let text = summary(&s, 1000);
+        assert!(text.contains("laptop"), "{text}");
+        assert!(text.contains("applied generation   7"), "{text}");
+        assert!(text.contains("in 10m"), "{text}");
+    }
 }

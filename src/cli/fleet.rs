@@ -1,8 +1,12 @@
 //! `tiffin fleet …`: the admin's commands.
 
-use super::not_implemented;
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::config::FleetConfig;
+use crate::fleet::{self, sshd, BuildMode, BuildOptions, HostResult, PublishOptions};
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct FleetArgs {
@@ -46,6 +50,10 @@ pub enum FleetCommand {
         dry_run: bool,
     },
     /// Show every host: published and running generation, state, last report.
+    ///
+    /// States, most urgent first: failing, rolled back, not seen (no contact for more than 3 of
+    /// its check intervals), never seen, restart needed, updating, update pending, up to date.
+    /// Reads the chroot of fleet.toml (root is needed to read the hosts' logs/).
     Status {
         /// Machine-readable output.
         #[arg(long)]
@@ -55,6 +63,9 @@ pub enum FleetCommand {
         watch: bool,
     },
     /// Show the closure difference between a host's running and expected system.
+    ///
+    /// Runs `nvd diff` when nvd is on PATH, else `nix store diff-closures` (fleet.toml [build] nix, default
+    /// `nix`); both store paths must be in this machine's Nix store.
     Diff {
         /// The host.
         host: String,
@@ -72,14 +83,259 @@ pub enum FleetCommand {
 }
 
 pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
-    let _ = &args.fleet;
     match args.command {
-        FleetCommand::Init { .. } => not_implemented("fleet init"),
-        FleetCommand::Publish { .. } => not_implemented("fleet publish"),
-        FleetCommand::Build { .. } => not_implemented("fleet build"),
-        FleetCommand::Status { .. } => not_implemented("fleet status"),
-        FleetCommand::Diff { .. } => not_implemented("fleet diff"),
-        FleetCommand::Logs { .. } => not_implemented("fleet logs"),
-        FleetCommand::SshdConfig => not_implemented("fleet sshd-config"),
+        FleetCommand::Init { dir } => init(dir.as_deref().unwrap_or(&args.fleet)),
+        FleetCommand::Publish {
+            hosts,
+            build,
+            dry_build,
+            dry_run,
+            prune,
+        } => {
+            let build = match (build, dry_build) {
+                (true, _) => Some(BuildMode::Build),
+                (_, true) => Some(BuildMode::DryRun),
+                _ => None,
+            };
+            publish(
+                &args.fleet,
+                PublishOptions {
+                    hosts,
+                    build,
+                    dry_run,
+                    prune,
+                    ..PublishOptions::default()
+                },
+            )
+        }
+        FleetCommand::Build { hosts, dry_run } => build(
+            &args.fleet,
+            BuildOptions {
+                hosts,
+                mode: if dry_run {
+                    BuildMode::DryRun
+                } else {
+                    BuildMode::Build
+                },
+                jobs: PublishOptions::default().jobs,
+            },
+        ),
+        FleetCommand::Status { json, watch } => status(&args.fleet, json, watch),
+        FleetCommand::Diff { host } => diff(&args.fleet, &host),
+        FleetCommand::Logs { host, last } => logs(&args.fleet, &host, last),
+        FleetCommand::SshdConfig => {
+            let Some(config) = load(&args.fleet) else {
+                return Ok(EXIT_USAGE);
+            };
+            print!("{}", sshd::sshd_config(&config));
+            Ok(EXIT_OK)
+        }
     }
+}
+
+/// Reads fleet.toml; a bad one is reported here (exit 2 by the caller).
+fn load(fleet: &Path) -> Option<FleetConfig> {
+    match FleetConfig::load(fleet) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("tiffin fleet: {e}");
+            None
+        }
+    }
+}
+
+fn init(dir: &Path) -> anyhow::Result<u8> {
+    match fleet::init::init(dir) {
+        Ok(written) => {
+            for p in written {
+                println!("created {}", p.display());
+            }
+            println!(
+                "next: put each machine's key into {}, add hosts/<name>/ per machine, then `tiffin fleet publish --fleet {}`",
+                dir.join("fleet.toml").display(),
+                dir.display()
+            );
+            Ok(EXIT_OK)
+        }
+        Err(e @ fleet::init::InitError::Exists(_)) => {
+            eprintln!("tiffin fleet init: {e}");
+            Ok(EXIT_USAGE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A progress bar on a terminal, one plain line per host elsewhere.
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(total as u64);
+            if let Ok(style) =
+                ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
+            {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b
+        });
+        Self { bar }
+    }
+    fn done(&self, host: &str, line: &str) {
+        match &self.bar {
+            Some(b) => {
+                b.set_message(host.to_string());
+                b.inc(1);
+            }
+            None => eprintln!("{host}: {line}"),
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
+    let Some(config) = load(fleet_dir) else {
+        return Ok(EXIT_USAGE);
+    };
+    let total = match fleet::select_hosts(&config, &opts.hosts) {
+        Ok(h) => h.len(),
+        Err(e) => {
+            eprintln!("tiffin fleet publish: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let progress = Progress::new(total);
+    let report = fleet::publish_with_progress(fleet_dir, &config, &opts, &|h| {
+        let line = match &h.result {
+            HostResult::Published { generation, .. } => {
+                format!("published generation {generation}")
+            }
+            HostResult::Unchanged { generation } => format!("unchanged (generation {generation})"),
+            HostResult::WouldPublish { generation } => {
+                format!("would publish generation {generation}")
+            }
+            HostResult::Failed { .. } => "FAILED".to_string(),
+        };
+        progress.done(&h.host, &line);
+    });
+    progress.finish();
+    let report = report?;
+    print!("{}", fleet::report::publish_table(&report));
+    for h in &report.hosts {
+        if let HostResult::Failed { error } = &h.result {
+            eprintln!("tiffin fleet publish: host {}: {error}", h.host);
+        }
+    }
+    for o in &report.orphans {
+        if o.removed {
+            eprintln!(
+                "tiffin fleet publish: deleted {} (host {:?} is no longer in fleet.toml)",
+                o.dir.display(),
+                o.host
+            );
+        } else {
+            eprintln!(
+                "tiffin fleet publish: {} belongs to host {:?}, which is no longer in fleet.toml; `--prune` deletes it",
+                o.dir.display(),
+                o.host
+            );
+        }
+    }
+    for w in &report.warnings {
+        eprintln!("tiffin fleet publish: warning: {w}");
+    }
+    Ok(if report.failed() > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+fn build(fleet_dir: &Path, opts: BuildOptions) -> anyhow::Result<u8> {
+    let Some(config) = load(fleet_dir) else {
+        return Ok(EXIT_USAGE);
+    };
+    let total = match fleet::select_hosts(&config, &opts.hosts) {
+        Ok(h) => h.len(),
+        Err(e) => {
+            eprintln!("tiffin fleet build: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let progress = Progress::new(total);
+    let report = fleet::build_hosts(fleet_dir, &config, &opts, &|h| {
+        let line = match &h.result {
+            Ok(Some(p)) => format!("built {p}"),
+            Ok(None) => "evaluated".to_string(),
+            Err(_) => "FAILED".to_string(),
+        };
+        progress.done(&h.host, &line);
+    });
+    progress.finish();
+    let report = report?;
+    print!("{}", fleet::report::build_table(&report));
+    for h in &report.hosts {
+        if let Err(e) = &h.result {
+            eprintln!("tiffin fleet build: {e}");
+        }
+    }
+    Ok(if report.failed() > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+fn status(fleet_dir: &std::path::Path, json: bool, watch: bool) -> anyhow::Result<u8> {
+    use crate::fleet::status::{self, Style, WatchOutput};
+    let mut out = std::io::stdout().lock();
+    if watch {
+        let output = if json {
+            WatchOutput::Json
+        } else {
+            WatchOutput::Table(Style::for_stdout())
+        };
+        status::watch(fleet_dir, output, &mut out)?;
+        return Ok(super::EXIT_OK);
+    }
+    let config = crate::config::fleet::FleetConfig::load(fleet_dir)?;
+    if !config.chroot.is_dir() {
+        eprintln!(
+            "tiffin: warning: the chroot root {} (fleet.toml `chroot`) does not exist: nothing is published yet",
+            config.chroot.display()
+        );
+    }
+    let view = status::fleet_status(&config, crate::status::unix_now());
+    use std::io::Write;
+    if json {
+        serde_json::to_writer_pretty(&mut out, &view)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(status::render_table(&view, Style::for_stdout()).as_bytes())?;
+    }
+    Ok(super::EXIT_OK)
+}
+
+fn diff(fleet_dir: &std::path::Path, host: &str) -> anyhow::Result<u8> {
+    let config = crate::config::fleet::FleetConfig::load(fleet_dir)?;
+    let code = crate::fleet::diff::closure_diff(
+        &config,
+        host,
+        &crate::runner::Runner::new(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    Ok(code)
+}
+
+fn logs(fleet_dir: &std::path::Path, host: &str, last: usize) -> anyhow::Result<u8> {
+    let config = crate::config::fleet::FleetConfig::load(fleet_dir)?;
+    crate::fleet::logs::show_logs(&config, host, last, &mut std::io::stdout().lock())?;
+    Ok(super::EXIT_OK)
 }

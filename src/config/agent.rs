@@ -28,6 +28,8 @@ pub struct SystemConfig {
     pub profile: PathBuf,
     pub current_system: PathBuf,
     pub booted_system: PathBuf,
+    /// Where the tree's `files/` subtree is installed (DESIGN §4).
+    pub files_root: PathBuf,
 }
 
 impl Default for SystemConfig {
@@ -40,6 +42,7 @@ impl Default for SystemConfig {
             profile: "/nix/var/nix/profiles/system".into(),
             current_system: "/run/current-system".into(),
             booted_system: "/run/booted-system".into(),
+            files_root: "/".into(),
         }
     }
 }
@@ -196,6 +199,7 @@ mod tests {
         assert_eq!(c.socket, PathBuf::from("/run/tiffin/agent.sock"));
         assert_eq!(c.policy, Policy::Auto);
         assert_eq!(c.system.systemd_run, "systemd-run");
+        assert_eq!(c.system.files_root, PathBuf::from("/"));
     }
 
     #[test]

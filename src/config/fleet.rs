@@ -37,8 +37,39 @@ pub struct FleetConfig {
     pub port: u16,
     #[serde(default = "default_keep")]
     pub keep_generations: usize,
+    /// How `fleet build` and `publish --build` call Nix.
+    #[serde(default)]
+    pub build: BuildConfig,
     #[serde(default)]
     pub hosts: BTreeMap<String, HostConfig>,
+}
+
+/// The `[build]` table: the Nix commands, configurable so that tests can use a fake.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// The `nix` command, for hosts with a `flake.nix`.
+    #[serde(default = "default_nix")]
+    pub nix: String,
+    /// The `nix-build` command, for hosts with a `configuration.nix` only.
+    #[serde(default = "default_nix_build")]
+    pub nix_build: String,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        Self {
+            nix: default_nix(),
+            nix_build: default_nix_build(),
+        }
+    }
+}
+
+fn default_nix() -> String {
+    "nix".into()
+}
+fn default_nix_build() -> String {
+    "nix-build".into()
 }
 
 fn default_chroot() -> PathBuf {
@@ -109,13 +140,26 @@ impl FleetConfig {
                 at("keep_generations")
             )));
         }
+        // One sshd Match block per user: two hosts sharing a user would share a chroot.
+        let mut users: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, h) in &c.hosts {
             let here = at(&format!("hosts.{name}"));
+            let user = h.user_or_default(name);
+            if let Some(other) = users.insert(user, name) {
+                return Err(FleetConfigError(format!(
+                    "{here}: host {name:?}: user {user:?} is already the user of host {other:?}; each host needs its own user"
+                )));
+            }
             check_unix_name(name)
                 .map_err(|why| FleetConfigError(format!("{here}: host {name:?}: {why}")))?;
             if let Some(u) = &h.user {
                 check_unix_name(u).map_err(|why| {
                     FleetConfigError(format!("{here}: host {name:?}: user {u:?}: {why}"))
+                })?;
+            }
+            if let Some(a) = &h.attr {
+                check_nix_attr(a).map_err(|why| {
+                    FleetConfigError(format!("{here}: host {name:?}: attr {a:?}: {why}"))
                 })?;
             }
             check_ssh_public_key(&h.key).map_err(|why| {
@@ -152,6 +196,18 @@ pub fn check_unix_name(name: &str) -> Result<(), String> {
             "not usable as a Unix user name and directory: use lower-case letters, digits, '-' and '_', starting with a letter, at most 32 characters"
                 .into(),
         );
+    }
+    Ok(())
+}
+
+/// A flake attribute name usable unquoted in `nixosConfigurations.<attr>`.
+pub fn check_nix_attr(attr: &str) -> Result<(), String> {
+    let mut chars = attr.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '\'') {
+        return Err("not a plain Nix attribute name: use letters, digits, '-', '_' and '\'', starting with a letter or '_'".into());
     }
     Ok(())
 }
@@ -237,6 +293,45 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("fleet.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn build_table_sets_the_nix_commands() {
+        let c = FleetConfig::parse("[build]\nnix = \"/x/fake-nix\"\n", "fleet.toml").unwrap();
+        assert_eq!(c.build.nix, "/x/fake-nix");
+        assert_eq!(c.build.nix_build, "nix-build");
+        let e = FleetConfig::parse("[build]\nnixx = \"a\"\n", "fleet.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("fleet.toml:2:1:") && e.contains("nixx"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn two_hosts_with_one_user_are_refused() {
+        let e = FleetConfig::parse(
+            &format!("[hosts.a]\nkey = \"{KEY}\"\n[hosts.b]\nkey = \"{KEY}\"\nuser = \"a\"\n"),
+            "fleet.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("fleet.toml:3:2:") && e.contains("\"a\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn attr_that_is_not_a_nix_name_is_refused() {
+        let e = FleetConfig::parse(
+            &format!("[hosts.a]\nkey = \"{KEY}\"\nattr = \"a.b\"\n"),
+            "fleet.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("fleet.toml:1:") && e.contains("\"a.b\""), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod agent;
 pub mod fleet;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
-pub use fleet::{FleetConfig, HostConfig};
+pub use fleet::{BuildConfig, FleetConfig, HostConfig};
 
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;

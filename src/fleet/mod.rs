@@ -3,3 +3,51 @@
 //!
 //! Must not write outside the chroot root (and, for `init`, the new repository); must never leave
 //! a half-written generation visible behind `current`.
+
+pub mod build;
+pub mod diff;
+pub mod init;
+pub mod layout;
+pub mod logs;
+pub mod publish;
+pub mod report;
+pub mod sshd;
+pub mod status;
+pub mod users;
+
+pub use build::{build_hosts, BuildMode, BuildOptions, BuildReport, HostBuild};
+pub use layout::Publication;
+pub use publish::{
+    publish, publish_host, publish_with_progress, HostReport, HostResult, PublishOptions,
+    PublishReport,
+};
+
+use crate::config::FleetConfig;
+
+/// The hosts a command works on: the named ones (each must be in fleet.toml), or all of them.
+pub fn select_hosts(config: &FleetConfig, named: &[String]) -> Result<Vec<String>, UnknownHost> {
+    if named.is_empty() {
+        return Ok(config.hosts.keys().cloned().collect());
+    }
+    let mut out = Vec::new();
+    for n in named {
+        if !config.hosts.contains_key(n) {
+            return Err(UnknownHost {
+                host: n.clone(),
+                known: config.hosts.keys().cloned().collect(),
+            });
+        }
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// A host named on the command line that fleet.toml does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("host {host:?} is not in fleet.toml (hosts: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+pub struct UnknownHost {
+    pub host: String,
+    pub known: Vec<String>,
+}

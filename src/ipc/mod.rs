@@ -7,6 +7,8 @@
 pub mod client;
 pub mod codec;
 pub mod protocol;
+pub mod report;
+pub mod server;
 
 pub use client::{Client, ClientError, Incoming};
 pub use protocol::{Command, ErrorCode, Event, Request, Response, WireError, PROTOCOL_VERSION};

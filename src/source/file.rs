@@ -102,6 +102,24 @@ impl Source for FileSource {
         copy_bounded(&mut f, out, limit, &self.place(&rel))
     }
 
+    fn check_tree_path(&mut self, generation: u64, path: &str) -> Result<(), SourceError> {
+        let mut at = self.root.join(format!("gens/{generation}/tree"));
+        for part in path.split('/') {
+            at.push(part);
+            let meta = fs::symlink_metadata(&at).map_err(|e| {
+                let rel = at.strip_prefix(&self.root).unwrap_or(&at);
+                self.map_io(&rel.to_string_lossy(), e)
+            })?;
+            if meta.file_type().is_symlink() {
+                return Err(SourceError::Layout {
+                    place: at.display().to_string(),
+                    why: format!("{path} goes through a symlink here; a published tree has none"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError> {
         check_log_name(name)?;
         let rel = format!("logs/{name}");

@@ -5,8 +5,10 @@
 //! but nothing of builds or systems. Every read is bounded by what the caller expects.
 
 mod file;
+mod sftp;
 
 pub use file::FileSource;
+pub use sftp::{fingerprint, SftpSource, SftpTarget, CONNECT_TIMEOUT, IO_TIMEOUT};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -146,6 +148,12 @@ pub trait Source: Send {
         limit: u64,
     ) -> Result<u64, SourceError>;
 
+    /// Checks that `gens/<N>/tree/<path>` is reached without a symlink on the server. Publishing
+    /// resolves every symlink, so one there means the chroot was tampered with (it could lead to
+    /// another generation, or to `logs/`, which the host writes itself). The fetch checks every
+    /// file it will download before downloading any.
+    fn check_tree_path(&mut self, generation: u64, path: &str) -> Result<(), SourceError>;
+
     /// Writes `logs/<name>` (a plain file name) so that a reader never sees half of it.
     fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError>;
 }
@@ -189,10 +197,21 @@ pub fn check_log_name(name: &str) -> Result<(), SourceError> {
 pub fn open(config: &crate::config::AgentConfig) -> Result<Box<dyn Source>, SourceError> {
     match SourceUrl::parse(&config.source)? {
         SourceUrl::File(p) => Ok(Box::new(FileSource::new(p))),
-        SourceUrl::Sftp { .. } => Err(SourceError::BadUrl {
-            url: config.source.clone(),
-            why: "sftp sources are not implemented yet".into(),
-        }),
+        SourceUrl::Sftp {
+            user,
+            host,
+            port,
+            path,
+        } => Ok(Box::new(SftpSource::connect(SftpTarget {
+            user,
+            host,
+            port,
+            path,
+            identity: config.identity.clone(),
+            known_hosts: config.known_hosts.clone(),
+            connect_timeout: CONNECT_TIMEOUT,
+            io_timeout: IO_TIMEOUT,
+        })?)),
     }
 }
 

@@ -1,0 +1,154 @@
+//! Step 3: build the fetched tree into a system store path, flake or not (DESIGN §3).
+
+use super::files::{FILES_DIR, FILES_TOML};
+use super::system::command_failure;
+use crate::config::SystemConfig;
+use crate::runner::Runner;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// How the tree is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildKind {
+    /// `flake.nix` at the top of the tree.
+    Flake { attr: String },
+    /// `configuration.nix` through `<nixpkgs/nixos>`.
+    Classic,
+}
+
+impl BuildKind {
+    pub fn detect(tree: &Path, host: &str) -> Self {
+        if tree.join("flake.nix").is_file() {
+            BuildKind::Flake {
+                attr: host.to_string(),
+            }
+        } else {
+            BuildKind::Classic
+        }
+    }
+}
+
+/// Builds the tree and returns the system's store path (the last line of stdout).
+pub fn build_system(
+    runner: &Runner,
+    sys: &SystemConfig,
+    tree: &Path,
+    host: &str,
+) -> Result<String, String> {
+    let kind = BuildKind::detect(tree, host);
+    let tree_s = tree.to_string_lossy();
+    let out = match &kind {
+        BuildKind::Flake { attr } => {
+            let installable =
+                format!("path:{tree_s}#nixosConfigurations.{attr}.config.system.build.toplevel");
+            runner.run(
+                &sys.nix,
+                &["build", "--no-link", "--print-out-paths", &installable],
+                None,
+            )
+        }
+        BuildKind::Classic => {
+            let config = format!("nixos-config={tree_s}/configuration.nix");
+            runner.run(
+                &sys.nix_build,
+                &[
+                    "<nixpkgs/nixos>",
+                    "-A",
+                    "system",
+                    "-I",
+                    &config,
+                    "--no-out-link",
+                ],
+                None,
+            )
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    if let Some(why) = command_failure(&out) {
+        return Err(why);
+    }
+    let path = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_default()
+        .to_string();
+    if !path.starts_with('/')
+        || !Path::new(&path)
+            .join("bin/switch-to-configuration")
+            .exists()
+    {
+        return Err(format!(
+            "`{}` did not print a system store path with bin/switch-to-configuration (got {path:?})",
+            out.command
+        ));
+    }
+    Ok(path)
+}
+
+/// The tree Nix is given: the fetched tree without `files/` and `files.toml`, in
+/// `<state_dir>/build` (hard links where possible). A `path:` flake copies its whole directory into the world-readable Nix
+/// store, and the secrets under `files/` must never land there.
+pub fn build_view(tree: &Path, state_dir: &Path) -> io::Result<PathBuf> {
+    let dest = state_dir.join("build");
+    if fs::symlink_metadata(&dest).is_ok() {
+        fs::remove_dir_all(&dest).map_err(|e| crate::fsutil::with_path(e, &dest))?;
+    }
+    copy_tree(tree, &dest, true)?;
+    Ok(dest)
+}
+
+fn copy_tree(src: &Path, dst: &Path, top: bool) -> io::Result<()> {
+    let with = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| crate::fsutil::with_path(e, &p)
+    };
+    fs::create_dir(dst).map_err(with(dst))?;
+    for e in fs::read_dir(src).map_err(with(src))? {
+        let e = e.map_err(with(src))?;
+        let name = e.file_name();
+        if top && (name == FILES_DIR || name == FILES_TOML) {
+            continue;
+        }
+        let (from, to) = (e.path(), dst.join(&name));
+        let ft = e.file_type().map_err(with(&from))?;
+        if ft.is_dir() {
+            copy_tree(&from, &to, false)?;
+        } else if ft.is_file() {
+            // Fetched trees are never modified in place, so a hard link is as good as a copy.
+            if fs::hard_link(&from, &to).is_err() {
+                fs::copy(&from, &to).map_err(with(&from))?;
+            }
+        }
+        // A fetched tree holds only files and directories (the manifest has no symlinks).
+    }
+    let perms = fs::metadata(src).map_err(with(src))?.permissions();
+    fs::set_permissions(dst, perms).map_err(with(dst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_view_leaves_out_files_and_files_toml_only_at_the_top() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        fs::create_dir_all(tree.join("files/etc")).unwrap();
+        fs::create_dir_all(tree.join("modules/files")).unwrap();
+        fs::write(tree.join("files/etc/secret"), "s").unwrap();
+        fs::write(tree.join("files.toml"), "").unwrap();
+        fs::write(tree.join("flake.nix"), "{}").unwrap();
+        fs::write(tree.join("modules/files/x.nix"), "{}").unwrap();
+        let state = d.path().join("state");
+        fs::create_dir(&state).unwrap();
+        for _ in 0..2 {
+            let v = build_view(&tree, &state).unwrap();
+            assert!(v.join("flake.nix").is_file());
+            assert!(v.join("modules/files/x.nix").is_file());
+            assert!(!v.join("files").exists() && !v.join("files.toml").exists());
+        }
+    }
+}

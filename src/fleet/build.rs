@@ -1,0 +1,189 @@
+//! Building a host's system with Nix (DESIGN §3 step 3), for `fleet build` and
+//! `fleet publish --build/--dry-build`. Flake when the host's tree has a `flake.nix`, else
+//! `nix-build '<nixpkgs/nixos>'` on its `configuration.nix`. Every command goes through the runner.
+
+use super::publish::{stage_host, StageError};
+use crate::config::{BuildConfig, FleetConfig};
+use crate::runner::Runner;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Build for real, or only evaluate (`--dry-run`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildMode {
+    Build,
+    DryRun,
+}
+
+/// Why a host's build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{tree}: neither flake.nix nor configuration.nix; cannot build this host")]
+    NoEntryPoint { tree: String },
+    #[error("build failed: {0}")]
+    Failed(String),
+    #[error("build failed: {0}")]
+    Spawn(std::io::Error),
+    #[error("build printed no store path: `{command}` wrote {stdout:?}")]
+    NoStorePath { command: String, stdout: String },
+}
+
+/// The command line that builds the system of the tree at `tree`.
+pub fn build_command(
+    tools: &BuildConfig,
+    tree: &Path,
+    attr: &str,
+    mode: BuildMode,
+) -> Result<(String, Vec<String>), BuildError> {
+    let dry = mode == BuildMode::DryRun;
+    if tree.join("flake.nix").is_file() {
+        let mut args: Vec<String> = vec![
+            "--extra-experimental-features".into(),
+            "nix-command flakes".into(),
+            "build".into(),
+            "--no-link".into(),
+            "--print-out-paths".into(),
+            format!(
+                "path:{}#nixosConfigurations.{attr}.config.system.build.toplevel",
+                tree.display()
+            ),
+        ];
+        if dry {
+            args.push("--dry-run".into());
+        }
+        Ok((tools.nix.clone(), args))
+    } else if tree.join("configuration.nix").is_file() {
+        let mut args: Vec<String> = vec![
+            "<nixpkgs/nixos>".into(),
+            "-A".into(),
+            "system".into(),
+            "-I".into(),
+            format!("nixos-config={}", tree.join("configuration.nix").display()),
+            "--no-out-link".into(),
+        ];
+        if dry {
+            args.push("--dry-run".into());
+        }
+        Ok((tools.nix_build.clone(), args))
+    } else {
+        Err(BuildError::NoEntryPoint {
+            tree: tree.display().to_string(),
+        })
+    }
+}
+
+/// Builds (or dry-builds) the system of a staged tree; a real build returns its store path.
+pub fn build_system(
+    tools: &BuildConfig,
+    runner: &Runner,
+    tree: &Path,
+    attr: &str,
+    mode: BuildMode,
+) -> Result<Option<String>, BuildError> {
+    let (program, args) = build_command(tools, tree, attr, mode)?;
+    let out = runner
+        .run_in(&program, &args, Some(tree), None)
+        .map_err(BuildError::Spawn)?;
+    if !out.success() {
+        return Err(BuildError::Failed(out.describe_failure()));
+    }
+    if mode == BuildMode::DryRun {
+        return Ok(None);
+    }
+    match out
+        .stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+    {
+        Some(p) if p.starts_with('/') && !p.contains(char::is_whitespace) => {
+            Ok(Some(p.to_string()))
+        }
+        _ => Err(BuildError::NoStorePath {
+            command: out.command,
+            stdout: out.stdout,
+        }),
+    }
+}
+
+/// What `fleet build` does.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Hosts to build; empty: all.
+    pub hosts: Vec<String>,
+    pub mode: BuildMode,
+    /// Hosts built at the same time.
+    pub jobs: usize,
+}
+
+/// One host's build.
+#[derive(Clone, Debug)]
+pub struct HostBuild {
+    pub host: String,
+    /// The system store path (a real build), `Ok(None)` for a dry run, or the error.
+    pub result: Result<Option<String>, String>,
+    pub elapsed: Duration,
+}
+
+/// Every host's build, in fleet.toml order.
+#[derive(Clone, Debug, Default)]
+pub struct BuildReport {
+    pub hosts: Vec<HostBuild>,
+}
+
+impl BuildReport {
+    pub fn failed(&self) -> usize {
+        self.hosts.iter().filter(|h| h.result.is_err()).count()
+    }
+}
+
+/// `fleet build`: stages each host into a temporary directory and builds it; writes nothing
+/// under the chroot root.
+pub fn build_hosts(
+    fleet_dir: &Path,
+    config: &FleetConfig,
+    opts: &BuildOptions,
+    on_done: &(dyn Fn(&HostBuild) + Sync),
+) -> Result<BuildReport, super::UnknownHost> {
+    let hosts = super::select_hosts(config, &opts.hosts)?;
+    let runner = Runner::new();
+    let results = super::publish::in_parallel(&hosts, opts.jobs, |host| {
+        let start = Instant::now();
+        let result = build_one(fleet_dir, config, &runner, host, opts.mode);
+        let b = HostBuild {
+            host: host.clone(),
+            result: result.map_err(|e| format!("host {host}: {e}")),
+            elapsed: start.elapsed(),
+        };
+        on_done(&b);
+        b
+    });
+    Ok(BuildReport { hosts: results })
+}
+
+fn build_one(
+    fleet_dir: &Path,
+    config: &FleetConfig,
+    runner: &Runner,
+    host: &str,
+    mode: BuildMode,
+) -> Result<Option<String>, StageOrBuild> {
+    let hc = &config.hosts[host];
+    let staging = tempfile::Builder::new()
+        .prefix(&format!("tiffin-build-{host}-"))
+        .tempdir()
+        .map_err(|e| StageOrBuild::Stage(StageError::Io(e)))?;
+    let tree = staging.path().join("tree");
+    stage_host(fleet_dir, host, hc, &tree).map_err(StageOrBuild::Stage)?;
+    build_system(&config.build, runner, &tree, hc.attr_or_default(host), mode)
+        .map_err(StageOrBuild::Build)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StageOrBuild {
+    #[error(transparent)]
+    Stage(StageError),
+    #[error(transparent)]
+    Build(BuildError),
+}

@@ -1,0 +1,163 @@
+//! Where a host's publication lives under the chroot root (DESIGN §2), and how to read it.
+//!
+//! ```text
+//! <chroot>/<host>/            current -> gens/<N>, gens/<N>/{manifest.json,tree/}, logs/
+//! ```
+
+use crate::fsutil::with_path;
+use crate::manifest::{Manifest, ManifestError, MANIFEST_FILE};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The name of the link to the published generation.
+pub const CURRENT: &str = "current";
+/// The directory of generations.
+pub const GENS: &str = "gens";
+/// The only directory the host may write.
+pub const LOGS: &str = "logs";
+/// The tree inside a generation.
+pub const TREE: &str = "tree";
+/// Prefix of a generation being written (never the target of `current`).
+pub const INCOMING_PREFIX: &str = ".incoming-";
+
+/// One host's publication directory, `<chroot>/<host>`.
+#[derive(Clone, Debug)]
+pub struct Publication {
+    pub dir: PathBuf,
+}
+
+/// A publication whose `current` generation could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PublicationError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{path}: `current` points at {target:?}, which is not gens/<number>")]
+    BadLink { path: PathBuf, target: PathBuf },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+impl Publication {
+    pub fn new(chroot: &Path, host: &str) -> Self {
+        Self {
+            dir: chroot.join(host),
+        }
+    }
+    pub fn gens(&self) -> PathBuf {
+        self.dir.join(GENS)
+    }
+    pub fn current_link(&self) -> PathBuf {
+        self.dir.join(CURRENT)
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join(LOGS)
+    }
+    pub fn generation_dir(&self, n: u64) -> PathBuf {
+        self.gens().join(n.to_string())
+    }
+    /// The link text `current` gets for generation `n` (relative, so it works inside the chroot).
+    pub fn link_target(n: u64) -> PathBuf {
+        Path::new(GENS).join(n.to_string())
+    }
+
+    /// The generation `current` points at, or `None` when nothing was published yet.
+    pub fn current_generation(&self) -> Result<Option<u64>, PublicationError> {
+        let link = self.current_link();
+        let target = match fs::read_link(&link) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(with_path(e, &link).into()),
+        };
+        parse_link(&target)
+            .map(Some)
+            .ok_or(PublicationError::BadLink { path: link, target })
+    }
+
+    /// The manifest of the current generation, or `None` when nothing was published yet.
+    pub fn current_manifest(&self) -> Result<Option<Manifest>, PublicationError> {
+        let Some(n) = self.current_generation()? else {
+            return Ok(None);
+        };
+        let path = self.generation_dir(n).join(MANIFEST_FILE);
+        let bytes = fs::read(&path).map_err(|e| with_path(e, &path))?;
+        Ok(Some(Manifest::parse(&bytes, &path.display().to_string())?))
+    }
+
+    /// Every complete generation number present under `gens/`, ascending.
+    pub fn generations(&self) -> io::Result<Vec<u64>> {
+        let gens = self.gens();
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&gens) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(with_path(e, &gens)),
+        };
+        for item in rd {
+            let item = item.map_err(|e| with_path(e, &gens))?;
+            if let Some(n) = item.file_name().to_str().and_then(parse_generation) {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The next generation number: above every generation present and the one `current` names,
+    /// so numbers only grow.
+    pub fn next_generation(&self) -> Result<u64, PublicationError> {
+        let highest = self.generations()?.last().copied().unwrap_or(0);
+        let current = self.current_generation()?.unwrap_or(0);
+        Ok(highest.max(current) + 1)
+    }
+}
+
+/// `gens/<N>` → N.
+fn parse_link(target: &Path) -> Option<u64> {
+    let mut parts = target.components();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(std::path::Component::Normal(g)), Some(std::path::Component::Normal(n)), None)
+            if g == GENS =>
+        {
+            n.to_str().and_then(parse_generation)
+        }
+        _ => None,
+    }
+}
+
+/// A generation directory name: a positive decimal number without leading zeros.
+fn parse_generation(name: &str) -> Option<u64> {
+    if name.is_empty() || name.starts_with('0') || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_targets_round_trip_and_odd_ones_are_refused() {
+        assert_eq!(parse_link(&Publication::link_target(12)), Some(12));
+        assert_eq!(parse_link(Path::new("gens/012")), None);
+        assert_eq!(parse_link(Path::new("/gens/1")), None);
+        assert_eq!(parse_link(Path::new("gens/1/x")), None);
+        assert_eq!(parse_link(Path::new("other/1")), None);
+    }
+
+    #[test]
+    fn next_generation_is_above_everything_present() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Publication::new(d.path(), "h");
+        assert_eq!(p.next_generation().unwrap(), 1);
+        for n in [2, 7, 5] {
+            fs::create_dir_all(p.generation_dir(n)).unwrap();
+        }
+        fs::create_dir_all(p.gens().join(".incoming-9-1")).unwrap();
+        std::os::unix::fs::symlink("gens/5", p.current_link()).unwrap();
+        assert_eq!(p.generations().unwrap(), vec![2, 5, 7]);
+        assert_eq!(p.current_generation().unwrap(), Some(5));
+        assert_eq!(p.next_generation().unwrap(), 8);
+    }
+}

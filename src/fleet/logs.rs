@@ -1,0 +1,126 @@
+//! `tiffin fleet logs HOST [--last N]`: a host's latest reports (by their own time, as in
+//! `fleet status`) and the text of the newest one's log.
+
+use super::status::{read_host_file, resolve_host, FleetViewError, HostRecords, MAX_LOG_TEXT};
+use crate::agent::report;
+use crate::config::fleet::FleetConfig;
+use crate::source::check_log_name;
+use flate2::read::GzDecoder;
+use std::io::Read;
+
+/// Writes the listing and the newest log to `out`.
+pub fn show_logs(
+    config: &FleetConfig,
+    host: &str,
+    last: usize,
+    out: &mut dyn std::io::Write,
+) -> Result<(), FleetViewError> {
+    resolve_host(config, host)?;
+    let rec = HostRecords::read(&config.chroot, host);
+    let io = |e: std::io::Error| FleetViewError::Io {
+        place: "stdout".into(),
+        source: e,
+    };
+    for p in &rec.problems {
+        writeln!(out, "warning: {p}").map_err(io)?;
+    }
+    if rec.reports.is_empty() {
+        writeln!(
+            out,
+            "{host} has uploaded no reports yet (looked in {})",
+            rec.dir.join("logs").display()
+        )
+        .map_err(io)?;
+        return Ok(());
+    }
+    let shown = &rec.reports[rec.reports.len().saturating_sub(last.max(1))..];
+    writeln!(
+        out,
+        "{host}: the last {} of {} reports, oldest first",
+        shown.len(),
+        rec.reports.len()
+    )
+    .map_err(io)?;
+    let mut rows = vec![[
+        "FINISHED".to_string(),
+        "GEN".into(),
+        "OUTCOME".into(),
+        "STEP".into(),
+        "MESSAGE".into(),
+    ]];
+    let mut newest = None;
+    for name in shown {
+        let (step, message) = match rec.load_report(name) {
+            Ok(r) => {
+                let cells = (
+                    r.failed_step.clone().unwrap_or_else(|| "-".into()),
+                    r.message
+                        .as_deref()
+                        .and_then(|m| m.lines().next())
+                        .unwrap_or("")
+                        .to_string(),
+                );
+                newest = Some(r);
+                cells
+            }
+            Err(e) => {
+                newest = None;
+                ("?".into(), format!("unreadable: {e}"))
+            }
+        };
+        rows.push([
+            report::rfc3339(name.time),
+            format!("g{}", name.generation),
+            report::outcome_word(name.outcome),
+            step,
+            message,
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in &rows {
+        let mut line = String::new();
+        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
+            line.push_str(c);
+            if i + 1 < r.len() {
+                line.push_str(&" ".repeat(w - c.chars().count() + 2));
+            }
+        }
+        writeln!(out, "{}", line.trim_end()).map_err(io)?;
+    }
+
+    // The newest report's log: the name it gives, or the one beside it.
+    let Some(last_name) = shown.last() else {
+        return Ok(());
+    };
+    let log_name = newest
+        .map(|r| r.log)
+        .filter(|l| check_log_name(l).is_ok() && l.ends_with(".log.gz"))
+        .unwrap_or_else(|| last_name.file.trim_end_matches(".json").to_string() + ".log.gz");
+    let path = rec.dir.join("logs").join(&log_name);
+    writeln!(out, "\n── {} ──", path.display()).map_err(io)?;
+    match read_log(&path) {
+        Ok(text) => {
+            out.write_all(text.as_bytes()).map_err(io)?;
+            if !text.ends_with('\n') {
+                writeln!(out).map_err(io)?;
+            }
+        }
+        Err(e) => writeln!(out, "(no log: {e})").map_err(io)?,
+    }
+    Ok(())
+}
+
+/// A gzip'd log as text, read without following symlinks and capped (the host wrote it).
+pub fn read_log(path: &std::path::Path) -> std::io::Result<String> {
+    let gz = read_host_file(path, MAX_LOG_TEXT)?;
+    let mut raw = Vec::new();
+    GzDecoder::new(gz.as_slice())
+        .take(MAX_LOG_TEXT)
+        .read_to_end(&mut raw)?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}

@@ -1,0 +1,344 @@
+//! The agent SIGKILLed inside each step (download, build, activate, verify), then started again:
+//! the machine ends on the old or the new system, never between; the state says what happened;
+//! no endless retry. The fake NixOS's scripts wait on marker files so that the test can kill
+//! `tiffin agent --once` at the right moment.
+
+mod pipeline_support;
+
+use pipeline_support::{wait_for, Machine};
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::Child;
+
+fn kill(child: &mut Child) {
+    child.kill().expect("SIGKILL the agent");
+    child.wait().expect("reap the agent");
+}
+
+/// Running, profile and boot default agree: the machine is on one system, not between two.
+fn assert_on_one_system(m: &Machine) -> std::path::PathBuf {
+    let cur = m.current();
+    assert_eq!(m.profile(), cur, "profile and running system differ");
+    assert_eq!(
+        m.boot_default(),
+        cur,
+        "boot default and running system differ"
+    );
+    cur
+}
+
+/// `(outcome, failed_step)` of every attempt in the state's history.
+fn history(m: &Machine) -> Vec<(String, String)> {
+    m.state_json()["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            (
+                a["outcome"].as_str().unwrap_or("").to_string(),
+                a["failed_step"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn journal_step(m: &Machine) -> Option<String> {
+    m.state_json()["journal"]["step"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn pair(o: &str, s: &str) -> (String, String) {
+    (o.to_string(), s.to_string())
+}
+
+#[test]
+fn killed_while_downloading_keeps_the_old_tree_then_resumes_and_applies() {
+    let mut m = Machine::new();
+    m.write("configuration.nix", "{ ... }: { big = true; }\n");
+    m.write("zz-big", "the last file to be downloaded\n");
+    let g = m.publish();
+    // The last file is a FIFO on the server: reading it blocks until the test writes.
+    let fifo = m.publication.join(format!("gens/{g}/tree/zz-big"));
+    fs::remove_file(&fifo).unwrap();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let mut agent = m.spawn_once();
+    // Opening the write end without blocking succeeds only once the agent has it open.
+    let _writer = wait_for("the agent to read the FIFO", || {
+        fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .ok()
+    });
+    assert_eq!(journal_step(&m).as_deref(), Some("fetch"));
+    kill(&mut agent);
+    assert!(
+        !m.state.join("tree").exists(),
+        "a partial download is never swapped in"
+    );
+    assert_eq!(assert_on_one_system(&m), m.initial_system);
+
+    fs::remove_file(&fifo).unwrap();
+    fs::write(&fifo, "the last file to be downloaded\n").unwrap();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_ne!(assert_on_one_system(&m), m.initial_system);
+    assert_eq!(
+        history(&m),
+        vec![pair("interrupted", "fetch"), pair("updated", "")]
+    );
+    m.report(g, "updated");
+}
+
+#[test]
+fn killed_while_building_stays_on_the_old_system_then_applies_at_the_next_start() {
+    let mut m = Machine::new();
+    m.write("configuration.nix", "{ ... }: { b = 1; }\n");
+    let g = m.publish();
+    m.pause("build");
+    let mut agent = m.spawn_once();
+    m.wait_paused("build");
+    kill(&mut agent);
+    m.resume("build");
+    m.wait_exited("build");
+    assert_eq!(journal_step(&m).as_deref(), Some("build"));
+    assert_eq!(assert_on_one_system(&m), m.initial_system);
+
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_ne!(assert_on_one_system(&m), m.initial_system);
+    assert_eq!(
+        history(&m),
+        vec![pair("interrupted", "build"), pair("updated", "")]
+    );
+    let (r, _) = m.report(g, "interrupted");
+    assert_eq!(r["failed_step"], "build");
+    m.report(g, "updated");
+}
+
+#[test]
+fn killed_twice_while_building_gives_up_on_that_generation_and_takes_a_newer_one() {
+    let mut m = Machine::new();
+    m.write("configuration.nix", "{ ... }: { oom = true; }\n");
+    let g = m.publish();
+    for _ in 0..2 {
+        let _ = fs::remove_file(m.root.join("exited-build"));
+        m.pause("build");
+        let mut agent = m.spawn_once();
+        m.wait_paused("build");
+        kill(&mut agent);
+        m.resume("build");
+        m.wait_exited("build");
+    }
+    assert_eq!(m.count_calls("nix build"), 2);
+    let (code, out) = m.run_once();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not retried"), "{out}");
+    let (code, _) = m.run_once();
+    assert_eq!(code, 1);
+    assert_eq!(
+        m.count_calls("nix build"),
+        2,
+        "no third build: no endless retry"
+    );
+    assert_eq!(assert_on_one_system(&m), m.initial_system);
+    let state = m.state_json();
+    assert_eq!(
+        state["do_not_retry"][g.to_string()]["outcome"],
+        "interrupted"
+    );
+    assert_eq!(
+        history(&m),
+        vec![pair("interrupted", "build"), pair("interrupted", "build")]
+    );
+
+    m.write("configuration.nix", "{ ... }: { oom = false; }\n");
+    m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_ne!(assert_on_one_system(&m), m.initial_system);
+}
+
+#[test]
+fn killed_while_activating_a_switch_that_completed_is_verified_and_committed_at_restart() {
+    let mut m = Machine::new();
+    m.write("configuration.nix", "{ ... }: { a = 1; }\n");
+    let g = m.publish();
+    m.pause("activate");
+    let mut agent = m.spawn_once();
+    m.wait_paused("activate");
+    kill(&mut agent);
+    // The transient unit outlives the agent and finishes the switch.
+    m.resume("activate");
+    m.wait_exited("activate");
+    let new = m.current();
+    assert_ne!(new, m.initial_system);
+    assert_eq!(m.profile(), m.initial_system, "not committed yet");
+    assert_eq!(journal_step(&m).as_deref(), Some("activate"));
+
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(assert_on_one_system(&m), new);
+    assert_eq!(history(&m), vec![pair("updated", "")]);
+    m.report(g, "updated");
+}
+
+#[test]
+fn killed_while_activating_before_the_switch_returns_to_the_old_system_and_retries() {
+    let mut m = Machine::new();
+    m.write("configuration.nix", "{ ... }: { a = 2; }\n");
+    m.publish();
+    m.pause("activate");
+    let mut agent = m.spawn_once();
+    let activation = m.wait_paused("activate");
+    kill(&mut agent);
+    // The activation dies too, before switching anything.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(activation),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    m.wait_gone(activation);
+    m.resume("activate");
+    assert_eq!(m.current(), m.initial_system);
+
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    let reactivated = format!(
+        "switch-to-configuration test {}",
+        m.initial_system.display()
+    );
+    assert!(m.calls().contains(&reactivated), "{}", m.calls());
+    assert_ne!(assert_on_one_system(&m), m.initial_system);
+    assert_eq!(
+        history(&m),
+        vec![pair("interrupted", "activate"), pair("updated", "")]
+    );
+}
+
+#[test]
+fn killed_while_verifying_re_verifies_and_commits_at_restart() {
+    let probe = |root: &std::path::Path| {
+        format!(
+            r#"health_checks = ["echo $$ > {r}/paused-verify; while [ -e {r}/pause-verify ]; do sleep 0.05; done"]"#,
+            r = root.display()
+        )
+    };
+    let mut m = Machine::new();
+    m.write_config(&probe(&m.root), "");
+    m.write("configuration.nix", "{ ... }: { v = 1; }\n");
+    let g = m.publish();
+    m.pause("verify");
+    let mut agent = m.spawn_once();
+    m.wait_paused("verify");
+    kill(&mut agent);
+    m.resume("verify");
+    assert_eq!(journal_step(&m).as_deref(), Some("verify"));
+    let new = m.current();
+    assert_ne!(new, m.initial_system);
+
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(assert_on_one_system(&m), new);
+    m.report(g, "updated");
+}
+
+#[test]
+fn killed_while_verifying_a_system_that_cut_the_network_rolls_back_at_restart() {
+    let mut m = Machine::new();
+    // Long enough that the agent is surely killed while it still retries to reach the server.
+    m.write_config("verify_timeout = \"60s\"", "");
+    m.write("CUT_NETWORK", "");
+    let g = m.publish();
+    let mut agent = m.spawn_once();
+    wait_for("the agent to be verifying", || {
+        fs::read(m.state.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter(|s| s["journal"]["step"] == "verify")
+    });
+    kill(&mut agent);
+    assert_ne!(m.current(), m.initial_system, "the bad system runs");
+    assert!(!m.publication.exists(), "and the machine is cut off");
+
+    m.write_config("", "");
+    let (code, out) = m.run_once();
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(assert_on_one_system(&m), m.initial_system);
+    assert_eq!(m.profile_history(), vec![m.initial_system.clone()]);
+    let (r, _) = m.report(g, "rolled_back");
+    assert_eq!(r["failed_step"], "verify");
+    // And it is not tried again.
+    let builds = m.count_calls("nix build");
+    assert_eq!(m.run_once().0, 3);
+    assert_eq!(m.count_calls("nix build"), builds);
+}
+
+#[test]
+fn killed_while_committing_finishes_the_commit_at_restart() {
+    let mut m = Machine::new();
+    m.write("configuration.nix", "{ ... }: { c = 1; }\n");
+    let g = m.publish();
+    m.pause("boot");
+    let mut agent = m.spawn_once();
+    let boot = m.wait_paused("boot");
+    kill(&mut agent);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(boot),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    m.wait_gone(boot);
+    m.resume("boot");
+    let new = m.current();
+    assert_eq!(m.profile(), new, "the profile was set");
+    assert_eq!(m.boot_default(), m.initial_system, "the boot entry was not");
+    assert_eq!(journal_step(&m).as_deref(), Some("commit"));
+
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(assert_on_one_system(&m), new);
+    m.report(g, "updated");
+}
+
+#[test]
+fn a_verification_that_keeps_killing_the_agent_is_rolled_back_after_two_tries() {
+    let mut m = Machine::new();
+    m.write_config(
+        &format!(
+            r#"health_checks = ["echo $$ > {r}/paused-verify; while [ -e {r}/pause-verify ]; do sleep 0.05; done"]"#,
+            r = m.root.display()
+        ),
+        "",
+    );
+    m.write("configuration.nix", "{ ... }: { kills = true; }\n");
+    let g = m.publish();
+    m.pause("verify");
+    for _ in 0..2 {
+        let _ = fs::remove_file(m.root.join("paused-verify"));
+        let mut agent = m.spawn_once();
+        let check = m.wait_paused("verify");
+        kill(&mut agent);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(check),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        m.wait_gone(check);
+        assert_eq!(journal_step(&m).as_deref(), Some("verify"));
+    }
+    let (code, out) = m.run_once();
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(assert_on_one_system(&m), m.initial_system);
+    let (r, _) = m.report(g, "rolled_back");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted 2 times during verify"),
+        "{r}"
+    );
+    assert_eq!(m.count_calls("nix build"), 1);
+}

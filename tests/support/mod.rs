@@ -1,0 +1,27 @@
+//! Shared support for integration tests and benchmarks: a real chrooted OpenSSH sshd
+//! ([`sshd::Sshd`]), publications laid out like `tiffin fleet publish` does
+//! ([`publication`]), and a loopback relay that counts the bytes on the wire ([`relay::Relay`]).
+//!
+//! Use it with `mod support;` from a test file (or `#[path = "../tests/support/mod.rs"]` from a
+//! bench). Not every user needs every part.
+#![allow(dead_code)]
+
+pub mod publication;
+pub mod relay;
+pub mod sshd;
+
+use std::io::Read;
+
+/// A short random hex string for unique names (users, groups, directories).
+pub fn random_suffix(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("/dev/urandom is readable");
+    hex::encode(buf)
+}
+
+/// True when tests must not skip: a missing prerequisite is then a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}

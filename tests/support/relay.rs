@@ -1,0 +1,122 @@
+//! A loopback TCP relay that counts every byte in each direction: an honest measure of what a
+//! client puts on the wire, whatever the protocol does inside.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Counters {
+    /// Client → server.
+    up: AtomicU64,
+    /// Server → client.
+    down: AtomicU64,
+    /// Connections still open.
+    open: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Bytes seen on the wire since the last reset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wire {
+    pub up: u64,
+    pub down: u64,
+}
+
+impl Wire {
+    pub fn total(&self) -> u64 {
+        self.up + self.down
+    }
+}
+
+pub struct Relay {
+    pub port: u16,
+    counters: Arc<Counters>,
+}
+
+impl Relay {
+    /// Listens on a free loopback port and forwards every connection to `127.0.0.1:target`.
+    pub fn start(target: u16) -> Relay {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").expect("bind a loopback port for the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if c.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                c.open.fetch_add(2, Ordering::SeqCst);
+                pump(&client, &server, c.clone(), true);
+                pump(&server, &client, c.clone(), false);
+            }
+        });
+        Relay { port, counters }
+    }
+
+    /// Zeroes the counters (call between measurements, with no connection open).
+    pub fn reset(&self) {
+        self.counters.up.store(0, Ordering::SeqCst);
+        self.counters.down.store(0, Ordering::SeqCst);
+    }
+
+    /// Waits (up to 10 s) until every relayed connection is closed, then returns the counts.
+    pub fn settle(&self) -> Wire {
+        let start = Instant::now();
+        while self.counters.open.load(Ordering::SeqCst) > 0
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+        self.wire()
+    }
+
+    pub fn wire(&self) -> Wire {
+        Wire {
+            up: self.counters.up.load(Ordering::SeqCst),
+            down: self.counters.down.load(Ordering::SeqCst),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.counters.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn pump(from: &TcpStream, to: &TcpStream, c: Arc<Counters>, upstream: bool) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        c.open.fetch_sub(1, Ordering::SeqCst);
+        return;
+    };
+    thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            let counter = if upstream { &c.up } else { &c.down };
+            counter.fetch_add(n as u64, Ordering::SeqCst);
+        }
+        let _ = to.shutdown(Shutdown::Write);
+        let _ = from.shutdown(Shutdown::Read);
+        c.open.fetch_sub(1, Ordering::SeqCst);
+    });
+}
