@@ -1,22 +1,24 @@
 //! Screenshots of the real tray in a real panel (trayer, an XEmbed system tray) under Xvfb, menu
-//! open, in several states; written to assets/screenshots/ for the README.
+//! open, following the real agent (daemon + pipeline on the fake NixOS) through its states;
+//! written to assets/screenshots/ for the README.
 //! Run with `make screenshots` (`cargo test --test tray_screenshots -- --ignored`).
 #![cfg(feature = "tray")]
 
+mod daemon_support;
 mod support_tray;
 
+use daemon_support::{files, Agent, AgentOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
-use support_tray::{Desktop, Proc, StubAgent};
-use tiffin::status::{
-    unix_now, AgentStatus, CheckResult, LastCheck, LastUpdate, Outcome, Phase, Policy, Progress,
-    RollbackInfo, RollbackState,
-};
+use std::time::{Duration, Instant};
+use support_tray::{Desktop, Proc};
+use tiffin::ipc::Command as AgentCommand;
+use tiffin::status::{AgentStatus, Phase};
 
 const SCREEN_W: u32 = 800;
 const SCREEN: &str = "800x420x24";
 const PANEL_H: u32 = 28;
+const CYCLE: Duration = Duration::from_secs(60);
 
 fn have(tool: &str) -> bool {
     std::env::var_os("PATH")
@@ -38,76 +40,71 @@ fn run(d: &Desktop, program: &str, args: &[&str]) {
     );
 }
 
-fn base() -> AgentStatus {
-    let now = unix_now();
-    AgentStatus {
-        host: "laptop".into(),
-        applied_generation: Some(42),
-        applied_at: Some(now - 600),
-        last_check: Some(LastCheck {
-            at: now - 120,
-            result: CheckResult::UpToDate,
-            message: None,
-        }),
-        last_update: Some(LastUpdate {
-            at: now - 600,
-            generation: 42,
-            outcome: Outcome::Updated,
-            failed_step: None,
-            message: None,
-        }),
-        rollback: RollbackState {
-            previous_available: true,
-            last: None,
-        },
-        policy: Policy::Notify,
-        server_reachable: Some(true),
-        admin_group: "wheel".into(),
-        ..AgentStatus::default()
+fn wait_status(agent: &Agent, what: &str, ok: impl Fn(&AgentStatus) -> bool) {
+    let start = Instant::now();
+    loop {
+        if agent.try_status().is_some_and(|s| ok(&s)) {
+            return;
+        }
+        assert!(
+            start.elapsed() < CYCLE,
+            "waited for {what}: {:?}",
+            agent.try_status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-fn states() -> Vec<(&'static str, Option<AgentStatus>)> {
-    let now = unix_now();
-    let mut available = base();
-    available.available_generation = Some(43);
-    available.deadline = Some(now + 20 * 3600 + 30);
-    let mut updating = available.clone();
-    updating.phase = Phase::Downloading;
-    updating.progress = Some(Progress {
-        done_files: 37,
-        total_files: 120,
-        done_bytes: 4_000_000,
-        total_bytes: 9_000_000,
-    });
-    let mut rolled = available.clone();
-    rolled.deadline = None;
-    rolled.last_update = Some(LastUpdate {
-        at: now - 300,
-        generation: 43,
-        outcome: Outcome::RolledBack,
-        failed_step: Some("verify".into()),
-        message: Some("lost contact with the server".into()),
-    });
-    rolled.rollback.last = Some(RollbackInfo {
-        at: now - 300,
-        generation: 43,
-        from_system: "/nix/store/b-nixos-43".into(),
-        to_system: "/nix/store/a-nixos-42".into(),
-        reason: "lost contact with the server".into(),
-    });
-    vec![
-        ("up-to-date", Some(base())),
-        ("update-available", Some(available)),
-        ("updating", Some(updating)),
-        ("rolled-back", Some(rolled)),
-        ("agent-unreachable", None),
-    ]
+/// Asks the agent for an update on a thread (the answer comes when the cycle ends).
+fn update(agent: &Agent) -> std::thread::JoinHandle<()> {
+    let mut c = agent.client();
+    std::thread::spawn(move || {
+        let _ = c.call(AgentCommand::Update);
+    })
+}
+
+/// Opens the tray's menu with a click, takes the screen, closes the menu, keeps the corner with
+/// the panel's icon and the menu.
+fn shoot(d: &Desktop, out_dir: &Path, name: &str) -> PathBuf {
+    // Let the tray draw the last status.
+    std::thread::sleep(Duration::from_millis(1000));
+    // The icon is the rightmost thing in the panel.
+    let x = (SCREEN_W - PANEL_H / 2).to_string();
+    let y = (PANEL_H / 2).to_string();
+    run(d, "xdotool", &["mousemove", &x, &y, "click", "1"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let full = d.dir.path().join(format!("{name}-full.png"));
+    run(d, "import", &["-window", "root", &full.to_string_lossy()]);
+    run(d, "xdotool", &["key", "Escape"]);
+    let png = out_dir.join(format!("tray-{name}.png"));
+    let crop = format!("540x300+{}+0", SCREEN_W - 540);
+    let out = Command::new("convert")
+        .args([
+            &full.to_string_lossy(),
+            "-crop",
+            &crop,
+            "+repage",
+            &png.to_string_lossy(),
+        ])
+        .output()
+        .expect("convert");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let len = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(len > 1000, "{} is nearly empty", png.display());
+    println!("wrote {}", png.display());
+    png
 }
 
 #[test]
 #[ignore = "writes assets/screenshots; run with `make screenshots`"]
 fn screenshots_of_the_tray_menu_in_a_panel() {
+    if !daemon_support::require_root("screenshots") {
+        return;
+    }
     let missing: Vec<_> = [
         "Xvfb",
         "dbus-daemon",
@@ -130,6 +127,7 @@ fn screenshots_of_the_tray_menu_in_a_panel() {
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/screenshots");
     std::fs::create_dir_all(&out_dir).expect("mkdir assets/screenshots");
 
+    // No StatusNotifierWatcher on this bus: the tray falls back to an XEmbed icon in trayer.
     let d = Desktop::start_without_watcher(SCREEN);
     let mut trayer = Command::new("trayer");
     d.session_env(&mut trayer);
@@ -164,53 +162,53 @@ fn screenshots_of_the_tray_menu_in_a_panel() {
     );
     std::thread::sleep(Duration::from_secs(1));
 
-    let mut agent: Option<StubAgent> = None;
-    let mut tray: Option<Proc> = None;
-    let mut written: Vec<PathBuf> = Vec::new();
-    for (name, status) in states() {
-        match (status, agent.as_ref()) {
-            (Some(s), Some(a)) => a.set_status(s),
-            (Some(s), None) => agent = Some(StubAgent::start(&d.socket(), s)),
-            (None, _) => {
-                if let Some(a) = agent.take() {
-                    a.stop();
-                }
-            }
-        }
-        if tray.is_none() {
-            tray = Some(d.start_tray());
-        }
-        std::thread::sleep(Duration::from_millis(1500));
-        // The icon is the rightmost thing in the panel; a click opens its menu.
-        let x = (SCREEN_W - PANEL_H / 2).to_string();
-        let y = (PANEL_H / 2).to_string();
-        run(&d, "xdotool", &["mousemove", &x, &y, "click", "1"]);
-        std::thread::sleep(Duration::from_millis(800));
-        let full = d.dir.path().join(format!("{name}-full.png"));
-        run(&d, "import", &["-window", "root", &full.to_string_lossy()]);
-        run(&d, "xdotool", &["key", "Escape"]);
-        let png = out_dir.join(format!("tray-{name}.png"));
-        let crop = format!("540x300+{}+0", SCREEN_W - 540);
-        let out = Command::new("convert")
-            .args([
-                &full.to_string_lossy(),
-                "-crop",
-                &crop,
-                "+repage",
-                &png.to_string_lossy(),
-            ])
-            .output()
-            .expect("convert");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        written.push(png);
-    }
-    for p in &written {
-        let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        assert!(len > 1000, "{} is nearly empty", p.display());
-        println!("wrote {}", p.display());
-    }
+    // The real agent, policy `notify`, checking every 2 s.
+    let mut agent = Agent::prepare(AgentOptions {
+        interval: "2s",
+        ..AgentOptions::default()
+    });
+    let text = std::fs::read_to_string(&agent.config).expect("read agent.toml");
+    // Top-level keys go before the `[system]` table.
+    std::fs::write(&agent.config, format!("policy = \"notify\"\n{text}")).expect("agent.toml");
+    agent.spawn();
+    let _tray = d.start_tray_on(&agent.socket);
+
+    // Generation 1 is published and waits for the user.
+    wait_status(&agent, "generation 1 available", |s| {
+        s.available_generation == Some(1) && s.phase == Phase::Idle
+    });
+    shoot(&d, &out_dir, "update-available");
+
+    update(&agent).join().expect("update");
+    wait_status(&agent, "generation 1 applied", |s| {
+        s.applied_generation == Some(1)
+    });
+    shoot(&d, &out_dir, "up-to-date");
+
+    // Generation 2, held at the fake build while the picture is taken.
+    let pause = agent.dir.path().join("nixos/pause-build");
+    std::fs::write(&pause, "").expect("pause the fake build");
+    agent.publication.publish(2, &files(40, 2000, "g2"));
+    wait_status(&agent, "generation 2 available", |s| {
+        s.available_generation == Some(2) && s.phase == Phase::Idle
+    });
+    let cycle = update(&agent);
+    wait_status(&agent, "the build", |s| s.phase == Phase::Building);
+    shoot(&d, &out_dir, "updating");
+    std::fs::remove_file(&pause).expect("resume the build");
+    cycle.join().expect("update");
+
+    // Generation 3 cuts the machine off the server when activated: the agent rolls back.
+    agent
+        .publication
+        .publish(3, &[("CUT_NETWORK".to_string(), Vec::new())]);
+    wait_status(&agent, "generation 3 available", |s| {
+        s.available_generation == Some(3) && s.phase == Phase::Idle
+    });
+    update(&agent).join().expect("update");
+    wait_status(&agent, "the rollback", |s| s.rollback.last.is_some());
+    shoot(&d, &out_dir, "rolled-back");
+
+    agent.stop();
+    shoot(&d, &out_dir, "agent-unreachable");
 }

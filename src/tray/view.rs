@@ -309,8 +309,23 @@ pub fn from_now(then: u64, now: u64) -> String {
         1..=59 => "in less than a minute".into(),
         60..=3599 => format!("in {} min", d / 60),
         3600..=86399 => format!("in {} h", d / 3600),
+        _ if d < 2 * 86400 => "in 1 day".into(),
         _ => format!("in {} days", d / 86400),
     }
+}
+
+/// The longest status line, in characters: a panel menu as wide as a long error message is
+/// hard to use. The tooltip and the notification keep the whole text.
+pub const MAX_LINE_CHARS: usize = 64;
+
+/// `line` cut to [`MAX_LINE_CHARS`] with an ellipsis.
+pub fn clip(line: &str) -> String {
+    if line.chars().count() <= MAX_LINE_CHARS {
+        return line.to_string();
+    }
+    let mut out: String = line.chars().take(MAX_LINE_CHARS - 1).collect();
+    out.push('…');
+    out
 }
 
 /// "14:02" in local time.
@@ -393,9 +408,17 @@ pub fn view(status: Option<&AgentStatus>, ctx: &ViewContext) -> TrayView {
         } else {
             lines.push("Not checked yet".into());
         }
+        // A generation that was rolled back is not retried, deadline or not.
+        let rolled_back = |g: u64| {
+            s.last_update
+                .as_ref()
+                .is_some_and(|u| u.outcome == Outcome::RolledBack && u.generation == g)
+        };
         if s.policy == Policy::Notify && !busy {
-            if let (Some(_), Some(deadline)) = (pending_generation(s), s.deadline) {
-                lines.push(format!("Applies by itself {}", from_now(deadline, ctx.now)));
+            if let (Some(g), Some(deadline)) = (pending_generation(s), s.deadline) {
+                if !rolled_back(g) {
+                    lines.push(format!("Applies by itself {}", from_now(deadline, ctx.now)));
+                }
             }
         }
         if s.reboot_needed && icon != IconKind::RebootNeeded {
@@ -413,7 +436,7 @@ pub fn view(status: Option<&AgentStatus>, ctx: &ViewContext) -> TrayView {
     }
 
     let rollback_possible = status.is_some_and(|s| s.rollback.previous_available);
-    let mut menu: Vec<MenuLine> = lines.into_iter().map(MenuLine::Status).collect();
+    let mut menu: Vec<MenuLine> = lines.iter().map(|l| MenuLine::Status(clip(l))).collect();
     menu.push(MenuLine::Separator);
     menu.push(MenuLine::Action {
         action: MenuAction::UpdateNow,

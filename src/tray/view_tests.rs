@@ -762,3 +762,35 @@ fn a_failure_is_not_followed_by_announcing_the_same_generation() {
         vec![NotificationKind::UpdateFailed]
     );
 }
+
+#[test]
+fn long_status_lines_are_clipped_but_the_tooltip_keeps_the_reason() {
+    let mut s = rolled_back_43();
+    let reason = "verify failed: cannot reach the server within 5s: /srv/tiffin/laptop/: not found";
+    if let Some(r) = s.rollback.last.as_mut() {
+        r.reason = reason.into();
+    }
+    let v = view(
+        Some(&s),
+        &ViewContext {
+            now: at_1402() + 60,
+            ..ctx()
+        },
+    );
+    let first = v.status_lines().next().unwrap_or_default().to_string();
+    assert_eq!(first.chars().count(), MAX_LINE_CHARS);
+    assert!(first.ends_with('…'));
+    assert!(format!("Rolled back at 14:02: {reason}").starts_with(first.trim_end_matches('…')));
+    assert!(v.tooltip.contains(reason));
+    assert_eq!(clip("short"), "short");
+    assert_eq!(from_now(NOW + 86400 + 5, NOW), "in 1 day");
+}
+
+#[test]
+fn a_rolled_back_generation_is_not_promised_for_the_deadline() {
+    let mut s = rolled_back_43();
+    s.policy = Policy::Notify;
+    s.deadline = Some(NOW + 5 * 3600);
+    let v = view(Some(&s), &ctx());
+    assert!(!v.status_lines().any(|l| l.starts_with("Applies by itself")));
+}
