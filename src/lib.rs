@@ -12,6 +12,7 @@ pub mod hash;
 pub mod ipc;
 pub mod manifest;
 pub mod runner;
+pub mod sign;
 pub mod source;
 pub mod status;
 pub mod tray;

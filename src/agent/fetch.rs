@@ -8,7 +8,9 @@
 
 use super::store::{ContentStore, StoreError};
 use crate::fsutil;
+use crate::hash::Sha256Hex;
 use crate::manifest::{EntryKind, Manifest, ManifestError, MAX_MANIFEST_BYTES};
+use crate::sign::PublicKey;
 use crate::source::{Source, SourceError};
 use crate::status::Progress;
 use std::collections::HashSet;
@@ -72,6 +74,35 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
     }
 }
 
+/// What a manifest must satisfy before anything of its generation is downloaded, when the agent
+/// trusts a key (agent.toml `trusted_key`).
+#[derive(Clone, Debug, Default)]
+pub struct TrustPolicy {
+    /// The admin's public key and the file it came from (for messages). None: unsigned
+    /// manifests are accepted and generation numbers are not checked.
+    pub key: Option<(PublicKey, PathBuf)>,
+    /// The generation this machine applied: nothing older is accepted.
+    pub applied_generation: Option<u64>,
+}
+
+impl TrustPolicy {
+    /// No key: every well-formed manifest is accepted (the behaviour without `trusted_key`).
+    pub fn none() -> Self {
+        Self::default()
+    }
+}
+
+/// The newest generation whose signature this agent ever verified, kept in
+/// `<state_dir>/verified.json`: a server that later serves an older (genuinely signed) generation
+/// is replaying it, and one that serves the same number with other content is lying.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HighestVerified {
+    pub generation: u64,
+    pub tree_hash: Sha256Hex,
+}
+
+const VERIFIED_FILE: &str = "verified.json";
+
 /// Paths of the fetch state under the agent's state directory.
 pub struct FetchDirs {
     pub state_dir: PathBuf,
@@ -91,6 +122,30 @@ impl FetchDirs {
     }
     fn manifest_copy(&self, generation: u64) -> PathBuf {
         self.trees().join(format!("{generation}.manifest.json"))
+    }
+
+    /// The newest verified generation; an unreadable record is an error (never "none", which
+    /// would re-open the door to a rollback).
+    pub fn highest_verified(&self) -> Result<Option<HighestVerified>, FetchError> {
+        let path = self.state_dir.join(VERIFIED_FILE);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| FetchError::Refused {
+                    place: path.display().to_string(),
+                    why: format!("not a valid record of the newest verified generation ({e}); with a trusted key nothing is fetched until it is repaired or removed"),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_at(&path)(e)),
+        }
+    }
+
+    fn record_verified(&self, v: &HighestVerified) -> Result<(), FetchError> {
+        let path = self.state_dir.join(VERIFIED_FILE);
+        let mut bytes =
+            serde_json::to_vec_pretty(v).map_err(|e| io_at(&path)(io::Error::other(e)))?;
+        bytes.push(b'\n');
+        fsutil::atomic_write(&path, &bytes, 0o600).map_err(io_at(&path))
     }
 
     /// The last completely fetched tree, if any.
@@ -122,11 +177,24 @@ impl FetchDirs {
 }
 
 /// Checks the server and fetches the current generation when it is not the local one.
-/// `progress` is called as files arrive.
+/// `progress` is called as files arrive. Trusts no key: see [`sync_trusted`].
 pub fn sync(
     source: &mut dyn Source,
     state_dir: &Path,
     host: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SyncOutcome, FetchError> {
+    sync_trusted(source, state_dir, host, &TrustPolicy::none(), progress)
+}
+
+/// [`sync`] under a [`TrustPolicy`]: with a key, every manifest (the server's, and the local
+/// copy of an unchanged one) has its signature and generation checked before anything of its
+/// generation is downloaded or used.
+pub fn sync_trusted(
+    source: &mut dyn Source,
+    state_dir: &Path,
+    host: &str,
+    trust: &TrustPolicy,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<SyncOutcome, FetchError> {
     let dirs = FetchDirs::new(state_dir);
@@ -140,6 +208,8 @@ pub fn sync(
         };
         let local = dirs.local_tree().ok().flatten();
         if let Some(l) = local.as_ref().filter(|l| l.generation == generation) {
+            let origin = dirs.manifest_copy(generation).display().to_string();
+            check_trust(&dirs, trust, &l.manifest, &origin)?;
             return Ok(SyncOutcome::Unchanged(l.clone()));
         }
         match fetch_generation(
@@ -149,6 +219,7 @@ pub fn sync(
             host,
             generation,
             local.as_ref(),
+            trust,
             progress,
         ) {
             // The generation was pruned while we read it: a newer one is there; start over.
@@ -166,6 +237,8 @@ pub fn sync(
     }
 }
 
+// One call site; a struct for these would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn fetch_generation(
     source: &mut dyn Source,
     dirs: &FetchDirs,
@@ -173,6 +246,7 @@ fn fetch_generation(
     host: &str,
     generation: u64,
     previous: Option<&LocalTree>,
+    trust: &TrustPolicy,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<SyncOutcome, FetchError> {
     let origin = format!("{}/gens/{generation}/manifest.json", source.describe());
@@ -193,6 +267,7 @@ fn fetch_generation(
             ),
         });
     }
+    check_trust(dirs, trust, &manifest, &origin)?;
 
     let missing: Vec<_> = {
         let mut seen = HashSet::new();
@@ -255,6 +330,59 @@ fn fetch_generation(
         downloaded_files: p.done_files,
         downloaded_bytes: p.done_bytes,
     })
+}
+
+/// With a trusted key: the manifest must be signed by it, and its generation must be neither
+/// older than the applied one nor older than (or a different tree under the same number as) the
+/// newest ever verified. A manifest that passes and is newer is recorded as the newest verified.
+fn check_trust(
+    dirs: &FetchDirs,
+    trust: &TrustPolicy,
+    manifest: &Manifest,
+    origin: &str,
+) -> Result<(), FetchError> {
+    let Some((key, key_file)) = &trust.key else {
+        return Ok(());
+    };
+    let g = manifest.generation;
+    let refuse = |why: String| FetchError::Refused {
+        place: origin.to_string(),
+        why: format!("generation {g} refused: {why}; nothing downloaded or applied"),
+    };
+    key.verify_manifest(manifest).map_err(|e| {
+        refuse(format!(
+            "{e} (trusted_key {} requires every manifest to be signed by key {})",
+            key_file.display(),
+            key.key_id()
+        ))
+    })?;
+    if let Some(applied) = trust.applied_generation.filter(|a| g < *a) {
+        return Err(refuse(format!(
+            "it is older than generation {applied}, which this machine applied (a replayed publication: the server may be compromised; to go back, publish the old configuration as a new generation)"
+        )));
+    }
+    let highest = dirs.highest_verified()?;
+    if let Some(h) = &highest {
+        if g < h.generation {
+            return Err(refuse(format!(
+                "it is older than generation {}, the newest this machine has verified (a replayed publication: the server may be compromised)",
+                h.generation
+            )));
+        }
+        if g == h.generation && manifest.tree_hash != h.tree_hash {
+            return Err(refuse(format!(
+                "this machine verified generation {g} with tree {} before; the server now shows tree {} under the same number",
+                h.tree_hash, manifest.tree_hash
+            )));
+        }
+    }
+    if highest.as_ref().map_or(true, |h| g > h.generation) {
+        dirs.record_verified(&HighestVerified {
+            generation: g,
+            tree_hash: manifest.tree_hash.clone(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Bytes available to the agent on the state directory's filesystem.
@@ -661,6 +789,105 @@ mod tests {
             e.to_string().contains("are free; nothing downloaded"),
             "{e}"
         );
+        assert_eq!(fs::read_dir(state.path().join("store")).unwrap().count(), 0);
+    }
+
+    /// Signs the published manifest of `generation` with `key`.
+    fn sign_published(host_dir: &Path, generation: u64, key: &crate::sign::SecretKey) {
+        let p = host_dir.join(format!("gens/{generation}/manifest.json"));
+        let mut m = Manifest::parse(&fs::read(&p).unwrap(), "m").unwrap();
+        key.sign_manifest(&mut m);
+        fs::write(&p, m.to_bytes()).unwrap();
+    }
+
+    fn trusting(key: &crate::sign::SecretKey, applied: Option<u64>) -> TrustPolicy {
+        TrustPolicy {
+            key: Some((key.public(), PathBuf::from("/etc/tiffin/fleet-signing.pub"))),
+            applied_generation: applied,
+        }
+    }
+
+    #[test]
+    fn the_same_generation_number_with_another_tree_is_refused() {
+        let key = crate::sign::SecretKey::generate().unwrap();
+        let src = src_tree(2);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 3);
+        sign_published(server.path(), 3, &key);
+        let mut s = FileSource::new(server.path().to_path_buf());
+        let trust = trusting(&key, None);
+        sync_trusted(&mut s, state.path(), "h", &trust, &mut no_progress()).unwrap();
+        let verified = FetchDirs::new(state.path())
+            .highest_verified()
+            .unwrap()
+            .unwrap();
+        assert_eq!(verified.generation, 3);
+        // The local tree is lost; the server (the admin's key, e.g. after a republish from
+        // scratch) now shows other content under number 3.
+        fs::remove_file(state.path().join("tree")).unwrap();
+        fs::write(src.path().join("common/m0.nix"), "{ x = 7; }\n").unwrap();
+        fs::remove_dir_all(server.path().join("gens/3")).unwrap();
+        publish(server.path(), src.path(), 3);
+        sign_published(server.path(), 3, &key);
+        let e = sync_trusted(&mut s, state.path(), "h", &trust, &mut no_progress())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("generation 3 refused") && e.contains("under the same number"),
+            "{e}"
+        );
+        assert!(FetchDirs::new(state.path()).local_tree().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_unsigned_local_copy_is_refused_once_a_key_is_trusted() {
+        let key = crate::sign::SecretKey::generate().unwrap();
+        let src = src_tree(1);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 1);
+        let mut s = FileSource::new(server.path().to_path_buf());
+        sync(&mut s, state.path(), "h", &mut no_progress()).unwrap();
+        // The key is configured afterwards: the unchanged generation is not signed.
+        let trust = trusting(&key, Some(1));
+        let e = sync_trusted(&mut s, state.path(), "h", &trust, &mut no_progress())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1.manifest.json") && e.contains("not signed"),
+            "{e}"
+        );
+        // Once the admin publishes it signed, it is accepted.
+        sign_published(server.path(), 1, &key);
+        fs::remove_file(state.path().join("tree")).unwrap();
+        sync_trusted(&mut s, state.path(), "h", &trust, &mut no_progress()).unwrap();
+        assert!(matches!(
+            sync_trusted(&mut s, state.path(), "h", &trust, &mut no_progress()).unwrap(),
+            SyncOutcome::Unchanged(l) if l.generation == 1
+        ));
+    }
+
+    #[test]
+    fn a_damaged_record_of_the_newest_verified_generation_stops_a_trusting_sync() {
+        let key = crate::sign::SecretKey::generate().unwrap();
+        let src = src_tree(1);
+        let server = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        publish(server.path(), src.path(), 1);
+        sign_published(server.path(), 1, &key);
+        fs::write(state.path().join(VERIFIED_FILE), "{ not json").unwrap();
+        let mut s = FileSource::new(server.path().to_path_buf());
+        let e = sync_trusted(
+            &mut s,
+            state.path(),
+            "h",
+            &trusting(&key, None),
+            &mut no_progress(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("verified.json"), "{e}");
         assert_eq!(fs::read_dir(state.path().join("store")).unwrap().count(), 0);
     }
 

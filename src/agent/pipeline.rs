@@ -223,6 +223,14 @@ impl Pipeline {
         cy.system_before = system::current_system(&self.config.system);
         cy.system_after = cy.system_before.clone();
         journal_or_stop!(self.journal(cy, Step::Fetch, None), Step::Fetch);
+        let trust = match self.trust_policy() {
+            Ok(t) => t,
+            Err(e) => {
+                cy.runner.note(&format!("fetch: {e}"));
+                self.checked(CheckResult::Failed, Some(e.clone()));
+                return Ending::failed(Step::Fetch, e, false);
+            }
+        };
         let t = Instant::now();
         let mut src = match source::open(&self.config) {
             Ok(s) => s,
@@ -246,10 +254,11 @@ impl Pipeline {
                 s.progress = Some(p);
             })
         };
-        let synced = fetch::sync(
+        let synced = fetch::sync_trusted(
             src.as_mut(),
             &self.config.state_dir,
             &self.config.host,
+            &trust,
             &mut progress,
         );
         cy.took(Step::Fetch, t);
@@ -821,6 +830,22 @@ impl Pipeline {
         };
         self.state.state.journal = Some(j);
         self.state.save().map_err(|e| e.to_string())
+    }
+
+    /// What every manifest must satisfy: signed by `trusted_key` (read at each cycle, so that a
+    /// replaced key file takes effect without a restart) and not older than what is applied.
+    fn trust_policy(&self) -> Result<fetch::TrustPolicy, String> {
+        if self.config.trusted_key.is_empty() {
+            return Ok(fetch::TrustPolicy::none());
+        }
+        let path = std::path::PathBuf::from(&self.config.trusted_key);
+        let key = crate::sign::PublicKey::load(&path).map_err(|e| {
+            format!("trusted_key: {e}; nothing is fetched until the admin's public key is readable")
+        })?;
+        Ok(fetch::TrustPolicy {
+            key: Some((key, path)),
+            applied_generation: self.state.state.applied_generation,
+        })
     }
 
     fn set_phase(&self, phase: Phase) {

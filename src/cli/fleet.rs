@@ -80,6 +80,17 @@ pub enum FleetCommand {
     },
     /// Print the sshd Match block and the user setup for a non-NixOS server.
     SshdConfig,
+    /// Create the ed25519 key that signs every published manifest.
+    ///
+    /// Writes fleet.toml's `signing_key` (default keys/fleet-signing.key, mode 0600; keep it out
+    /// of git) and the public key next to it (.pub), which goes to every machine as agent.toml's
+    /// `trusted_key`.
+    Keygen {
+        /// Replace an existing key (machines trusting the old one refuse new generations until
+        /// they get the new public key).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
@@ -123,6 +134,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
         FleetCommand::Status { json, watch } => status(&args.fleet, json, watch),
         FleetCommand::Diff { host } => diff(&args.fleet, &host),
         FleetCommand::Logs { host, last } => logs(&args.fleet, &host, last),
+        FleetCommand::Keygen { force } => keygen(&args.fleet, force),
         FleetCommand::SshdConfig => {
             let Some(config) = load(&args.fleet) else {
                 return Ok(EXIT_USAGE);
@@ -163,6 +175,37 @@ fn init(dir: &Path) -> anyhow::Result<u8> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+fn keygen(fleet_dir: &Path, force: bool) -> anyhow::Result<u8> {
+    let Some(config) = load(fleet_dir) else {
+        return Ok(EXIT_USAGE);
+    };
+    let (path, _) = config.signing_key_path(fleet_dir);
+    let key = crate::sign::SecretKey::generate()?;
+    let comment = format!("tiffin fleet {}", config.server);
+    let public_path = match key.save(&path, comment.trim(), force) {
+        Ok(p) => p,
+        Err(e @ crate::sign::SignError::Exists { .. }) => {
+            eprintln!("tiffin fleet keygen: {e}");
+            return Ok(EXIT_USAGE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let public = key.public();
+    println!(
+        "created {} (secret: keep it out of git and off the server)",
+        path.display()
+    );
+    println!("created {}", public_path.display());
+    print!("{}", public.to_line(comment.trim()));
+    println!(
+        "every `tiffin fleet publish` now signs with key {}. On each machine, install {} as /etc/tiffin/fleet-signing.pub and set in /etc/tiffin/agent.toml:",
+        public.key_id(),
+        public_path.display()
+    );
+    println!("trusted_key = \"/etc/tiffin/fleet-signing.pub\"");
+    Ok(EXIT_OK)
 }
 
 /// A progress bar on a terminal, one plain line per host elsewhere.

@@ -169,6 +169,15 @@ impl AgentConfig {
         if self.verify_timeout.is_zero() {
             return Err(bad("verify_timeout", "must be more than 0s".into()));
         }
+        if !self.trusted_key.is_empty() && !Path::new(&self.trusted_key).is_absolute() {
+            return Err(bad(
+                "trusted_key",
+                format!(
+                    "{:?} must be an absolute path (the admin's public key file, e.g. /etc/tiffin/fleet-signing.pub)",
+                    self.trusted_key
+                ),
+            ));
+        }
         if !self.http_trigger.is_empty()
             && self.http_trigger.parse::<std::net::SocketAddr>().is_err()
         {
@@ -223,6 +232,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("agent.toml:3:") && e.contains("\"soon\""), "{e}");
+    }
+
+    #[test]
+    fn a_relative_trusted_key_is_refused() {
+        let e = AgentConfig::parse(
+            "host = \"a\"\nsource = \"file:///x\"\ntrusted_key = \"fleet.pub\"\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("trusted_key") && e.contains("absolute"), "{e}");
     }
 
     #[test]

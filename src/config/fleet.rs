@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 /// The file name at the root of a fleet repository.
 pub const FLEET_FILE: &str = "fleet.toml";
 
+/// Where `fleet keygen` puts the signing key when fleet.toml names none.
+pub const DEFAULT_SIGNING_KEY: &str = "keys/fleet-signing.key";
+
 /// One host of the fleet.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +40,10 @@ pub struct FleetConfig {
     pub port: u16,
     #[serde(default = "default_keep")]
     pub keep_generations: usize,
+    /// The admin's ed25519 signing key (`tiffin fleet keygen`), relative to the repository;
+    /// unset: [`DEFAULT_SIGNING_KEY`] when that file exists, else publications are unsigned.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
     /// How `fleet build` and `publish --build` call Nix.
     #[serde(default)]
     pub build: BuildConfig,
@@ -102,6 +109,14 @@ impl HostConfig {
 }
 
 impl FleetConfig {
+    /// The signing key's path, and whether fleet.toml named it (then it must exist).
+    pub fn signing_key_path(&self, fleet_dir: &Path) -> (PathBuf, bool) {
+        match &self.signing_key {
+            Some(p) => (fleet_dir.join(p), true),
+            None => (fleet_dir.join(DEFAULT_SIGNING_KEY), false),
+        }
+    }
+
     /// Reads `fleet.toml` from a fleet directory.
     pub fn load(fleet_dir: &Path) -> Result<Self, FleetConfigError> {
         let path = fleet_dir.join(FLEET_FILE);

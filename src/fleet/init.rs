@@ -13,6 +13,7 @@ chroot = "/srv/tiffin"           # root of the per-host SFTP chroots on the cent
 server = "fleet.example.org"     # how the machines reach the server
 port = 22
 keep_generations = 3             # published generations kept per host
+# signing_key = "keys/fleet-signing.key"   # ed25519 key that signs every manifest (`tiffin fleet keygen`)
 
 # How `tiffin fleet build` and `publish --build` call Nix (defaults shown).
 # [build]
@@ -62,7 +63,7 @@ const TIFFIN_NIX: &str = r#"# Shared by every host (hosts/<name>/common links he
 }
 "#;
 
-const GITIGNORE: &str = "# nix-build and nix build output links\nresult\nresult-*\n";
+const GITIGNORE: &str = "# nix-build and nix build output links\nresult\nresult-*\n# the fleet's secret signing key (`tiffin fleet keygen`); its .pub may be committed\n/keys/*.key\n";
 
 /// Why `init` did nothing.
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,7 @@ use crate::manifest::{
     entries_of, tree_hash, walk_tree, EntryKind, Manifest, WalkError, WalkedEntry, MANIFEST_FILE,
 };
 use crate::runner::Runner;
+use crate::sign::{SecretKey, SignError};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -141,6 +142,8 @@ pub enum PublishError {
     Lock { path: PathBuf, source: io::Error },
     #[error("{path}: cannot delete the publication of a host no longer in fleet.toml: {source}")]
     Prune { path: PathBuf, source: io::Error },
+    #[error("signing key (fleet.toml `signing_key`): {0}")]
+    SigningKey(#[from] SignError),
 }
 
 /// Why a host's tree could not be staged.
@@ -190,8 +193,10 @@ pub fn publish_with_progress(
 ) -> Result<PublishReport, PublishError> {
     let hosts = super::select_hosts(config, &opts.hosts)?;
     let mut report = PublishReport::default();
+    let signer = load_signing_key(fleet_dir, config, &mut report.warnings)?;
     let _lock = prepare_chroot_root(config, opts, &mut report.warnings)?;
-    let ctx = RunContext::new(fleet_dir, config, opts);
+    let mut ctx = RunContext::new(fleet_dir, config, opts);
+    ctx.signer = signer;
     report.hosts = in_parallel(&hosts, opts.jobs, |host| {
         let r = ctx.publish_host(host);
         on_done(&r);
@@ -216,6 +221,25 @@ pub fn publish_host(
     };
     let mut report = publish(fleet_dir, config, &opts)?;
     Ok(report.hosts.remove(0))
+}
+
+/// The key every new manifest is signed with: the one fleet.toml names (which must exist), else
+/// the default path when `fleet keygen` made it there. Without one the run publishes unsigned and
+/// says so once.
+fn load_signing_key(
+    fleet_dir: &Path,
+    config: &FleetConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Option<SecretKey>, PublishError> {
+    let (path, named) = config.signing_key_path(fleet_dir);
+    if !named && fs::symlink_metadata(&path).is_err() {
+        warnings.push(format!(
+            "no signing key ({} does not exist): generations are published unsigned, and agents with `trusted_key` set refuse them (`tiffin fleet keygen` creates the key)",
+            path.display()
+        ));
+        return Ok(None);
+    }
+    Ok(Some(SecretKey::load(&path)?))
 }
 
 /// Creates the chroot root when missing, warns when sshd would refuse it, and takes the lock.
@@ -370,6 +394,8 @@ struct RunContext<'a> {
     missing_users: Mutex<Vec<String>>,
     /// Other per-host warnings (e.g. a generation that could not be pruned).
     notes: Mutex<Vec<String>>,
+    /// Signs every new manifest, when the fleet has a key.
+    signer: Option<SecretKey>,
 }
 
 impl<'a> RunContext<'a> {
@@ -382,6 +408,7 @@ impl<'a> RunContext<'a> {
             unowned: Mutex::default(),
             missing_users: Mutex::default(),
             notes: Mutex::default(),
+            signer: None,
         }
     }
 
@@ -489,7 +516,13 @@ impl<'a> RunContext<'a> {
         if let Some(cur) = &current {
             let same_system = self.opts.build != Some(BuildMode::Build)
                 || cur.expected_system == report.expected_system;
-            if cur.tree_hash == new_hash && same_system {
+            // A live generation not signed by the current key (unsigned before `keygen`, or
+            // signed by a replaced key) is republished so that trusting agents accept it.
+            let signed_right = self
+                .signer
+                .as_ref()
+                .map_or(true, |k| k.public().verify_manifest(cur).is_ok());
+            if cur.tree_hash == new_hash && same_system && signed_right {
                 if !self.opts.dry_run {
                     ensure_skeleton(&publication, owner)?;
                 }
@@ -527,6 +560,9 @@ impl<'a> RunContext<'a> {
         )?;
         let mut manifest = Manifest::new(host, generation, now_rfc3339(), entries);
         manifest.expected_system = report.expected_system.clone();
+        if let Some(k) = &self.signer {
+            k.sign_manifest(&mut manifest);
+        }
         manifest
             .validate(&format!("new manifest of {host}"))
             .map_err(|e| io::Error::other(e.to_string()))?;

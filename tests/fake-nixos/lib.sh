@@ -7,6 +7,9 @@
 #   profiles/system         the system profile (-> system-<n>-link -> store path)
 #   boot-default            link set by `switch-to-configuration boot` (the profile's system)
 #   publication             optional: the path of the host's file:// publication (CUT_NETWORK)
+#   cut-sshd-hook           optional: the path of an executable that activation runs as
+#                           `HOOK cut` for a CUT_SSHD system and `HOOK restore` for any other
+#                           (the sshd tests: it makes the real test sshd refuse this host)
 #   calls.log               one line per fake command run
 #   pause-<step>            while present, <step> waits (build, activate, boot); it writes
 #                           paused-<step> while waiting and exited-<step> when it ends
@@ -17,6 +20,8 @@
 #   FAIL_ACTIVATE   `switch-to-configuration test` switches, then fails (exit 4)
 #   CUT_NETWORK     activating this system moves the publication aside; activating another
 #                   system moves it back
+#   CUT_SSHD        activating this system runs `$(cat cut-sshd-hook) cut`; activating
+#                   another system runs `… restore` (nothing without cut-sshd-hook)
 #   NO_SPACE_BOOT   `switch-to-configuration boot` prints "No space left on device", exits 0
 #   NEW_KERNEL      its content is the kernel version (default 6.1)
 
@@ -93,7 +98,7 @@ build_system() {
         ln -s "$kdir/bzImage" "$out.tmp/kernel"
         ln -s "$kdir/initrd" "$out.tmp/initrd"
         ln -s "$kdir/lib" "$out.tmp/kernel-modules"
-        for k in FAIL_ACTIVATE CUT_NETWORK NO_SPACE_BOOT; do
+        for k in FAIL_ACTIVATE CUT_NETWORK CUT_SSHD NO_SPACE_BOOT; do
             if [ -e "$tree/$k" ]; then touch "$out.tmp/$k"; fi
         done
         mv "$out.tmp" "$out"

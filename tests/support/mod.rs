@@ -1,6 +1,7 @@
 //! Shared support for integration tests and benchmarks: a real chrooted OpenSSH sshd
-//! ([`sshd::Sshd`]), publications laid out like `tiffin fleet publish` does
-//! ([`publication`]), and a loopback relay that counts the bytes on the wire ([`relay::Relay`]).
+//! ([`sshd::Sshd`]), publications made by the library's `tiffin fleet publish` from a fleet
+//! repository ([`publication`]), and a loopback relay that counts the bytes on the wire
+//! ([`relay::Relay`]).
 //!
 //! Use it with `mod support;` from a test file (or `#[path = "../tests/support/mod.rs"]` from a
 //! bench). Not every user needs every part.

@@ -1,56 +1,115 @@
-//! A stand-in for `tiffin fleet publish` until it is merged: lays out one generation of a host
-//! exactly as DESIGN §2 and the sshd contract say (gens/<N>/manifest.json, gens/<N>/tree/…, the
-//! `current` link replaced atomically; root-owned, readable by the host's group, never writable).
+//! Publications made by the library's `tiffin fleet publish`: the harness keeps a fleet
+//! repository (fleet.toml naming each host's key and system user, `chroot` = the server's chroot
+//! root, `hosts/<name>/…`) and publishes it with [`tiffin::fleet::publish_host`], so what sshd
+//! serves is exactly what the admin's command writes (layout, modes, root:<host group>
+//! ownership, `logs/` owned by the host's user). Tests that tamper with a chroot do so after
+//! publishing, with [`write_manifest`] and [`set_owner_mode`].
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use tiffin::fsutil;
-use tiffin::manifest::{entries_of, walk_tree, EntryKind, Manifest};
+use std::path::{Path, PathBuf};
+use tiffin::config::FleetConfig;
+use tiffin::fleet::{publish_host, HostResult, Publication, PublishOptions};
+use tiffin::manifest::Manifest;
 
-/// Publishes `src` as generation `generation` of `host` under `host_dir` (the host's chroot),
-/// group-readable by `gid`, and points `current` at it.
-pub fn publish(host_dir: &Path, host: &str, generation: u64, src: &Path, gid: u32) -> Manifest {
-    let walked = walk_tree(src, src).expect("walk the source tree");
-    let published = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let manifest = Manifest::new(host, generation, published, entries_of(&walked));
-    let gens = host_dir.join("gens");
-    make_dir(&gens, 0o755, 0);
-    let gen_dir = gens.join(generation.to_string());
-    make_dir(&gen_dir, 0o750, gid);
-    let tree = gen_dir.join("tree");
-    make_dir(&tree, 0o750, gid);
-    for w in &walked {
-        let dest = tree.join(&w.entry.path);
-        match w.entry.kind {
-            EntryKind::Dir => make_dir(&dest, 0o750, gid),
-            EntryKind::File => {
-                fs::copy(&w.source, &dest).expect("copy a published file");
-                set_owner_mode(&dest, 0o640, gid);
-            }
-        }
-    }
-    write_manifest(&gen_dir, &manifest, gid);
-    fsutil::atomic_symlink(
-        Path::new(&format!("gens/{generation}")),
-        &host_dir.join("current"),
-    )
-    .expect("point current at the new generation");
-    manifest
+/// One host of the harness's fleet.toml.
+pub struct FleetHost<'a> {
+    pub name: &'a str,
+    /// Its system user on the server.
+    pub user: &'a str,
+    /// Its `ssh-ed25519 AAAA…` public key.
+    pub key: &'a str,
 }
 
-/// Writes `gens/<N>/manifest.json` (also used by tests that tamper with a publication).
+/// The admin's fleet repository of a test server.
+pub struct FleetRepo {
+    pub dir: PathBuf,
+    pub config: FleetConfig,
+}
+
+impl FleetRepo {
+    /// Writes `dir/fleet.toml` and an empty `dir/hosts/<name>/` per host. Old generations are
+    /// kept (tests delete the ones they want gone).
+    pub fn create(dir: &Path, chroot: &Path, hosts: &[FleetHost]) -> FleetRepo {
+        let mut text = format!(
+            "chroot = {:?}\nserver = \"127.0.0.1\"\nkeep_generations = 1000\n",
+            chroot.display().to_string()
+        );
+        for h in hosts {
+            text.push_str(&format!(
+                "\n[hosts.{}]\nkey = {:?}\nuser = {:?}\n",
+                h.name, h.key, h.user
+            ));
+            let hd = dir.join("hosts").join(h.name);
+            fs::create_dir_all(&hd).unwrap_or_else(|e| panic!("mkdir {}: {e}", hd.display()));
+        }
+        let path = dir.join("fleet.toml");
+        fs::write(&path, &text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        let config = FleetConfig::load(dir).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        FleetRepo {
+            dir: dir.to_path_buf(),
+            config,
+        }
+    }
+
+    /// `hosts/<name>/`: the host's tree in the repository.
+    pub fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.join("hosts").join(host)
+    }
+
+    /// Replaces the host's tree in the repository by a copy of `src`.
+    pub fn set_tree(&self, host: &str, src: &Path) {
+        let hd = self.host_dir(host);
+        fs::remove_dir_all(&hd).unwrap_or_else(|e| panic!("rm -r {}: {e}", hd.display()));
+        copy_tree(src, &hd);
+    }
+
+    /// Runs `tiffin fleet publish HOST` (the library's) and returns the live generation, which
+    /// is new unless the tree did not change. Panics with publish's error when it fails.
+    pub fn publish(&self, host: &str) -> u64 {
+        let r = publish_host(&self.dir, &self.config, host, &PublishOptions::default())
+            .unwrap_or_else(|e| panic!("fleet publish {host}: {e}"));
+        match r.result {
+            HostResult::Published { generation, .. } | HostResult::Unchanged { generation } => {
+                generation
+            }
+            other => panic!("fleet publish {host}: {other:?}"),
+        }
+    }
+
+    /// The manifest `current` names for `host`.
+    pub fn current_manifest(&self, host: &str) -> Manifest {
+        Publication::new(&self.config.chroot, host)
+            .current_manifest()
+            .unwrap_or_else(|e| panic!("{host}'s publication: {e}"))
+            .unwrap_or_else(|| panic!("nothing is published for {host}"))
+    }
+}
+
+/// Copies a plain tree (directories and files, modes kept) to a new directory `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap_or_else(|e| panic!("mkdir {}: {e}", to.display()));
+    let rd = fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+    for item in rd {
+        let item = item.unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+        let (src, dst) = (item.path(), to.join(item.file_name()));
+        let ft = item
+            .file_type()
+            .unwrap_or_else(|e| panic!("stat {}: {e}", src.display()));
+        if ft.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            fs::copy(&src, &dst)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dst.display()));
+        }
+    }
+}
+
+/// Writes `gens/<N>/manifest.json` (for tests that tamper with a publication).
 pub fn write_manifest(gen_dir: &Path, manifest: &Manifest, gid: u32) {
     let p = gen_dir.join("manifest.json");
     fs::write(&p, manifest.to_bytes()).expect("write manifest.json");
     set_owner_mode(&p, 0o640, gid);
-}
-
-fn make_dir(p: &Path, mode: u32, gid: u32) {
-    if !p.is_dir() {
-        fs::create_dir(p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
-    }
-    set_owner_mode(p, mode, gid);
 }
 
 /// root:<gid> with `mode`.

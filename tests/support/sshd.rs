@@ -4,8 +4,13 @@
 //! Needs root (system users, chroot) and `/usr/sbin/sshd`. Under `CI=true` a missing
 //! prerequisite panics; otherwise [`Sshd::start`] returns `None` after printing why.
 //! Everything it creates — users, group, keys, `/srv/tiffin-test/<random>/` — goes on drop.
+//!
+//! Publications are made by the library's `tiffin fleet publish` from a fleet repository under
+//! `<root>/fleet/` ([`Sshd::publish`], [`Sshd::publish_repo`]).
 
-use super::{in_ci, publication, random_suffix};
+use super::in_ci;
+use super::publication::{FleetHost, FleetRepo};
+use super::random_suffix;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -50,6 +55,8 @@ pub struct Sshd {
     host_key_pub: PathBuf,
     child: Mutex<Option<Child>>,
     runner: Runner,
+    /// The admin's repository whose `chroot` is this server's chroot root.
+    fleet: Option<FleetRepo>,
 }
 
 /// Why the sshd tests cannot run here, if they cannot.
@@ -170,6 +177,7 @@ impl Sshd {
             host_key_pub: etc.join("ssh_host_ed25519_key.pub"),
             child: Mutex::new(None),
             runner: runner.clone(),
+            fleet: None,
         };
         // From here on, Drop cleans up whatever was made.
         for host in hosts {
@@ -221,6 +229,23 @@ impl Sshd {
             &etc.join("ssh_host_ed25519_key"),
             "tiffin-test-server",
         );
+        let keys: Vec<String> = server
+            .hosts
+            .iter()
+            .map(|h| public_key(&h.identity.with_extension("pub")))
+            .collect();
+        let fleet_hosts: Vec<FleetHost> = server
+            .hosts
+            .iter()
+            .zip(&keys)
+            .map(|(h, key)| FleetHost {
+                name: &h.host,
+                user: &h.user,
+                key,
+            })
+            .collect();
+        let fleet = FleetRepo::create(&root.join("fleet"), &chroot, &fleet_hosts);
+        server.fleet = Some(fleet);
 
         // Another helper may grab the port between our probe and sshd's bind: try a few.
         for _ in 0..5 {
@@ -435,9 +460,99 @@ impl Sshd {
         AgentConfig::parse(&text, "test agent config").expect("valid agent config")
     }
 
-    /// Publishes `src` as generation `generation` of `host`.
+    /// The fleet repository whose publications this server serves.
+    pub fn fleet(&self) -> &FleetRepo {
+        self.fleet
+            .as_ref()
+            .expect("the fleet repository is made at start")
+    }
+
+    /// Makes `src` the host's tree in the fleet repository and publishes it with `tiffin fleet
+    /// publish`; `generation` is the number the test expects that to give.
     pub fn publish(&self, host: &str, generation: u64, src: &Path) -> Manifest {
-        publication::publish(&self.host(host).dir, host, generation, src, self.gid)
+        self.fleet().set_tree(host, src);
+        let got = self.publish_repo(host);
+        assert_eq!(got, generation, "fleet publish {host} gave this generation");
+        self.fleet().current_manifest(host)
+    }
+
+    /// Publishes the host's tree as it is in the fleet repository; returns the live generation.
+    pub fn publish_repo(&self, host: &str) -> u64 {
+        self.fleet().publish(host)
+    }
+
+    /// Where the sshd contract puts `host`'s public key.
+    pub fn authorized_keys(&self, host: &str) -> PathBuf {
+        Path::new(AUTHORIZED_KEYS_DIR).join(&self.host(host).user)
+    }
+
+    /// Writes a script that cuts `host` off this server the way a firewall would, at the
+    /// server: `SCRIPT cut` moves its authorized_keys file aside (new logins are refused) and
+    /// kills its open sessions (processes of its user below this sshd's listener, found by pid);
+    /// `SCRIPT restore` puts the key back. Each call appends its argument to `<script>.log`, and
+    /// each killed pid to `<script>.killed`.
+    pub fn write_cut_script(&self, host: &str) -> PathBuf {
+        let h = self.host(host);
+        let uid = nix::unistd::User::from_name(&h.user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+            .unwrap_or_else(|| panic!("user {} is gone", h.user));
+        let script = self.root.join(format!("etc/cut-{host}"));
+        let text = format!(
+            r#"#!/bin/sh
+# cut|restore: host {host} loses (or regains) the server, done at the test sshd.
+set -eu
+keys='{keys}'
+printf '%s
+' "$1" >> '{script}.log'
+case $1 in
+    cut)
+        if [ -e "$keys" ]; then mv "$keys" "$keys.cut"; fi
+        listener=$(cat '{pidfile}')
+        # Its sessions: processes of uid {uid} descending from this server's listener.
+        ps -e -o pid=,ppid=,uid= | awk -v root="$listener" -v uid={uid} '
+            {{ parent[$1] = $2; owner[$1] = $3 }}
+            END {{
+                for (p in parent) if (owner[p] == uid) {{
+                    q = p
+                    while ((q in parent) && q != root) q = parent[q]
+                    if (q == root) print p
+                }}
+            }}' | while read -r pid; do
+                kill -KILL "$pid" 2>/dev/null && printf '%s\n' "$pid" >> '{script}.killed' || true
+            done
+        ;;
+    restore)
+        if [ -e "$keys.cut" ]; then mv "$keys.cut" "$keys"; fi
+        ;;
+    *) echo "usage: $0 cut|restore" >&2; exit 2 ;;
+esac
+"#,
+            keys = self.authorized_keys(host).display(),
+            script = script.display(),
+            pidfile = self.root.join("sshd.pid").display(),
+        );
+        write_file(&script, text.as_bytes(), 0o755);
+        script
+    }
+
+    /// What the script of [`Sshd::write_cut_script`] was asked to do, in order.
+    pub fn cut_script_calls(&self, host: &str) -> Vec<String> {
+        self.lines_of(&format!("etc/cut-{host}.log"))
+    }
+
+    /// The pids of the sessions the script of [`Sshd::write_cut_script`] killed.
+    pub fn cut_script_killed(&self, host: &str) -> Vec<String> {
+        self.lines_of(&format!("etc/cut-{host}.killed"))
+    }
+
+    fn lines_of(&self, rel: &str) -> Vec<String> {
+        fs::read_to_string(self.root.join(rel))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn log_text(&self) -> String {
@@ -497,7 +612,9 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         self.kill();
         for h in &self.hosts {
-            let _ = fs::remove_file(Path::new(AUTHORIZED_KEYS_DIR).join(&h.user));
+            let keys = Path::new(AUTHORIZED_KEYS_DIR).join(&h.user);
+            let _ = fs::remove_file(keys.with_extension("cut"));
+            let _ = fs::remove_file(keys);
             try_run(&self.runner, "userdel", &[&h.user]);
         }
         try_run(&self.runner, "groupdel", &[&self.group]);
