@@ -454,9 +454,13 @@ fn roll_back_asks_first_and_only_the_confirmation_rolls_back() {
     wait_for_registration(&mut d);
     wait_for(CHANGE, "an enabled rollback entry", || {
         let m = d.menu()?;
-        Ok(m.iter()
+        if m.iter()
             .any(|e| e.label == view::LABEL_ROLL_BACK && e.enabled)
-            .then_some(()))
+        {
+            Ok(Some(()))
+        } else {
+            Err(format!("menu: {m:?}"))
+        }
     });
 
     d.click(view::LABEL_ROLL_BACK).expect("click");

@@ -63,11 +63,14 @@ fn update(agent: &Agent) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// Opens the tray's menu with a click, takes the screen, closes the menu, keeps the corner with
-/// the panel's icon and the menu.
-fn shoot(d: &Desktop, out_dir: &Path, name: &str) -> PathBuf {
-    // Let the tray draw the last status.
-    std::thread::sleep(Duration::from_millis(1000));
+/// Starts a fresh tray, opens its menu with a click, takes the screen, closes the menu, keeps
+/// the corner with the panel's icon and the menu. (A fresh tray per picture: in an XEmbed tray
+/// a menu that was shown before keeps its first position, and a menu grown since then runs
+/// past the screen's edge.)
+fn shoot(d: &Desktop, socket: &Path, out_dir: &Path, name: &str) -> PathBuf {
+    let _tray = d.start_tray_on(socket);
+    // Let the tray start and draw the agent's status.
+    std::thread::sleep(Duration::from_millis(2500));
     // The icon is the rightmost thing in the panel.
     let x = (SCREEN_W - PANEL_H / 2).to_string();
     let y = (PANEL_H / 2).to_string();
@@ -171,19 +174,18 @@ fn screenshots_of_the_tray_menu_in_a_panel() {
     // Top-level keys go before the `[system]` table.
     std::fs::write(&agent.config, format!("policy = \"notify\"\n{text}")).expect("agent.toml");
     agent.spawn();
-    let _tray = d.start_tray_on(&agent.socket);
 
     // Generation 1 is published and waits for the user.
     wait_status(&agent, "generation 1 available", |s| {
         s.available_generation == Some(1) && s.phase == Phase::Idle
     });
-    shoot(&d, &out_dir, "update-available");
+    shoot(&d, &agent.socket, &out_dir, "update-available");
 
     update(&agent).join().expect("update");
     wait_status(&agent, "generation 1 applied", |s| {
         s.applied_generation == Some(1)
     });
-    shoot(&d, &out_dir, "up-to-date");
+    shoot(&d, &agent.socket, &out_dir, "up-to-date");
 
     // Generation 2, held at the fake build while the picture is taken.
     let pause = agent.dir.path().join("nixos/pause-build");
@@ -194,7 +196,7 @@ fn screenshots_of_the_tray_menu_in_a_panel() {
     });
     let cycle = update(&agent);
     wait_status(&agent, "the build", |s| s.phase == Phase::Building);
-    shoot(&d, &out_dir, "updating");
+    shoot(&d, &agent.socket, &out_dir, "updating");
     std::fs::remove_file(&pause).expect("resume the build");
     cycle.join().expect("update");
 
@@ -207,8 +209,8 @@ fn screenshots_of_the_tray_menu_in_a_panel() {
     });
     update(&agent).join().expect("update");
     wait_status(&agent, "the rollback", |s| s.rollback.last.is_some());
-    shoot(&d, &out_dir, "rolled-back");
+    shoot(&d, &agent.socket, &out_dir, "rolled-back");
 
     agent.stop();
-    shoot(&d, &out_dir, "agent-unreachable");
+    shoot(&d, &agent.socket, &out_dir, "agent-unreachable");
 }

@@ -382,7 +382,10 @@ impl Tray {
     }
 
     fn rebuild_menu(&mut self, lines: &[MenuLine]) {
-        let menu = Menu::new();
+        // The same menu, emptied and filled again: replacing the menu object makes the
+        // indicator export a new dbusmenu, which panels (and tests) may read late.
+        let menu = &self.menu;
+        while menu.remove_at(0).is_some() {}
         let mut drawn = Vec::new();
         for (n, line) in lines.iter().enumerate() {
             let d = match line {
@@ -417,8 +420,6 @@ impl Tray {
             }
             drawn.push(d);
         }
-        self.icon.set_menu(Some(Box::new(menu.clone())));
-        self.menu = menu;
         self.drawn_lines = drawn;
     }
 
