@@ -27,9 +27,11 @@ headless-check:
 test: lint headless-check
 	$(CARGO) test --lib --bins --tests -- --test-threads=2
 
-demo: deps
-	$(CARGO) build --release
-	packaging/demo.sh
+# A debug build: it compiles sooner than a release build, and `make test` reuses it.
+demo:
+	@packaging/deps.sh demo
+	$(CARGO) build --bins
+	packaging/demo.sh $(DEMO_ARGS)
 
 bench: deps
 	$(CARGO) bench --bench manifest

@@ -1,4 +1,4 @@
-//! The agent's cycle against the fake NixOS (tests/fake-nixos) and a `file://` publication:
+//! The agent's cycle against the fake NixOS (assets/fake-nixos) and a `file://` publication:
 //! what a no-change check costs (the path every machine takes every interval), and a full update
 //! cycle (fetch one changed file, build, activate, verify, commit, report). Prints a table,
 //! asserts nothing. Run with `make bench` (release build).

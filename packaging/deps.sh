@@ -7,13 +7,14 @@
 set -euo pipefail
 what=${1:-test}
 
-build_pkgs=(pkg-config libssl-dev libgtk-3-dev libayatana-appindicator3-dev libxdo-dev)
+build_pkgs=(build-essential pkg-config libssl-dev libgtk-3-dev libayatana-appindicator3-dev libxdo-dev)
 test_pkgs=(openssh-server openssh-client rsync xvfb dbus dbus-x11 nix-bin desktop-file-utils systemd
            libglib2.0-bin x11-apps imagemagick iproute2 procps passwd python3 python3-dbus python3-gi
            trayer xdotool)
+# The demo needs only the build: its simulated NixOS is POSIX sh and coreutils.
 case "$what" in
-  build) pkgs=("${build_pkgs[@]}") ;;
-  test|demo) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+  build|demo) pkgs=("${build_pkgs[@]}") ;;
+  test) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
   *) echo "usage: $0 [build|test|demo]" >&2; exit 2 ;;
 esac
 
@@ -21,16 +22,33 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "tiffin: missing system packages: ${missing[*]}" >&2
-  echo "tiffin: this is not Debian/Ubuntu; on NixOS run 'nix develop' in packaging/, elsewhere install the equivalents." >&2
-  exit 1
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "tiffin: missing system packages: ${missing[*]}" >&2
+    echo "tiffin: this is not Debian/Ubuntu; on NixOS run 'nix develop' in packaging/, elsewhere install the equivalents." >&2
+    exit 1
+  fi
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "tiffin: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "tiffin: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# Rust comes from rustup: Debian's and Ubuntu's rustc packages are older than Cargo.toml's
+# rust-version.
+rust_hint() {
+  echo "tiffin: needs Rust >= $1 (cargo and rustc); install it with rustup (https://rustup.rs):" >&2
+  echo "    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh" >&2
+  exit 1
+}
+need_rust=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
+if ! command -v cargo >/dev/null 2>&1 || ! command -v rustc >/dev/null 2>&1; then
+  rust_hint "$need_rust"
+fi
+have_rust=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -n1)" != "$need_rust" ]; then
+  echo "tiffin: rustc $have_rust is too old" >&2
+  rust_hint "$need_rust"
+fi

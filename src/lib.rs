@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod fleet;
 pub mod fsutil;
 pub mod hash;

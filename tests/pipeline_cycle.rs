@@ -1,5 +1,5 @@
 //! The agent's rebuild pipeline, end to end: the real `tiffin agent --once` (or the library's
-//! `Pipeline`) against a fake NixOS (tests/fake-nixos) and a `file://` publication.
+//! `Pipeline`) against a fake NixOS (assets/fake-nixos) and a `file://` publication.
 
 mod pipeline_support;
 

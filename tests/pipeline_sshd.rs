@@ -1,6 +1,6 @@
 //! The agent's rebuild pipeline through the real sshd and the fake NixOS: `tiffin agent --once`
 //! fetches from an `sftp://` source (pinned host key, the host's own user and key, its chroot
-//! made by `tiffin fleet publish`), builds and activates on the fake NixOS (tests/fake-nixos),
+//! made by `tiffin fleet publish`), builds and activates on the fake NixOS (assets/fake-nixos),
 //! verifies by logging in to the server again, and uploads its report into the chroot's `logs/`
 //! through SFTP. An activation that cuts the machine off does so at the server: the fake
 //! `switch-to-configuration` runs a script that makes the test sshd refuse the host.

@@ -1,6 +1,6 @@
 //! Signed publications end to end: `tiffin fleet keygen` and `publish` through the real binary,
 //! publications made by the library's `fleet::publish` into a `file://` chroot, and the agent's
-//! real pipeline against the fake NixOS (tests/fake-nixos), with and without `trusted_key`.
+//! real pipeline against the fake NixOS (assets/fake-nixos), with and without `trusted_key`.
 
 #[path = "fleet_support/mod.rs"]
 mod fleet_support;

@@ -278,7 +278,8 @@ fn describe_failure(r: &CycleReport) -> String {
     }
 }
 
-fn outcome_line(r: &CycleReport) -> String {
+/// One line for a finished cycle: "updated (generation 2)", "rolled back (generation 3): …".
+pub fn outcome_line(r: &CycleReport) -> String {
     let g = r
         .generation
         .map(|g| format!(" (generation {g})"))

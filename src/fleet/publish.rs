@@ -49,6 +49,9 @@ pub struct PublishOptions {
     pub prune: bool,
     /// Hosts processed at the same time.
     pub jobs: usize,
+    /// Leave everything owned by the publisher even as root, without looking up host users:
+    /// a sandbox whose hosts have no system users and that no sshd serves (`tiffin demo`).
+    pub keep_owner: bool,
 }
 
 impl Default for PublishOptions {
@@ -59,6 +62,7 @@ impl Default for PublishOptions {
             dry_run: false,
             prune: false,
             jobs: 4,
+            keep_owner: false,
         }
     }
 }
@@ -260,7 +264,7 @@ fn prepare_chroot_root(
         fs::create_dir_all(root).map_err(err)?;
         fs::set_permissions(root, fs::Permissions::from_mode(HOST_DIR_MODE)).map_err(err)?;
     }
-    if users::is_root() {
+    if users::is_root() && !opts.keep_owner {
         if let Some(why) = chroot_path_problem(root) {
             warnings.push(format!(
                 "sshd will refuse ChrootDirectory under {}: {why}",
@@ -472,16 +476,20 @@ impl<'a> RunContext<'a> {
         report.files = entries.iter().filter(|e| e.kind == EntryKind::File).count();
         report.bytes = entries.iter().filter_map(|e| e.size).sum();
 
-        let owner = match users::resolve_ownership(self.config, host, hc)? {
-            UserCheck::Found(o) => {
-                if o == Ownership::Publisher {
-                    push(&self.unowned, host);
+        let owner = if self.opts.keep_owner {
+            Ownership::Publisher
+        } else {
+            match users::resolve_ownership(self.config, host, hc)? {
+                UserCheck::Found(o) => {
+                    if o == Ownership::Publisher {
+                        push(&self.unowned, host);
+                    }
+                    o
                 }
-                o
-            }
-            UserCheck::MissingUnprivileged => {
-                push(&self.missing_users, host);
-                Ownership::Publisher
+                UserCheck::MissingUnprivileged => {
+                    push(&self.missing_users, host);
+                    Ownership::Publisher
+                }
             }
         };
 

@@ -267,7 +267,7 @@ impl Agent {
         publication.publish(1, &files(3, 100, "g1"));
         let socket = dir.path().join("run").join("agent.sock");
         let config = dir.path().join("agent.toml");
-        // The agent runs the real pipeline against the fake NixOS of tests/fake-nixos.
+        // The agent runs the real pipeline against the fake NixOS of assets/fake-nixos.
         let nixos = dir.path().join("nixos");
         let initial = dir.path().join("initial-tree");
         fs::create_dir_all(&initial).unwrap();

@@ -1,4 +1,4 @@
-//! A machine for the pipeline tests: a fake NixOS (tests/fake-nixos) under a temp dir, a
+//! A machine for the pipeline tests: a fake NixOS (assets/fake-nixos) under a temp dir, a
 //! `file://` publication laid out as DESIGN §2 describes, the host's source tree to edit and
 //! publish, and the agent's configuration pointing at all of it.
 #![allow(dead_code)]
@@ -14,7 +14,7 @@ use tiffin::manifest::{entries_of, walk_tree, EntryKind, Manifest};
 pub const HOST: &str = "laptop";
 
 pub fn fake_nixos_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-nixos")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/fake-nixos")
 }
 
 /// Installs the fake NixOS under `root` (wrappers in `root/bin`), running and booted into the
@@ -47,7 +47,7 @@ pub fn install_fake_nixos(root: &Path, publication: &Path, tree: &Path, host: &s
         .arg(host)
         .env("FAKE_NIXOS_ROOT", root)
         .output()
-        .expect("running tests/fake-nixos/init");
+        .expect("running assets/fake-nixos/init");
     assert!(out.status.success(), "fake init: {out:?}");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
