@@ -505,12 +505,15 @@ fn show_last_log_writes_the_agent_log_and_opens_it() {
         return;
     }
     let mut d = Desktop::start();
-    // A stand-in for the desktop's viewer: copies what it is asked to open.
+    // A stand-in for the desktop's viewer: copies what it is asked to open (whole, by rename).
     let opened = d.dir.path().join("opened.txt");
     let opener = d.dir.path().join("bin/xdg-open");
     std::fs::write(
         &opener,
-        format!("#!/bin/sh\ncp \"$1\" '{}'\n", opened.display()),
+        format!(
+            "#!/bin/sh\ncp \"$1\" '{0}.tmp' && mv '{0}.tmp' '{0}'\n",
+            opened.display()
+        ),
     )
     .expect("write xdg-open");
     use std::os::unix::fs::PermissionsExt;

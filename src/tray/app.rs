@@ -20,7 +20,7 @@ use clap::{Parser, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use tao::event::{Event, StartCause};
+use tao::event::Event;
 use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
 use tray_icon::menu::{CheckMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
@@ -145,35 +145,34 @@ fn run(socket: PathBuf) -> anyhow::Result<()> {
     let mut tray: Option<Tray> = None;
     event_loop.run(move |event, _, control_flow| {
         *control_flow = ControlFlow::Wait;
-        match event {
-            Event::NewEvents(StartCause::Init) => {
-                match Tray::new(socket.clone(), proxy.clone(), may_restart) {
-                    Ok(t) => tray = Some(t),
-                    Err(e) => {
-                        // `run` never returns: report here and leave.
-                        eprintln!("tiffin-tray: {e:#}");
-                        *control_flow = ControlFlow::ExitWithCode(1);
-                        return;
-                    }
+        // The tray is made at the first event, whichever it is: tao does not promise that
+        // `Init` comes before a user event sent early, and a status dropped here would not be
+        // sent again until the agent's next change.
+        if tray.is_none() {
+            match Tray::new(socket.clone(), proxy.clone(), may_restart) {
+                Ok(t) => tray = Some(t),
+                Err(e) => {
+                    // `run` never returns: report here and leave.
+                    eprintln!("tiffin-tray: {e:#}");
+                    *control_flow = ControlFlow::ExitWithCode(1);
+                    return;
                 }
             }
-            Event::UserEvent(ev) => {
-                if let Some(t) = tray.as_mut() {
-                    if t.handle(ev) == Flow::Quit {
-                        *control_flow = ControlFlow::Exit;
-                        return;
-                    }
-                }
-            }
-            _ => {}
         }
-        if let Some(t) = tray.as_mut() {
-            // Time-dependent lines ("2 min ago") and the long-outage notification are the only
-            // reasons to wake without an event.
-            t.tick();
-            if let Some(at) = t.next_wake() {
-                *control_flow = ControlFlow::WaitUntil(at);
+        let Some(t) = tray.as_mut() else {
+            return;
+        };
+        if let Event::UserEvent(ev) = event {
+            if t.handle(ev) == Flow::Quit {
+                *control_flow = ControlFlow::Exit;
+                return;
             }
+        }
+        // Time-dependent lines ("2 min ago") and the long-outage notification are the only
+        // reasons to wake without an event.
+        t.tick();
+        if let Some(at) = t.next_wake() {
+            *control_flow = ControlFlow::WaitUntil(at);
         }
     })
 }
