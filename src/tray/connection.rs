@@ -68,8 +68,8 @@ pub fn follow(socket: &Path, mut on_link: impl FnMut(AgentLink) -> bool) {
 /// A socket this user may not open is told apart from an agent that is not there.
 fn down_reason(e: &ClientError) -> DownReason {
     match e {
-        ClientError::Connect { source, .. }
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        ClientError::Connect { error, .. }
+            if error.kind() == std::io::ErrorKind::PermissionDenied =>
         {
             DownReason::NotAllowed
         }
@@ -243,7 +243,7 @@ mod tests {
     fn permission_denied_is_told_apart_from_no_agent() {
         let refused = |kind| ClientError::Connect {
             path: PathBuf::from("/run/tiffin/agent.sock"),
-            source: std::io::Error::from(kind),
+            error: std::io::Error::from(kind),
         };
         assert_eq!(
             down_reason(&refused(std::io::ErrorKind::PermissionDenied)),
