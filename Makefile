@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test lint unit demo bench headless-check
+.PHONY: all deps build test lint unit demo bench headless-check screenshots
 
 all: build
 
@@ -36,6 +36,10 @@ demo:
 # One table, tiffin beside what a user would otherwise run, written to bench/results.md
 # (release build; root, sshd, rsync; the tray rows need Xvfb and D-Bus). The single benches
 # (`cargo bench --bench NAME`: manifest, fetch, pipeline, fleet_status, publish, server_load,
-# agent_idle) print their own tables.
+# agent_idle, tray_idle) print their own tables.
 bench: deps
 	$(CARGO) bench --bench suite
+
+# The tray's menu in a real panel (trayer under Xvfb), one PNG per state, for the README.
+screenshots: deps
+	$(CARGO) test --test tray_screenshots -- --ignored --nocapture

@@ -26,6 +26,8 @@ mod publish;
 #[path = "server_load.rs"]
 mod server_load;
 mod tray;
+#[path = "tray_idle.rs"]
+mod tray_idle;
 
 use common::{spread, Spread};
 use std::fmt::Write as _;

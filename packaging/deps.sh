@@ -2,13 +2,15 @@
 # Installs the system packages tiffin needs to build, test and demo, on Debian/Ubuntu.
 # Usage: packaging/deps.sh [build|test|demo]   (default: test)
 # Elsewhere it only says what is missing. On NixOS use `nix develop` (packaging/flake.nix).
+# trayer, xdotool: the tray's screenshots (an XEmbed panel under Xvfb; clicks that open the menu).
 # systemd: for `systemd-analyze verify` of packaging/systemd (works without systemd as PID 1).
 set -euo pipefail
 what=${1:-test}
 
 build_pkgs=(build-essential pkg-config libssl-dev libgtk-3-dev libayatana-appindicator3-dev libxdo-dev)
 test_pkgs=(openssh-server openssh-client rsync xvfb dbus dbus-x11 nix-bin desktop-file-utils systemd
-           libglib2.0-bin x11-apps imagemagick iproute2 procps passwd python3 python3-dbus python3-gi)
+           libglib2.0-bin x11-apps imagemagick iproute2 procps passwd python3 python3-dbus python3-gi
+           trayer xdotool)
 # The demo needs only the build: its simulated NixOS is POSIX sh and coreutils.
 case "$what" in
   build|demo) pkgs=("${build_pkgs[@]}") ;;

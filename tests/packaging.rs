@@ -1133,10 +1133,16 @@ fn tray_package_has_gtk_appindicator_and_a_wrapped_tray() {
     for file in [
         "packaging/systemd/tiffin-agent.service",
         "packaging/xdg/tiffin-tray.desktop",
+        "assets/icons/tiffin.svg",
     ] {
         assert!(install.contains(file), "{install}");
         assert!(repo().join(file).is_file(), "{file} is missing");
     }
     assert!(install.contains("share/applications/tiffin-tray.desktop"));
+    // The desktop entry's `Icon=tiffin` needs the icon in the hicolor theme.
+    assert!(
+        install.contains("share/icons/hicolor/scalable/apps/tiffin.svg"),
+        "{install}"
+    );
     assert_eq!(p["meta"]["mainProgram"], json!("tiffin"));
 }

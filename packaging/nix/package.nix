@@ -51,6 +51,11 @@ rustPlatform.buildRustPackage {
       --replace-fail /usr/local/bin/tiffin $out/bin/tiffin
   '' + lib.optionalString withTray ''
     install -Dm644 packaging/xdg/tiffin-tray.desktop $out/share/applications/tiffin-tray.desktop
+    # `Icon=tiffin` in the desktop entry resolves through the hicolor theme.
+    install -Dm644 assets/icons/tiffin.svg $out/share/icons/hicolor/scalable/apps/tiffin.svg
+    for size in 16 22 32 48; do
+      install -Dm644 assets/icons/$size/tiffin.png $out/share/icons/hicolor/''${size}x''${size}/apps/tiffin.png
+    done
   '';
 
   # Only the tray needs the GTK environment; `tiffin` stays a plain binary.

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to the agent at {path}: {source} (is `tiffin agent` running, and are you in its socket group?)")]
-    Connect { path: PathBuf, source: io::Error },
+    // `error` is part of the message rather than a `source`, so that it is not printed twice.
+    #[error("cannot connect to the agent at {path}: {error} (is `tiffin agent` running, and are you in its socket group?)")]
+    Connect { path: PathBuf, error: io::Error },
     #[error("agent connection: {0}")]
     Io(#[from] io::Error),
     #[error("the agent closed the connection")]
@@ -38,9 +39,9 @@ pub struct Client {
 impl Client {
     /// Connects to the agent's socket.
     pub fn connect(path: &Path) -> Result<Self, ClientError> {
-        let s = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        let s = UnixStream::connect(path).map_err(|error| ClientError::Connect {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let writer = s.try_clone()?;
         Ok(Self {
