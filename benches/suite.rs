@@ -376,6 +376,12 @@ fn load_section(sizes: &[usize], reps: usize, retry: Duration, deadline: Instant
             col(d, &|b| b.sshd_cpu_s, 2),
             "",
         );
+        s.line(
+            format!("{} agents: sshd CPU ms per successful check", m.agents),
+            col(m, &|b| b.sshd_cpu_s * 1e3 / b.ok.max(1) as f64, 1),
+            col(d, &|b| b.sshd_cpu_s * 1e3 / b.ok.max(1) as f64, 1),
+            "a refused connection costs sshd little",
+        );
         let mut errors = std::collections::BTreeMap::<String, usize>::new();
         for b in m.runs.iter().chain(&d.runs) {
             for (e, n) in &b.errors {
@@ -434,7 +440,14 @@ fn footprint_and_responsiveness(idle: u64) -> Vec<Section> {
         )
     });
     let mut five = Section::new(5, &format!("Footprint at rest over {idle} s"), "—");
-    let cpu = |ms: f64| Cell::Text(format!("{:.2}", ms / 1000.0));
+    // /proc counts CPU time in clock ticks (10 ms): zero means under one tick.
+    let cpu = |ms: f64| {
+        Cell::Text(if ms == 0.0 {
+            "0 (under one 10 ms tick)".into()
+        } else {
+            format!("{:.2}", ms / 1000.0)
+        })
+    };
     five.line(
         "agent: RSS MiB (sampled each second)",
         Cell::of(

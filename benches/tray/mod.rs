@@ -162,7 +162,7 @@ pub fn responsiveness() -> Result<Responsiveness, String> {
         .ok_or("the check did not finish")?;
     }
     r.notes.push(format!(
-        "{CLICKS} clicks on \"{LABEL_CHECK_NOW}\" (dbusmenu Event through the test harness) with the real `tiffin-tray` under Xvfb following the real `tiffin agent`; the agent's phase change is stamped by a subscriber on its socket, the menu's update by `dbus-monitor` on the session bus (first dbusmenu signal after the phase change: {}).",
+        "{CLICKS} clicks on \"{LABEL_CHECK_NOW}\" (dbusmenu Event through the test harness) with the real `tiffin-tray` under Xvfb following the real `tiffin agent`; the agent's phase change is stamped by a subscriber on its socket, the menu's update by `dbus-monitor` on the session bus (first dbusmenu signal after the phase change: {}). The agent sends each status to all its subscribers at once, so the first figure runs from the moment another subscriber has the same status, not from inside the agent.",
         members.into_iter().collect::<Vec<_>>().join(", ")
     ));
     Ok(r)
