@@ -20,6 +20,8 @@ struct Counters {
     stop: AtomicBool,
     /// Byte budget (both directions together) given to each new connection; `None`: no cut.
     cut_after: Mutex<Option<u64>>,
+    /// How many new connections still pass uncut before `cut_after` applies.
+    spared: AtomicU64,
     /// Connections cut because they used up their budget.
     cuts: AtomicU64,
     /// When each connection was accepted.
@@ -66,11 +68,14 @@ impl Relay {
                 if let Ok(mut a) = c.accepted.lock() {
                     a.push(Instant::now());
                 }
-                let budget = c
-                    .cut_after
-                    .lock()
-                    .map(|b| b.unwrap_or(u64::MAX))
-                    .unwrap_or(u64::MAX);
+                let spared = c
+                    .spared
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let budget = match c.cut_after.lock() {
+                    Ok(b) if !spared => b.unwrap_or(u64::MAX),
+                    _ => u64::MAX,
+                };
                 let budget = Arc::new(AtomicU64::new(budget));
                 c.open.fetch_add(2, Ordering::SeqCst);
                 pump(&client, &server, c.clone(), budget.clone(), true);
@@ -100,9 +105,15 @@ impl Relay {
     /// Every connection accepted from now on is cut (both sockets shut down, as when a link
     /// drops) once `bytes` have passed through it in either direction; `None` stops cutting.
     pub fn cut_after(&self, bytes: Option<u64>) {
+        self.cut_after_sparing(0, bytes);
+    }
+
+    /// Like [`Relay::cut_after`], but the next `spared` connections pass uncut.
+    pub fn cut_after_sparing(&self, spared: u64, bytes: Option<u64>) {
         if let Ok(mut b) = self.counters.cut_after.lock() {
             *b = bytes;
         }
+        self.counters.spared.store(spared, Ordering::SeqCst);
     }
 
     /// How many connections were cut so far.
