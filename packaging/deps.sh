@@ -8,7 +8,8 @@ what=${1:-test}
 
 build_pkgs=(pkg-config libssl-dev libgtk-3-dev libayatana-appindicator3-dev libxdo-dev)
 test_pkgs=(openssh-server openssh-client rsync xvfb dbus dbus-x11 nix-bin desktop-file-utils systemd
-           libglib2.0-bin x11-apps imagemagick iproute2 procps passwd python3 python3-dbus python3-gi)
+           libglib2.0-bin x11-apps imagemagick iproute2 procps passwd python3 python3-dbus python3-gi
+           faketime)
 case "$what" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test|demo) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
