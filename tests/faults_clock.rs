@@ -128,7 +128,12 @@ fn a_wall_clock_jumping_back_or_forward_neither_skips_nor_doubles_scheduled_chec
     std::thread::sleep(mid_wait);
     set_offset(&offset, "+86400");
     let forward = relay.accepted().len();
-    wait_for_connections(&relay, forward + 2, limit, "after the clock went forward 1 day");
+    wait_for_connections(
+        &relay,
+        forward + 2,
+        limit,
+        "after the clock went forward 1 day",
+    );
 
     let at = relay.accepted()[base..].to_vec();
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
@@ -140,10 +145,9 @@ fn a_wall_clock_jumping_back_or_forward_neither_skips_nor_doubles_scheduled_chec
         "two checks closer than half the interval: {gaps:?}"
     );
     // The agent is up to date and told the server so (its seen.json carries the faked time).
-    let seen: serde_json::Value = serde_json::from_slice(
-        &fs::read(m.host_dir().join("logs/seen.json")).expect("seen.json"),
-    )
-    .expect("seen.json is JSON");
+    let seen: serde_json::Value =
+        serde_json::from_slice(&fs::read(m.host_dir().join("logs/seen.json")).expect("seen.json"))
+            .expect("seen.json is JSON");
     assert_eq!(seen["host"], HOST);
 }
 
@@ -193,6 +197,10 @@ fn reports_stay_in_the_order_they_happened_when_the_clock_jumps() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("fleet status --json: {e}: {out:?}"));
     let host = &v["hosts"][0];
-    assert_eq!(host["last_report"]["generation"].as_u64(), Some(4), "{host}");
+    assert_eq!(
+        host["last_report"]["generation"].as_u64(),
+        Some(4),
+        "{host}"
+    );
     assert_eq!(host["running_generation"].as_u64(), Some(4), "{host}");
 }

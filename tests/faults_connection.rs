@@ -100,12 +100,19 @@ fn fifty_cycles_with_the_link_cut_at_random_points_leave_one_system_and_lose_no_
     let lost: Vec<&String> = written.iter().filter(|r| !delivered.contains(*r)).collect();
     assert!(lost.is_empty(), "reports never delivered: {lost:?}");
     // Every report that arrived is whole: it parses, with its log next to it.
-    for name in delivered.iter().filter(|n| n.ends_with(".json") && *n != "seen.json") {
+    for name in delivered
+        .iter()
+        .filter(|n| n.ends_with(".json") && *n != "seen.json")
+    {
         let p = m.host_dir().join("logs").join(name);
         let r: tiffin::agent::report::Report =
             serde_json::from_slice(&std::fs::read(&p).expect("read a report"))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(delivered.contains(&r.log), "{name}: its log {} is missing", r.log);
+        assert!(
+            delivered.contains(&r.log),
+            "{name}: its log {} is missing",
+            r.log
+        );
     }
     let built = m.assert_every_built_tree_was_published();
     eprintln!(

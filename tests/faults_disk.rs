@@ -36,11 +36,7 @@ fn a_report_upload_into_a_full_server_disk_stays_queued_and_is_delivered_after_s
     let meta = fs::metadata(&logs).expect("logs/");
     let Some(disk) = Tmpfs::mount(
         &logs,
-        &format!(
-            "size=64k,mode=0700,uid={},gid={}",
-            meta.uid(),
-            meta.gid()
-        ),
+        &format!("size=64k,mode=0700,uid={},gid={}", meta.uid(), meta.gid()),
     ) else {
         return;
     };
@@ -89,8 +85,14 @@ fn a_report_upload_into_a_full_server_disk_stays_queued_and_is_delivered_after_s
     let (code, out) = m.run_once();
     assert_eq!(code, 0, "{out}");
     assert!(m.queued().is_empty(), "still queued: {:?}", m.queued());
-    assert_eq!(fs::read(logs.join(&name)).expect("delivered"), queued_report);
-    assert_eq!(fs::read(logs.join(&log_name)).expect("delivered"), queued_log);
+    assert_eq!(
+        fs::read(logs.join(&name)).expect("delivered"),
+        queued_report
+    );
+    assert_eq!(
+        fs::read(logs.join(&log_name)).expect("delivered"),
+        queued_log
+    );
     let mut text = String::new();
     flate2::read::GzDecoder::new(&queued_log[..])
         .read_to_string(&mut text)
@@ -117,7 +119,10 @@ fn a_state_dir_that_fills_up_during_staging_fails_clearly_keeps_the_old_tree_and
     // free-space check before the download passes and the disk fills while staging.
     const FILES: u64 = 60;
     for i in 0..FILES {
-        m.write(&format!("modules/m{i:02}.nix"), &format!("{{ x = {i}; }}\n"));
+        m.write(
+            &format!("modules/m{i:02}.nix"),
+            &format!("{{ x = {i}; }}\n"),
+        );
     }
     let g1 = m.publish();
     let (code, out) = m.run_once();
@@ -130,7 +135,10 @@ fn a_state_dir_that_fills_up_during_staging_fails_clearly_keeps_the_old_tree_and
         .count();
 
     for i in 0..FILES {
-        m.write(&format!("modules/m{i:02}.nix"), &format!("{{ y = {i}; }}\n"));
+        m.write(
+            &format!("modules/m{i:02}.nix"),
+            &format!("{{ y = {i}; }}\n"),
+        );
     }
     let g2 = m.publish();
     // Room for the downloads (one page per object) and half of the staged copies.
@@ -177,7 +185,9 @@ fn a_state_dir_that_fills_up_during_staging_fails_clearly_keeps_the_old_tree_and
         .read_to_string(&mut text)
         .expect("gzip'd text");
     assert!(
-        text.contains(&format!("fetch: generation {g2} (0 files, 0 bytes downloaded)")),
+        text.contains(&format!(
+            "fetch: generation {g2} (0 files, 0 bytes downloaded)"
+        )),
         "{text}"
     );
     drop(disk);

@@ -64,7 +64,10 @@ fn check_publication(host_dir: &Path, when: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{when}: current -> {t}"));
     // Every generation present (the live one included) is whole.
-    for e in fs::read_dir(host_dir.join("gens")).expect("gens/").flatten() {
+    for e in fs::read_dir(host_dir.join("gens"))
+        .expect("gens/")
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
@@ -216,7 +219,10 @@ fn publish_killed_at_random_points_never_exposes_a_partial_generation() {
         l.pruned
     );
     assert!(l.problems.is_empty(), "the agent saw: {:#?}", l.problems);
-    assert!(mid_write > 0, "no kill landed while a generation was written");
+    assert!(
+        mid_write > 0,
+        "no kill landed while a generation was written"
+    );
 }
 
 #[test]
@@ -244,7 +250,10 @@ fn a_publish_after_a_killed_one_removes_its_leftovers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(check_publication(&host_dir, "after publishing"), Some(g1 + 1));
+    assert_eq!(
+        check_publication(&host_dir, "after publishing"),
+        Some(g1 + 1)
+    );
     let leftovers: Vec<String> = faults_support::names_in(&host_dir.join("gens"))
         .into_iter()
         .chain(faults_support::names_in(&host_dir))

@@ -573,10 +573,9 @@ impl<'a> RunContext<'a> {
             let dir = publication.generation_dir(n);
             // Out of sight in one rename first: a run killed while deleting must not leave a
             // half-deleted `gens/<N>` behind (the next run removes the renamed rest).
-            let doomed = publication.gens().join(format!(
-                "{PRUNING_PREFIX}{n}-{}",
-                std::process::id()
-            ));
+            let doomed = publication
+                .gens()
+                .join(format!("{PRUNING_PREFIX}{n}-{}", std::process::id()));
             let removed = fs::rename(&dir, &doomed)
                 .map_err(|e| with_path(e, &dir))
                 .and_then(|()| fs::remove_dir_all(&doomed).map_err(|e| with_path(e, &doomed)));

@@ -229,7 +229,7 @@ impl SshMachine {
         assert_eq!(cur, self.boot_default(), "{when}: running != boot default");
         let st = self.state_json();
         assert!(
-            st.get("journal").is_none_or(|j| j.is_null()),
+            st.get("journal").map_or(true, |j| j.is_null()),
             "{when}: the journal is still open: {st}"
         );
         if let Some(rs) = st.get("running_system").and_then(|v| v.as_str()) {
@@ -248,10 +248,9 @@ impl SshMachine {
             .and_then(|n| n.to_str())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{when}: tree -> {}", target.display()));
-        let m = self
-            .published
-            .get(&g)
-            .unwrap_or_else(|| panic!("{when}: the agent's tree is generation {g}, never published"));
+        let m = self.published.get(&g).unwrap_or_else(|| {
+            panic!("{when}: the agent's tree is generation {g}, never published")
+        });
         let problems = tree_differences(&link, m, false);
         assert!(problems.is_empty(), "{when}: tree g{g}: {problems:?}");
     }
@@ -322,14 +321,14 @@ impl SshMachine {
 pub fn read_manifest(gen_dir: &Path) -> Manifest {
     let p = gen_dir.join("manifest.json");
     let b = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    Manifest::parse(&b, &p.display().to_string())
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    Manifest::parse(&b, &p.display().to_string()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// How `dir` differs from what `m` describes: missing, extra or changed files and directories.
 /// `build_view`: the agent hands Nix the tree without `files/` and `files.toml`.
 pub fn tree_differences(dir: &Path, m: &Manifest, build_view: bool) -> Vec<String> {
-    let skip = |p: &str| build_view && (p == "files" || p.starts_with("files/") || p == "files.toml");
+    let skip =
+        |p: &str| build_view && (p == "files" || p.starts_with("files/") || p == "files.toml");
     let mut problems = Vec::new();
     let mut expected = BTreeSet::new();
     for e in m.entries.iter().filter(|e| !skip(&e.path)) {
@@ -391,7 +390,9 @@ impl Tmpfs {
             .arg(at)
             .output();
         match out {
-            Ok(o) if o.status.success() => Some(Self { at: at.to_path_buf() }),
+            Ok(o) if o.status.success() => Some(Self {
+                at: at.to_path_buf(),
+            }),
             other => {
                 let why = format!("cannot mount a tmpfs at {}: {other:?}", at.display());
                 assert!(!crate::support::in_ci(), "CI=true: {why}");
