@@ -92,6 +92,33 @@ struct AgentLog {
     problems: Vec<String>,
 }
 
+/// Records one sync: a fetched tree must match its manifest, and a generation number must
+/// always come with the same content.
+fn record(log: &Mutex<AgentLog>, r: Result<SyncOutcome, FetchError>) {
+    let mut l = log.lock().expect("agent log");
+    l.syncs += 1;
+    match r {
+        Ok(SyncOutcome::Fetched { local, .. }) => {
+            let d = tree_differences(&local.tree, &local.manifest, false);
+            if !d.is_empty() {
+                l.problems
+                    .push(format!("g{}: tree differs: {d:?}", local.generation));
+            }
+            let h = local.manifest.tree_hash.clone();
+            if let Some(old) = l.fetched.insert(local.generation, h.clone()) {
+                if old != h {
+                    l.problems
+                        .push(format!("g{} fetched with two contents", local.generation));
+                }
+            }
+        }
+        Ok(_) => {}
+        // Pruned by two quick publishes while it read it: not a partial tree.
+        Err(FetchError::Source(SourceError::NotFound { .. })) => l.pruned += 1,
+        Err(e) => l.problems.push(e.to_string()),
+    }
+}
+
 #[test]
 fn publish_killed_at_random_points_never_exposes_a_partial_generation() {
     let Some(mut m) = SshMachine::new() else {
@@ -103,10 +130,13 @@ fn publish_killed_at_random_points_never_exposes_a_partial_generation() {
     }
     m.publish();
 
-    // The agent: syncs from the server in a loop while the admin publishes and gets killed.
+    // Two agents sync in a loop while the admin publishes and gets killed: one over sshd, one
+    // reading the chroot directly (a `file://` source), which is fast enough to sync many times
+    // during each publish.
     let cfg = m.srv.agent_config(HOST, m.srv.port(), &m.state);
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(AgentLog::default()));
+    let local_log = Arc::new(Mutex::new(AgentLog::default()));
     let agent = {
         let (stop, log, state) = (stop.clone(), log.clone(), m.state.clone());
         std::thread::spawn(move || {
@@ -114,36 +144,23 @@ fn publish_killed_at_random_points_never_exposes_a_partial_generation() {
                 let r = source::open(&cfg)
                     .map_err(FetchError::from)
                     .and_then(|mut s| sync(s.as_mut(), &state, HOST, &mut |_| {}));
-                let mut l = log.lock().expect("agent log");
-                l.syncs += 1;
-                match r {
-                    Ok(SyncOutcome::Fetched { local, .. }) => {
-                        let d = tree_differences(&local.tree, &local.manifest, false);
-                        if !d.is_empty() {
-                            l.problems
-                                .push(format!("g{}: tree differs: {d:?}", local.generation));
-                        }
-                        let h = local.manifest.tree_hash.clone();
-                        if let Some(old) = l.fetched.insert(local.generation, h.clone()) {
-                            if old != h {
-                                l.problems.push(format!(
-                                    "g{} fetched with two contents",
-                                    local.generation
-                                ));
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    // Pruned by two quick publishes while it read it: not a partial tree.
-                    Err(FetchError::Source(SourceError::NotFound { .. })) => l.pruned += 1,
-                    Err(e) => l.problems.push(e.to_string()),
-                }
-                drop(l);
+                record(&log, r);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
     };
-
+    let local_agent = {
+        let (stop, log) = (stop.clone(), local_log.clone());
+        let state = m.dir.path().join("state-file-source");
+        let host_dir = m.host_dir();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let mut src = tiffin::source::FileSource::new(host_dir.clone());
+                record(&log, sync(&mut src, &state, HOST, &mut |_| {}));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
     // How long one publish of this size takes, to spread the kills over it.
     edit(&m, &mut rng, 120);
     let t = Instant::now();
@@ -209,16 +226,31 @@ fn publish_killed_at_random_points_never_exposes_a_partial_generation() {
     }
     stop.store(true, Ordering::SeqCst);
     agent.join().expect("the agent thread");
-    let l = log.lock().expect("agent log");
+    local_agent.join().expect("the file:// agent thread");
     eprintln!(
         "faults_publish_kill: {rounds} kills ({mid_write} while a generation was being written, \
-         {completed} after it completed), {} syncs, {} generations fetched, {} pruned under the \
-         agent",
-        l.syncs,
-        l.fetched.len(),
-        l.pruned
+         {completed} after it completed)"
     );
-    assert!(l.problems.is_empty(), "the agent saw: {:#?}", l.problems);
+    for (name, log) in [("sftp", &log), ("file://", &local_log)] {
+        let l = log.lock().expect("agent log");
+        eprintln!(
+            "faults_publish_kill: {name} agent: {} syncs, {} generations fetched, {} pruned \
+             under it",
+            l.syncs,
+            l.fetched.len(),
+            l.pruned
+        );
+        assert!(
+            l.problems.is_empty(),
+            "the {name} agent saw: {:#?}",
+            l.problems
+        );
+        assert!(
+            l.fetched.len() >= 2,
+            "the {name} agent fetched {:?}",
+            l.fetched
+        );
+    }
     assert!(
         mid_write > 0,
         "no kill landed while a generation was written"
