@@ -149,8 +149,11 @@ fn a_state_dir_that_fills_up_during_staging_fails_clearly_keeps_the_old_tree_and
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("No space left on device"), "{out}");
     assert!(
-        out.contains(&format!("{}/trees/.staging-{g2}", m.state.display())),
-        "the error names the staging directory: {out}"
+        out.contains(&format!(
+            "staging the new tree: {}/trees/.staging-{g2}/",
+            m.state.display()
+        )),
+        "the error says what failed and names the staging directory: {out}"
     );
     // Nothing changed on the machine: the old tree, the old system, no build.
     let tree = fs::read_link(m.state.join("tree")).expect("tree link");
@@ -190,5 +193,50 @@ fn a_state_dir_that_fills_up_during_staging_fails_clearly_keeps_the_old_tree_and
         )),
         "{text}"
     );
+    drop(disk);
+}
+
+#[test]
+fn a_state_dir_full_before_the_cycle_starts_changes_nothing_and_the_next_run_recovers() {
+    let Some(mut m) = SshMachine::new() else {
+        return;
+    };
+    fs::create_dir_all(&m.state).expect("mkdir state");
+    let Some(disk) = Tmpfs::mount(&m.state, "size=2m,mode=0700") else {
+        return;
+    };
+    m.write("modules/a.nix", "{ a = 1; }\n");
+    let g1 = m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    let system_g1 = m.current_system();
+    m.write("modules/a.nix", "{ a = 2; }\n");
+    let g2 = m.publish();
+    let filler = m.state.join("filler");
+    disk.fill(&filler, 0);
+    let (code, out) = m.run_once();
+    eprintln!("the agent with a state dir full from the start: {out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    // What and where, said once: "saving the agent's state: <state>/state.json: No space …".
+    let state_json = m.state.join("state.json").display().to_string();
+    assert!(
+        out.contains(&format!(
+            "saving the agent's state: {state_json}: No space left"
+        )),
+        "{out}"
+    );
+    let tree = fs::read_link(m.state.join("tree")).expect("tree link");
+    assert_eq!(tree, std::path::Path::new(&format!("trees/{g1}")));
+    m.assert_local_tree_matches_its_manifest("with a full state dir");
+    assert_eq!(m.current_system(), system_g1);
+    assert_eq!(m.profile_system(), system_g1);
+
+    fs::remove_file(&filler).expect("free the state dir");
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(m.state_json()["applied_generation"].as_u64(), Some(g2));
+    m.assert_consistent("after space was freed");
+    m.assert_local_tree_matches_its_manifest("after space was freed");
     drop(disk);
 }
