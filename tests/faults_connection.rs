@@ -87,6 +87,7 @@ fn fifty_cycles_with_the_link_cut_at_random_points_leave_one_system_and_lose_no_
     // The link heals and the admin publishes once more: the queue empties and the newest
     // generation is applied.
     relay.cut_after(None);
+    m.write_config(relay.port, "");
     edit_tree(&m, &mut rng, 1000);
     let last = m.publish();
     let (code, out) = m.run_once();

@@ -220,8 +220,9 @@ fn publish_killed_at_random_points_never_exposes_a_partial_generation() {
 
     // The agent catches up with the last generation.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !log.lock().expect("agent log").fetched.contains_key(&last) {
-        assert!(Instant::now() < deadline, "the agent never fetched g{last}");
+    let has_last = |l: &Mutex<AgentLog>| l.lock().expect("agent log").fetched.contains_key(&last);
+    while !has_last(&log) || !has_last(&local_log) {
+        assert!(Instant::now() < deadline, "an agent never fetched g{last}");
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::SeqCst);
@@ -245,11 +246,15 @@ fn publish_killed_at_random_points_never_exposes_a_partial_generation() {
             "the {name} agent saw: {:#?}",
             l.problems
         );
-        assert!(
-            l.fetched.len() >= 2,
-            "the {name} agent fetched {:?}",
-            l.fetched
-        );
+        // Both fetched the last generation (waited for above); the fast one also some of those
+        // published between the kills.
+        if name == "file://" {
+            assert!(
+                l.fetched.len() >= 2,
+                "the {name} agent fetched {:?}",
+                l.fetched
+            );
+        }
     }
     assert!(
         mid_write > 0,

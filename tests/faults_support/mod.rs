@@ -145,7 +145,9 @@ impl SshMachine {
         let verify = if extra.contains("verify_timeout") {
             ""
         } else {
-            "verify_timeout = \"2s\""
+            // Generous: a verification that passes returns as soon as it reconnects, and a
+            // loaded machine must not turn a good cycle into a rollback.
+            "verify_timeout = \"10s\""
         };
         let text = format!(
             "host = \"{HOST}\"\nsource = \"sftp://{user}@127.0.0.1:{port}/\"\n\
