@@ -115,6 +115,16 @@ fn fifty_cycles_with_the_link_cut_at_random_points_leave_one_system_and_lose_no_
             r.log
         );
     }
+    // Uploads cut halfway left `logs/.<name>.tmp`; each was finished by the later upload of
+    // the same name, so none stays.
+    let partial: Vec<String> = faults_support::names_in(&m.host_dir().join("logs"))
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        partial.is_empty(),
+        "partial uploads left on the server: {partial:?}"
+    );
     let built = m.assert_every_built_tree_was_published();
     eprintln!(
         "faults_connection: {CYCLES} cycles, {} connections cut, exits {exits:?}, {} generations \
