@@ -249,7 +249,7 @@ pub fn report(data: &[u8]) {
     ] {
         records.published = published;
         for now in [0, seen_at.unwrap_or(0), seen_at.unwrap_or(0) + 60, u64::MAX] {
-            let mut h = assess(&records, true, now);
+            let h = assess(&records, true, now);
             if records.seen.is_some() {
                 assert_ne!(h.state, HostState::NeverSeen);
             }
