@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test lint unit demo bench headless-check screenshots
+.PHONY: all deps build test lint unit demo bench headless-check screenshots fuzz
 
 all: build
 
@@ -43,3 +43,20 @@ bench: deps
 # The tray's menu in a real panel (trayer under Xvfb), one PNG per state, for the README.
 screenshots: deps
 	$(CARGO) test --test tray_screenshots -- --ignored --nocapture
+
+# Long fuzzing runs, outside `make test` (which replays the committed corpora through
+# tests/fuzz_corpus.rs). Needs nightly and `cargo install cargo-fuzz`. Each target runs
+# FUZZ_SECONDS, seeded from fuzz/corpus/<target>/; what it finds new goes to fuzz/found/<target>/
+# (not committed), a crash to fuzz/artifacts/<target>/ and stops the run.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?= manifest fleet_toml agent_toml socket_request report http_host
+FUZZ_CARGO ?= cargo +nightly
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "make fuzz: needs cargo-fuzz (cargo install cargo-fuzz)" >&2; exit 1; }
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/found/$$t && \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s" && \
+		$(FUZZ_CARGO) fuzz run --debug-assertions $$t fuzz/found/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done

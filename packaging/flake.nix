@@ -32,6 +32,7 @@
             cargo rustc clippy rustfmt
             openssh rsync xvfb-run dbus desktop-file-utils systemd
             glib imagemagick iproute2 procps python3 python3Packages.dbus-python python3Packages.pygobject3
+            libfaketime
           ];
         };
       });

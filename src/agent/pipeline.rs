@@ -901,18 +901,19 @@ impl Pipeline {
         ));
         let st = &mut self.state.state;
         st.journal = None;
+        let reported_at = report_time(now, st.history.last());
         if end.attempted {
             st.record_attempt(Attempt {
                 generation: cy.generation,
                 started: cy.started,
-                finished: now,
+                finished: reported_at,
                 outcome: end.outcome,
                 failed_step: end.failed_step.map(|s| s.name().to_string()),
                 message: end.message.clone(),
             });
             if let Some(g) = cy.generation {
                 st.last_update = Some(LastUpdate {
-                    at: now,
+                    at: reported_at,
                     generation: g,
                     outcome: end.outcome,
                     failed_step: end.failed_step.map(|s| s.name().to_string()),
@@ -927,7 +928,7 @@ impl Pipeline {
         let log = cy.runner.log();
         if end.attempted {
             if let Some(g) = cy.generation {
-                let base = report::report_base(now, g, end.outcome);
+                let base = report::report_base(reported_at, g, end.outcome);
                 let r = Report {
                     host: self.config.host.clone(),
                     generation: g,
@@ -935,7 +936,7 @@ impl Pipeline {
                     failed_step: end.failed_step.map(|s| s.name().to_string()),
                     message: end.message.clone(),
                     started: report::rfc3339(cy.started),
-                    finished: report::rfc3339(now),
+                    finished: report::rfc3339(reported_at),
                     system_before: cy.system_before.clone(),
                     system_after: cy.system_after.clone(),
                     reboot_needed,
@@ -1040,6 +1041,16 @@ impl Pipeline {
     }
 }
 
+/// The time a cycle's report is named after: now, or one second after the previous report when
+/// the clock went back (or stood still), so that reports sort in the order they happened and
+/// never take an earlier one's name.
+fn report_time(now: u64, previous: Option<&Attempt>) -> u64 {
+    match previous {
+        Some(a) if a.finished >= now => a.finished + 1,
+        _ => now,
+    }
+}
+
 /// A journal from an older agent without the systems it needs: report it, change nothing.
 fn interrupted_without_systems(p: &mut Pipeline, step: Step, g: u64) -> Ending {
     let end = Ending {
@@ -1105,4 +1116,30 @@ pub fn run_once(config: AgentConfig) -> u8 {
     );
     println!("tiffin agent: {what}");
     exit_code(r.outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(finished: u64) -> Attempt {
+        Attempt {
+            generation: Some(1),
+            started: finished,
+            finished,
+            outcome: Outcome::Updated,
+            failed_step: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn report_times_follow_the_clock_and_only_grow_when_it_goes_back() {
+        assert_eq!(report_time(1_000, None), 1_000);
+        assert_eq!(report_time(1_000, Some(&attempt(900))), 1_000);
+        // Set back two hours: after the previous report, not before it.
+        assert_eq!(report_time(1_000, Some(&attempt(8_200))), 8_201);
+        // Two cycles in one second do not share a name.
+        assert_eq!(report_time(1_000, Some(&attempt(1_000))), 1_001);
+    }
 }

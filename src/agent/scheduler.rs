@@ -4,7 +4,9 @@
 //!
 //! The due time is kept on the wall clock and re-read at least every [`MAX_SLEEP`]: tokio's
 //! timers run on the monotonic clock, which stops while the machine sleeps, so a check missed
-//! during suspend runs soon after waking instead of a whole interval late.
+//! during suspend runs soon after waking instead of a whole interval late. The wait also ends
+//! when the monotonic clock has run the whole delay, so a wall clock set back (NTP, an admin)
+//! does not put the next check off by as much as it went back.
 
 use super::cycle::CycleRequest;
 use super::daemon::{Work, WorkerHandle};
@@ -95,27 +97,36 @@ fn unix_secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Sleeps until the wall clock reaches `due`, in slices of at most [`MAX_SLEEP`]. Returns false
-/// when shutdown was asked for.
-async fn sleep_until_wall(due: SystemTime, shutdown: &mut broadcast::Receiver<()>) -> bool {
-    sleep_until_wall_by(due, SystemTime::now, shutdown).await
+/// Sleeps until the wall clock reaches `due` or `delay` has passed on the monotonic clock,
+/// whichever comes first, in slices of at most [`MAX_SLEEP`]. Returns false when shutdown was
+/// asked for.
+async fn sleep_until_wall(
+    due: SystemTime,
+    delay: Duration,
+    shutdown: &mut broadcast::Receiver<()>,
+) -> bool {
+    sleep_until_wall_by(due, delay, SystemTime::now, shutdown).await
 }
 
-/// [`sleep_until_wall`] with the wall clock passed in (tests move it as a suspend would).
+/// [`sleep_until_wall`] with the wall clock passed in (tests move it as a suspend or a clock
+/// change would).
 async fn sleep_until_wall_by(
     due: SystemTime,
+    delay: Duration,
     wall_clock: impl Fn() -> SystemTime,
     shutdown: &mut broadcast::Receiver<()>,
 ) -> bool {
+    let mono_due = tokio::time::Instant::now() + delay;
     loop {
         let Ok(left) = due.duration_since(wall_clock()) else {
             return true;
         };
-        if left.is_zero() {
+        let mono_left = mono_due.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() || mono_left.is_zero() {
             return true;
         }
         tokio::select! {
-            () = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
+            () = tokio::time::sleep(left.min(mono_left).min(MAX_SLEEP)) => {}
             _ = shutdown.recv() => return false,
         }
     }
@@ -134,7 +145,7 @@ pub async fn run(
     loop {
         let due = SystemTime::now() + delay;
         status.update(|s| s.next_check = Some(unix_secs(due)));
-        if !sleep_until_wall(due, &mut shutdown).await {
+        if !sleep_until_wall(due, delay, &mut shutdown).await {
             return;
         }
         if worker
@@ -198,8 +209,8 @@ mod tests {
             }
         };
         let (_tx, mut rx) = broadcast::channel(1);
-        let due = start + Duration::from_secs(15 * 60);
-        assert!(sleep_until_wall_by(due, clock, &mut rx).await);
+        let delay = Duration::from_secs(15 * 60);
+        assert!(sleep_until_wall_by(start + delay, delay, clock, &mut rx).await);
         // Virtual time under a paused clock: deterministic, not a timing measurement.
         assert_eq!(mono_start.elapsed(), MAX_SLEEP);
     }
@@ -210,7 +221,8 @@ mod tests {
         let mono_start = tokio::time::Instant::now();
         let clock = move || start + mono_start.elapsed();
         let (_tx, mut rx) = broadcast::channel(1);
-        assert!(sleep_until_wall_by(start + Duration::from_secs(900), clock, &mut rx).await);
+        let delay = Duration::from_secs(900);
+        assert!(sleep_until_wall_by(start + delay, delay, clock, &mut rx).await);
         assert_eq!(mono_start.elapsed(), Duration::from_secs(900));
     }
 
@@ -218,6 +230,26 @@ mod tests {
     async fn a_due_time_already_past_returns_at_once() {
         let (_tx, mut rx) = broadcast::channel(1);
         let past = SystemTime::now() - Duration::from_secs(3600);
-        assert!(sleep_until_wall(past, &mut rx).await);
+        assert!(sleep_until_wall(past, Duration::from_secs(3600), &mut rx).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_set_back_does_not_put_the_check_off() {
+        // The check is due in 15 minutes; one minute in, the wall clock is set back 2 hours.
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mono_start = tokio::time::Instant::now();
+        let clock = move || {
+            let slept = mono_start.elapsed();
+            if slept >= MAX_SLEEP {
+                start + slept - Duration::from_secs(7200)
+            } else {
+                start + slept
+            }
+        };
+        let (_tx, mut rx) = broadcast::channel(1);
+        let delay = Duration::from_secs(15 * 60);
+        assert!(sleep_until_wall_by(start + delay, delay, clock, &mut rx).await);
+        // Virtual time: the wait is the interval, not the interval plus two hours.
+        assert_eq!(mono_start.elapsed(), delay);
     }
 }

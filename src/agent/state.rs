@@ -129,6 +129,9 @@ pub struct AgentState {
 pub enum StateError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// The atomic write's error already names the file (or the directory it could not write in).
+    #[error("saving the agent's state: {source}")]
+    Save { source: io::Error },
     #[error("{path}: not a valid agent state ({source}); move it aside to start afresh")]
     Parse {
         path: PathBuf,
@@ -168,10 +171,8 @@ impl StateFile {
             source: io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        fsutil::atomic_write(&self.path, &bytes, 0o600).map_err(|source| StateError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        fsutil::atomic_write(&self.path, &bytes, 0o600)
+            .map_err(|source| StateError::Save { source })
     }
 }
 

@@ -25,6 +25,9 @@ pub enum StoreError {
     },
     #[error("content store {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
+    /// Writing a copy out of the store (the new tree being staged) failed; the error names it.
+    #[error("staging the new tree: {source}")]
+    Stage { source: io::Error },
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -125,14 +128,19 @@ impl ContentStore {
         };
         let obj = self.path_of(sha256);
         let mut src = fs::File::open(&obj).map_err(|e| io(fsutil::with_path(e, &obj)))?;
-        let out = fsutil::create_new(dest, 0o600).map_err(io)?;
+        let stage = |e| StoreError::Stage {
+            source: fsutil::with_path(e, dest),
+        };
+        let out = fsutil::create_new(dest, 0o600).map_err(|source| StoreError::Stage { source })?;
         let mut w = HashingWriter {
             inner: io::BufWriter::new(out),
             hasher: Hasher::new(),
             written: 0,
         };
-        io::copy(&mut src, &mut w).map_err(|e| io(fsutil::with_path(e, dest)))?;
-        w.flush().map_err(|e| io(fsutil::with_path(e, dest)))?;
+        // A store object is a small local file that was just opened: a failure here is the
+        // destination's (a full disk, above all).
+        io::copy(&mut src, &mut w).map_err(stage)?;
+        w.flush().map_err(stage)?;
         let (got, got_size) = (w.hasher.finish(), w.written);
         if got != sha256 || got_size != size {
             let _ = fs::remove_file(&obj);

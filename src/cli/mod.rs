@@ -109,9 +109,3 @@ pub fn init_tracing() {
         .with_target(false)
         .try_init();
 }
-
-/// What a command that a later piece of work will build answers for now.
-pub fn not_implemented(what: &str) -> anyhow::Result<u8> {
-    eprintln!("tiffin: `{what}` is not implemented yet");
-    Ok(EXIT_USAGE)
-}

@@ -128,6 +128,11 @@ mod d {
     }
 }
 
+/// The longest duration a key accepts: longer than any schedule, and short enough that adding
+/// it to the clock (the next check, a verification's end, a notify deadline) cannot overflow.
+/// `"100y"` (humantime's year is 365.25 days).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
 /// A configuration that could not be read or is not valid.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -162,6 +167,23 @@ impl AgentConfig {
                     self.source
                 ),
             ));
+        }
+        for (key, d) in [
+            ("interval", self.interval),
+            ("jitter", self.jitter),
+            ("deadline", self.deadline),
+            ("verify_timeout", self.verify_timeout),
+        ] {
+            if d > MAX_DURATION {
+                return Err(bad(
+                    key,
+                    format!(
+                        "{} is longer than the {} allowed",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                ));
+            }
         }
         if self.interval.is_zero() {
             return Err(bad("interval", "must be more than 0s".into()));
@@ -243,6 +265,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("trusted_key") && e.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn a_duration_that_would_overflow_the_clock_is_refused() {
+        for key in ["interval", "jitter", "deadline", "verify_timeout"] {
+            let e = AgentConfig::parse(
+                &format!("host = \"a\"\nsource = \"file:///x\"\n{key} = \"500000000000y\"\n"),
+                "agent.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with(&format!("agent.toml: {key}: ")) && e.contains("longer than"),
+                "{e}"
+            );
+        }
+        let c = AgentConfig::parse(
+            "host = \"a\"\nsource = \"file:///x\"\ndeadline = \"100y\"\n",
+            "agent.toml",
+        )
+        .unwrap();
+        assert_eq!(c.deadline, MAX_DURATION);
     }
 
     #[test]

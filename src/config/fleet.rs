@@ -181,7 +181,9 @@ impl FleetConfig {
                 FleetConfigError(format!("{}: host {name:?}: key: {why}", at(&h.key)))
             })?;
             if let Some(d) = &h.dir {
+                // "" would be the repository itself, every host's sources with it.
                 if d.is_absolute()
+                    || d.components().next().is_none()
                     || d.components()
                         .any(|c| !matches!(c, std::path::Component::Normal(_)))
                 {
@@ -336,6 +338,19 @@ mod tests {
             e.starts_with("fleet.toml:3:2:") && e.contains("\"a\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn empty_or_escaping_host_dir_is_refused() {
+        for dir in ["", "..", "a/../..", "/etc", "."] {
+            let e = FleetConfig::parse(
+                &format!("[hosts.a]\nkey = \"{KEY}\"\ndir = \"{dir}\"\n"),
+                "fleet.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("must be a plain path inside"), "{dir:?}: {e}");
+        }
     }
 
     #[test]

@@ -31,8 +31,28 @@ pub(crate) fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> String 
 
 /// 1-based line and column of a byte offset.
 pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    // A parser's span may start inside a multi-byte character: step back to its start.
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_inside_a_multi_byte_character_gets_its_line_and_column() {
+        // toml points into the "é" after the bad escape (found by fuzz/fuzz_targets/agent_toml).
+        let text = "host = \"a\"\nsource = \"x\\é\"\n";
+        let e = toml::from_str::<toml::Value>(text).unwrap_err();
+        assert!(!text.is_char_boundary(e.span().unwrap().start), "{e}");
+        assert!(toml_error("agent.toml", text, &e).starts_with("agent.toml:2:"));
+        assert_eq!(line_col("aé", 2), (1, 2));
+    }
 }

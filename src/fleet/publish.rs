@@ -33,6 +33,8 @@ const GEN_DIR_MODE: u32 = 0o750;
 const GEN_FILE_MODE: u32 = 0o640;
 const HOST_DIR_MODE: u32 = 0o755;
 const LOGS_MODE: u32 = 0o700;
+/// Prefix of an old generation being deleted (renamed out of `gens/<N>` first).
+const PRUNING_PREFIX: &str = ".pruning-";
 /// The lock that keeps two publish runs on one chroot root from interleaving.
 const LOCK_FILE: &str = ".tiffin-publish.lock";
 
@@ -613,10 +615,18 @@ impl<'a> RunContext<'a> {
         let old = gens.len().saturating_sub(keep);
         for n in gens.into_iter().take(old).filter(|&n| n != live) {
             let dir = publication.generation_dir(n);
-            if let Err(e) = fs::remove_dir_all(&dir) {
+            // Out of sight in one rename first: a run killed while deleting must not leave a
+            // half-deleted `gens/<N>` behind (the next run removes the renamed rest).
+            let doomed = publication
+                .gens()
+                .join(format!("{PRUNING_PREFIX}{n}-{}", std::process::id()));
+            let removed = fs::rename(&dir, &doomed)
+                .map_err(|e| with_path(e, &dir))
+                .and_then(|()| fs::remove_dir_all(&doomed).map_err(|e| with_path(e, &doomed)));
+            if let Err(e) = removed {
                 push(
                     &self.notes,
-                    &format!("{}: cannot remove old generation: {e}", dir.display()),
+                    &format!("cannot remove old generation {n}: {e}"),
                 );
             }
         }
@@ -819,12 +829,24 @@ fn ensure_skeleton(p: &Publication, owner: Ownership) -> io::Result<()> {
     Ok(())
 }
 
-/// Generations a crashed run left half-written (we hold the lock, so none is in progress).
+/// Generations a crashed run left half-written or half-deleted, and the temporary link it was
+/// about to rename over `current` (we hold the lock, so none is in progress).
 fn remove_stale_incoming(p: &Publication) {
     if let Ok(rd) = fs::read_dir(p.gens()) {
         for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(INCOMING_PREFIX) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(INCOMING_PREFIX) || name.starts_with(PRUNING_PREFIX) {
                 let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    // `fsutil::atomic_symlink` names it `.current.<pid>.tmp`.
+    if let Ok(rd) = fs::read_dir(&p.dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_link = e.file_type().is_ok_and(|t| t.is_symlink());
+            if is_link && name.starts_with(".current.") && name.ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
             }
         }
     }

@@ -169,6 +169,16 @@ pub fn parse_time(s: &str) -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
+/// Reads a host's `logs/seen.json` from its bytes.
+pub fn parse_seen(bytes: &[u8]) -> Result<Seen, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// Reads one of a host's reports (`logs/<UTC time>-g<N>-<outcome>.json`) from its bytes.
+pub fn parse_report(bytes: &[u8]) -> Result<Report, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
 /// Everything in one host's chroot that the fleet view reads.
 #[derive(Clone, Debug, Default)]
 pub struct HostRecords {
@@ -248,9 +258,9 @@ impl HostRecords {
                     let Some(name) = name.to_str() else { continue };
                     if name == SEEN_NAME {
                         let path = logs.join(SEEN_NAME);
-                        match read_host_file(&path, MAX_HOST_FILE).and_then(|b| {
-                            serde_json::from_slice::<Seen>(&b).map_err(std::io::Error::other)
-                        }) {
+                        match read_host_file(&path, MAX_HOST_FILE)
+                            .and_then(|b| parse_seen(&b).map_err(std::io::Error::other))
+                        {
                             Ok(s) => r.seen = Some(s),
                             Err(e) => r.problems.push(format!("{}: {e}", path.display())),
                         }
@@ -270,7 +280,7 @@ impl HostRecords {
     pub fn load_report(&self, name: &ReportName) -> Result<Report, String> {
         let path = self.dir.join("logs").join(&name.file);
         read_host_file(&path, MAX_HOST_FILE)
-            .and_then(|b| serde_json::from_slice::<Report>(&b).map_err(std::io::Error::other))
+            .and_then(|b| parse_report(&b).map_err(std::io::Error::other))
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -372,7 +382,8 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
     let state = if seen.is_none() && rec.reports.is_empty() {
         HostState::NeverSeen
     } else if last_contact.map_or(true, |t| {
-        now.saturating_sub(t) > STALE_INTERVALS * interval_secs
+        // interval_secs comes from the host: saturate rather than overflow.
+        now.saturating_sub(t) > interval_secs.saturating_mul(STALE_INTERVALS)
     }) {
         HostState::NotSeen
     } else if updating_to.is_some() {
@@ -549,7 +560,7 @@ fn note(h: &HostStatus) -> String {
             let step = r
                 .failed_step
                 .as_deref()
-                .map(|s| format!(" at {s}"))
+                .map(|s| format!(" at {}", first_line(s, 40)))
                 .unwrap_or_default();
             let msg = r
                 .message
@@ -574,12 +585,16 @@ fn outcome_words(o: Outcome) -> String {
     report::outcome_word(o).replace('_', " ")
 }
 
+/// The first line of text a host wrote, at most `max` characters, with control characters
+/// shown as `�`: a host must not break the table's rows or send escape sequences to the
+/// admin's terminal.
 fn first_line(s: &str, max: usize) -> String {
     let line = s.lines().next().unwrap_or("");
+    let plain = |c: char| if c.is_control() { '\u{FFFD}' } else { c };
     if line.chars().count() > max {
-        format!("{}…", line.chars().take(max).collect::<String>())
+        format!("{}…", line.chars().take(max).map(plain).collect::<String>())
     } else {
-        line.to_string()
+        line.chars().map(plain).collect()
     }
 }
 
@@ -837,6 +852,75 @@ mod tests {
         ] {
             assert!(ReportName::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    fn seen(interval_secs: Option<u64>) -> Seen {
+        Seen {
+            host: "a".into(),
+            last_seen: "2025-11-25T10:00:00Z".into(),
+            applied_generation: Some(3),
+            running_system: None,
+            booted_system: None,
+            agent_version: "0.1.0".into(),
+            interval_secs,
+            updating_to: None,
+            reboot_needed: None,
+        }
+    }
+
+    #[test]
+    fn a_huge_interval_in_seen_json_saturates_instead_of_overflowing() {
+        let rec = HostRecords {
+            host: "a".into(),
+            published: Some(3),
+            seen: Some(seen(Some(u64::MAX))),
+            ..Default::default()
+        };
+        let h = assess(&rec, true, 1_764_064_800 + 3600);
+        assert_eq!(h.state, HostState::UpToDate);
+        assert_eq!(h.interval_secs, u64::MAX);
+    }
+
+    #[test]
+    fn text_a_host_wrote_stays_on_its_row_without_control_characters() {
+        let rec = HostRecords {
+            host: "a".into(),
+            seen: Some(seen(None)),
+            problems: vec!["logs/x.json: unknown variant `\u{1b}[2J`".into()],
+            ..Default::default()
+        };
+        let mut h = assess(&rec, true, 1_764_064_800);
+        h.state = HostState::Failing;
+        h.last_report = Some(Report {
+            host: "a".into(),
+            generation: 4,
+            outcome: Outcome::Failed,
+            failed_step: Some("build\nb  up to date".into()),
+            message: Some("failed\u{1b}[31m red\rover".into()),
+            started: "2025-11-25T10:00:00Z".into(),
+            finished: "2025-11-25T10:00:00Z".into(),
+            system_before: None,
+            system_after: None,
+            reboot_needed: false,
+            durations: Default::default(),
+            agent_version: "0.1.0".into(),
+            log: "x.log.gz".into(),
+        });
+        let table = render_table(
+            &FleetStatus {
+                generated_at: "2025-11-25T10:00:00Z".into(),
+                chroot: "/srv/tiffin".into(),
+                stale_after_intervals: STALE_INTERVALS,
+                hosts: vec![h],
+            },
+            Style { colour: false },
+        );
+        assert_eq!(table.lines().count(), 3, "{table}");
+        assert!(!table.contains(['\u{1b}', '\r']), "{table:?}");
+        assert!(
+            table.contains("failed at build: failed\u{FFFD}[31m red\u{FFFD}over"),
+            "{table}"
+        );
     }
 
     #[test]

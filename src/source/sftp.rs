@@ -454,10 +454,25 @@ impl Source for SftpSource {
                 OpenType::File,
             )
             .map_err(|e| map_err(e, &place))?;
-        f.write_all(data).map_err(|e| SourceError::Unreachable {
-            place: place.clone(),
-            why: format!("connection lost while writing: {e}"),
-        })?;
+        if let Err(e) = f.write_all(data) {
+            drop(f);
+            // ssh2 loses the SFTP status of a failed write: ask the server whether it still
+            // answers. If it does, it refused the data (OpenSSH answers a full disk with a plain
+            // "failure"), which is not a lost connection; the partial upload is removed so that
+            // it does not hold the space.
+            if self.sftp.unlink(&tmp).is_ok() {
+                return Err(SourceError::Io {
+                    place,
+                    source: io::Error::other(format!(
+                        "the server refused the data ({e}); its disk may be full"
+                    )),
+                });
+            }
+            return Err(SourceError::Unreachable {
+                place,
+                why: format!("connection lost while writing: {e}"),
+            });
+        }
         f.close().map_err(|e| map_err(e, &place))?;
         // SFTP v3 (OpenSSH) refuses to rename over an existing file and ignores the OVERWRITE
         // flag: remove the old one first. A reader then sees the old file, none, or the new

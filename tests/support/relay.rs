@@ -1,10 +1,11 @@
 //! A loopback TCP relay that counts every byte in each direction: an honest measure of what a
-//! client puts on the wire, whatever the protocol does inside.
+//! client puts on the wire, whatever the protocol does inside. For fault injection it can also
+//! cut each connection after a given number of bytes ([`Relay::cut_after`]).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,14 @@ struct Counters {
     /// Connections still open.
     open: AtomicU64,
     stop: AtomicBool,
+    /// Byte budget (both directions together) given to each new connection; `None`: no cut.
+    cut_after: Mutex<Option<u64>>,
+    /// How many new connections still pass uncut before `cut_after` applies.
+    spared: AtomicU64,
+    /// Connections cut because they used up their budget.
+    cuts: AtomicU64,
+    /// When each connection was accepted.
+    accepted: Mutex<Vec<Instant>>,
 }
 
 /// Bytes seen on the wire since the last reset.
@@ -56,9 +65,21 @@ impl Relay {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
+                if let Ok(mut a) = c.accepted.lock() {
+                    a.push(Instant::now());
+                }
+                let spared = c
+                    .spared
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let budget = match c.cut_after.lock() {
+                    Ok(b) if !spared => b.unwrap_or(u64::MAX),
+                    _ => u64::MAX,
+                };
+                let budget = Arc::new(AtomicU64::new(budget));
                 c.open.fetch_add(2, Ordering::SeqCst);
-                pump(&client, &server, c.clone(), true);
-                pump(&server, &client, c.clone(), false);
+                pump(&client, &server, c.clone(), budget.clone(), true);
+                pump(&server, &client, c.clone(), budget, false);
             }
         });
         Relay { port, counters }
@@ -81,6 +102,34 @@ impl Relay {
         self.wire()
     }
 
+    /// Every connection accepted from now on is cut (both sockets shut down, as when a link
+    /// drops) once `bytes` have passed through it in either direction; `None` stops cutting.
+    pub fn cut_after(&self, bytes: Option<u64>) {
+        self.cut_after_sparing(0, bytes);
+    }
+
+    /// Like [`Relay::cut_after`], but the next `spared` connections pass uncut.
+    pub fn cut_after_sparing(&self, spared: u64, bytes: Option<u64>) {
+        if let Ok(mut b) = self.counters.cut_after.lock() {
+            *b = bytes;
+        }
+        self.counters.spared.store(spared, Ordering::SeqCst);
+    }
+
+    /// How many connections were cut so far.
+    pub fn cuts(&self) -> u64 {
+        self.counters.cuts.load(Ordering::SeqCst)
+    }
+
+    /// When each connection so far was accepted, in order.
+    pub fn accepted(&self) -> Vec<Instant> {
+        self.counters
+            .accepted
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
     pub fn wire(&self) -> Wire {
         Wire {
             up: self.counters.up.load(Ordering::SeqCst),
@@ -97,7 +146,15 @@ impl Drop for Relay {
     }
 }
 
-fn pump(from: &TcpStream, to: &TcpStream, c: Arc<Counters>, upstream: bool) {
+/// Copies `from` to `to`, counting, until either side closes or the connection's `budget` (shared
+/// by both directions) runs out; then both sockets are shut down.
+fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    c: Arc<Counters>,
+    budget: Arc<AtomicU64>,
+    upstream: bool,
+) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         c.open.fetch_sub(1, Ordering::SeqCst);
         return;
@@ -109,11 +166,24 @@ fn pump(from: &TcpStream, to: &TcpStream, c: Arc<Counters>, upstream: bool) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if to.write_all(&buf[..n]).is_err() {
+            let before = budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                    Some(b.saturating_sub(n as u64))
+                })
+                .unwrap_or(0);
+            let allowed = (before.min(n as u64)) as usize;
+            if to.write_all(&buf[..allowed]).is_err() {
                 break;
             }
             let counter = if upstream { &c.up } else { &c.down };
-            counter.fetch_add(n as u64, Ordering::SeqCst);
+            counter.fetch_add(allowed as u64, Ordering::SeqCst);
+            if allowed < n {
+                // The link drops: neither side gets another byte.
+                c.cuts.fetch_add(1, Ordering::SeqCst);
+                let _ = from.shutdown(Shutdown::Both);
+                let _ = to.shutdown(Shutdown::Both);
+                break;
+            }
         }
         let _ = to.shutdown(Shutdown::Write);
         let _ = from.shutdown(Shutdown::Read);
