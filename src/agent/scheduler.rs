@@ -48,7 +48,9 @@ impl Schedule {
             }
             .min(self.interval);
             *backoff = Some(next);
-            return next;
+            // Up to half again at random: agents that failed together (a restarted server, an
+            // sshd at MaxStartups) must not all come back in the same second.
+            return next + rng.up_to(next / 2);
         }
         *backoff = None;
         self.interval + rng.up_to(self.jitter)
@@ -185,13 +187,36 @@ mod tests {
         };
         let mut rng = Jitter::from_seed(1);
         let mut b = None;
-        let waits: Vec<u64> = (0..6)
-            .map(|_| s.next_delay(true, &mut b, &mut rng).as_secs())
-            .collect();
-        assert_eq!(waits, vec![30, 60, 120, 240, 300, 300]);
+        let bases = [30u64, 60, 120, 240, 300, 300];
+        for base in bases {
+            let wait = s.next_delay(true, &mut b, &mut rng).as_secs();
+            assert!(
+                (base..=base + base / 2).contains(&wait),
+                "{wait} s outside {base}..={}",
+                base + base / 2
+            );
+            assert_eq!(b, Some(Duration::from_secs(base)));
+        }
         assert_eq!(s.next_delay(false, &mut b, &mut rng).as_secs(), 300);
         assert_eq!(b, None);
-        assert_eq!(s.next_delay(true, &mut b, &mut rng).as_secs(), 30);
+        let again = s.next_delay(true, &mut b, &mut rng).as_secs();
+        assert!((30..=45).contains(&again), "{again}");
+    }
+
+    #[test]
+    fn agents_that_failed_together_do_not_retry_in_the_same_second() {
+        let s = Schedule {
+            interval: Duration::from_secs(900),
+            jitter: Duration::ZERO,
+        };
+        let firsts: std::collections::BTreeSet<u64> = (1..=200u64)
+            .map(|seed| {
+                let mut rng = Jitter::from_seed(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                s.next_delay(true, &mut None, &mut rng).as_secs()
+            })
+            .collect();
+        // 200 agents spread over the 16 seconds of 30..=45 s.
+        assert!(firsts.len() >= 12, "{firsts:?}");
     }
 
     #[tokio::test(start_paused = true)]
