@@ -73,4 +73,16 @@ fn update_as_member_prints_progress_and_exits_with_the_outcome() {
     );
     let (_, out, _) = tiffin(&["status"]);
     assert!(out.contains("applied generation   3"), "{out}");
+
+    // A generation whose activation cuts the machine off the server (the fake NixOS's
+    // CUT_NETWORK moves the publication aside): verification fails, the agent rolls back, and
+    // `tiffin update` says so with exit 3.
+    let mut cut = files(5, 100, "g5");
+    cut.push(("CUT_NETWORK".into(), Vec::new()));
+    agent.publication.publish(5, &cut);
+    let (code, out, _) = tiffin(&["update"]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("rolled back (generation 5)"), "{out}");
+    let (_, out, _) = tiffin(&["status"]);
+    assert!(out.contains("applied generation   3"), "{out}");
 }
