@@ -315,6 +315,16 @@ impl Server {
             .stderr(log)
             // Its own process group: a Ctrl-C in the terminal reaches only the demo.
             .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It ends sshd
+        // should the demo die without cleaning up.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().with_context(|| format!("starting {SSHD}"))?;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
