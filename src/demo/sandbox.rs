@@ -162,9 +162,13 @@ impl Sandbox {
     /// Writes the fleet repository: three hosts sharing `common/` through symlinks.
     pub fn write_fleet(&self) -> io::Result<()> {
         let fleet = self.fleet();
+        let served_by = if self.sftp.is_some() {
+            "the demo's own sshd on a\n# loopback port serves it (`tiffin demo --sftp`)"
+        } else {
+            "no\n# SFTP server serves it; the demo host's agent reads it through file://"
+        };
         let mut toml = format!(
-            "# The demo fleet, written by `tiffin demo`. `chroot` is the demo's own directory: no\n\
-             # SFTP server serves it; the demo host's agent reads it through file://.\n\
+            "# The demo fleet, written by `tiffin demo`. `chroot` is the demo's own directory: {served_by}.\n\
              chroot = {}\nserver = \"localhost\"\nport = 22\nkeep_generations = 3\n",
             toml_string(&self.chroot().to_string_lossy())
         );
