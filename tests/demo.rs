@@ -319,11 +319,164 @@ fn demo_refuses_a_directory_that_is_not_empty() {
     );
 }
 
+/// Why `tiffin demo --sftp` cannot run here: under CI=true that fails the test, else it skips.
+fn sftp_demo_missing() -> Option<String> {
+    let why = if !nix::unistd::geteuid().is_root() {
+        Some("not root (the sftp demo creates system users and a chroot)".to_string())
+    } else {
+        ["/usr/sbin/sshd", "/usr/bin/ssh-keygen", "/usr/sbin/useradd"]
+            .iter()
+            .find(|t| !Path::new(t).exists())
+            .map(|t| format!("{t} is missing"))
+    };
+    let why = why?;
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but the sftp demo cannot run: {why}");
+    }
+    eprintln!("skipping: {why}");
+    Some(why)
+}
+
+/// The host users the sftp demo said it made, and the pid of its sshd.
+fn sftp_demo_accounts(out: &str) -> (Vec<String>, i32) {
+    let users: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split(": system user ").nth(1))
+        .map(|u| u.trim().to_string())
+        .collect();
+    assert_eq!(users.len(), 3, "one user per host in:\n{out}");
+    let pid = out
+        .split("sshd (pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no sshd pid in:\n{out}"));
+    (users, pid)
+}
+
+/// After the demo: no user, no group (`tiffin-<the users' suffix>`), no sshd.
+fn assert_sftp_demo_left_nothing(out: &str) {
+    let (users, sshd) = sftp_demo_accounts(out);
+    for u in &users {
+        assert!(
+            nix::unistd::User::from_name(u).unwrap().is_none(),
+            "user {u} is still there"
+        );
+    }
+    let suffix = users[0].rsplit('-').next().unwrap();
+    let group = format!("tiffin-{suffix}");
+    assert!(
+        nix::unistd::Group::from_name(&group).unwrap().is_none(),
+        "group {group} is still there"
+    );
+    assert!(!process_alive(sshd), "sshd (pid {sshd}) still runs");
+}
+
 #[test]
-fn demo_over_sftp_says_it_is_not_available_and_exits_2() {
-    let out = demo().args(["--script", "--sftp"]).output().unwrap();
+fn sftp_demo_rolls_the_laptop_back_through_a_real_sshd_and_removes_users_sshd_and_directory() {
+    if sftp_demo_missing().is_some() {
+        return;
+    }
+    let out = demo()
+        .args(["--script", "--sftp"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "demo --sftp failed:\n{all}");
+    let dir = demo_dir(&all);
+    assert!(
+        dir.starts_with("/var/lib/tiffin-demo/"),
+        "{}",
+        dir.display()
+    );
+    assert!(all.contains("reads it as sftp://tflaptop-"), "{all}");
+    assert!(
+        all.contains("rolled back (generation 3): verify failed"),
+        "{all}"
+    );
+    let rows = last_table_rows(&all);
+    let cols: Vec<&str> = rows["laptop"].split_whitespace().collect();
+    assert_eq!(&cols[..4], ["laptop", "rolled", "back", "g3"], "{all}");
+    assert_eq!(cols[6], "g2", "running generation: {all}");
+    assert_sftp_demo_left_nothing(&all);
+    assert!(!dir.exists(), "{} is still there:\n{all}", dir.display());
+}
+
+#[test]
+fn sftp_demo_reports_reach_the_chroot_as_the_laptops_user() {
+    use std::os::unix::fs::MetadataExt;
+    if sftp_demo_missing().is_some() {
+        return;
+    }
+    // A kept --dir, to read the reports afterwards; root-owned in every component.
+    let parent = Path::new("/var/lib/tiffin-demo-test");
+    fs::create_dir_all(parent).unwrap();
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).unwrap();
+    let kept = tempfile::tempdir_in(parent).unwrap();
+    let dir = kept.path().join("demo");
+    let out = demo()
+        .args(["--script", "--sftp", "--dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "demo --sftp --dir failed:\n{all}");
+    assert_sftp_demo_left_nothing(&all);
+
+    // The agent runs as root; only its SFTP session writes as the laptop's (now deleted) user.
+    let logs = dir.join("srv/laptop/logs");
+    let owner = fs::metadata(&logs).unwrap().uid();
+    assert_ne!(owner, 0, "logs/ belongs to the host's user");
+    let reports: Vec<_> = fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(!reports.is_empty(), "no report in {}", logs.display());
+    for r in &reports {
+        assert_eq!(
+            fs::metadata(r).unwrap().uid(),
+            owner,
+            "{} was not written through the laptop's SFTP session",
+            r.display()
+        );
+    }
+}
+
+#[test]
+fn sftp_demo_refuses_a_dir_below_a_directory_others_may_write() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: not root (without root --sftp is refused earlier)");
+        return;
+    }
+    let open = tempfile::tempdir().unwrap();
+    fs::set_permissions(open.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = open.path().join("demo");
+    let out = demo()
+        .args(["--script", "--sftp", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains(&open.path().display().to_string()), "{all}");
+    assert!(all.contains("writable by no one else"), "{all}");
+    assert!(!dir.exists(), "it wrote into the refused directory");
+}
+
+#[test]
+fn sftp_demo_as_an_unprivileged_user_is_refused_with_exit_2() {
+    let mut cmd = demo();
+    cmd.args(["--script", "--sftp"]).current_dir("/");
+    if nix::unistd::geteuid().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        cmd.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
+    }
+    let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("not available yet"), "{}", text(&out));
+    assert!(text(&out).contains("--sftp needs root"), "{}", text(&out));
 }
 
 /// The demo's agent runs as whoever runs the demo: as root this runs it as `nobody`.

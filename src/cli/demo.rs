@@ -8,11 +8,17 @@
 //! events, the answers to its calls, and SIGINT/SIGTERM/SIGHUP — so that a signal is seen at any
 //! wait, and the cleanup (stop the agent and the tray, remove the demo directory when the demo
 //! made it) runs on the main thread, in `Drop`.
+//!
+//! With `--sftp` (root only) a real sshd on a loopback port serves the publication
+//! (`crate::demo::sshd`): the demo adds a group and a system user per host, keys, an sshd, and
+//! removes them all at the end.
 
 use super::client::{outcome_line, progress_line, summary};
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::agent::CycleReport;
-use crate::demo::{sandbox::primary_group, Sandbox, DEMO_HOST, HOSTS};
+use crate::demo::sandbox::{primary_group, SftpServing};
+use crate::demo::sshd::{self as demo_sshd, HostAccounts};
+use crate::demo::{Sandbox, DEMO_HOST, HOSTS};
 use crate::fleet::publish::HostResult;
 use crate::fleet::status::{render_table, Style};
 use crate::ipc::report::report_from_value;
@@ -57,8 +63,8 @@ pub struct DemoArgs {
     /// Run the walk-through without waiting for Enter or clicks.
     #[arg(long)]
     pub script: bool,
-    /// Serve the publication through a real local sshd (root only) instead of file:// (not
-    /// available yet: exits 2).
+    /// Serve the publication through a real local sshd on a loopback port (root only) instead
+    /// of file://; the demo directory defaults to a new one under /var/lib/tiffin-demo/.
     #[arg(long)]
     pub sftp: bool,
 }
@@ -72,11 +78,21 @@ const CYCLE_LIMIT: Duration = Duration::from_secs(120);
 
 pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     if a.sftp {
-        warn!(
-            "tiffin demo: --sftp (the publication served by a real local sshd) is not available yet; \
-             run `tiffin demo` without it (file://)"
-        );
-        return Ok(EXIT_USAGE);
+        if let Some(why) = demo_sshd::missing_prerequisite() {
+            warn!("tiffin demo: --sftp {why}; run it as root, or run `tiffin demo` without it (file://)");
+            return Ok(EXIT_USAGE);
+        }
+        if let Some(d) = &a.dir {
+            // sshd refuses a chroot below a directory others may write: say so before starting.
+            let existing = d.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+            if let Err(e) = fs::canonicalize(existing)
+                .map_err(anyhow::Error::from)
+                .and_then(|p| demo_sshd::check_root_owned_path(&p))
+            {
+                warn!("tiffin demo: --dir {}: {e:#}", d.display());
+                return Ok(EXIT_USAGE);
+            }
+        }
     }
     let (tx, rx) = mpsc::channel();
     // First, so that a Ctrl-C from here on cleans up instead of killing the demo half-way.
@@ -84,21 +100,37 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let (dir, created) = match &a.dir {
         Some(d) => (prepare_given_dir(d)?, false),
         None => {
-            let t = tempfile::Builder::new()
-                .prefix("tiffin-demo-")
-                .tempdir()
-                .context("creating the demo directory")?;
+            let mut b = tempfile::Builder::new();
+            b.prefix("tiffin-demo-");
+            let t = if a.sftp {
+                // The chroot must be root-owned in every component, so never under /tmp.
+                let parent = Path::new(SFTP_DEMO_PARENT);
+                demo_sshd::root_dir(parent, 0o755)?;
+                b.tempdir_in(parent)
+            } else {
+                b.tempdir()
+            }
+            .context("creating the demo directory")?;
             (t.keep(), true)
         }
     };
-    let sandbox = Sandbox::new(&dir)?;
+    let mut sandbox = Sandbox::new(&dir)?;
+    let mut cleanup = Cleanup {
+        dir: sandbox.dir.clone(),
+        remove_dir: created,
+        agent: None,
+        tray: None,
+        sshd: None,
+        accounts: None,
+    };
+    if a.sftp {
+        if let Err(e) = prepare_sftp(&mut sandbox, &mut cleanup) {
+            warn!("tiffin demo: preparing --sftp: {e:#}");
+            return Ok(EXIT_FAILED);
+        }
+    }
     let mut demo = Demo {
-        cleanup: Cleanup {
-            dir: sandbox.dir.clone(),
-            remove_dir: created,
-            agent: None,
-            tray: None,
-        },
+        cleanup,
         sandbox,
         tx,
         rx,
@@ -127,6 +159,33 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     // The agent and the tray stop, and the directory goes (when the demo made it).
     drop(demo);
     Ok(code)
+}
+
+/// Where `--sftp` makes its demo directory.
+const SFTP_DEMO_PARENT: &str = "/var/lib/tiffin-demo";
+
+/// `--sftp`, before the walk-through: the directory root-owned and closed, the group and the host
+/// users, the laptop's client key (installed as its authorized key).
+fn prepare_sftp(sandbox: &mut Sandbox, cleanup: &mut Cleanup) -> anyhow::Result<()> {
+    demo_sshd::root_dir(&sandbox.dir, 0o755)?;
+    demo_sshd::check_root_owned_path(&sandbox.dir)?;
+    let accounts = cleanup.accounts.insert(HostAccounts::create(&HOSTS)?);
+    let runner = crate::runner::Runner::new();
+    let identity = sandbox.client_identity();
+    demo_sshd::keygen(&runner, &identity, &format!("tiffin-agent@{DEMO_HOST}"))?;
+    accounts.authorize(
+        DEMO_HOST,
+        &demo_sshd::public_key(&identity.with_extension("pub"))?,
+    )?;
+    sandbox.sftp = Some(SftpServing {
+        users: accounts
+            .users
+            .iter()
+            .map(|u| (u.host.clone(), u.user.clone()))
+            .collect(),
+        port: 0,
+    });
+    Ok(())
 }
 
 /// `--dir`: created when missing; an existing one must be an empty directory.
@@ -183,6 +242,10 @@ struct Cleanup {
     remove_dir: bool,
     agent: Option<Child>,
     tray: Option<Child>,
+    /// `--sftp`: the demo's sshd, stopped after the agent.
+    sshd: Option<demo_sshd::Server>,
+    /// `--sftp`: the group and host users, deleted after sshd has stopped.
+    accounts: Option<HostAccounts>,
 }
 
 impl Drop for Cleanup {
@@ -192,6 +255,19 @@ impl Drop for Cleanup {
         }
         if let Some(a) = self.agent.take() {
             stop_child(a, "the agent", AGENT_STOP);
+        }
+        if let Some(mut s) = self.sshd.take() {
+            s.stop();
+            say!("Stopped sshd.");
+        }
+        if let Some(acc) = self.accounts.take() {
+            let names: Vec<String> = acc.users.iter().map(|u| u.user.clone()).collect();
+            let group = acc.group.clone();
+            drop(acc);
+            say!(
+                "Deleted the users {} and the group {group}.",
+                names.join(", ")
+            );
         }
         if self.remove_dir {
             match fs::remove_dir_all(&self.dir) {
@@ -250,7 +326,7 @@ struct Demo {
 
 impl Demo {
     fn walk(&mut self, a: &DemoArgs) -> Step<()> {
-        let s = self.sandbox.clone();
+        let mut s = self.sandbox.clone();
         // sun_path holds 108 bytes with its NUL; a longer path fails deep inside the agent.
         if s.socket().as_os_str().len() > 107 {
             return Err(anyhow!(
@@ -274,17 +350,27 @@ impl Demo {
         self.heading("1/6", "A fleet repository with three hosts");
         s.write_fleet()?;
         say!("  fleet/fleet.toml             hosts {}", HOSTS.join(", "));
+        if let Some(sftp) = &s.sftp {
+            for (host, user) in &sftp.users {
+                say!("                               {host}: system user {user}");
+            }
+        }
         say!("  fleet/common/base.nix        a module every host shares");
         say!("  fleet/hosts/<host>/          flake.nix, configuration.nix, common -> ../../common");
         say!("  This is the admin's git repository; `tiffin fleet init` starts one.");
 
         self.heading("2/6", "Publishing it (tiffin fleet publish)");
         self.publish(&[])?;
-        say!(
-            "  Each host's directory, symlinks resolved, is now generation 1 under srv/<host>/ —\n  \
-             what the central SFTP server serves, one chroot per host. Here the agent reads it\n  \
-             through file:// instead."
-        );
+        if s.sftp.is_some() {
+            self.start_sshd()?;
+            s = self.sandbox.clone();
+        } else {
+            say!(
+                "  Each host's directory, symlinks resolved, is now generation 1 under srv/<host>/ —\n  \
+                 what the central SFTP server serves, one chroot per host. Here the agent reads it\n  \
+                 through file:// instead."
+            );
+        }
 
         self.heading("3/6", "The laptop: a simulated NixOS and its agent");
         let system = s.install_machine()?;
@@ -336,11 +422,20 @@ impl Demo {
 
         self.heading("5/6", "A broken change → rolled back");
         s.break_demo_host()?;
-        say!(
-            "  fleet/hosts/{DEMO_HOST}/configuration.nix: a firewall rule that blocks the way to the\n  \
-             server (and the simulated NixOS's knob CUT_NETWORK: activating this system cuts the\n  \
-             laptop off the server)."
-        );
+        if s.sftp.is_some() {
+            say!(
+                "  fleet/hosts/{DEMO_HOST}/configuration.nix: a firewall rule that blocks the way to the\n  \
+                 server (and the simulated NixOS's knob CUT_SSHD: activating this system runs\n  \
+                 sshd/cut-{DEMO_HOST}, which locks the laptop's user out of the demo's sshd and ends\n  \
+                 its sessions)."
+            );
+        } else {
+            say!(
+                "  fleet/hosts/{DEMO_HOST}/configuration.nix: a firewall rule that blocks the way to the\n  \
+                 server (and the simulated NixOS's knob CUT_NETWORK: activating this system cuts the\n  \
+                 laptop off the server)."
+            );
+        }
         self.publish(&[DEMO_HOST])?;
         self.check(3)?;
         say!(
@@ -419,6 +514,40 @@ impl Demo {
         for line in render_table(&view, self.style).lines() {
             say!("  {line}");
         }
+        Ok(())
+    }
+
+    /// `--sftp`: starts sshd serving the publication, pins its key for the agent and writes the
+    /// script that cuts the laptop off it.
+    fn start_sshd(&mut self) -> Step<()> {
+        let s = self.sandbox.clone();
+        let accounts = self
+            .cleanup
+            .accounts
+            .as_ref()
+            .ok_or_else(|| anyhow!("--sftp without host users"))?;
+        let server = demo_sshd::Server::start(&s.sshd_dir(), &s.fleet_config()?, accounts)?;
+        let user = accounts.user_of(DEMO_HOST).unwrap_or(DEMO_HOST).to_string();
+        crate::fsutil::atomic_write(
+            &s.known_hosts(),
+            server.known_hosts_line()?.as_bytes(),
+            0o644,
+        )?;
+        server.write_cut_script(&s.cut_script(), &user)?;
+        let port = server.port;
+        say!(
+            "  Each host's directory, symlinks resolved, is now generation 1 under srv/<host>/,\n  \
+             owned as the central server's are (root:{group}, logs/ the host's user).\n  \
+             sshd (pid {pid}) serves it on 127.0.0.1:{port}, one chroot per host (sshd/sshd_config,\n  \
+             the Match blocks of `tiffin fleet sshd-config`).",
+            group = accounts.group,
+            pid = server.pid().unwrap_or(0),
+        );
+        self.cleanup.sshd = Some(server);
+        if let Some(sftp) = self.sandbox.sftp.as_mut() {
+            sftp.port = port;
+        }
+        say!("  The laptop's agent reads it as {}", self.sandbox.source());
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 
 pub mod fake_nixos;
 pub mod sandbox;
+pub mod sshd;
 
 pub use fake_nixos::FakeNixos;
 pub use sandbox::{Sandbox, DEMO_HOST, HOSTS};

@@ -7,6 +7,9 @@
 //! <dir>/nixos/        the demo host's simulated NixOS (store, profile, current/booted system)
 //! <dir>/state/        the agent's state directory
 //! <dir>/run/agent.sock, <dir>/agent.toml, <dir>/agent.log, <dir>/tray.log
+//! with --sftp also:
+//! <dir>/sshd/         sshd_config, the server's host key, sshd.pid, sshd.log, cut-laptop
+//! <dir>/id_laptop     the laptop's client key; <dir>/known_hosts pins the server's key
 //! ```
 
 use super::fake_nixos::{toml_string, FakeNixos};
@@ -68,19 +71,41 @@ const BROKEN_RULE: &str = r#"
 /// The simulated NixOS's knob (assets/fake-nixos/lib.sh): activating a system built from a
 /// tree with this file moves the publication aside, as if the network were cut.
 const CUT_NETWORK: &str = "CUT_NETWORK";
+/// Its knob for a real server: activating such a system runs `cut-sshd-hook cut`.
+const CUT_SSHD: &str = "CUT_SSHD";
+
+/// With `--sftp`: who the hosts are on the demo's sshd.
+#[derive(Clone, Debug)]
+pub struct SftpServing {
+    /// (host, system user), for every host.
+    pub users: Vec<(String, String)>,
+    /// sshd's loopback port (0 until it runs).
+    pub port: u16,
+}
+
+impl SftpServing {
+    pub fn user_of(&self, host: &str) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, u)| u.as_str())
+    }
+}
 
 /// The demo directory.
 #[derive(Clone, Debug)]
 pub struct Sandbox {
     /// Absolute.
     pub dir: PathBuf,
+    /// Served by a real sshd (`--sftp`) instead of read through file://.
+    pub sftp: Option<SftpServing>,
 }
 
 impl Sandbox {
     /// The sandbox in `dir` (made absolute).
     pub fn new(dir: &Path) -> io::Result<Self> {
         let dir = fs::canonicalize(dir).map_err(|e| with_path(e, dir))?;
-        Ok(Self { dir })
+        Ok(Self { dir, sftp: None })
     }
 
     pub fn fleet(&self) -> PathBuf {
@@ -117,20 +142,51 @@ impl Sandbox {
     pub fn tray_log(&self) -> PathBuf {
         self.dir.join("tray.log")
     }
+    /// With `--sftp`: sshd's config, host key, pid file and log.
+    pub fn sshd_dir(&self) -> PathBuf {
+        self.dir.join("sshd")
+    }
+    /// With `--sftp`: the script the simulated NixOS runs to cut the laptop off sshd.
+    pub fn cut_script(&self) -> PathBuf {
+        self.sshd_dir().join(format!("cut-{DEMO_HOST}"))
+    }
+    /// With `--sftp`: the laptop agent's private key.
+    pub fn client_identity(&self) -> PathBuf {
+        self.dir.join(format!("id_{DEMO_HOST}"))
+    }
+    /// With `--sftp`: the laptop agent's known_hosts.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
 
     /// Writes the fleet repository: three hosts sharing `common/` through symlinks.
     pub fn write_fleet(&self) -> io::Result<()> {
         let fleet = self.fleet();
+        let served_by = if self.sftp.is_some() {
+            "the demo's own sshd on a\n# loopback port serves it (`tiffin demo --sftp`)"
+        } else {
+            "no\n# SFTP server serves it; the demo host's agent reads it through file://"
+        };
         let mut toml = format!(
-            "# The demo fleet, written by `tiffin demo`. `chroot` is the demo's own directory: no\n\
-             # SFTP server serves it; the demo host's agent reads it through file://.\n\
+            "# The demo fleet, written by `tiffin demo`. `chroot` is the demo's own directory: {served_by}.\n\
              chroot = {}\nserver = \"localhost\"\nport = 22\nkeep_generations = 3\n",
             toml_string(&self.chroot().to_string_lossy())
         );
         for host in HOSTS {
-            toml.push_str(&format!(
-                "\n[hosts.{host}]\nkey = \"{PLACEHOLDER_KEY} {host}@demo\"\n"
-            ));
+            let served = self.sftp.as_ref().and_then(|s| s.user_of(host));
+            let key = match served {
+                Some(_) if host == DEMO_HOST => {
+                    let pub_file = self.client_identity().with_extension("pub");
+                    let text =
+                        fs::read_to_string(&pub_file).map_err(|e| with_path(e, &pub_file))?;
+                    text.trim().to_string()
+                }
+                _ => format!("{PLACEHOLDER_KEY} {host}@demo"),
+            };
+            toml.push_str(&format!("\n[hosts.{host}]\nkey = {}\n", toml_string(&key)));
+            if let Some(user) = served {
+                toml.push_str(&format!("user = {}\n", toml_string(user)));
+            }
         }
         write(&fleet.join("fleet.toml"), &toml)?;
         write(&fleet.join("common/base.nix"), BASE_NIX)?;
@@ -164,8 +220,15 @@ impl Sandbox {
         let dir = self.fleet().join("hosts").join(DEMO_HOST);
         let path = dir.join("configuration.nix");
         write(&path, &configuration_nix(DEMO_HOST, BROKEN_RULE))?;
+        // Over SFTP the cut is real: activation runs the cut-sshd-hook, which locks the laptop
+        // out of the demo's sshd; over file:// the publication is moved aside.
+        let knob = if self.sftp.is_some() {
+            CUT_SSHD
+        } else {
+            CUT_NETWORK
+        };
         write(
-            &dir.join(CUT_NETWORK),
+            &dir.join(knob),
             "Knob of tiffin's simulated NixOS: activating this system cuts the machine off the server.\n",
         )?;
         Ok(path)
@@ -177,8 +240,9 @@ impl Sandbox {
         let config = self.fleet_config()?;
         let opts = PublishOptions {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            // The publication stays the user's, also as root: no host users, no sshd.
-            keep_owner: true,
+            // Without sshd the publication stays the user's, also as root: no host users. With
+            // it, ownership follows the sshd contract (root:group, logs/ the host user's).
+            keep_owner: self.sftp.is_none(),
             ..PublishOptions::default()
         };
         let report = publish(&self.fleet(), &config, &opts)?;
@@ -207,6 +271,14 @@ impl Sandbox {
             &self.dir.join("nixos"),
             &self.publication(),
         )?;
+        if self.sftp.is_some() {
+            let hook = machine.root.join("cut-sshd-hook");
+            fsutil::atomic_write(
+                &hook,
+                format!("{}\n", self.cut_script().display()).as_bytes(),
+                0o644,
+            )?;
+        }
         let publication = Publication::new(&self.chroot(), DEMO_HOST);
         let live = fs::canonicalize(publication.current_link())
             .with_context(|| format!("{DEMO_HOST} is not published"))?;
@@ -227,18 +299,39 @@ impl Sandbox {
              host = \"{DEMO_HOST}\"\nsource = {source}\nstate_dir = {state}\nsocket = {socket}\n\
              socket_group = {group}\nadmin_group = {group}\npolicy = \"notify\"\ninterval = \"10m\"\n\
              jitter = \"0s\"\n# Short, so that the broken change rolls back quickly.\n\
-             verify_timeout = \"5s\"\nhttp_trigger = {http}\n\n{system}",
-            source = toml_string(&format!("file://{}", self.publication().display())),
+             verify_timeout = \"5s\"\nhttp_trigger = {http}\n{sftp}\n{system}",
+            source = toml_string(&self.source()),
             state = q(self.state()),
             socket = q(self.socket()),
             group = toml_string(group),
             http = toml_string(&http_trigger.map(|a| a.to_string()).unwrap_or_default()),
             system = self.machine().system_section(&self.files_root()),
+            sftp = if self.sftp.is_some() {
+                format!(
+                    "identity = {}\nknown_hosts = {}\n",
+                    q(self.client_identity()),
+                    q(self.known_hosts())
+                )
+            } else {
+                String::new()
+            },
         );
         fs::create_dir_all(self.files_root()).map_err(|e| with_path(e, &self.files_root()))?;
         let path = self.agent_config();
         write(&path, &text)?;
         Ok(AgentConfig::load(&path)?)
+    }
+
+    /// The demo host agent's source: the demo's sshd, or the publication through file://.
+    pub fn source(&self) -> String {
+        match &self.sftp {
+            Some(s) => format!(
+                "sftp://{}@127.0.0.1:{}/",
+                s.user_of(DEMO_HOST).unwrap_or(DEMO_HOST),
+                s.port
+            ),
+            None => format!("file://{}", self.publication().display()),
+        }
     }
 
     /// The demo host's first cycle, in this process: it applies generation 1, which builds the

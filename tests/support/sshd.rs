@@ -21,6 +21,8 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 use tiffin::config::AgentConfig;
+use tiffin::demo::sshd as demo_sshd;
+use tiffin::fleet::sshd::match_block;
 use tiffin::manifest::Manifest;
 use tiffin::runner::Runner;
 
@@ -81,19 +83,9 @@ fn missing_prerequisite() -> Option<String> {
     None
 }
 
-/// Runs a command that must succeed; retries while another process holds /etc/passwd's lock
-/// (other test binaries create users in parallel).
+/// Runs a command that must succeed (retried while /etc/passwd is locked: `demo::sshd`).
 fn must_run(runner: &Runner, program: &str, args: &[&str]) {
-    let mut last = String::new();
-    for attempt in 0..60 {
-        match runner.run(program, args, Some(Duration::from_secs(30))) {
-            Ok(o) if o.success() => return,
-            Ok(o) => last = o.describe_failure(),
-            Err(e) => last = e.to_string(),
-        }
-        thread::sleep(Duration::from_millis(50 + 20 * (attempt % 7)));
-    }
-    panic!("{last}");
+    demo_sshd::run_retrying(runner, program, args).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 fn write_file(p: &Path, data: &[u8], mode: u32) {
@@ -111,22 +103,12 @@ fn root_dir(p: &Path, mode: u32) {
 }
 
 fn keygen(runner: &Runner, path: &Path, comment: &str) {
-    let p = path.to_string_lossy().into_owned();
-    must_run(
-        runner,
-        "ssh-keygen",
-        &["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", &p],
-    );
+    demo_sshd::keygen(runner, path, comment).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// The `ssh-ed25519 AAAA…` part of a `.pub` file.
 fn public_key(pub_file: &Path) -> String {
-    let text =
-        fs::read_to_string(pub_file).unwrap_or_else(|e| panic!("read {}: {e}", pub_file.display()));
-    text.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
+    demo_sshd::public_key(pub_file).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn free_port() -> u16 {
@@ -262,49 +244,22 @@ impl Sshd {
         panic!("sshd did not start; its log:\n{}", server.log_text());
     }
 
+    /// The demo's global settings and `fleet sshd-config`'s Match blocks, plus room for the
+    /// parallel connections of the fault tests.
     fn write_config(&self) {
         let etc = self.root.join("etc");
-        let mut c = format!(
-            "Port {port}\n\
-             ListenAddress 127.0.0.1\n\
-             HostKey {hk}\n\
-             PidFile {pid}\n\
-             UsePAM no\n\
-             StrictModes yes\n\
-             LogLevel VERBOSE\n\
-             PermitRootLogin no\n\
-             PasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n\
-             AuthorizedKeysFile none\n\
-             AllowGroups {group}\n\
-             Subsystem sftp internal-sftp\n",
-            port = self.port,
-            hk = etc.join("ssh_host_ed25519_key").display(),
-            pid = self.root.join("sshd.pid").display(),
-            group = self.group,
+        let mut c = demo_sshd::global_config(
+            self.port,
+            &etc.join("ssh_host_ed25519_key"),
+            &self.root.join("sshd.pid"),
+            &self.group,
         );
         if let Some(m) = &self.max_startups {
             c.push_str(&format!("MaxStartups {m}\n"));
         }
-        let chroot = self.root.join("chroot");
         for h in &self.hosts {
-            c.push_str(&format!(
-                "\nMatch User {user}\n\
-                 \x20   ChrootDirectory {chroot}/{host}\n\
-                 \x20   ForceCommand internal-sftp\n\
-                 \x20   AuthorizedKeysFile {AUTHORIZED_KEYS_DIR}/%u\n\
-                 \x20   PasswordAuthentication no\n\
-                 \x20   KbdInteractiveAuthentication no\n\
-                 \x20   AllowTcpForwarding no\n\
-                 \x20   AllowAgentForwarding no\n\
-                 \x20   AllowStreamLocalForwarding no\n\
-                 \x20   PermitTunnel no\n\
-                 \x20   X11Forwarding no\n\
-                 \x20   PermitTTY no\n",
-                user = h.user,
-                chroot = chroot.display(),
-                host = h.host,
-            ));
+            c.push('\n');
+            c.push_str(&match_block(&self.fleet().config, &h.host, &h.user));
         }
         write_file(&self.config, c.as_bytes(), 0o600);
     }
@@ -593,41 +548,7 @@ fn fingerprint_of(runner: &Runner, pub_file: &Path) -> String {
         .to_string()
 }
 
-/// Every process below `pid`, from /proc.
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut parent_of = Vec::new();
-    if let Ok(rd) = fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            // /proc/<pid>/stat: "pid (comm) state ppid …"; comm may hold spaces, so cut at ')'.
-            if let Ok(stat) = fs::read_to_string(e.path().join("stat")) {
-                if let Some(ppid) = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .and_then(|s| s.parse::<i32>().ok())
-                {
-                    parent_of.push((p, ppid));
-                }
-            }
-        }
-    }
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            parent_of
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(p, _)| *p),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
+use demo_sshd::descendants;
 
 impl Drop for Sshd {
     fn drop(&mut self) {
@@ -645,12 +566,7 @@ impl Drop for Sshd {
 
 /// Cleanup: retried while /etc/passwd is locked, never panics (we may be unwinding already).
 fn try_run(runner: &Runner, program: &str, args: &[&str]) {
-    for _ in 0..60 {
-        if matches!(runner.run(program, args, Some(Duration::from_secs(30))), Ok(o) if o.success())
-        {
-            return;
-        }
-        thread::sleep(Duration::from_millis(70));
+    if let Err(e) = demo_sshd::run_retrying(runner, program, args) {
+        eprintln!("cleanup: {e:#}");
     }
-    eprintln!("cleanup: `{program} {}` kept failing", args.join(" "));
 }
