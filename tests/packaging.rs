@@ -2,7 +2,7 @@
 //! - every .nix file parses (`nix-instantiate --parse`);
 //! - the plain functions behind the NixOS modules (`packaging/nixos/lib.nix`) evaluate on a
 //!   sample fleet.toml to the expected users and the sshd text of the contract
-//!   (/work/notes/sshd.md), and real `sshd -t` / `sshd -T` accept and apply that text;
+//!   (the sshd contract in ARCHITECTURE.md), and real `sshd -t` / `sshd -T` accept and apply that text;
 //! - the agent.toml they render passes the real `tiffin agent --check-config`;
 //! - the systemd unit passes `systemd-analyze verify` and carries the module's settings;
 //! - the .desktop file passes `desktop-file-validate`;
@@ -115,7 +115,7 @@ fn sample_fleet() -> String {
     format!("(lib.readFleet {})", fixture("fleet.toml").display())
 }
 
-/// The contract's Match block (/work/notes/sshd.md), written out by hand.
+/// The contract's Match block (the sshd contract in ARCHITECTURE.md), written out by hand.
 fn contract_match_block(user: &str, chroot: &str) -> String {
     format!(
         "Match User {user}
