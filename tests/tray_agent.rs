@@ -16,31 +16,6 @@ use tiffin::tray::view::{self, IconKind};
 /// An agent cycle on a loaded machine takes a while; the tray itself reacts in milliseconds.
 const CYCLE: Duration = Duration::from_secs(60);
 
-fn labels(d: &mut Desktop) -> Result<Vec<String>, String> {
-    Ok(d.menu()?.into_iter().map(|e| e.label).collect())
-}
-
-fn wait_for_line(d: &mut Desktop, line: &str) -> Vec<String> {
-    wait_for(CYCLE, &format!("menu line {line:?}"), || {
-        let l = labels(d)?;
-        if l.iter().any(|x| x == line) {
-            Ok(Some(l))
-        } else {
-            Err(format!("menu: {l:?}"))
-        }
-    })
-}
-
-fn wait_for_icon(d: &mut Desktop, kind: IconKind) {
-    wait_for(CYCLE, &format!("icon {kind:?}"), || {
-        if d.shows_icon(kind) {
-            Ok(Some(()))
-        } else {
-            Err("another icon".into())
-        }
-    });
-}
-
 fn wait_for_notification(d: &mut Desktop, summary: &str) -> Value {
     wait_for(CYCLE, &format!("notification {summary:?}"), || {
         let all = d.notifications()?;
@@ -107,8 +82,8 @@ fn tray_follows_the_real_agent_through_publish_notify_update_and_restart() {
     });
 
     // Generation 1 is published and, under `notify`, waits for the user.
-    wait_for_line(&mut d, "Update available: generation 1");
-    wait_for_icon(&mut d, IconKind::UpdateAvailable);
+    d.wait_for_line(CYCLE, "Update available: generation 1");
+    d.wait_for_icon(CYCLE, IconKind::UpdateAvailable);
     let first = wait_for_notification(&mut d, "Update available: generation 1");
     assert_eq!(
         first["actions"],
@@ -117,12 +92,12 @@ fn tray_follows_the_real_agent_through_publish_notify_update_and_restart() {
 
     // "Update now" in the menu: the agent runs the cycle and the menu reaches "Up to date".
     d.click(view::LABEL_UPDATE_NOW).expect("click Update now");
-    let menu = wait_for_line(&mut d, "Up to date");
+    let menu = d.wait_for_line(CYCLE, "Up to date");
     assert!(
         menu.iter().any(|l| l.starts_with("Generation 1, applied")),
         "{menu:?}"
     );
-    wait_for_icon(&mut d, IconKind::UpToDate);
+    d.wait_for_icon(CYCLE, IconKind::UpToDate);
     assert_eq!(
         agent.try_status().and_then(|s| s.applied_generation),
         Some(1)
@@ -130,8 +105,8 @@ fn tray_follows_the_real_agent_through_publish_notify_update_and_restart() {
 
     // The admin publishes generation 2: the agent's next check finds it, the tray says so.
     agent.publication.publish(2, &files(4, 100, "g2"));
-    wait_for_line(&mut d, "Update available: generation 2");
-    wait_for_icon(&mut d, IconKind::UpdateAvailable);
+    d.wait_for_line(CYCLE, "Update available: generation 2");
+    d.wait_for_icon(CYCLE, IconKind::UpdateAvailable);
     let note = wait_for_notification(&mut d, "Update available: generation 2");
     let id = note["id"].as_u64().expect("notification id");
 
@@ -150,7 +125,7 @@ fn tray_follows_the_real_agent_through_publish_notify_update_and_restart() {
             "the notification's action did not update"
         );
     }
-    let menu = wait_for_line(&mut d, "Up to date");
+    let menu = d.wait_for_line(CYCLE, "Up to date");
     assert!(
         menu.iter().any(|l| l.starts_with("Generation 2, applied")),
         "{menu:?}"
@@ -167,16 +142,16 @@ fn tray_follows_the_real_agent_through_publish_notify_update_and_restart() {
     // The agent stops: the tray says so; it comes back: the tray recovers without a restart.
     let stopped = Instant::now();
     agent.stop();
-    wait_for_line(&mut d, "Agent not reachable");
+    d.wait_for_line(CYCLE, "Agent not reachable");
     eprintln!("agent stop seen after {:?}", stopped.elapsed());
-    wait_for_icon(&mut d, IconKind::AgentUnreachable);
+    d.wait_for_icon(CYCLE, IconKind::AgentUnreachable);
     agent.spawn();
-    let menu = wait_for_line(&mut d, "Up to date");
+    let menu = d.wait_for_line(CYCLE, "Up to date");
     assert!(
         menu.iter().any(|l| l.starts_with("Generation 2")),
         "{menu:?}"
     );
-    wait_for_icon(&mut d, IconKind::UpToDate);
+    d.wait_for_icon(CYCLE, IconKind::UpToDate);
 }
 
 #[test]
@@ -239,14 +214,14 @@ fn an_update_that_cuts_the_machine_off_shows_the_rollback_with_its_reason() {
     });
     let mut d = Desktop::start();
     let _tray = start_tray(&mut d, &agent);
-    wait_for_line(&mut d, "Up to date");
+    d.wait_for_line(CYCLE, "Up to date");
 
     // Generation 2 cuts the machine off the server when activated (the fake NixOS's CUT_NETWORK):
     // verification fails and the agent rolls back.
     agent
         .publication
         .publish(2, &[("CUT_NETWORK".to_string(), Vec::new())]);
-    wait_for_icon(&mut d, IconKind::RolledBack);
+    d.wait_for_icon(CYCLE, IconKind::RolledBack);
     let note = wait_for_notification(&mut d, "Generation 2 was rolled back");
     let reason = note["body"].as_str().unwrap_or_default().to_string();
     assert!(!reason.is_empty(), "the notification gives the reason");
@@ -256,7 +231,7 @@ fn an_update_that_cuts_the_machine_off_shows_the_rollback_with_its_reason() {
         .last
         .expect("the agent records the rollback");
     assert_eq!(reason, last.reason);
-    let menu = labels(&mut d).expect("menu");
+    let menu = d.labels().expect("menu");
     let line = menu
         .iter()
         .find(|l| l.starts_with("Rolled back at "))

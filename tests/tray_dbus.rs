@@ -66,29 +66,6 @@ fn with_available(mut s: AgentStatus, generation: u64) -> AgentStatus {
     s
 }
 
-fn labels(d: &mut Desktop) -> Result<Vec<String>, String> {
-    Ok(d.menu()?.into_iter().map(|e| e.label).collect())
-}
-
-/// Waits until the menu has an entry with this label; returns the whole menu's labels.
-fn wait_for_line(d: &mut Desktop, line: &str) -> Vec<String> {
-    wait_for(CHANGE, &format!("menu line {line:?}"), || {
-        let l = labels(d)?;
-        if l.iter().any(|x| x == line) {
-            Ok(Some(l))
-        } else {
-            Err(format!("menu: {l:?}"))
-        }
-    })
-}
-
-fn wait_for_icon(d: &mut Desktop, kind: IconKind) {
-    wait_for(CHANGE, &format!("icon {kind:?}"), || {
-        Ok(d.shows_icon(kind).then_some(()))
-            .and_then(|o| o.ok_or_else(|| "another icon".to_string()).map(Some))
-    });
-}
-
 fn wait_for_registration(d: &mut Desktop) {
     wait_for(
         REGISTER,
@@ -182,7 +159,7 @@ fn without_an_agent_the_item_registers_and_shows_agent_unreachable() {
     });
     assert_eq!(item["Status"], "Active");
     assert!(item["Menu"].as_str().unwrap_or_default().starts_with('/'));
-    wait_for_icon(&mut d, IconKind::AgentUnreachable);
+    d.wait_for_icon(CHANGE, IconKind::AgentUnreachable);
 
     let menu = d.menu().expect("layout");
     let entry = |label: &str| {
@@ -221,7 +198,7 @@ fn start_at_login_click_writes_and_removes_the_autostart_entry() {
     let entry = d.config_home().join("autostart/tiffin-tray.desktop");
     let _tray = d.start_tray();
     wait_for_registration(&mut d);
-    wait_for_line(&mut d, view::LABEL_START_AT_LOGIN);
+    d.wait_for_line(CHANGE, view::LABEL_START_AT_LOGIN);
     assert!(!entry.exists());
 
     d.click(view::LABEL_START_AT_LOGIN).expect("click");
@@ -258,14 +235,14 @@ fn update_available_is_shown_and_notified_and_both_update_buttons_reach_the_agen
     let agent = StubAgent::start(&d.socket(), up_to_date(42));
     let _tray = d.start_tray();
     wait_for_registration(&mut d);
-    let menu = wait_for_line(&mut d, "Up to date");
+    let menu = d.wait_for_line(CHANGE, "Up to date");
     assert!(
         menu.iter()
             .any(|l| l == "Generation 42, applied 10 min ago"),
         "{menu:?}"
     );
     assert!(menu.iter().any(|l| l == "Last check 2 min ago"), "{menu:?}");
-    wait_for_icon(&mut d, IconKind::UpToDate);
+    d.wait_for_icon(CHANGE, IconKind::UpToDate);
     assert!(
         summaries(&mut d).is_empty(),
         "nothing to say at first contact: {:?}",
@@ -274,8 +251,8 @@ fn update_available_is_shown_and_notified_and_both_update_buttons_reach_the_agen
 
     // The server has generation 43 and the policy waits for the user.
     agent.set_status(with_available(up_to_date(42), 43));
-    wait_for_line(&mut d, "Update available: generation 43");
-    wait_for_icon(&mut d, IconKind::UpdateAvailable);
+    d.wait_for_line(CHANGE, "Update available: generation 43");
+    d.wait_for_icon(CHANGE, IconKind::UpdateAvailable);
     let note = wait_for_notification(&mut d, "Update available: generation 43");
     assert_eq!(note["app_name"], "tiffin");
     assert_eq!(
@@ -301,11 +278,11 @@ fn update_available_is_shown_and_notified_and_both_update_buttons_reach_the_agen
         total_bytes: 100,
     });
     agent.set_status(s);
-    wait_for_line(
-        &mut d,
+    d.wait_for_line(
+        CHANGE,
         "Updating to generation 43: downloading 1 of 4 files (50%)",
     );
-    wait_for_icon(&mut d, IconKind::Updating(None));
+    d.wait_for_icon(CHANGE, IconKind::Updating(None));
     let busy = d.menu().expect("menu");
     assert!(busy
         .iter()
@@ -320,12 +297,12 @@ fn update_available_is_shown_and_notified_and_both_update_buttons_reach_the_agen
         message: None,
     });
     agent.set_status(done);
-    let menu = wait_for_line(&mut d, "Up to date");
+    let menu = d.wait_for_line(CHANGE, "Up to date");
     assert!(
         menu.iter().any(|l| l == "Generation 43, applied just now"),
         "{menu:?}"
     );
-    wait_for_icon(&mut d, IconKind::UpToDate);
+    d.wait_for_icon(CHANGE, IconKind::UpToDate);
     wait_for_notification(&mut d, "Updated to generation 43");
     assert_eq!(
         summaries(&mut d),
@@ -352,12 +329,12 @@ fn a_rolled_back_update_shows_icon_line_and_notification_with_the_reason() {
     let agent = StubAgent::start(&d.socket(), with_available(up_to_date(42), 43));
     let _tray = d.start_tray();
     wait_for_registration(&mut d);
-    wait_for_line(&mut d, "Update available: generation 43");
+    d.wait_for_line(CHANGE, "Update available: generation 43");
 
     let mut verifying = with_available(up_to_date(42), 43);
     verifying.phase = Phase::Verifying;
     agent.set_status(verifying);
-    wait_for_icon(&mut d, IconKind::Updating(None));
+    d.wait_for_icon(CHANGE, IconKind::Updating(None));
 
     let at = unix_now();
     let mut rolled = with_available(up_to_date(42), 43);
@@ -376,8 +353,8 @@ fn a_rolled_back_update_shows_icon_line_and_notification_with_the_reason() {
         reason: "lost contact with the server".into(),
     });
     agent.set_status(rolled);
-    wait_for_icon(&mut d, IconKind::RolledBack);
-    let menu = labels(&mut d).expect("menu");
+    d.wait_for_icon(CHANGE, IconKind::RolledBack);
+    let menu = d.labels().expect("menu");
     let line = menu
         .iter()
         .find(|l| l.starts_with("Rolled back at "))
@@ -404,13 +381,13 @@ fn agent_stopped_shows_unreachable_and_agent_back_recovers_without_restart() {
     let agent = StubAgent::start(&d.socket(), up_to_date(42));
     let _tray = d.start_tray();
     wait_for_registration(&mut d);
-    wait_for_line(&mut d, "Up to date");
+    d.wait_for_line(CHANGE, "Up to date");
 
     let stopped = Instant::now();
     agent.stop();
-    wait_for_line(&mut d, "Agent not reachable");
+    d.wait_for_line(CHANGE, "Agent not reachable");
     let seen_down = stopped.elapsed();
-    wait_for_icon(&mut d, IconKind::AgentUnreachable);
+    d.wait_for_icon(CHANGE, IconKind::AgentUnreachable);
     assert!(!d
         .menu()
         .expect("menu")
@@ -426,10 +403,10 @@ fn agent_stopped_shows_unreachable_and_agent_back_recovers_without_restart() {
         message: None,
     });
     let _agent = StubAgent::start(&d.socket(), again);
-    let menu = wait_for_line(&mut d, "Last check just now");
+    let menu = d.wait_for_line(CHANGE, "Last check just now");
     let seen_up = back.elapsed();
     assert_eq!(menu[0], "Up to date");
-    wait_for_icon(&mut d, IconKind::UpToDate);
+    d.wait_for_icon(CHANGE, IconKind::UpToDate);
     eprintln!("agent down seen after {seen_down:?}; agent back seen after {seen_up:?}");
     assert!(
         summaries(&mut d).is_empty(),
@@ -544,7 +521,7 @@ fn check_for_updates_click_asks_the_agent_to_check() {
     let agent = StubAgent::start(&d.socket(), up_to_date(42));
     let _tray = d.start_tray();
     wait_for_registration(&mut d);
-    wait_for_line(&mut d, "Up to date");
+    d.wait_for_line(CHANGE, "Up to date");
     d.click(view::LABEL_CHECK_NOW).expect("click");
     wait_for_command(&agent, Command::Check, 1);
 
@@ -552,7 +529,7 @@ fn check_for_updates_click_asks_the_agent_to_check() {
     let mut checking = up_to_date(42);
     checking.phase = Phase::Checking;
     agent.set_status(checking);
-    wait_for_line(&mut d, "Checking for updates…");
+    d.wait_for_line(CHANGE, "Checking for updates…");
     assert!(d
         .menu()
         .expect("menu")
@@ -572,7 +549,7 @@ fn a_failed_update_shows_the_failed_icon_and_notifies_step_and_message() {
     let agent = StubAgent::start(&d.socket(), building);
     let _tray = d.start_tray();
     wait_for_registration(&mut d);
-    wait_for_icon(&mut d, IconKind::Updating(None));
+    d.wait_for_icon(CHANGE, IconKind::Updating(None));
 
     let mut failed = with_available(up_to_date(42), 43);
     failed.last_update = Some(LastUpdate {
@@ -583,8 +560,8 @@ fn a_failed_update_shows_the_failed_icon_and_notifies_step_and_message() {
         message: Some("nix-build exited with status 1".into()),
     });
     agent.set_status(failed);
-    wait_for_icon(&mut d, IconKind::Failed);
-    let menu = wait_for_line(&mut d, "Update to generation 43 failed at build");
+    d.wait_for_icon(CHANGE, IconKind::Failed);
+    let menu = d.wait_for_line(CHANGE, "Update to generation 43 failed at build");
     assert!(
         menu.iter().any(|l| l == "nix-build exited with status 1"),
         "{menu:?}"

@@ -261,6 +261,34 @@ impl Desktop {
         let want = tiffin::tray::icons::rgba(kind).expect("embedded icon");
         self.icon_pixels().is_ok_and(|got| got == want)
     }
+
+    /// The labels of the menu's entries, in order.
+    pub fn labels(&mut self) -> Result<Vec<String>, String> {
+        Ok(self.menu()?.into_iter().map(|e| e.label).collect())
+    }
+
+    /// Waits until the menu has an entry with this label; returns the whole menu's labels.
+    pub fn wait_for_line(&mut self, within: Duration, line: &str) -> Vec<String> {
+        wait_for(within, &format!("menu line {line:?}"), || {
+            let l = self.labels()?;
+            if l.iter().any(|x| x == line) {
+                Ok(Some(l))
+            } else {
+                Err(format!("menu: {l:?}"))
+            }
+        })
+    }
+
+    /// Waits until the item shows the embedded icon of `kind`, pixel for pixel.
+    pub fn wait_for_icon(&mut self, within: Duration, kind: tiffin::tray::view::IconKind) {
+        wait_for(within, &format!("icon {kind:?}"), || {
+            if self.shows_icon(kind) {
+                Ok(Some(()))
+            } else {
+                Err("another icon".into())
+            }
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
