@@ -1,6 +1,7 @@
-# tiffin's flake: the package (with and without the tray), the NixOS modules and a dev shell.
-# It lives in packaging/ but builds the whole repository, so use it through git, from the
-# repository's root: `nix build ./packaging`, `nix develop ./packaging` (files must be tracked).
+# tiffin's flake: the package (with and without the tray), an overlay, the NixOS modules, checks
+# and a dev shell. It lives in packaging/ but builds the whole repository, so use it through git,
+# from the repository's root: `nix build ./packaging`, `nix develop ./packaging`,
+# `nix flake check ./packaging` (files must be tracked).
 {
   description = "tiffin: keep a fleet of NixOS machines on one repository's configuration";
 
@@ -10,12 +11,47 @@
     let
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+
+      # A machine that is the fleet server and a workstation with agent and tray at once: what
+      # `nix flake check` evaluates (assertions included) to show the three modules fit NixOS.
+      exampleSystem = system: nixpkgs.lib.nixosSystem {
+        inherit system;
+        modules = [
+          self.nixosModules.default
+          {
+            system.stateVersion = "25.05";
+            boot.loader.grub.enable = false;
+            fileSystems."/" = { device = "/dev/disk/by-label/nixos"; fsType = "ext4"; };
+            networking.hostName = "laptop";
+
+            services.tiffin.server = {
+              enable = true;
+              fleetFile = ../tests/fixtures/packaging/fleet.toml;
+            };
+            services.tiffin.agent = {
+              enable = true;
+              server = "fleet.example.org";
+              port = 2222;
+              serverHostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsdO2/P2LoPncj3x48T3pwIv4gN0/H/zfak2miDp5nl root@server";
+              trustedKey = "/etc/tiffin/fleet-signing.pub";
+              maxAge = "30d";
+            };
+            services.tiffin.tray.enable = true;
+          }
+        ];
+      };
     in
     {
       packages = forAllSystems (pkgs: {
         default = pkgs.callPackage ./nix/package.nix { };
         headless = pkgs.callPackage ./nix/package.nix { withTray = false; };
       });
+
+      # `tiffin` and `tiffin-headless` in any nixpkgs.
+      overlays.default = final: _prev: {
+        tiffin = final.callPackage ./nix/package.nix { };
+        tiffin-headless = final.callPackage ./nix/package.nix { withTray = false; };
+      };
 
       # The modules build packaging/nix/package.nix with the machine's own nixpkgs by default.
       nixosModules = {
@@ -25,9 +61,22 @@
         default = { imports = [ ./nixos/server.nix ./nixos/agent.nix ./nixos/tray.nix ]; };
       };
 
+      checks = forAllSystems (pkgs:
+        let system = pkgs.stdenv.hostPlatform.system;
+        in
+        {
+          # Builds the package and runs its unit tests (the package's checkPhase).
+          package = self.packages.${system}.headless;
+          tray-package = self.packages.${system}.default;
+          # Evaluates the example system through to its derivation (every module, every
+          # assertion) without building it.
+          nixos-modules = pkgs.writeText "tiffin-nixos-modules-eval"
+            (builtins.unsafeDiscardStringContext (exampleSystem system).config.system.build.toplevel.drvPath);
+        });
+
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
-          inputsFrom = [ self.packages.${pkgs.system}.default ];
+          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.default ];
           packages = with pkgs; [
             cargo rustc clippy rustfmt
             openssh rsync xvfb-run dbus desktop-file-utils systemd
