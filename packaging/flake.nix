@@ -12,33 +12,11 @@
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
 
-      # A machine that is the fleet server and a workstation with agent and tray at once: what
-      # `nix flake check` evaluates (assertions included) to show the three modules fit NixOS.
+      # packaging/checks/example-system.nix on the real NixOS: what the `nixos-modules` check
+      # evaluates to show that the three modules fit NixOS.
       exampleSystem = system: nixpkgs.lib.nixosSystem {
         inherit system;
-        modules = [
-          self.nixosModules.default
-          {
-            system.stateVersion = "25.05";
-            boot.loader.grub.enable = false;
-            fileSystems."/" = { device = "/dev/disk/by-label/nixos"; fsType = "ext4"; };
-            networking.hostName = "laptop";
-
-            services.tiffin.server = {
-              enable = true;
-              fleetFile = ../tests/fixtures/packaging/fleet.toml;
-            };
-            services.tiffin.agent = {
-              enable = true;
-              server = "fleet.example.org";
-              port = 2222;
-              serverHostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsdO2/P2LoPncj3x48T3pwIv4gN0/H/zfak2miDp5nl root@server";
-              trustedKey = "/etc/tiffin/fleet-signing.pub";
-              maxAge = "30d";
-            };
-            services.tiffin.tray.enable = true;
-          }
-        ];
+        modules = [ self.nixosModules.default ./checks/example-system.nix ];
       };
     in
     {

@@ -122,8 +122,10 @@ fn contract_match_block(user: &str, chroot: &str) -> String {
     ChrootDirectory {chroot}
     ForceCommand internal-sftp
     AuthorizedKeysFile /etc/ssh/tiffin/authorized_keys/%u
+    AuthenticationMethods publickey
     PasswordAuthentication no
     KbdInteractiveAuthentication no
+    DisableForwarding yes
     AllowTcpForwarding no
     AllowAgentForwarding no
     AllowStreamLocalForwarding no
@@ -199,7 +201,8 @@ fn fleet_toml_becomes_one_tiffin_system_user_per_host() {
     let expected = json!({
         "laptop": {
             "uid": 401,
-            "group": "tiffin",
+            "group": "laptop",
+            "extraGroups": ["tiffin"],
             "isSystemUser": true,
             "home": "/var/empty",
             "shell": "/run/current-system/sw/bin/nologin",
@@ -208,7 +211,8 @@ fn fleet_toml_becomes_one_tiffin_system_user_per_host() {
         },
         // fleet.toml gives this host its own user name.
         "tiffin-builder": {
-            "group": "tiffin",
+            "group": "tiffin-builder",
+            "extraGroups": ["tiffin"],
             "isSystemUser": true,
             "home": "/var/empty",
             "shell": "/run/current-system/sw/bin/nologin",
@@ -217,6 +221,16 @@ fn fleet_toml_becomes_one_tiffin_system_user_per_host() {
         },
     });
     assert_eq!(users, expected);
+
+    // Each user's primary group is its own (a fixed uid is also its gid); `tiffin` is shared.
+    let groups = eval_ok(&format!(
+        "lib.groups {{ fleet = {}; uids = {{ laptop = 401; }}; }}",
+        sample_fleet()
+    ));
+    assert_eq!(
+        groups,
+        json!({ "tiffin": {}, "laptop": { "gid": 401 }, "tiffin-builder": {} })
+    );
 
     let keys = eval_ok(&format!("lib.authorizedKeysFiles {}", sample_fleet()));
     assert_eq!(
@@ -239,7 +253,7 @@ fn fleet_toml_becomes_the_contract_sshd_match_blocks() {
     // Hosts in name order; the chroot is fleet.toml's without its trailing slash, and by host
     // name even where the user name differs.
     let expected = format!(
-        "{}\n{}",
+        "{}\n{}\nMatch All\n",
         contract_match_block("tiffin-builder", "/srv/tiffin-test/builder"),
         contract_match_block("laptop", "/srv/tiffin-test/laptop")
     );
@@ -258,10 +272,10 @@ fn fleet_toml_becomes_the_chroot_layout_as_tmpfiles_rules() {
             "d /srv/tiffin-test 0755 root root -",
             "d /srv/tiffin-test/builder 0755 root root -",
             "d /srv/tiffin-test/builder/gens 0755 root root -",
-            "d /srv/tiffin-test/builder/logs 0700 tiffin-builder tiffin -",
+            "d /srv/tiffin-test/builder/logs 0700 tiffin-builder tiffin-builder -",
             "d /srv/tiffin-test/laptop 0755 root root -",
             "d /srv/tiffin-test/laptop/gens 0755 root root -",
-            "d /srv/tiffin-test/laptop/logs 0700 laptop tiffin -",
+            "d /srv/tiffin-test/laptop/logs 0700 laptop laptop -",
         ])
     );
 }
@@ -399,6 +413,8 @@ fn real_sshd_accepts_and_applies_the_generated_sshd_text() {
         "chrootdirectory /srv/tiffin-test/laptop",
         "forcecommand internal-sftp",
         "authorizedkeysfile /etc/ssh/tiffin/authorized_keys/%u",
+        "authenticationmethods publickey",
+        "disableforwarding yes",
         "passwordauthentication no",
         "kbdinteractiveauthentication no",
         "allowtcpforwarding no",
@@ -786,18 +802,22 @@ fn server_module_makes_users_keys_sshd_text_and_chroots_from_fleet_toml() {
     let users = &c["users"]["users"];
     assert_eq!(
         users["laptop"],
-        json!({ "group": "tiffin", "isSystemUser": true, "home": "/var/empty",
-                "shell": "/nix/store/shadow/bin/nologin", "hashedPassword": "*" }),
+        json!({ "group": "laptop", "extraGroups": ["tiffin"], "isSystemUser": true,
+                "home": "/var/empty", "shell": "/nix/store/shadow/bin/nologin",
+                "hashedPassword": "*" }),
         "NixOS users get the nologin NixOS has, and no `keys` (not a users.users option)"
     );
     assert!(users.get("tiffin-builder").is_some());
-    assert_eq!(c["users"]["groups"], json!({ "tiffin": {} }));
+    assert_eq!(
+        c["users"]["groups"],
+        json!({ "tiffin": {}, "laptop": {}, "tiffin-builder": {} })
+    );
     assert_eq!(
         c["environment"]["etc"]["ssh/tiffin/authorized_keys/laptop"]["text"],
         json!(format!("{LAPTOP_KEY}\n"))
     );
     let blocks = format!(
-        "\n{}\n{}",
+        "\n{}\n{}\nMatch All\n",
         contract_match_block("tiffin-builder", "/srv/tiffin-test/builder"),
         contract_match_block("laptop", "/srv/tiffin-test/laptop")
     );
@@ -855,7 +875,8 @@ fn server_module_assertions_explain_what_is_wrong_and_what_to_do() {
     assert_failed(&r, &["binaryCache.enable needs binaryCache.secretKeyFile"]);
 }
 
-const SERVER_OPTIONS: &str = r#"enable = true; server = "fleet.example.org"; port = 2222;"#;
+const SERVER_OPTIONS: &str = r#"enable = true; server = "fleet.example.org"; port = 2222;
+  trustedKey = "/etc/tiffin/fleet-signing.pub";"#;
 
 #[test]
 fn agent_module_renders_a_config_the_real_agent_accepts_and_a_unit_a_switch_leaves_running() {
@@ -968,12 +989,13 @@ fn agent_module_assertions_name_the_option_and_the_fix() {
         &r,
         &["socketGroup = \"fleet-users\"", "users.groups.fleet-users"],
     );
-    assert_failed(&r, &["httpTrigger = \"localhost:1\""]);
+    assert_failed(&r, &["httpTrigger = \"localhost:1\"", "loopback"]);
     assert_failed(&r, &["useServerCache needs serverCachePublicKey"]);
     assert_failed(&r, &["interval = \"soon\" is not a duration"]);
+    assert_failed(&r, &["trustedKey is not set", "allowUnsigned = true"]);
     assert_eq!(
         failed_assertions(&r).len(),
-        8,
+        9,
         "{:#?}",
         failed_assertions(&r)
     );
@@ -987,7 +1009,7 @@ fn agent_module_offers_the_servers_store_as_a_cache_with_the_pinned_key() {
     let r = eval_module(
         "agent.nix",
         &format!(
-            "{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; useServerCache = true; serverCachePublicKey = \"fleet-1:abc=\"; }}"
+            "{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; useServerCache = true; serverCachePublicKey = \"fleet-1:abc=\"; serverCacheTrusted = true; }}"
         ),
         r#"{ networking.hostName = "laptop"; }"#,
     );
