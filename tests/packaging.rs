@@ -1034,7 +1034,7 @@ fn agent_module_offers_the_servers_store_as_a_cache_with_the_pinned_key() {
     let c = &r["config"];
     assert_eq!(
         c["nix"]["settings"]["substituters"],
-        json!(["ssh-ng://nix-ssh@fleet.example.org?ssh-key=/etc/tiffin/id_ed25519"])
+        json!(["ssh-ng://nix-ssh@fleet.example.org?ssh-key=/var/lib/tiffin/id_ed25519"])
     );
     assert_eq!(
         c["nix"]["settings"]["trusted-public-keys"],
@@ -1484,7 +1484,7 @@ fn an_http_trigger_off_loopback_is_refused_and_loopback_ones_are_bound_by_a_sock
         json!([true, true, true, false, false, false, false, false, false, false, false, false])
     );
     let server = format!(
-        r#"server = "fleet.example.org"; serverHostKey = "{SERVER_KEY}"; allowUnsigned = true;"#
+        r#"server = "fleet.example.org"; serverHostKey = "{SERVER_KEY}"; trustedKey = "/k.pub";"#
     );
     for bad in ["0.0.0.0:9999", "[::]:9999", "192.168.1.5:9999"] {
         let r = eval_agent(&format!("{server} httpTrigger = \"{bad}\";"));
@@ -1588,7 +1588,7 @@ fn agent_module_keeps_the_host_key_out_of_etc_and_moves_an_old_one() {
         return;
     }
     let r = eval_agent(&format!(
-        r#"server = "fleet.example.org"; serverHostKey = "{SERVER_KEY}"; allowUnsigned = true;"#
+        r#"server = "fleet.example.org"; serverHostKey = "{SERVER_KEY}"; trustedKey = "/k.pub";"#
     ));
     let c = &r["config"];
     let a = AgentConfig::parse(&agent_toml_text(&r), "agent.toml").expect("valid");

@@ -78,7 +78,7 @@ let
     if m == null then
       fail where "${toJSON key} is not an SSH public key line like \"ssh-ed25519 AAAA… root@host\" (one line, the key type first: no options, no newline or control character)"
     else if substring 0 (stringLength prefix) blob != prefix || stringLength blob - (stringLength blob / 4) * 4 != 0 then
-      fail where "${toJSON key}: the key data is not a ${type} key in base64"
+      fail where "${toJSON key}: the key data does not hold a ${type} key (or is not base64)"
     else key;
 
   # "0080" → "80" (fromJSON refuses leading zeros)
