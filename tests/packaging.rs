@@ -1506,12 +1506,24 @@ fn an_http_trigger_off_loopback_is_refused_and_loopback_ones_are_bound_by_a_sock
         json!("tiffin-agent-http.socket"),
         "the agent gets the port whenever it starts, not only when a connection starts it"
     );
+    for dependency in ["wants", "after"] {
+        assert!(
+            c["systemd"]["services"]["tiffin-agent"][dependency]
+                .as_array()
+                .is_some_and(|d| d.contains(&json!("tiffin-agent-http.socket"))),
+            "{dependency}"
+        );
+    }
     let a = AgentConfig::parse(&agent_toml_text(&r), "agent.toml").expect("valid");
     assert_eq!(a.http_trigger, "[::1]:9999", "the agent knows which fd it is");
 
     let off = eval_agent(&format!("{server} httpTrigger = \"\";"));
     assert_eq!(failed_assertions(&off), Vec::<String>::new());
     assert_eq!(off["config"]["systemd"]["sockets"]["tiffin-agent-http"], Value::Null);
+    assert_eq!(
+        off["config"]["systemd"]["services"]["tiffin-agent"]["wants"],
+        json!(["network-online.target"])
+    );
     assert_eq!(
         off["config"]["systemd"]["services"]["tiffin-agent"]["serviceConfig"]["Sockets"],
         Value::Null
@@ -1656,4 +1668,37 @@ fn flake_offers_checks_an_overlay_and_the_modules_and_its_example_passes_their_a
         f["failedAssertions"],
         json!({ "server": [], "agent": [], "tray": [] })
     );
+}
+
+#[test]
+fn option_texts_given_as_nix_expressions_are_nix_and_prose_is_markdown() {
+    let Some(nix) = tool("nix-instantiate", "nix-bin") else {
+        return;
+    };
+    let mut seen = 0;
+    for (module, settings) in [
+        (
+            "server.nix",
+            format!("{{ fleetFile = {}; }}", fixture("fleet.toml").display()),
+        ),
+        ("agent.nix", "{ }".to_string()),
+        ("tray.nix", "{ }".to_string()),
+    ] {
+        let r = eval_module(module, &settings, "{ }");
+        let literals = r["literalExpressions"].as_array().expect("a list").clone();
+        for l in literals {
+            let expr = l["expression"].as_str().expect("text");
+            // The names a module's expression may use; anything else is an undefined variable.
+            let module_scope = format!("{{ config, pkgs, lib, ... }}: {expr}");
+            let out = run(&nix, &["--parse", "--expr", &module_scope]);
+            assert!(
+                out.success(),
+                "{module}: {} {} = lib.literalExpression {expr:?} is not Nix; prose goes in lib.literalMD",
+                l["option"],
+                l["field"]
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "no literalExpression was found: the test looks in the wrong place");
 }

@@ -20,6 +20,7 @@ let
   knownHostsText = if usesSftp && endpoint != null then tiffinLib.agentKnownHosts cfg else null;
   # The socket unit that holds the trigger's port (the same name as packaging/systemd/'s).
   triggerSocket = "tiffin-agent-http";
+  triggerUnits = lib.optional (cfg.httpTrigger != "") "${triggerSocket}.socket";
 
   agentToml = tiffinLib.agentToml (cfg // {
     inherit knownHostsFile;
@@ -363,8 +364,8 @@ in
     systemd.services.tiffin-agent = {
       description = "tiffin agent: keeps this machine on its fleet configuration";
       wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" "nix-daemon.socket" ];
+      wants = [ "network-online.target" ] ++ triggerUnits;
+      after = [ "network-online.target" "nix-daemon.socket" ] ++ triggerUnits;
       # A switch must not restart the agent, nor stop it when the new configuration has no agent:
       # it may be the process running that switch (DESIGN §3; NixOS's own upgrade service does
       # the same). The new agent starts at the next boot or `systemctl restart`.
