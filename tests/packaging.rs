@@ -1203,10 +1203,7 @@ fn an_sshd_setting_appended_after_the_host_blocks_is_not_inside_them() {
     let effective = |text: &str, user: &str| {
         let config = sshd_config(dir.path(), text);
         let spec = format!("user={user},host=agent.example.org,addr=127.0.0.1");
-        let out = run(
-            &sshd,
-            &["-T", "-f", &config.to_string_lossy(), "-C", &spec],
-        );
+        let out = run(&sshd, &["-T", "-f", &config.to_string_lossy(), "-C", &spec]);
         assert!(out.success(), "{}", out.describe_failure());
         out.stdout
     };
@@ -1284,7 +1281,9 @@ fn a_chroot_with_dot_components_or_shell_characters_is_refused() {
         return;
     }
     let fleet = |chroot: &str| {
-        format!("(lib.checkFleet {{ chroot = \"{chroot}\"; hosts.a.key = \"{LAPTOP_KEY}\"; }}).chroot")
+        format!(
+            "(lib.checkFleet {{ chroot = \"{chroot}\"; hosts.a.key = \"{LAPTOP_KEY}\"; }}).chroot"
+        )
     };
     assert_eq!(eval_string(&fleet("/srv/tiffin.d/")), "/srv/tiffin.d");
     for bad in [
@@ -1398,7 +1397,10 @@ fn agent_module_pins_the_server_key_for_an_explicit_sftp_source() {
     let unpinned = eval_agent(source);
     assert_failed(
         &unpinned,
-        &["serverHostKey is not set", "ssh-keyscan -p 2200 -t ed25519 fd00::5"],
+        &[
+            "serverHostKey is not set",
+            "ssh-keyscan -p 2200 -t ed25519 fd00::5",
+        ],
     );
     assert_eq!(
         unpinned["config"]["environment"]["etc"]["tiffin/known_hosts"],
@@ -1423,10 +1425,7 @@ fn agent_module_requires_a_trusted_key_or_allow_unsigned_and_writes_it() {
     }
     let server = format!(r#"server = "fleet.example.org"; serverHostKey = "{SERVER_KEY}";"#);
     let neither = eval_agent(&server);
-    assert_failed(
-        &neither,
-        &["trustedKey is not set", "allowUnsigned = true"],
-    );
+    assert_failed(&neither, &["trustedKey is not set", "allowUnsigned = true"]);
     assert_eq!(failed_assertions(&neither).len(), 1);
 
     let unsigned = eval_agent(&format!("{server} allowUnsigned = true;"));
@@ -1460,7 +1459,10 @@ fn agent_module_refuses_the_server_cache_with_a_trusted_key_unless_told() {
     let refused = eval_agent(&base);
     assert_failed(
         &refused,
-        &["useServerCache with trustedKey", "serverCacheTrusted = true"],
+        &[
+            "useServerCache with trustedKey",
+            "serverCacheTrusted = true",
+        ],
     );
     let told = eval_agent(&format!("{base} serverCacheTrusted = true;"));
     assert_eq!(failed_assertions(&told), Vec::<String>::new());
@@ -1515,11 +1517,17 @@ fn an_http_trigger_off_loopback_is_refused_and_loopback_ones_are_bound_by_a_sock
         );
     }
     let a = AgentConfig::parse(&agent_toml_text(&r), "agent.toml").expect("valid");
-    assert_eq!(a.http_trigger, "[::1]:9999", "the agent knows which fd it is");
+    assert_eq!(
+        a.http_trigger, "[::1]:9999",
+        "the agent knows which fd it is"
+    );
 
     let off = eval_agent(&format!("{server} httpTrigger = \"\";"));
     assert_eq!(failed_assertions(&off), Vec::<String>::new());
-    assert_eq!(off["config"]["systemd"]["sockets"]["tiffin-agent-http"], Value::Null);
+    assert_eq!(
+        off["config"]["systemd"]["sockets"]["tiffin-agent-http"],
+        Value::Null
+    );
     assert_eq!(
         off["config"]["systemd"]["services"]["tiffin-agent"]["wants"],
         json!(["network-online.target"])
@@ -1552,7 +1560,9 @@ fn agent_module_writes_max_age_and_timeouts_only_when_set() {
     assert_eq!(toml["build_timeout"].as_str(), Some("2h"), "{text}");
     assert_eq!(toml["activate_timeout"].as_str(), Some("10m"), "{text}");
 
-    let bad = eval_agent(&format!(r#"{server} maxAge = "a month"; buildTimeout = "soon";"#));
+    let bad = eval_agent(&format!(
+        r#"{server} maxAge = "a month"; buildTimeout = "soon";"#
+    ));
     assert_failed(&bad, &["maxAge = \"a month\" is not a duration"]);
     assert_failed(&bad, &["buildTimeout = \"soon\" is not a duration"]);
 }
@@ -1562,9 +1572,7 @@ fn agent_module_skips_the_build_time_check_only_in_a_cross_build() {
     if !have_nix() {
         return;
     }
-    let options = format!(
-        r#"{{ {SERVER_OPTIONS} serverHostKey = "{SERVER_KEY}"; }}"#
-    );
+    let options = format!(r#"{{ {SERVER_OPTIONS} serverHostKey = "{SERVER_KEY}"; }}"#);
     let source = |cross: bool| {
         eval_ok(&format!(
             "(import {} {{ module = {}; settings = {options}; system = {{ networking.hostName = \"laptop\"; }}; cross = {cross}; }}).config.environment.etc.\"tiffin/agent.toml\".source",
@@ -1581,16 +1589,24 @@ fn agent_module_skips_the_build_time_check_only_in_a_cross_build() {
     );
     let cross = source(true);
     assert_eq!(cross["script"], Value::Null, "{cross}");
-    assert!(cross["text"].as_str().is_some_and(|t| t.contains("host = \"laptop\"")));
+    assert!(cross["text"]
+        .as_str()
+        .is_some_and(|t| t.contains("host = \"laptop\"")));
 }
 
 /// The agent unit's preStart, with its absolute paths moved under `root`, run by a real shell.
 fn run_prestart(script: &str, root: &Path) -> CmdOutput {
     let keygen = tool("ssh-keygen", "openssh-client").expect("ssh-keygen");
     let script = script
-        .replace("/var/lib/tiffin", &root.join("var/lib/tiffin").to_string_lossy())
+        .replace(
+            "/var/lib/tiffin",
+            &root.join("var/lib/tiffin").to_string_lossy(),
+        )
         .replace("/etc/tiffin", &root.join("etc/tiffin").to_string_lossy())
-        .replace("/nix/store/openssh-system/bin/ssh-keygen", &keygen.to_string_lossy());
+        .replace(
+            "/nix/store/openssh-system/bin/ssh-keygen",
+            &keygen.to_string_lossy(),
+        );
     run(Path::new("/bin/sh"), &["-ec", &script])
 }
 
@@ -1606,7 +1622,10 @@ fn agent_module_keeps_the_host_key_out_of_etc_and_moves_an_old_one() {
     let a = AgentConfig::parse(&agent_toml_text(&r), "agent.toml").expect("valid");
     assert_eq!(a.identity, PathBuf::from("/var/lib/tiffin/id_ed25519"));
     let rules = c["systemd"]["tmpfiles"]["rules"].to_string();
-    assert!(!rules.contains("/etc"), "nothing is created under /etc: {rules}");
+    assert!(
+        !rules.contains("/etc"),
+        "nothing is created under /etc: {rules}"
+    );
     let script = c["systemd"]["services"]["tiffin-agent"]["preStart"]
         .as_str()
         .expect("a preStart")
@@ -1630,12 +1649,18 @@ fn agent_module_keeps_the_host_key_out_of_etc_and_moves_an_old_one() {
     let out = run_prestart(&script, upgraded.path());
     assert!(out.success(), "{}", out.describe_failure());
     let moved = upgraded.path().join("var/lib/tiffin/id_ed25519");
-    assert_eq!(std::fs::read_to_string(&moved).expect("moved"), "old private\n");
+    assert_eq!(
+        std::fs::read_to_string(&moved).expect("moved"),
+        "old private\n"
+    );
     assert_eq!(
         std::fs::read_to_string(moved.with_extension("pub")).expect("moved"),
         "old public\n"
     );
-    assert!(!old_dir.join("id_ed25519").exists(), "the old copy is removed");
+    assert!(
+        !old_dir.join("id_ed25519").exists(),
+        "the old copy is removed"
+    );
     assert!(out.stdout.contains("moved the host key"), "{}", out.stdout);
 }
 
@@ -1650,7 +1675,9 @@ fn flake_offers_checks_an_overlay_and_the_modules_and_its_example_passes_their_a
     assert_eq!(checks["package"]["args"], json!({ "withTray": false }));
     assert_eq!(checks["tray-package"]["args"], json!({}));
     let evaluated: Value = serde_json::from_str(
-        checks["nixos-modules"]["text"].as_str().expect("the eval check's text"),
+        checks["nixos-modules"]["text"]
+            .as_str()
+            .expect("the eval check's text"),
     )
     .expect("the stand-in's record of nixosSystem");
     assert_eq!(
@@ -1663,7 +1690,10 @@ fn flake_offers_checks_an_overlay_and_the_modules_and_its_example_passes_their_a
         json!({ "tiffin": { "package": "package.nix", "args": {} },
                 "tiffin-headless": { "package": "package.nix", "args": { "withTray": false } } })
     );
-    assert_eq!(f["moduleNames"], json!(["agent", "default", "server", "tray"]));
+    assert_eq!(
+        f["moduleNames"],
+        json!(["agent", "default", "server", "tray"])
+    );
     assert_eq!(
         f["failedAssertions"],
         json!({ "server": [], "agent": [], "tray": [] })
@@ -1700,5 +1730,8 @@ fn option_texts_given_as_nix_expressions_are_nix_and_prose_is_markdown() {
             seen += 1;
         }
     }
-    assert!(seen >= 2, "no literalExpression was found: the test looks in the wrong place");
+    assert!(
+        seen >= 2,
+        "no literalExpression was found: the test looks in the wrong place"
+    );
 }
