@@ -1735,3 +1735,97 @@ fn option_texts_given_as_nix_expressions_are_nix_and_prose_is_markdown() {
         "no literalExpression was found: the test looks in the wrong place"
     );
 }
+
+#[path = "fleet_support/mod.rs"]
+mod fleet_support;
+
+/// (uid, gid, mode) of each path, without following symlinks.
+fn stat_all(paths: &[PathBuf]) -> Vec<(String, u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| {
+            let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p.display().to_string(), m.uid(), m.gid(), m.mode() & 0o7777)
+        })
+        .collect()
+}
+
+#[test]
+fn the_server_modules_tmpfiles_and_publish_agree_and_hosts_cannot_read_each_other() {
+    if !fleet_support::require_root("tmpfiles layout test") || !have_nix() {
+        return;
+    }
+    let (Some(tmpfiles), Some(runuser)) = (
+        tool("systemd-tmpfiles", "systemd"),
+        tool("runuser", "util-linux"),
+    ) else {
+        return;
+    };
+    // Host users as the module makes them: each with a primary group of its own.
+    let f = fleet_support::TestFleet::new();
+    f.write_config(&[("alpha", ""), ("beta", "")], "");
+    for h in ["alpha", "beta"] {
+        f.write(&format!("hosts/{h}/configuration.nix"), "{ }\n");
+    }
+    let keygen = run(
+        Path::new(env!("CARGO_BIN_EXE_tiffin")),
+        &["fleet", "keygen", "--fleet", &f.repo().to_string_lossy()],
+    );
+    assert!(keygen.success(), "{}", keygen.describe_failure());
+
+    // What the server does at boot: the module's tmpfiles rules for this fleet.toml.
+    let rules = eval_ok(&format!(
+        "lib.tmpfilesRules (lib.readFleet {})",
+        f.repo().join("fleet.toml").display()
+    ));
+    let rules: Vec<String> = serde_json::from_value(rules).expect("a list of rules");
+    let rules_file = f.tmp.path().join("tiffin.conf");
+    std::fs::write(&rules_file, rules.join("\n") + "\n").expect("writing the rules");
+    let apply = || {
+        let out = run(&tmpfiles, &["--create", &rules_file.to_string_lossy()]);
+        assert!(out.success(), "{}", out.describe_failure());
+    };
+    apply();
+    let layout: Vec<PathBuf> = std::iter::once(f.chroot())
+        .chain(["alpha", "beta"].iter().flat_map(|h| {
+            let d = f.host_pub(h);
+            [d.join("gens"), d.join("logs"), d]
+        }))
+        .collect();
+    let booted = stat_all(&layout);
+
+    let r = tiffin::fleet::publish(
+        &f.repo(),
+        &f.config(),
+        &tiffin::fleet::PublishOptions::default(),
+    )
+    .expect("publish");
+    assert_eq!(r.failed(), 0, "{:?}", r.hosts);
+    // publish changed nothing tmpfiles made, and tmpfiles at the next boot undoes nothing of
+    // publish's.
+    assert_eq!(stat_all(&layout), booted, "publish changed the layout");
+    let alpha_gen = f.host_pub("alpha").join("gens/1");
+    let published = stat_all(&[alpha_gen.clone()]);
+    apply();
+    assert_eq!(stat_all(&layout), booted, "tmpfiles changed the layout");
+    assert_eq!(stat_all(&[alpha_gen.clone()]), published);
+
+    // The publication is readable by its own host's user only.
+    let config = f.config();
+    let user = |h: &str| config.hosts[h].user_or_default(h).to_string();
+    let list = |u: &str| {
+        run(
+            &runuser,
+            &["-u", u, "--", "ls", &alpha_gen.to_string_lossy()],
+        )
+    };
+    let own = list(&user("alpha"));
+    assert!(own.success(), "alpha's user: {}", own.describe_failure());
+    let other = list(&user("beta"));
+    assert!(
+        !other.success() && other.stderr.contains("Permission denied"),
+        "beta's user read alpha's publication: {}",
+        other.describe_failure()
+    );
+}
