@@ -1806,10 +1806,10 @@ fn the_server_modules_tmpfiles_and_publish_agree_and_hosts_cannot_read_each_othe
     // publish's.
     assert_eq!(stat_all(&layout), booted, "publish changed the layout");
     let alpha_gen = f.host_pub("alpha").join("gens/1");
-    let published = stat_all(&[alpha_gen.clone()]);
+    let published = stat_all(std::slice::from_ref(&alpha_gen));
     apply();
     assert_eq!(stat_all(&layout), booted, "tmpfiles changed the layout");
-    assert_eq!(stat_all(&[alpha_gen.clone()]), published);
+    assert_eq!(stat_all(std::slice::from_ref(&alpha_gen)), published);
 
     // The publication is readable by its own host's user only.
     let config = f.config();
