@@ -822,6 +822,8 @@ fn server_module_makes_users_keys_sshd_text_and_chroots_from_fleet_toml() {
         contract_match_block("laptop", "/srv/tiffin-test/laptop")
     );
     assert_eq!(c["services"]["openssh"]["extraConfig"], json!(blocks));
+    // After other modules' mkAfter text (1500, e.g. nix.sshServe's), which so stays global.
+    assert_eq!(r["orders"], json!({ "services.openssh.extraConfig": 2000 }));
     assert_eq!(c["services"]["openssh"]["enable"], json!(true));
     assert_eq!(
         c["services"]["openssh"]["settings"]["MaxStartups"],
