@@ -411,12 +411,12 @@ in
       };
     };
 
-    nix.settings = lib.mkIf cfg.useServerCache {
+    nix.settings = lib.mkIf (cfg.useServerCache && endpoint != null) {
       substituters = [ "ssh-ng://nix-ssh@${endpoint.server}?ssh-key=${cfg.identityFile}" ];
       trusted-public-keys = [ cfg.serverCachePublicKey ];
     };
     # nix-daemon's ssh reads the system-wide known hosts and config, not /etc/tiffin.
-    programs.ssh = lib.mkIf cfg.useServerCache {
+    programs.ssh = lib.mkIf (cfg.useServerCache && endpoint != null) {
       knownHosts.tiffin-server = {
         hostNames = [ "[${endpoint.server}]:${toString endpoint.port}" ] ++ lib.optional (endpoint.port == 22) endpoint.server;
         publicKey = cfg.serverHostKey;
