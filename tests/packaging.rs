@@ -122,8 +122,10 @@ fn contract_match_block(user: &str, chroot: &str) -> String {
     ChrootDirectory {chroot}
     ForceCommand internal-sftp
     AuthorizedKeysFile /etc/ssh/tiffin/authorized_keys/%u
+    AuthenticationMethods publickey
     PasswordAuthentication no
     KbdInteractiveAuthentication no
+    DisableForwarding yes
     AllowTcpForwarding no
     AllowAgentForwarding no
     AllowStreamLocalForwarding no
@@ -199,7 +201,8 @@ fn fleet_toml_becomes_one_tiffin_system_user_per_host() {
     let expected = json!({
         "laptop": {
             "uid": 401,
-            "group": "tiffin",
+            "group": "laptop",
+            "extraGroups": ["tiffin"],
             "isSystemUser": true,
             "home": "/var/empty",
             "shell": "/run/current-system/sw/bin/nologin",
@@ -208,7 +211,8 @@ fn fleet_toml_becomes_one_tiffin_system_user_per_host() {
         },
         // fleet.toml gives this host its own user name.
         "tiffin-builder": {
-            "group": "tiffin",
+            "group": "tiffin-builder",
+            "extraGroups": ["tiffin"],
             "isSystemUser": true,
             "home": "/var/empty",
             "shell": "/run/current-system/sw/bin/nologin",
@@ -217,6 +221,16 @@ fn fleet_toml_becomes_one_tiffin_system_user_per_host() {
         },
     });
     assert_eq!(users, expected);
+
+    // Each user's primary group is its own (a fixed uid is also its gid); `tiffin` is shared.
+    let groups = eval_ok(&format!(
+        "lib.groups {{ fleet = {}; uids = {{ laptop = 401; }}; }}",
+        sample_fleet()
+    ));
+    assert_eq!(
+        groups,
+        json!({ "tiffin": {}, "laptop": { "gid": 401 }, "tiffin-builder": {} })
+    );
 
     let keys = eval_ok(&format!("lib.authorizedKeysFiles {}", sample_fleet()));
     assert_eq!(
@@ -239,7 +253,7 @@ fn fleet_toml_becomes_the_contract_sshd_match_blocks() {
     // Hosts in name order; the chroot is fleet.toml's without its trailing slash, and by host
     // name even where the user name differs.
     let expected = format!(
-        "{}\n{}",
+        "{}\n{}\nMatch All\n",
         contract_match_block("tiffin-builder", "/srv/tiffin-test/builder"),
         contract_match_block("laptop", "/srv/tiffin-test/laptop")
     );
@@ -258,10 +272,10 @@ fn fleet_toml_becomes_the_chroot_layout_as_tmpfiles_rules() {
             "d /srv/tiffin-test 0755 root root -",
             "d /srv/tiffin-test/builder 0755 root root -",
             "d /srv/tiffin-test/builder/gens 0755 root root -",
-            "d /srv/tiffin-test/builder/logs 0700 tiffin-builder tiffin -",
+            "d /srv/tiffin-test/builder/logs 0700 tiffin-builder tiffin-builder -",
             "d /srv/tiffin-test/laptop 0755 root root -",
             "d /srv/tiffin-test/laptop/gens 0755 root root -",
-            "d /srv/tiffin-test/laptop/logs 0700 laptop tiffin -",
+            "d /srv/tiffin-test/laptop/logs 0700 laptop laptop -",
         ])
     );
 }
@@ -399,6 +413,8 @@ fn real_sshd_accepts_and_applies_the_generated_sshd_text() {
         "chrootdirectory /srv/tiffin-test/laptop",
         "forcecommand internal-sftp",
         "authorizedkeysfile /etc/ssh/tiffin/authorized_keys/%u",
+        "authenticationmethods publickey",
+        "disableforwarding yes",
         "passwordauthentication no",
         "kbdinteractiveauthentication no",
         "allowtcpforwarding no",
@@ -786,22 +802,28 @@ fn server_module_makes_users_keys_sshd_text_and_chroots_from_fleet_toml() {
     let users = &c["users"]["users"];
     assert_eq!(
         users["laptop"],
-        json!({ "group": "tiffin", "isSystemUser": true, "home": "/var/empty",
-                "shell": "/nix/store/shadow/bin/nologin", "hashedPassword": "*" }),
+        json!({ "group": "laptop", "extraGroups": ["tiffin"], "isSystemUser": true,
+                "home": "/var/empty", "shell": "/nix/store/shadow/bin/nologin",
+                "hashedPassword": "*" }),
         "NixOS users get the nologin NixOS has, and no `keys` (not a users.users option)"
     );
     assert!(users.get("tiffin-builder").is_some());
-    assert_eq!(c["users"]["groups"], json!({ "tiffin": {} }));
+    assert_eq!(
+        c["users"]["groups"],
+        json!({ "tiffin": {}, "laptop": {}, "tiffin-builder": {} })
+    );
     assert_eq!(
         c["environment"]["etc"]["ssh/tiffin/authorized_keys/laptop"]["text"],
         json!(format!("{LAPTOP_KEY}\n"))
     );
     let blocks = format!(
-        "\n{}\n{}",
+        "\n{}\n{}\nMatch All\n",
         contract_match_block("tiffin-builder", "/srv/tiffin-test/builder"),
         contract_match_block("laptop", "/srv/tiffin-test/laptop")
     );
     assert_eq!(c["services"]["openssh"]["extraConfig"], json!(blocks));
+    // After other modules' mkAfter text (1500, e.g. nix.sshServe's), which so stays global.
+    assert_eq!(r["orders"], json!({ "services.openssh.extraConfig": 2000 }));
     assert_eq!(c["services"]["openssh"]["enable"], json!(true));
     assert_eq!(
         c["services"]["openssh"]["settings"]["MaxStartups"],
@@ -855,7 +877,8 @@ fn server_module_assertions_explain_what_is_wrong_and_what_to_do() {
     assert_failed(&r, &["binaryCache.enable needs binaryCache.secretKeyFile"]);
 }
 
-const SERVER_OPTIONS: &str = r#"enable = true; server = "fleet.example.org"; port = 2222;"#;
+const SERVER_OPTIONS: &str = r#"enable = true; server = "fleet.example.org"; port = 2222;
+  trustedKey = "/etc/tiffin/fleet-signing.pub";"#;
 
 #[test]
 fn agent_module_renders_a_config_the_real_agent_accepts_and_a_unit_a_switch_leaves_running() {
@@ -904,7 +927,24 @@ fn agent_module_renders_a_config_the_real_agent_accepts_and_a_unit_a_switch_leav
 
     let unit = &c["systemd"]["services"]["tiffin-agent"];
     assert_eq!(unit["restartIfChanged"], json!(false));
+    assert_eq!(
+        unit["unitConfig"]["X-StopOnRemoval"],
+        json!(false),
+        "a switch to a configuration without the agent must not stop the agent running it"
+    );
     assert_eq!(unit["wantedBy"], json!(["multi-user.target"]));
+    assert!(
+        unit["path"]
+            .as_array()
+            .is_some_and(|p| p.contains(&json!("/nix/store/openssh-system"))),
+        "ssh comes from programs.ssh.package: {}",
+        unit["path"]
+    );
+    assert_eq!(
+        unit["environment"]["CURL_CA_BUNDLE"],
+        json!("/etc/ssl/certs/ca-certificates.crt"),
+        "as nix-daemon's, from security.pki"
+    );
     let service = &unit["serviceConfig"];
     assert_eq!(service["Type"], json!("notify"));
     assert_eq!(service["RuntimeDirectory"], json!("tiffin"));
@@ -968,12 +1008,13 @@ fn agent_module_assertions_name_the_option_and_the_fix() {
         &r,
         &["socketGroup = \"fleet-users\"", "users.groups.fleet-users"],
     );
-    assert_failed(&r, &["httpTrigger = \"localhost:1\""]);
+    assert_failed(&r, &["httpTrigger = \"localhost:1\"", "loopback"]);
     assert_failed(&r, &["useServerCache needs serverCachePublicKey"]);
     assert_failed(&r, &["interval = \"soon\" is not a duration"]);
+    assert_failed(&r, &["trustedKey is not set", "allowUnsigned = true"]);
     assert_eq!(
         failed_assertions(&r).len(),
-        8,
+        9,
         "{:#?}",
         failed_assertions(&r)
     );
@@ -987,7 +1028,7 @@ fn agent_module_offers_the_servers_store_as_a_cache_with_the_pinned_key() {
     let r = eval_module(
         "agent.nix",
         &format!(
-            "{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; useServerCache = true; serverCachePublicKey = \"fleet-1:abc=\"; }}"
+            "{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; useServerCache = true; serverCachePublicKey = \"fleet-1:abc=\"; serverCacheTrusted = true; }}"
         ),
         r#"{ networking.hostName = "laptop"; }"#,
     );
@@ -995,7 +1036,7 @@ fn agent_module_offers_the_servers_store_as_a_cache_with_the_pinned_key() {
     let c = &r["config"];
     assert_eq!(
         c["nix"]["settings"]["substituters"],
-        json!(["ssh-ng://nix-ssh@fleet.example.org?ssh-key=/etc/tiffin/id_ed25519"])
+        json!(["ssh-ng://nix-ssh@fleet.example.org?ssh-key=/var/lib/tiffin/id_ed25519"])
     );
     assert_eq!(
         c["nix"]["settings"]["trusted-public-keys"],
@@ -1145,4 +1186,648 @@ fn tray_package_has_gtk_appindicator_and_a_wrapped_tray() {
         "{install}"
     );
     assert_eq!(p["meta"]["mainProgram"], json!("tiffin"));
+}
+
+// ---- Issue 15/16: the server's sshd text and fleet.toml checks, the agent module's trust
+// settings, its trigger socket and its state, and the flake.
+
+#[test]
+fn an_sshd_setting_appended_after_the_host_blocks_is_not_inside_them() {
+    let Some(sshd) = sshd_ready() else { return };
+    if !have_nix() {
+        return;
+    }
+    let blocks = eval_string(&format!("lib.sshdMatchBlocks {}", sample_fleet()));
+    assert!(blocks.ends_with("\nMatch All\n"), "{blocks}");
+    // What another NixOS module appends with mkAfter lands after the blocks.
+    let appended = "ClientAliveInterval 42\n";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let effective = |text: &str, user: &str| {
+        let config = sshd_config(dir.path(), text);
+        let spec = format!("user={user},host=agent.example.org,addr=127.0.0.1");
+        let out = run(&sshd, &["-T", "-f", &config.to_string_lossy(), "-C", &spec]);
+        assert!(out.success(), "{}", out.describe_failure());
+        out.stdout
+    };
+    let ours = format!("{blocks}{appended}");
+    for user in ["someone-else", "laptop", "tiffin-builder"] {
+        let got = effective(&ours, user);
+        assert!(
+            got.lines().any(|l| l == "clientaliveinterval 42"),
+            "{user}: the appended setting does not apply to every connection:\n{got}"
+        );
+    }
+    // The control: without `Match All` the same text would bind the last host's user only.
+    let unclosed = ours.replace("\nMatch All\n", "\n");
+    let stranger = effective(&unclosed, "someone-else");
+    assert!(
+        stranger.lines().any(|l| l == "clientaliveinterval 0"),
+        "{stranger}"
+    );
+}
+
+/// fleet.toml with one host `a` whose key is the Nix expression `key`.
+fn fleet_with_key(key: &str) -> String {
+    format!("lib.checkFleet {{ hosts.a.key = {key}; }}")
+}
+
+#[test]
+fn a_host_key_with_options_or_a_newline_is_refused() {
+    if !have_nix() {
+        return;
+    }
+    let good = format!("\"{LAPTOP_KEY}\"");
+    eval_ok(&fleet_with_key(&good));
+    let tab_comment = format!("\"{LAPTOP_KEY}\\tand a\\ttab\"");
+    eval_ok(&fleet_with_key(&tab_comment));
+    for (why, key) in [
+        (
+            "options before the type",
+            format!("\"command=\\\"/bin/sh\\\" {LAPTOP_KEY}\""),
+        ),
+        (
+            "a second line with options of its own",
+            format!("\"{LAPTOP_KEY}\\ncommand=\\\"/bin/sh\\\" {BUILDER_KEY}\""),
+        ),
+        ("a trailing newline", format!("\"{LAPTOP_KEY}\\n\"")),
+        ("a carriage return", format!("\"{LAPTOP_KEY}\\rx\"")),
+        (
+            "an escape character in the comment",
+            format!(
+                "(\"{}\" + builtins.fromJSON \"\\\"\\\\u001b]0;x\\\\u0007\\\"\")",
+                LAPTOP_KEY
+            ),
+        ),
+        (
+            "an ed25519 type over RSA key data",
+            "\"ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAII/fFjB+UdFJl3Q6L4epuThLZhqYD3SUlnH0B4iRtrtY\""
+                .to_string(),
+        ),
+        (
+            "key data whose length is not base64's",
+            "\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII/fFjB+UdFJl3Q6L4epuThLZhqYD3SUlnH0B4iRtrt\""
+                .to_string(),
+        ),
+    ] {
+        let err = nix_eval(&fleet_with_key(&key)).expect_err(why);
+        assert!(
+            err.contains("fleet.toml: [hosts.a]: key"),
+            "{why}: the error does not name the key:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_chroot_with_dot_components_or_shell_characters_is_refused() {
+    if !have_nix() {
+        return;
+    }
+    let fleet = |chroot: &str| {
+        format!(
+            "(lib.checkFleet {{ chroot = \"{chroot}\"; hosts.a.key = \"{LAPTOP_KEY}\"; }}).chroot"
+        )
+    };
+    assert_eq!(eval_string(&fleet("/srv/tiffin.d/")), "/srv/tiffin.d");
+    for bad in [
+        "/srv/../etc",
+        "/srv/./tiffin",
+        "/srv/..",
+        "srv/tiffin",
+        "/srv/tif fin",
+        "/srv/#x",
+    ] {
+        let err = nix_eval(&fleet(bad)).expect_err(bad);
+        assert!(
+            err.contains("fleet.toml: chroot") && err.contains(bad),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_host_user_named_like_the_shared_group_is_refused() {
+    if !have_nix() {
+        return;
+    }
+    let err = nix_eval(&format!(
+        "lib.checkFleet {{ hosts.a = {{ key = \"{LAPTOP_KEY}\"; user = \"tiffin\"; }}; }}"
+    ))
+    .expect_err("a user named tiffin");
+    assert!(err.contains("\"tiffin\"") && err.contains("group"), "{err}");
+}
+
+#[test]
+fn server_module_refuses_other_users_in_a_hosts_own_group() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "server.nix",
+        &format!(
+            "{{ enable = true; fleetFile = {}; }}",
+            fixture("fleet.toml").display()
+        ),
+        r#"{ users.users.alice = { group = "users"; extraGroups = [ "laptop" ]; };
+             users.users.bob = { group = "tiffin-builder"; };
+             users.groups.laptop.members = [ "carol" ]; }"#,
+    );
+    assert_failed(&r, &["user alice", "group laptop"]);
+    assert_failed(&r, &["user carol", "group laptop"]);
+    assert_failed(&r, &["user bob", "group tiffin-builder"]);
+}
+
+#[test]
+fn server_module_asserts_when_sshds_allow_or_deny_lists_would_lock_the_hosts_out() {
+    if !have_nix() {
+        return;
+    }
+    let fleet = fixture("fleet.toml");
+    let with_sshd = |settings: &str| {
+        eval_module(
+            "server.nix",
+            &format!("{{ enable = true; fleetFile = {}; }}", fleet.display()),
+            &format!("{{ services.openssh.settings = {settings}; }}"),
+        )
+    };
+    let locked = with_sshd(
+        r#"{ AllowUsers = [ "admin" "laptop" ]; AllowGroups = [ "wheel" ]; DenyGroups = [ "tiffin-builder" ]; }"#,
+    );
+    assert_failed(&locked, &["AllowUsers", "[\"tiffin-builder\"]"]);
+    assert_failed(&locked, &["AllowGroups", "Add \"tiffin\""]);
+    assert_failed(&locked, &["DenyGroups", "tiffin-builder"]);
+    assert_eq!(failed_assertions(&locked).len(), 3);
+
+    let open = with_sshd(
+        r#"{ AllowUsers = [ "admin" "laptop" "tiffin-builder" ]; AllowGroups = [ "wheel" "tiffin" ]; DenyUsers = [ "guest" ]; }"#,
+    );
+    assert_eq!(failed_assertions(&open), Vec::<String>::new());
+}
+
+/// The agent module evaluated with `options` (Nix attribute set body) on host "laptop".
+fn eval_agent(options: &str) -> Value {
+    eval_module(
+        "agent.nix",
+        &format!("{{ enable = true; checkConfig = false; {options} }}"),
+        r#"{ networking.hostName = "laptop"; }"#,
+    )
+}
+
+fn agent_toml_text(r: &Value) -> String {
+    r["config"]["environment"]["etc"]["tiffin/agent.toml"]["source"]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("agent.toml is not written from text: {r}"))
+        .to_string()
+}
+
+#[test]
+fn agent_module_pins_the_server_key_for_an_explicit_sftp_source() {
+    if !have_nix() {
+        return;
+    }
+    let source = r#"source = "sftp://lap@[fd00::5]:2200/"; trustedKey = "/etc/tiffin/fleet.pub";"#;
+    let pinned = eval_agent(&format!("{source} serverHostKey = \"{SERVER_KEY}\";"));
+    assert_eq!(failed_assertions(&pinned), Vec::<String>::new());
+    let blob = SERVER_KEY.trim_end_matches(" root@server");
+    assert_eq!(
+        pinned["config"]["environment"]["etc"]["tiffin/known_hosts"]["text"],
+        json!(format!("[fd00::5]:2200 {blob}\n"))
+    );
+    let a = AgentConfig::parse(&agent_toml_text(&pinned), "agent.toml").expect("valid");
+    assert_eq!(a.source, "sftp://lap@[fd00::5]:2200/");
+
+    // Without the key: a build-time error naming the source's host and port, not a run-time one.
+    let unpinned = eval_agent(source);
+    assert_failed(
+        &unpinned,
+        &[
+            "serverHostKey is not set",
+            "ssh-keyscan -p 2200 -t ed25519 fd00::5",
+        ],
+    );
+    assert_eq!(
+        unpinned["config"]["environment"]["etc"]["tiffin/known_hosts"],
+        Value::Null
+    );
+
+    // A file source needs neither a key nor a signature policy.
+    let local = eval_agent(r#"source = "file:///srv/tiffin/laptop";"#);
+    assert_eq!(failed_assertions(&local), Vec::<String>::new());
+    assert_eq!(
+        local["config"]["environment"]["etc"]["tiffin/known_hosts"],
+        Value::Null
+    );
+    let garbage = eval_agent(r#"source = "sftp://no-user-here/"; serverHostKey = "x";"#);
+    assert_failed(&garbage, &["source = \"sftp://no-user-here/\"", "neither"]);
+}
+
+#[test]
+fn agent_module_requires_a_trusted_key_or_allow_unsigned_and_writes_it() {
+    if !have_nix() {
+        return;
+    }
+    let server = format!(r#"server = "fleet.example.org"; serverHostKey = "{SERVER_KEY}";"#);
+    let neither = eval_agent(&server);
+    assert_failed(&neither, &["trustedKey is not set", "allowUnsigned = true"]);
+    assert_eq!(failed_assertions(&neither).len(), 1);
+
+    let unsigned = eval_agent(&format!("{server} allowUnsigned = true;"));
+    assert_eq!(failed_assertions(&unsigned), Vec::<String>::new());
+    let text = agent_toml_text(&unsigned);
+    assert!(text.lines().any(|l| l == "allow_unsigned = true"), "{text}");
+    assert!(text.lines().any(|l| l == "trusted_key = \"\""), "{text}");
+
+    let signed = eval_agent(&format!(
+        "{server} trustedKey = \"/etc/tiffin/fleet-signing.pub\";"
+    ));
+    assert_eq!(failed_assertions(&signed), Vec::<String>::new());
+    let text = agent_toml_text(&signed);
+    assert!(!text.contains("allow_unsigned"), "{text}");
+    let a = AgentConfig::parse(&text, "agent.toml").expect("valid agent.toml");
+    assert_eq!(a.trusted_key, "/etc/tiffin/fleet-signing.pub");
+
+    let relative = eval_agent(&format!("{server} trustedKey = \"fleet.pub\";"));
+    assert_failed(&relative, &["trustedKey = \"fleet.pub\"", "absolute"]);
+}
+
+#[test]
+fn agent_module_refuses_the_server_cache_with_a_trusted_key_unless_told() {
+    if !have_nix() {
+        return;
+    }
+    let base = format!(
+        r#"server = "fleet.example.org"; serverHostKey = "{SERVER_KEY}"; trustedKey = "/etc/tiffin/fleet.pub";
+           useServerCache = true; serverCachePublicKey = "fleet-1:abc=";"#
+    );
+    let refused = eval_agent(&base);
+    assert_failed(
+        &refused,
+        &[
+            "useServerCache with trustedKey",
+            "serverCacheTrusted = true",
+        ],
+    );
+    let told = eval_agent(&format!("{base} serverCacheTrusted = true;"));
+    assert_eq!(failed_assertions(&told), Vec::<String>::new());
+    assert_eq!(
+        told["config"]["nix"]["settings"]["trusted-public-keys"],
+        json!(["fleet-1:abc="])
+    );
+}
+
+#[test]
+fn an_http_trigger_off_loopback_is_refused_and_loopback_ones_are_bound_by_a_socket_unit() {
+    if !have_nix() {
+        return;
+    }
+    assert_eq!(
+        eval_ok(
+            r#"map lib.isLoopbackTrigger [ "127.0.0.1:9999" "127.3.2.1:80" "[::1]:9999"
+                 "0.0.0.0:9999" "[::]:9999" "192.168.1.5:9999" "localhost:9999" "127.0.0.1:0"
+                 "127.0.0.256:1" "127.0.0.1:65536" "127.0.0.1" "" ]"#
+        ),
+        json!([true, true, true, false, false, false, false, false, false, false, false, false])
+    );
+    let server = format!(
+        r#"server = "fleet.example.org"; serverHostKey = "{SERVER_KEY}"; trustedKey = "/k.pub";"#
+    );
+    for bad in ["0.0.0.0:9999", "[::]:9999", "192.168.1.5:9999"] {
+        let r = eval_agent(&format!("{server} httpTrigger = \"{bad}\";"));
+        assert_failed(&r, &[&format!("httpTrigger = \"{bad}\""), "loopback"]);
+    }
+
+    let r = eval_agent(&format!("{server} httpTrigger = \"[::1]:9999\";"));
+    assert_eq!(failed_assertions(&r), Vec::<String>::new());
+    let c = &r["config"];
+    let socket = &c["systemd"]["sockets"]["tiffin-agent-http"];
+    assert_eq!(socket["listenStreams"], json!(["[::1]:9999"]));
+    assert_eq!(socket["wantedBy"], json!(["sockets.target"]));
+    assert_eq!(
+        socket["socketConfig"]["Service"],
+        json!("tiffin-agent.service")
+    );
+    assert_eq!(
+        c["systemd"]["services"]["tiffin-agent"]["serviceConfig"]["Sockets"],
+        json!("tiffin-agent-http.socket"),
+        "the agent gets the port whenever it starts, not only when a connection starts it"
+    );
+    for dependency in ["wants", "after"] {
+        assert!(
+            c["systemd"]["services"]["tiffin-agent"][dependency]
+                .as_array()
+                .is_some_and(|d| d.contains(&json!("tiffin-agent-http.socket"))),
+            "{dependency}"
+        );
+    }
+    let a = AgentConfig::parse(&agent_toml_text(&r), "agent.toml").expect("valid");
+    assert_eq!(
+        a.http_trigger, "[::1]:9999",
+        "the agent knows which fd it is"
+    );
+
+    let off = eval_agent(&format!("{server} httpTrigger = \"\";"));
+    assert_eq!(failed_assertions(&off), Vec::<String>::new());
+    assert_eq!(
+        off["config"]["systemd"]["sockets"]["tiffin-agent-http"],
+        Value::Null
+    );
+    assert_eq!(
+        off["config"]["systemd"]["services"]["tiffin-agent"]["wants"],
+        json!(["network-online.target"])
+    );
+    assert_eq!(
+        off["config"]["systemd"]["services"]["tiffin-agent"]["serviceConfig"]["Sockets"],
+        Value::Null
+    );
+}
+
+#[test]
+fn agent_module_writes_max_age_and_timeouts_only_when_set() {
+    if !have_nix() {
+        return;
+    }
+    let server = format!(
+        r#"server = "fleet.example.org"; serverHostKey = "{SERVER_KEY}"; trustedKey = "/k.pub";"#
+    );
+    let unset = agent_toml_text(&eval_agent(&server));
+    for key in ["max_age", "build_timeout", "activate_timeout"] {
+        assert!(!unset.contains(key), "{key} written though unset:\n{unset}");
+    }
+    let set = eval_agent(&format!(
+        r#"{server} maxAge = "30d"; buildTimeout = "2h"; activateTimeout = "10m";"#
+    ));
+    assert_eq!(failed_assertions(&set), Vec::<String>::new());
+    let text = agent_toml_text(&set);
+    let toml: toml::Value = toml::from_str(&text).expect("agent.toml is TOML");
+    assert_eq!(toml["max_age"].as_str(), Some("30d"), "{text}");
+    assert_eq!(toml["build_timeout"].as_str(), Some("2h"), "{text}");
+    assert_eq!(toml["activate_timeout"].as_str(), Some("10m"), "{text}");
+
+    let bad = eval_agent(&format!(
+        r#"{server} maxAge = "a month"; buildTimeout = "soon";"#
+    ));
+    assert_failed(&bad, &["maxAge = \"a month\" is not a duration"]);
+    assert_failed(&bad, &["buildTimeout = \"soon\" is not a duration"]);
+}
+
+#[test]
+fn agent_module_skips_the_build_time_check_only_in_a_cross_build() {
+    if !have_nix() {
+        return;
+    }
+    let options = format!(r#"{{ {SERVER_OPTIONS} serverHostKey = "{SERVER_KEY}"; }}"#);
+    let source = |cross: bool| {
+        eval_ok(&format!(
+            "(import {} {{ module = {}; settings = {options}; system = {{ networking.hostName = \"laptop\"; }}; cross = {cross}; }}).config.environment.etc.\"tiffin/agent.toml\".source",
+            fixture("eval-module.nix").display(),
+            repo().join("packaging/nixos/agent.nix").display()
+        ))
+    };
+    let native = source(false);
+    assert!(
+        native["script"]
+            .as_str()
+            .is_some_and(|s| s.contains("--check-config")),
+        "{native}"
+    );
+    let cross = source(true);
+    assert_eq!(cross["script"], Value::Null, "{cross}");
+    assert!(cross["text"]
+        .as_str()
+        .is_some_and(|t| t.contains("host = \"laptop\"")));
+}
+
+/// The agent unit's preStart, with its absolute paths moved under `root`, run by a real shell.
+fn run_prestart(script: &str, root: &Path) -> CmdOutput {
+    let keygen = tool("ssh-keygen", "openssh-client").expect("ssh-keygen");
+    let script = script
+        .replace(
+            "/var/lib/tiffin",
+            &root.join("var/lib/tiffin").to_string_lossy(),
+        )
+        .replace("/etc/tiffin", &root.join("etc/tiffin").to_string_lossy())
+        .replace(
+            "/nix/store/openssh-system/bin/ssh-keygen",
+            &keygen.to_string_lossy(),
+        );
+    run(Path::new("/bin/sh"), &["-ec", &script])
+}
+
+#[test]
+fn agent_module_keeps_the_host_key_out_of_etc_and_moves_an_old_one() {
+    if !have_nix() || tool("ssh-keygen", "openssh-client").is_none() {
+        return;
+    }
+    let r = eval_agent(&format!(
+        r#"server = "fleet.example.org"; serverHostKey = "{SERVER_KEY}"; trustedKey = "/k.pub";"#
+    ));
+    let c = &r["config"];
+    let a = AgentConfig::parse(&agent_toml_text(&r), "agent.toml").expect("valid");
+    assert_eq!(a.identity, PathBuf::from("/var/lib/tiffin/id_ed25519"));
+    let rules = c["systemd"]["tmpfiles"]["rules"].to_string();
+    assert!(
+        !rules.contains("/etc"),
+        "nothing is created under /etc: {rules}"
+    );
+    let script = c["systemd"]["services"]["tiffin-agent"]["preStart"]
+        .as_str()
+        .expect("a preStart")
+        .to_string();
+
+    // A fresh machine: the key is created in the state directory.
+    let fresh = tempfile::tempdir().expect("temp dir");
+    let out = run_prestart(&script, fresh.path());
+    assert!(out.success(), "{}", out.describe_failure());
+    let key = fresh.path().join("var/lib/tiffin/id_ed25519");
+    assert!(key.is_file() && key.with_extension("pub").is_file());
+    assert!(out.stdout.contains("[hosts.laptop]"), "{}", out.stdout);
+    assert!(!fresh.path().join("etc").exists());
+
+    // A machine set up by an earlier version: its key (the one in fleet.toml) moves, unchanged.
+    let upgraded = tempfile::tempdir().expect("temp dir");
+    let old_dir = upgraded.path().join("etc/tiffin");
+    std::fs::create_dir_all(&old_dir).expect("mkdir");
+    std::fs::write(old_dir.join("id_ed25519"), "old private\n").expect("write");
+    std::fs::write(old_dir.join("id_ed25519.pub"), "old public\n").expect("write");
+    let out = run_prestart(&script, upgraded.path());
+    assert!(out.success(), "{}", out.describe_failure());
+    let moved = upgraded.path().join("var/lib/tiffin/id_ed25519");
+    assert_eq!(
+        std::fs::read_to_string(&moved).expect("moved"),
+        "old private\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(moved.with_extension("pub")).expect("moved"),
+        "old public\n"
+    );
+    assert!(
+        !old_dir.join("id_ed25519").exists(),
+        "the old copy is removed"
+    );
+    assert!(out.stdout.contains("moved the host key"), "{}", out.stdout);
+}
+
+#[test]
+fn flake_offers_checks_an_overlay_and_the_modules_and_its_example_passes_their_assertions() {
+    if !have_nix() {
+        return;
+    }
+    let f = eval_ok(&format!("import {}", fixture("eval-flake.nix").display()));
+    assert_eq!(f["checkSystems"], json!(["aarch64-linux", "x86_64-linux"]));
+    let checks = &f["checks"];
+    assert_eq!(checks["package"]["args"], json!({ "withTray": false }));
+    assert_eq!(checks["tray-package"]["args"], json!({}));
+    let evaluated: Value = serde_json::from_str(
+        checks["nixos-modules"]["text"]
+            .as_str()
+            .expect("the eval check's text"),
+    )
+    .expect("the stand-in's record of nixosSystem");
+    assert_eq!(
+        evaluated,
+        json!({ "system": "x86_64-linux",
+                "modules": [["server.nix", "agent.nix", "tray.nix"], "example-system.nix"] })
+    );
+    assert_eq!(
+        f["overlay"],
+        json!({ "tiffin": { "package": "package.nix", "args": {} },
+                "tiffin-headless": { "package": "package.nix", "args": { "withTray": false } } })
+    );
+    assert_eq!(
+        f["moduleNames"],
+        json!(["agent", "default", "server", "tray"])
+    );
+    assert_eq!(
+        f["failedAssertions"],
+        json!({ "server": [], "agent": [], "tray": [] })
+    );
+}
+
+#[test]
+fn option_texts_given_as_nix_expressions_are_nix_and_prose_is_markdown() {
+    let Some(nix) = tool("nix-instantiate", "nix-bin") else {
+        return;
+    };
+    let mut seen = 0;
+    for (module, settings) in [
+        (
+            "server.nix",
+            format!("{{ fleetFile = {}; }}", fixture("fleet.toml").display()),
+        ),
+        ("agent.nix", "{ }".to_string()),
+        ("tray.nix", "{ }".to_string()),
+    ] {
+        let r = eval_module(module, &settings, "{ }");
+        let literals = r["literalExpressions"].as_array().expect("a list").clone();
+        for l in literals {
+            let expr = l["expression"].as_str().expect("text");
+            // The names a module's expression may use; anything else is an undefined variable.
+            let module_scope = format!("{{ config, pkgs, lib, ... }}: {expr}");
+            let out = run(&nix, &["--parse", "--expr", &module_scope]);
+            assert!(
+                out.success(),
+                "{module}: {} {} = lib.literalExpression {expr:?} is not Nix; prose goes in lib.literalMD",
+                l["option"],
+                l["field"]
+            );
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 2,
+        "no literalExpression was found: the test looks in the wrong place"
+    );
+}
+
+#[path = "fleet_support/mod.rs"]
+mod fleet_support;
+
+/// (uid, gid, mode) of each path, without following symlinks.
+fn stat_all(paths: &[PathBuf]) -> Vec<(String, u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| {
+            let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p.display().to_string(), m.uid(), m.gid(), m.mode() & 0o7777)
+        })
+        .collect()
+}
+
+#[test]
+fn the_server_modules_tmpfiles_and_publish_agree_and_hosts_cannot_read_each_other() {
+    if !fleet_support::require_root("tmpfiles layout test") || !have_nix() {
+        return;
+    }
+    let (Some(tmpfiles), Some(runuser)) = (
+        tool("systemd-tmpfiles", "systemd"),
+        tool("runuser", "util-linux"),
+    ) else {
+        return;
+    };
+    // Host users as the module makes them: each with a primary group of its own.
+    let f = fleet_support::TestFleet::new();
+    f.write_config(&[("alpha", ""), ("beta", "")], "");
+    for h in ["alpha", "beta"] {
+        f.write(&format!("hosts/{h}/configuration.nix"), "{ }\n");
+    }
+    let keygen = run(
+        Path::new(env!("CARGO_BIN_EXE_tiffin")),
+        &["fleet", "keygen", "--fleet", &f.repo().to_string_lossy()],
+    );
+    assert!(keygen.success(), "{}", keygen.describe_failure());
+
+    // What the server does at boot: the module's tmpfiles rules for this fleet.toml.
+    let rules = eval_ok(&format!(
+        "lib.tmpfilesRules (lib.readFleet {})",
+        f.repo().join("fleet.toml").display()
+    ));
+    let rules: Vec<String> = serde_json::from_value(rules).expect("a list of rules");
+    let rules_file = f.tmp.path().join("tiffin.conf");
+    std::fs::write(&rules_file, rules.join("\n") + "\n").expect("writing the rules");
+    let apply = || {
+        let out = run(&tmpfiles, &["--create", &rules_file.to_string_lossy()]);
+        assert!(out.success(), "{}", out.describe_failure());
+    };
+    apply();
+    let layout: Vec<PathBuf> = std::iter::once(f.chroot())
+        .chain(["alpha", "beta"].iter().flat_map(|h| {
+            let d = f.host_pub(h);
+            [d.join("gens"), d.join("logs"), d]
+        }))
+        .collect();
+    let booted = stat_all(&layout);
+
+    let r = tiffin::fleet::publish(
+        &f.repo(),
+        &f.config(),
+        &tiffin::fleet::PublishOptions::default(),
+    )
+    .expect("publish");
+    assert_eq!(r.failed(), 0, "{:?}", r.hosts);
+    // publish changed nothing tmpfiles made, and tmpfiles at the next boot undoes nothing of
+    // publish's.
+    assert_eq!(stat_all(&layout), booted, "publish changed the layout");
+    let alpha_gen = f.host_pub("alpha").join("gens/1");
+    let published = stat_all(std::slice::from_ref(&alpha_gen));
+    apply();
+    assert_eq!(stat_all(&layout), booted, "tmpfiles changed the layout");
+    assert_eq!(stat_all(std::slice::from_ref(&alpha_gen)), published);
+
+    // The publication is readable by its own host's user only.
+    let config = f.config();
+    let user = |h: &str| config.hosts[h].user_or_default(h).to_string();
+    let list = |u: &str| {
+        run(
+            &runuser,
+            &["-u", u, "--", "ls", &alpha_gen.to_string_lossy()],
+        )
+    };
+    let own = list(&user("alpha"));
+    assert!(own.success(), "alpha's user: {}", own.describe_failure());
+    let other = list(&user("beta"));
+    assert!(
+        !other.success() && other.stderr.contains("Permission denied"),
+        "beta's user read alpha's publication: {}",
+        other.describe_failure()
+    );
 }

@@ -1,8 +1,9 @@
 # services.tiffin.agent: the pull agent on each machine of the fleet (DESIGN §3, §10).
 # Renders /etc/tiffin/agent.toml and /etc/tiffin/known_hosts (the server's pinned key) from the
 # options through ./lib.nix, checks agent.toml with the package's own parser at build time, and
-# runs `tiffin agent` as a notify service that a switch never restarts (it may be the one
-# switching).
+# runs `tiffin agent` as a notify service that a switch neither restarts nor stops (it may be the
+# one switching). The HTTP trigger's port is held by a socket unit, so no user can take it first.
+# Mutable state (the host's key) lives in /var/lib/tiffin: /etc may be an immutable overlay.
 { config, lib, pkgs, ... }:
 
 let
@@ -11,7 +12,15 @@ let
   inherit (lib) mkOption types;
 
   knownHostsFile = "/etc/tiffin/known_hosts";
-  usesSftp = cfg.source == null;
+  # { user; server; port; } of an sftp source (explicit or from server/port), null for file:///.
+  endpoint = tiffinLib.agentEndpoint cfg;
+  usesSftp = cfg.source == null || lib.hasPrefix "sftp://" cfg.source;
+  # The server to name in messages: the explicit source's, or the server option.
+  serverName = if endpoint == null || endpoint.server == "" then "<server>" else endpoint.server;
+  knownHostsText = if usesSftp && endpoint != null then tiffinLib.agentKnownHosts cfg else null;
+  # The socket unit that holds the trigger's port (the same name as packaging/systemd/'s).
+  triggerSocket = "tiffin-agent-http";
+  triggerUnits = lib.optional (cfg.httpTrigger != "") "${triggerSocket}.socket";
 
   agentToml = tiffinLib.agentToml (cfg // {
     inherit knownHostsFile;
@@ -24,11 +33,13 @@ let
     };
   });
 
-  # A mistake in agent.toml fails `nixos-rebuild`, not the agent on the next boot.
+  # A mistake in agent.toml fails `nixos-rebuild`, not the agent on the next boot. The check runs
+  # the machine's own binary at build time, which a cross build cannot run: then it is skipped.
+  canRunHostBinaries = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
   agentTomlFile =
     let unchecked = pkgs.writeText "tiffin-agent.toml" agentToml;
     in
-    if !cfg.checkConfig then unchecked
+    if !cfg.checkConfig || !canRunHostBinaries then unchecked
     else pkgs.runCommand "tiffin-agent.toml" { } ''
       ${cfg.package}/bin/tiffin agent --config ${unchecked} --check-config
       cp ${unchecked} $out
@@ -37,7 +48,16 @@ let
   durationRe = "[0-9]+ ?[a-z]+( ?[0-9]+ ?[a-z]+)*";
   durations = {
     inherit (cfg) interval jitter deadline verifyTimeout;
+  } // lib.filterAttrs (_: v: v != null) {
+    inherit (cfg) maxAge buildTimeout activateTimeout;
   };
+
+  # The host key's default place: state, not configuration (/etc may be read-only).
+  defaultIdentity = "/var/lib/tiffin/id_ed25519";
+  # Where earlier versions of this module created it; moved on the first start after an upgrade,
+  # so that the key in fleet.toml stays valid.
+  oldIdentity = "/etc/tiffin/id_ed25519";
+  ssh = config.programs.ssh.package;
 in
 {
   options.services.tiffin.agent = {
@@ -46,7 +66,7 @@ in
     package = mkOption {
       type = types.package;
       default = pkgs.callPackage ../nix/package.nix { withTray = false; };
-      defaultText = lib.literalExpression "tiffin-headless; the tray module sets its own package (with the tray)";
+      defaultText = lib.literalMD "tiffin-headless (`packaging/nix/package.nix` without the tray); the tray module sets its own package, with the tray";
       description = "The tiffin package whose `tiffin agent` runs.";
     };
 
@@ -81,18 +101,20 @@ in
       default = null;
       example = "file:///srv/tiffin/laptop";
       description = ''
-        Where the publication is read from. null: `sftp://<user>@<server>:<port>/`. A `file:///`
-        source needs no server, key or known_hosts (the server itself, tests).
+        Where the publication is read from. null: `sftp://<user>@<server>:<port>/`. An explicit
+        `sftp://` source gets the same pinned host key (serverHostKey) for its host and port. A
+        `file:///` source needs no server, key or known_hosts (the server itself, tests).
       '';
     };
 
     identityFile = mkOption {
       type = types.str;
-      default = "/etc/tiffin/id_ed25519";
+      default = defaultIdentity;
       description = ''
         The host's SSH private key. Created (ed25519) on the first start when missing; its public
         half, `''${identityFile}.pub`, goes into fleet.toml. A string, not a path: a path would be
-        copied into the world-readable Nix store.
+        copied into the world-readable Nix store. The default is state, not configuration: a key
+        that earlier versions created as ${oldIdentity} is moved here on the first start.
       '';
     };
 
@@ -102,7 +124,8 @@ in
       example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA…";
       description = ''
         The server's SSH host key (its /etc/ssh/ssh_host_ed25519_key.pub), pinned in
-        /etc/tiffin/known_hosts as `[server]:port <key>`. The agent refuses any other key.
+        /etc/tiffin/known_hosts as `[server]:port <key>` (the host and port of `source` when that
+        is an explicit `sftp://` URL). The agent refuses any other key. Required for sftp sources.
       '';
     };
 
@@ -164,13 +187,56 @@ in
     httpTrigger = mkOption {
       type = types.str;
       default = "127.0.0.1:9999";
-      description = "Loopback address where `GET /` starts an update (a bookmark); \"\" turns it off.";
+      description = ''
+        Loopback address (`127.x.y.z:port` or `[::1]:port`) where `GET /` starts an update (a
+        bookmark); "" turns it off. The socket unit `tiffin-agent-http.socket` binds it at boot
+        and hands it to the agent, so no local user can take the port first.
+      '';
     };
 
     trustedKey = mkOption {
       type = types.nullOr types.str;
       default = null;
-      description = "The admin's ed25519 public key file; when set, unsigned manifests are refused.";
+      example = "/etc/tiffin/fleet-signing.pub";
+      description = ''
+        Absolute path of the admin's ed25519 public key file (`tiffin fleet keygen`'s `.pub`); when
+        set, unsigned, wrongly signed and replayed manifests are refused. An sftp source needs it,
+        or allowUnsigned.
+      '';
+    };
+
+    allowUnsigned = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Accept unsigned publications from an sftp source (agent.toml `allow_unsigned = true`):
+        then whoever controls the server decides what this machine runs, as root. Without it an
+        sftp source needs trustedKey.
+      '';
+    };
+
+    maxAge = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "30d";
+      description = ''
+        Refuse a publication signed longer ago than this (agent.toml `max_age`), so that a server
+        that keeps serving an old configuration is noticed. null: no limit.
+      '';
+    };
+
+    buildTimeout = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "2h";
+      description = "How long building the system may take (agent.toml `build_timeout`); null: the agent's default.";
+    };
+
+    activateTimeout = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "10m";
+      description = "How long activating the system may take (agent.toml `activate_timeout`); null: the agent's default.";
     };
 
     checkConfig = mkOption {
@@ -184,7 +250,18 @@ in
       default = false;
       description = ''
         Substitute from the fleet server's Nix store over SSH (server: binaryCache.enable), with
-        the same key and pinned host key. Needs serverCachePublicKey.
+        the same key and pinned host key. Needs serverCachePublicKey. The server's cache key then
+        vouches for what this machine runs, whatever trustedKey says (see SECURITY.md), so with
+        trustedKey it also needs serverCacheTrusted.
+      '';
+    };
+
+    serverCacheTrusted = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Acknowledge that with useServerCache a compromised fleet server can give this machine any
+        store path it builds, signed by the cache key, past trustedKey's protection.
       '';
     };
 
@@ -203,22 +280,32 @@ in
         message = "services.tiffin.agent.host = \"${cfg.host}\" must be this machine's name in fleet.toml: lower-case letters, digits, '-' and '_'.";
       }
       {
-        assertion = usesSftp -> cfg.server != "";
+        assertion = cfg.source == null -> cfg.server != "";
         message = "services.tiffin.agent.server is not set: give the fleet server's name (fleet.toml's `server`), or a `file:///` source.";
       }
       {
         assertion = usesSftp -> cfg.serverHostKey != null;
         message = ''
           services.tiffin.agent.serverHostKey is not set: the agent pins the server's host key and refuses unknown ones.
-          Set it to the server's /etc/ssh/ssh_host_ed25519_key.pub, e.g. from `ssh-keyscan -p ${toString cfg.port} -t ed25519 ${if cfg.server == "" then "<server>" else cfg.server}`.'';
+          Set it to the server's /etc/ssh/ssh_host_ed25519_key.pub, e.g. from `ssh-keyscan -p ${toString (if endpoint == null then cfg.port else endpoint.port)} -t ed25519 ${serverName}`.'';
       }
       {
-        assertion = cfg.source == null || lib.hasPrefix "sftp://" cfg.source || lib.hasPrefix "file:///" cfg.source;
+        assertion = cfg.source == null || tiffinLib.parseSftpSource cfg.source != null || lib.hasPrefix "file:///" cfg.source;
         message = "services.tiffin.agent.source = \"${toString cfg.source}\" is neither sftp://user@host:port/ nor file:///path.";
       }
       {
+        assertion = usesSftp -> (cfg.trustedKey != null || cfg.allowUnsigned);
+        message = ''
+          services.tiffin.agent.trustedKey is not set: an agent reading from a server refuses unsigned publications.
+          Set trustedKey to the admin's public key file (`tiffin fleet keygen` prints it), or set allowUnsigned = true to let the server decide what this machine runs.'';
+      }
+      {
+        assertion = cfg.trustedKey == null || lib.hasPrefix "/" cfg.trustedKey;
+        message = "services.tiffin.agent.trustedKey = \"${toString cfg.trustedKey}\" must be an absolute path, e.g. /etc/tiffin/fleet-signing.pub.";
+      }
+      {
         assertion = !(lib.hasPrefix builtins.storeDir cfg.identityFile);
-        message = "services.tiffin.agent.identityFile points into the Nix store, which everyone can read: use a path like /etc/tiffin/id_ed25519.";
+        message = "services.tiffin.agent.identityFile points into the Nix store, which everyone can read: use a path like /var/lib/tiffin/id_ed25519.";
       }
       {
         assertion = config.users.groups ? ${cfg.socketGroup};
@@ -229,12 +316,18 @@ in
         message = "services.tiffin.agent.adminGroup = \"${cfg.adminGroup}\" is not a group of this system; add users.groups.${cfg.adminGroup} = { }; or pick an existing one.";
       }
       {
-        assertion = cfg.httpTrigger == "" || builtins.match "([0-9.]+|[[][0-9a-fA-F:.]+[]]):[0-9]+" cfg.httpTrigger != null;
-        message = "services.tiffin.agent.httpTrigger = \"${cfg.httpTrigger}\" is not an address like 127.0.0.1:9999 (\"\" turns it off).";
+        assertion = cfg.httpTrigger == "" || tiffinLib.isLoopbackTrigger cfg.httpTrigger;
+        message = "services.tiffin.agent.httpTrigger = \"${cfg.httpTrigger}\" is not a loopback address like 127.0.0.1:9999 or [::1]:9999: anyone who reaches it can start updates (\"\" turns it off).";
       }
       {
         assertion = cfg.useServerCache -> (cfg.serverCachePublicKey != null && usesSftp);
         message = "services.tiffin.agent.useServerCache needs serverCachePublicKey (the server's binaryCache key) and an sftp source (server, port, serverHostKey).";
+      }
+      {
+        assertion = (cfg.useServerCache && cfg.trustedKey != null) -> cfg.serverCacheTrusted;
+        message = ''
+          services.tiffin.agent.useServerCache with trustedKey: the server's binary cache can hand this machine any store path, signed by the server's own key, so a compromised server gets past trustedKey.
+          Turn useServerCache off, or set serverCacheTrusted = true to accept that (SECURITY.md).'';
       }
     ] ++ lib.mapAttrsToList
       (name: value: {
@@ -246,61 +339,91 @@ in
     environment.systemPackages = [ cfg.package ];
 
     environment.etc."tiffin/agent.toml".source = agentTomlFile;
-    environment.etc."tiffin/known_hosts" = lib.mkIf (usesSftp && cfg.serverHostKey != null) {
-      text = tiffinLib.knownHosts { inherit (cfg) server port serverHostKey; };
+    # The same pin for server/port and for an explicit sftp:// source.
+    environment.etc."tiffin/known_hosts" = lib.mkIf (knownHostsText != null) {
+      text = knownHostsText;
       mode = "0644";
     };
 
     # StateDirectory creates it for the unit too; the rule also keeps its mode right for tools
-    # run by hand before the first start.
-    systemd.tmpfiles.rules = [
-      "d /var/lib/tiffin 0700 root root -"
-      "d /etc/tiffin 0755 root root -"
-    ];
+    # run by hand before the first start. Nothing is created under /etc: it may be read-only.
+    systemd.tmpfiles.rules = [ "d /var/lib/tiffin 0700 root root -" ];
+
+    # Binds the trigger's port at boot, before any user could, and hands it to the agent
+    # (LISTEN_FDS); the agent tells it apart by agent.toml's http_trigger, the same address.
+    systemd.sockets.${triggerSocket} = lib.mkIf (cfg.httpTrigger != "") {
+      description = "tiffin agent: the HTTP trigger's loopback port";
+      wantedBy = [ "sockets.target" ];
+      listenStreams = [ cfg.httpTrigger ];
+      socketConfig = {
+        Service = "tiffin-agent.service";
+        FileDescriptorName = "http-trigger";
+      };
+    };
 
     systemd.services.tiffin-agent = {
       description = "tiffin agent: keeps this machine on its fleet configuration";
       wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" "nix-daemon.socket" ];
-      # A switch must not restart the agent: it may be the process running that switch
-      # (DESIGN §3); the new agent starts at the next boot or `systemctl restart`.
+      wants = [ "network-online.target" ] ++ triggerUnits;
+      after = [ "network-online.target" "nix-daemon.socket" ] ++ triggerUnits;
+      # A switch must not restart the agent, nor stop it when the new configuration has no agent:
+      # it may be the process running that switch (DESIGN §3; NixOS's own upgrade service does
+      # the same). The new agent starts at the next boot or `systemctl restart`.
       restartIfChanged = false;
+      unitConfig.X-StopOnRemoval = false;
       # The builds and checks it runs (nix, git for flake inputs, ssh for ssh substituters).
-      path = [ config.nix.package pkgs.gitMinimal pkgs.openssh config.systemd.package ];
+      path = [ config.nix.package pkgs.gitMinimal ssh config.systemd.package ];
+      # As nix-daemon's: the agent, as root, fetches with Nix's curl itself.
       environment = config.nix.envVars // {
         HOME = "/root";
+        CURL_CA_BUNDLE = config.security.pki.caBundle;
       } // lib.optionalAttrs (config.environment.sessionVariables ? NIX_PATH) {
         # The non-flake build uses <nixpkgs/nixos>.
         inherit (config.environment.sessionVariables) NIX_PATH;
       } // config.networking.proxy.envVars;
-      # Creates the host's key on the first start; its .pub goes into fleet.toml.
-      preStart = ''
-        if [ ! -e ${lib.escapeShellArg cfg.identityFile} ]; then
-          mkdir -p "$(dirname ${lib.escapeShellArg cfg.identityFile})"
-          ${pkgs.openssh}/bin/ssh-keygen -q -t ed25519 -N "" -C "root@${cfg.host}" -f ${lib.escapeShellArg cfg.identityFile}
-          echo "tiffin: created ${cfg.identityFile}; add this to [hosts.${cfg.host}] in fleet.toml:"
-          echo "key = \"$(cat ${lib.escapeShellArg cfg.identityFile}.pub)\""
-        fi
-      '';
+      # Creates the host's key on the first start (or moves the one earlier versions created
+      # under /etc); its .pub goes into fleet.toml.
+      preStart =
+        let
+          key = lib.escapeShellArg cfg.identityFile;
+          old = lib.escapeShellArg oldIdentity;
+        in
+        lib.optionalString (cfg.identityFile == defaultIdentity) ''
+          if [ ! -e ${key} ] && [ -e ${old} ] && [ -e ${old}.pub ]; then
+            mkdir -p "$(dirname ${key})"
+            cp -p ${old} ${key}.tmp && cp -p ${old}.pub ${key}.pub && mv ${key}.tmp ${key}
+            rm -f ${old} ${old}.pub || true
+            echo "tiffin: moved the host key from ${oldIdentity} to ${cfg.identityFile}"
+          fi
+        '' + ''
+          if [ ! -e ${key} ]; then
+            mkdir -p "$(dirname ${key})"
+            ${ssh}/bin/ssh-keygen -q -t ed25519 -N "" -C "root@${cfg.host}" -f ${key}
+            echo "tiffin: created ${cfg.identityFile}; add this to [hosts.${cfg.host}] in fleet.toml:"
+            echo "key = \"$(cat ${key}.pub)\""
+          fi
+        '';
       serviceConfig = tiffinLib.agentServiceConfig // {
         ExecStart = "${cfg.package}/bin/tiffin agent --config /etc/tiffin/agent.toml";
+      } // lib.optionalAttrs (cfg.httpTrigger != "") {
+        # Its fds whenever the agent starts, not only when a connection starts it.
+        Sockets = "${triggerSocket}.socket";
       };
     };
 
-    nix.settings = lib.mkIf cfg.useServerCache {
-      substituters = [ "ssh-ng://nix-ssh@${cfg.server}?ssh-key=${cfg.identityFile}" ];
+    nix.settings = lib.mkIf (cfg.useServerCache && endpoint != null) {
+      substituters = [ "ssh-ng://nix-ssh@${endpoint.server}?ssh-key=${cfg.identityFile}" ];
       trusted-public-keys = [ cfg.serverCachePublicKey ];
     };
     # nix-daemon's ssh reads the system-wide known hosts and config, not /etc/tiffin.
-    programs.ssh = lib.mkIf cfg.useServerCache {
+    programs.ssh = lib.mkIf (cfg.useServerCache && endpoint != null) {
       knownHosts.tiffin-server = {
-        hostNames = [ "[${cfg.server}]:${toString cfg.port}" ] ++ lib.optional (cfg.port == 22) cfg.server;
+        hostNames = [ "[${endpoint.server}]:${toString endpoint.port}" ] ++ lib.optional (endpoint.port == 22) endpoint.server;
         publicKey = cfg.serverHostKey;
       };
-      extraConfig = lib.optionalString (cfg.port != 22) ''
-        Host ${cfg.server}
-          Port ${toString cfg.port}
+      extraConfig = lib.optionalString (endpoint.port != 22) ''
+        Host ${endpoint.server}
+          Port ${toString endpoint.port}
       '';
     };
   };

@@ -3,7 +3,9 @@
 # so tests/packaging.rs evaluates exactly this code with a bare `nix-instantiate`.
 #
 # The sshd text follows the contract that `tiffin fleet sshd-config` prints too: one Match block
-# per host, users in the group `tiffin`, keys in /etc/ssh/tiffin/authorized_keys/<user>.
+# per host, closed by `Match All`; each host's user has a primary group of its own (which alone may
+# read its publication) and is also in the shared group `tiffin`; keys in
+# /etc/ssh/tiffin/authorized_keys/<user>.
 let
   inherit (builtins)
     attrNames
@@ -20,11 +22,14 @@ let
     listToAttrs
     map
     match
+    stringLength
+    substring
     toJSON
     typeOf
     ;
 
   fail = where: what: throw "tiffin: ${where}: ${what}";
+  hostGroup = "tiffin";
   max = a: b: if a > b then a else b;
 
   # The same rules as the Rust parser (src/config/fleet.rs), so that a fleet the admin's
@@ -32,8 +37,20 @@ let
   fleetKeys = [ "chroot" "server" "port" "keep_generations" "hosts" ];
   hostKeys = [ "key" "dir" "attr" "user" ];
   keyTypes = "ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\\.com";
-  # One line only: a newline in a key would add lines to an authorized_keys file.
-  publicKeyRe = "(${keyTypes})[ \t]+[A-Za-z0-9+/]+={0,2}([ \t][^\n\r]*)?";
+  # One line, starting with the key type: no options (`command="…" ssh-ed25519 …`), and no
+  # newline or other control character in the comment (a newline would add a line, with options
+  # of its own, to an authorized_keys file).
+  publicKeyRe = "(${keyTypes})[ \t]+([A-Za-z0-9+/]+={0,2})([ \t]([^[:cntrl:]]|\t)*)?";
+  # The key data starts with a length-prefixed copy of its type: these are the base64 characters
+  # that encode whole bytes of that prefix (the Rust parser decodes and compares the same thing).
+  blobPrefixes = {
+    "ssh-ed25519" = "AAAAC3NzaC1lZDI1NTE5";
+    "ssh-rsa" = "AAAAB3NzaC1y";
+    "ecdsa-sha2-nistp256" = "AAAAE2VjZHNhLXNoYTItbmlzdHAy";
+    "ecdsa-sha2-nistp384" = "AAAAE2VjZHNhLXNoYTItbmlzdHAz";
+    "ecdsa-sha2-nistp521" = "AAAAE2VjZHNhLXNoYTItbmlzdHA1";
+    "sk-ssh-ed25519@openssh.com" = "AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29t";
+  };
   unixNameRe = "[a-z_][a-z0-9_-]{0,31}";
   # sshd splits its config on white space and treats '#' and '"' specially: keep paths plain.
   plainAbsPathRe = "(/[A-Za-z0-9._+@-]+)+/?";
@@ -52,15 +69,30 @@ let
     else fail where "${toJSON name} is not usable as a Unix user name and directory: use lower-case letters, digits, '-' and '_', starting with a letter, at most 32 characters";
 
   checkPublicKey = where: key:
-    if match publicKeyRe (checkString where key) != null then key
-    else fail where "${toJSON key} is not an SSH public key line like \"ssh-ed25519 AAAA… root@host\"";
+    let
+      m = match publicKeyRe (checkString where key);
+      type = builtins.elemAt m 0;
+      blob = builtins.elemAt m 1;
+      prefix = blobPrefixes.${type};
+    in
+    if m == null then
+      fail where "${toJSON key} is not an SSH public key line like \"ssh-ed25519 AAAA… root@host\" (one line, the key type first: no options, no newline or control character)"
+    else if substring 0 (stringLength prefix) blob != prefix || stringLength blob - (stringLength blob / 4) * 4 != 0 then
+      fail where "${toJSON key}: the key data does not hold a ${type} key (or is not base64)"
+    else key;
 
+  # "0080" → "80" (fromJSON refuses leading zeros)
+  trimZeros = d: let m = match "0*([0-9]+)" d; in if m == null then d else head m;
   # "/srv/tiffin/" → "/srv/tiffin"
   stripSlash = p: let m = match "(.*[^/])/" p; in if m == null then p else head m;
 
   checkChroot = where: p:
-    if match plainAbsPathRe (checkString where p) != null then stripSlash p
-    else fail where "${toJSON p} must be an absolute path of plain characters (letters, digits, '._+@-'), e.g. \"/srv/tiffin\"";
+    if match plainAbsPathRe (checkString where p) == null then
+      fail where "${toJSON p} must be an absolute path of plain characters (letters, digits, '._+@-'), e.g. \"/srv/tiffin\""
+    # sshd checks the ownership of each component as written: "." and ".." would check others.
+    else if match "(.*/)?[.][.]?(/.*)?" p != null then
+      fail where "${toJSON p} must not contain \".\" or \"..\" components"
+    else stripSlash p;
 
   renderValue = where: v:
     if isString v then toJSON v # JSON string escapes are valid TOML basic-string escapes
@@ -73,7 +105,7 @@ let
   agentKeyOrder = [
     "host" "source" "identity" "known_hosts" "state_dir" "socket" "socket_group" "admin_group"
     "interval" "jitter" "policy" "deadline" "operation" "verify_timeout" "health_checks"
-    "http_trigger" "trusted_key"
+    "http_trigger" "trusted_key" "allow_unsigned" "max_age" "build_timeout" "activate_timeout"
   ];
   systemKeyOrder = [ "nix" "nix_build" "nix_env" "systemd_run" "profile" "current_system" "booted_system" ];
 in
@@ -109,6 +141,8 @@ rec {
       duplicate = filter (u: length (filter (x: x == u) users) > 1) users;
     in
     if duplicate != [ ] then fail origin "two hosts use the user ${toJSON (head duplicate)}; each host needs its own user"
+    # A host user's primary group has its name: "tiffin" would be the group every host is in.
+    else if elem hostGroup users then fail origin "a host uses the user ${toJSON hostGroup}, the name of the group all host users share; give it another `user`"
     else {
       inherit chroot;
       server = checked.server or "";
@@ -116,8 +150,14 @@ rec {
       hosts = hostList;
     };
 
+  /* The group all host users are in (as a supplementary group). */
+  inherit hostGroup;
+
   /* One system user per host, for `users.users`:
-     { <user> = { group = "tiffin"; isSystemUser; home; shell; hashedPassword = "*"; keys; uid?; } }.
+     { <user> = { group = <user>; extraGroups = [ "tiffin" ]; isSystemUser; home; shell;
+     hashedPassword = "*"; keys; uid?; } }.
+     The primary group is the user's own (as `useradd --user-group` makes it): `tiffin fleet
+     publish` gives a host's publication to that group, so no other host user can read it.
      `keys` is not a users.users option: the server module writes it to authorizedKeysFiles.
      The password is `*`, not the locked `!`, which sshd refuses under `UsePAM no`.
      sshd refuses a user whose shell does not exist, so NixOS passes its own nologin path. */
@@ -126,12 +166,24 @@ rec {
       (h: {
         name = h.user;
         value = {
-          group = "tiffin";
+          group = h.user;
+          extraGroups = [ hostGroup ];
           isSystemUser = true;
           inherit home shell;
           hashedPassword = "*";
           keys = [ h.key ];
         } // (if uids ? ${h.user} then { uid = uids.${h.user}; } else { });
+      })
+      fleet.hosts);
+
+  /* The groups for `users.groups`: the shared `tiffin` and one per host user, with the user's
+     fixed uid as its gid when `uids` gives one. */
+  groups = { fleet, uids ? { } }:
+    { ${hostGroup} = { }; }
+    // listToAttrs (map
+      (h: {
+        name = h.user;
+        value = if uids ? ${h.user} then { gid = uids.${h.user}; } else { };
       })
       fleet.hosts);
 
@@ -146,16 +198,20 @@ rec {
       })
       fleet.hosts);
 
-  /* One sshd Match block per host, separated by an empty line. */
-  sshdMatchBlocks = fleet: concatStringsSep "\n" (map matchBlock fleet.hosts);
+  /* One sshd Match block per host, separated by an empty line, then `Match All`: whatever
+     sshd_config says after the blocks (another module's text) applies to every connection again,
+     not to the last host only. */
+  sshdMatchBlocks = fleet: concatStringsSep "\n" (map matchBlock fleet.hosts) + "\nMatch All\n";
 
   matchBlock = h: concatStringsSep "\n" [
     "Match User ${h.user}"
     "    ChrootDirectory ${h.chrootDir}"
     "    ForceCommand internal-sftp"
     "    AuthorizedKeysFile /etc/ssh/tiffin/authorized_keys/%u"
+    "    AuthenticationMethods publickey"
     "    PasswordAuthentication no"
     "    KbdInteractiveAuthentication no"
+    "    DisableForwarding yes"
     "    AllowTcpForwarding no"
     "    AllowAgentForwarding no"
     "    AllowStreamLocalForwarding no"
@@ -179,7 +235,7 @@ rec {
       (h: [
         "d ${h.chrootDir} 0755 root root -"
         "d ${h.chrootDir}/gens 0755 root root -"
-        "d ${h.chrootDir}/logs 0700 ${h.user} tiffin -"
+        "d ${h.chrootDir}/logs 0700 ${h.user} ${h.user} -"
       ])
       fleet.hosts;
 
@@ -192,16 +248,69 @@ rec {
     then fail "services.tiffin.agent.server" "${toJSON server} is not a host name or address"
     else "[${server}]:${toString port} ${builtins.elemAt m 0} ${builtins.elemAt m 1}\n";
 
+  /* An `sftp://user@host:port/path` source as { user; server; port; }, the same parts the agent
+     reads (`[v6]` hosts, port 22 when none); null for anything else. */
+  parseSftpSource = source:
+    let
+      m = match "sftp://([^@/]+)@([[]([0-9A-Fa-f:.]+)[]]|([^]:/[]+))(:([0-9]{1,5}))?(/.*)?" source;
+      port = if m == null || builtins.elemAt m 5 == null then 22 else builtins.fromJSON (trimZeros (builtins.elemAt m 5));
+    in
+    if m == null || port < 1 || port > 65535 then null
+    else {
+      user = builtins.elemAt m 0;
+      server = if builtins.elemAt m 2 != null then builtins.elemAt m 2 else builtins.elemAt m 3;
+      inherit port;
+    };
+
+  /* Where the agent logs in, from the agent module's options: { user; server; port; } from an
+     explicit sftp:// `source`, else from user/server/port; null for a file:/// source (which needs
+     no server, key or known_hosts) and for a source that is neither (the module asserts). */
+  agentEndpoint = o:
+    let
+      source = o.source or null;
+      user = o.user or null;
+    in
+    if source == null then {
+      user = if user != null then user else o.host or (fail "services.tiffin.agent" "host is missing");
+      server = o.server or "";
+      port = o.port or 22;
+    }
+    else parseSftpSource source;
+
+  /* The agent's known_hosts text for its options, or null when it needs none (file:/// source) or
+     has no serverHostKey yet (the module asserts on that). The same pin for an explicit sftp://
+     source as for server/port. */
+  agentKnownHosts = o:
+    let e = agentEndpoint o;
+    in
+    if e == null || (o.serverHostKey or null) == null then null
+    else knownHosts { inherit (e) server port; serverHostKey = o.serverHostKey; };
+
+  /* True for an HTTP trigger address the agent may listen on: a loopback address with a port,
+     `127.x.y.z:port` or `[::1]:port`. The trigger starts updates for whoever can connect, so it
+     must never be reachable from the network. */
+  isLoopbackTrigger = addr:
+    let
+      v4 = match "127[.]([0-9]{1,3})[.]([0-9]{1,3})[.]([0-9]{1,3}):([0-9]{1,5})" addr;
+      v6 = match "[[]::1[]]:([0-9]{1,5})" addr;
+      num = s: builtins.fromJSON (trimZeros s);
+      portOk = s: num s >= 1 && num s <= 65535;
+      byteOk = s: num s <= 255;
+    in
+    if v4 != null then byteOk (builtins.elemAt v4 0) && byteOk (builtins.elemAt v4 1) && byteOk (builtins.elemAt v4 2) && portOk (builtins.elemAt v4 3)
+    else if v6 != null then portOk (builtins.elemAt v6 0)
+    else false;
+
   /* The settings of agent.toml (its TOML key names) from the agent module's option names.
-     Missing options get the documented defaults, so the test can pass a few. */
+     Missing options get the documented defaults, so the test can pass a few. A null value is
+     not written (the agent's own default, or a key an older agent does not know). */
   agentSettings = o:
     let
-      user = o.user or null;
-      port = o.port or 22;
+      e = agentEndpoint o;
       source =
         if (o.source or null) != null then o.source
-        else if (o.server or "") == "" then fail "services.tiffin.agent" "set server (or source)"
-        else "sftp://${if user != null then user else o.host}@${o.server}:${toString port}/";
+        else if e.server == "" then fail "services.tiffin.agent" "set server (or source)"
+        else "sftp://${e.user}@${e.server}:${toString e.port}/";
       trusted = o.trustedKey or null;
     in
     {
@@ -222,6 +331,11 @@ rec {
       health_checks = o.healthChecks or [ ];
       http_trigger = o.httpTrigger or "127.0.0.1:9999";
       trusted_key = if trusted == null then "" else toString trusted;
+      # Written only when true: the admin said so (the module asserts on it for sftp sources).
+      allow_unsigned = if o.allowUnsigned or false then true else null;
+      max_age = o.maxAge or null;
+      build_timeout = o.buildTimeout or null;
+      activate_timeout = o.activateTimeout or null;
       system = o.system or { };
     };
 
@@ -233,7 +347,7 @@ rec {
       system = checkKnownKeys "agent.toml: [system]" systemKeyOrder s.system;
       systemKeys = filter (k: system ? ${k}) systemKeyOrder;
     in
-    concatStringsSep "" (map (k: line k s.${k}) agentKeyOrder)
+    concatStringsSep "" (map (k: line k s.${k}) (filter (k: s.${k} != null) agentKeyOrder))
     + (if systemKeys == [ ] then ""
     else "\n[system]\n" + concatStringsSep "" (map (k: line k system.${k}) systemKeys));
 

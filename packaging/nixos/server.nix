@@ -1,8 +1,10 @@
 # services.tiffin.server: the central SFTP server of a tiffin fleet (DESIGN §2, §7).
 # fleet.toml is read with builtins.fromTOML, so the host keys live in one place: the admin's
-# fleet repository. Each host gets a system user in the group `tiffin`, its key in
-# /etc/ssh/tiffin/authorized_keys/<user>, an sshd Match block (chroot, internal-sftp only, no
-# forwarding) and its chroot directories. The text is made by ./lib.nix, which a test evaluates.
+# fleet repository. Each host gets a system user with a primary group of its own (which alone may
+# read its publication), also in the shared group `tiffin`; its key in
+# /etc/ssh/tiffin/authorized_keys/<user>; an sshd Match block (chroot, internal-sftp only, public
+# key only, no forwarding; the blocks end with `Match All`) and its chroot directories. The text
+# is made by ./lib.nix, which a test evaluates.
 { config, lib, pkgs, ... }:
 
 let
@@ -17,6 +19,33 @@ let
   # sshd refuses users whose shell does not exist; NixOS has no /usr/sbin/nologin.
   nologin = "${pkgs.shadow}/bin/nologin";
   hostUsers = tiffinLib.users { inherit fleet; shell = nologin; uids = cfg.uids; };
+  userNames = map (h: h.user) fleet.hosts;
+
+  # sshd's global allow/deny lists, which an admin may set for the server's own logins: each
+  # would lock the hosts out without a word. (Read, not extended: the module cannot add to an
+  # option whose being null or not it would itself decide.)
+  sshd = config.services.openssh.settings;
+  allowUsers = sshd.AllowUsers or null;
+  allowGroups = sshd.AllowGroups or null;
+  denyUsers = sshd.DenyUsers or null;
+  denyGroups = sshd.DenyGroups or null;
+  notAllowedUsers = if allowUsers == null then [ ] else lib.filter (u: !(builtins.elem u allowUsers)) userNames;
+  deniedUsers = if denyUsers == null then [ ] else lib.filter (u: builtins.elem u denyUsers) userNames;
+  deniedGroups = if denyGroups == null then [ ] else lib.filter (g: builtins.elem g denyGroups) ([ tiffinLib.hostGroup ] ++ userNames);
+
+  # Other users of this system whose primary or supplementary group is a host's own group:
+  # they could read that host's publication.
+  groupSharers = lib.concatMap
+    (h:
+      let
+        others = lib.filter (n: n != h.user) (
+          lib.attrNames (lib.filterAttrs
+            (_: u: u.group or "" == h.user || builtins.elem h.user (u.extraGroups or [ ]))
+            config.users.users)
+          ++ (config.users.groups.${h.user}.members or [ ]));
+      in
+      map (n: "user ${n} (in group ${h.user}, host ${h.name}'s own)") others)
+    fleet.hosts;
 in
 {
   options.services.tiffin.server = {
@@ -25,7 +54,7 @@ in
     package = lib.mkOption {
       type = lib.types.package;
       default = pkgs.callPackage ../nix/package.nix { withTray = false; };
-      defaultText = lib.literalExpression "tiffin-headless (packaging/nix/package.nix without the tray)";
+      defaultText = lib.literalMD "tiffin-headless (`packaging/nix/package.nix` without the tray)";
       description = "The tiffin package; the admin runs `tiffin fleet publish` from it.";
     };
 
@@ -41,7 +70,7 @@ in
     chrootDir = lib.mkOption {
       type = lib.types.str;
       default = fleetRaw.chroot;
-      defaultText = lib.literalExpression "chroot from fleetFile (\"/srv/tiffin\" when unset)";
+      defaultText = lib.literalMD "`chroot` from fleetFile (`\"/srv/tiffin\"` when unset)";
       description = ''
         Root of the per-host chroots. Every component of it must be owned by root and not
         writable by group or others (sshd checks), so never under /tmp or a home directory.
@@ -53,15 +82,16 @@ in
       default = { };
       example = { laptop = 401; };
       description = ''
-        Fixed uids for host users (by user name). Without one NixOS picks a free system uid; fix
-        them when the chroots live on storage that outlives a reinstall.
+        Fixed uids for host users (by user name), also the gid of each one's own group. Without one
+        NixOS picks a free system uid; fix them when the chroots live on storage that outlives a
+        reinstall.
       '';
     };
 
     maxStartups = lib.mkOption {
       type = lib.types.str;
       default = tiffinLib.maxStartups (builtins.length fleet.hosts);
-      defaultText = lib.literalExpression "\"<max 10 hosts>:30:<max 100 (2 × that)>\"";
+      defaultText = lib.literalMD "`\"<start>:30:<full>\"` with start = max(10, number of hosts) and full = max(100, 2 × start)";
       description = ''
         sshd's MaxStartups. The default lets every host of the fleet be in its SSH handshake at
         the same time (after a server restart they all reconnect), never below sshd's 10:30:100.
@@ -71,7 +101,9 @@ in
     binaryCache = {
       enable = lib.mkEnableOption ''
         offering this server's Nix store to the fleet's hosts as a binary cache over SSH
-        (nix.sshServe, user nix-ssh, the same host keys). Agents opt in with useServerCache'';
+        (nix.sshServe, user nix-ssh, the same host keys). Agents opt in with useServerCache.
+        Every host can then read every path of this store, and whoever controls this server can
+        sign what the hosts substitute: see SECURITY.md'';
       secretKeyFile = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
@@ -105,6 +137,22 @@ in
         message = "services.tiffin.server: ${toString cfg.fleetFile} has no [hosts.<name>] yet; add one with the host's SSH public key (`tiffin fleet init` writes an example).";
       }
       {
+        assertion = notAllowedUsers == [ ];
+        message = "services.openssh.settings.AllowUsers is set but lacks the host users ${builtins.toJSON notAllowedUsers}: sshd would refuse those hosts. Add them to AllowUsers (the fleet's users are ${builtins.toJSON userNames}).";
+      }
+      {
+        assertion = allowGroups == null || builtins.elem tiffinLib.hostGroup allowGroups;
+        message = "services.openssh.settings.AllowGroups is set but lacks \"${tiffinLib.hostGroup}\", the group every host user is in: sshd would refuse all hosts. Add \"${tiffinLib.hostGroup}\" to AllowGroups.";
+      }
+      {
+        assertion = deniedUsers == [ ] && deniedGroups == [ ];
+        message = "services.openssh.settings.DenyUsers or DenyGroups names ${builtins.toJSON (deniedUsers ++ deniedGroups)}, a host user or its group: sshd would refuse those hosts.";
+      }
+      {
+        assertion = groupSharers == [ ];
+        message = "services.tiffin.server: ${lib.concatStringsSep ", " groupSharers} would read that host's publication: each host user's primary group must be its own.";
+      }
+      {
         assertion = cfg.binaryCache.enable -> cfg.binaryCache.secretKeyFile != null;
         message = "services.tiffin.server.binaryCache.enable needs binaryCache.secretKeyFile: hosts only substitute paths signed by a key they trust.";
       }
@@ -116,7 +164,7 @@ in
 
     environment.systemPackages = [ cfg.package ];
 
-    users.groups.tiffin = { };
+    users.groups = tiffinLib.groups { inherit fleet; uids = cfg.uids; };
     users.users = lib.mapAttrs (_: u: builtins.removeAttrs u [ "keys" ]) hostUsers;
 
     environment.etc = tiffinLib.authorizedKeysFiles fleet;
@@ -124,8 +172,10 @@ in
     services.openssh = {
       enable = true;
       settings.MaxStartups = lib.mkDefault cfg.maxStartups;
-      # Match blocks must come last in sshd_config; NixOS appends extraConfig after the settings.
-      extraConfig = lib.mkAfter ("\n" + tiffinLib.sshdMatchBlocks fleet);
+      # Match blocks must come after every global setting; NixOS appends extraConfig after the
+      # settings, and this after other modules' mkAfter text (which so stays global). The blocks
+      # end with `Match All`, so text placed even later applies to every connection again.
+      extraConfig = lib.mkOrder 2000 ("\n" + tiffinLib.sshdMatchBlocks fleet);
     };
 
     systemd.tmpfiles.rules = tiffinLib.tmpfilesRules fleet;

@@ -16,7 +16,7 @@ in
     package = lib.mkOption {
       type = lib.types.package;
       default = pkgs.callPackage ../nix/package.nix { };
-      defaultText = lib.literalExpression "tiffin (packaging/nix/package.nix, with the tray)";
+      defaultText = lib.literalMD "tiffin (`packaging/nix/package.nix`, with the tray)";
       description = "The tiffin package providing `tiffin-tray`.";
     };
 
