@@ -73,7 +73,9 @@ fn open_dir_at(dir: &OwnedFd, name: &str) -> Result<OwnedFd, Errno> {
     rfs::openat2(
         dir,
         name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        // No O_NOFOLLOW: with it a symlink is "not a directory"; RESOLVE_NO_SYMLINKS refuses it
+        // (ELOOP) at this step as at every other.
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
         RESOLVE,
     )
@@ -377,6 +379,25 @@ impl Dir {
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(errno(&self.path.join(name))(e)),
         }
+    }
+
+    /// Removes the temp files an agent killed while writing `names` left in this directory.
+    pub fn remove_temps_of(&self, names: &[&str]) -> Result<(), FilesError> {
+        let entries = rfs::Dir::read_from(&self.fd).map_err(errno(&self.path))?;
+        for entry in entries {
+            let entry = entry.map_err(errno(&self.path))?;
+            let Ok(file) = entry.file_name().to_str() else {
+                continue;
+            };
+            let ours = file.ends_with(".tmp")
+                && names
+                    .iter()
+                    .any(|n| file.starts_with(&format!(".{n}.tiffin-")));
+            if ours {
+                self.remove_file(file)?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes the directory `name` when it is empty; true when it is gone.

@@ -169,6 +169,24 @@ impl FilesUndo {
                 first_error.get_or_insert(e);
             }
         }
+        // What an agent killed while writing left behind.
+        let mut by_dir: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for rel in self.before.keys() {
+            let (d, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            by_dir.entry(d).or_default().push(name);
+        }
+        for (d, names) in by_dir {
+            let probe = format!("{d}/.");
+            let opened = match d {
+                "" => root.parent_of(".", None, None),
+                _ => root.parent_of(&probe, None, None),
+            };
+            if let Ok(Some((dir, _))) = opened {
+                if let Err(e) = dir.remove_temps_of(&names) {
+                    runner.note(&format!("files: rollback: {e}"));
+                }
+            }
+        }
         for d in self.created_dirs.iter().rev() {
             if let Ok(Some((dir, name))) = root.parent_of(d, None, None) {
                 dir.remove_empty_dir(name);
