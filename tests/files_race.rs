@@ -117,13 +117,7 @@ fn swapper() {
     let parent = nix::unistd::getppid();
     let start = Instant::now();
     for n in 0u64.. {
-        let _ = nix::fcntl::renameat2(
-            None,
-            &a,
-            None,
-            &b,
-            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-        );
+        let _ = nix::fcntl::renameat2(None, &a, None, &b, nix::fcntl::RenameFlags::RENAME_EXCHANGE);
         if n % 4096 == 0
             && (nix::unistd::getppid() != parent || start.elapsed() > Duration::from_secs(120))
         {
@@ -237,7 +231,10 @@ fn a_user_swapping_a_parent_for_a_symlink_never_gets_a_write_outside_files_root(
                 let mut tries = 0;
                 while let Err(e) = files::restore_pending(&state, &runner) {
                     tries += 1;
-                    assert!(tries < 100, "cycle {cycle}: the rollback never finished: {e}");
+                    assert!(
+                        tries < 100,
+                        "cycle {cycle}: the rollback never finished: {e}"
+                    );
                     assert!(e.to_string().contains("symlink"), "cycle {cycle}: {e}");
                 }
                 assert_eq!(
@@ -270,7 +267,10 @@ fn a_user_swapping_a_parent_for_a_symlink_never_gets_a_write_outside_files_root(
         home.join("sub-link")
     };
     let m = fs::metadata(real.join("authorized_keys")).unwrap();
-    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (user.uid, user.gid, 0o600));
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (user.uid, user.gid, 0o600)
+    );
 }
 
 #[test]

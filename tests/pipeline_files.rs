@@ -358,15 +358,19 @@ fn a_fifo_where_a_file_is_expected_is_refused_without_hanging() {
     let (r, _) = m.report(g, "failed");
     assert_eq!(r["failed_step"], "files");
     let msg = r["message"].as_str().unwrap();
-    assert!(msg.contains("etc/app.conf") && msg.contains("FIFO"), "{msg}");
+    assert!(
+        msg.contains("etc/app.conf") && msg.contains("FIFO"),
+        "{msg}"
+    );
     assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
     assert_eq!(m.current(), m.initial_system);
 }
 
 #[test]
 fn a_parent_writable_by_another_user_or_group_is_refused_naming_it() {
-    if !pipeline_support::have_root("a_parent_writable_by_another_user_or_group_is_refused_naming_it")
-    {
+    if !pipeline_support::have_root(
+        "a_parent_writable_by_another_user_or_group_is_refused_naming_it",
+    ) {
         return;
     }
     let mut m = Machine::new();
@@ -408,7 +412,10 @@ fn files_are_in_place_before_the_new_system_is_activated() {
         return;
     }
     let mut m = Machine::new();
-    m.write("configuration.nix", "{ ... }: { services.app.enable = true; }\n");
+    m.write(
+        "configuration.nix",
+        "{ ... }: { services.app.enable = true; }\n",
+    );
     m.write("files/etc/app/secret", "new secret\n");
     m.publish();
     m.pause("activate");

@@ -230,7 +230,11 @@ pub fn plan(
         let group = rule.group.unwrap_or_else(|| "root".into());
         let (uid, gid) = resolve_owner(&owner, &group)
             .map_err(|why| refused(format!("{FILES_TOML}: [{rel:?}]"), why))?;
-        let dir_mode = if rules.contains_key(*rel) { 0o755 } else { 0o700 };
+        let dir_mode = if rules.contains_key(*rel) {
+            0o755
+        } else {
+            0o700
+        };
         let parts: Vec<&str> = rel.split('/').collect();
         for n in 0..parts.len() - 1 {
             let m = dir_modes.entry(parts[..=n].join("/")).or_insert(0o700);
@@ -286,7 +290,8 @@ pub fn plan(
 
 fn resolve_owner(owner: &str, group: &str) -> Result<(u32, u32), String> {
     // Files go in place before the new system is activated: a user it creates does not exist yet.
-    let later = "files are installed before the new system is activated, so the user or group must \
+    let later =
+        "files are installed before the new system is activated, so the user or group must \
                  exist already (publish it in an earlier generation, or give a number)";
     let uid = match owner.parse::<u32>() {
         Ok(n) => n,
@@ -326,11 +331,7 @@ fn wanted(i: &Install) -> InstalledFile {
 
 /// Reads what the plan is about to change and writes it, as the undo record of the cycle,
 /// to the state directory.
-fn write_undo(
-    plan: &FilesPlan,
-    root: &dirfd::Dir,
-    state_dir: &Path,
-) -> Result<(), FilesError> {
+fn write_undo(plan: &FilesPlan, root: &dirfd::Dir, state_dir: &Path) -> Result<(), FilesError> {
     let mut u = undo::FilesUndo {
         root: plan.root.clone(),
         record: Some(InstalledRecord::load(state_dir)?),

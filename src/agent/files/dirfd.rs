@@ -208,12 +208,8 @@ impl Dir {
         if made {
             let m = (c.meta)(rel_dir);
             if (m.uid, m.gid) != (0, 0) {
-                rfs::fchown(
-                    &fd,
-                    Some(Uid::from_raw(m.uid)),
-                    Some(Gid::from_raw(m.gid)),
-                )
-                .map_err(errno(&path))?;
+                rfs::fchown(&fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))
+                    .map_err(errno(&path))?;
             }
             rfs::fchmod(&fd, Mode::from_raw_mode(m.mode)).map_err(errno(&path))?;
             c.made.push(rel_dir.to_string());
@@ -233,9 +229,7 @@ impl Dir {
             match open_dir_at(&cur.fd, part) {
                 Ok(fd) => cur = Dir { fd, path },
                 Err(Errno::NOENT) => {
-                    return Ok((n..parts.len())
-                        .map(|k| parts[..=k].join("/"))
-                        .collect())
+                    return Ok((n..parts.len()).map(|k| parts[..=k].join("/")).collect())
                 }
                 Err(e) => return Err(parent_error(e, &path, rel)),
             }
