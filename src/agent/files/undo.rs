@@ -279,3 +279,85 @@ pub fn keep_pending(state_dir: &Path, new_previous: bool) -> Result<(), FilesErr
     save(&joined, &previous)?;
     remove(&pending)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(data: &str) -> Option<SavedFile> {
+        Some(SavedFile {
+            data: data.as_bytes().to_vec(),
+            meta: Meta {
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+            },
+        })
+    }
+
+    #[test]
+    fn a_committed_files_only_change_joins_the_way_back_and_the_older_state_wins() {
+        let state = tempfile::tempdir().unwrap();
+        let first = FilesUndo {
+            root: "/r".into(),
+            before: [("a".to_string(), saved("v1"))].into(),
+            created_dirs: ["d".to_string()].into(),
+            record: Some(InstalledRecord::default()),
+            ..Default::default()
+        };
+        first.save_pending(state.path()).unwrap();
+        keep_pending(state.path(), true).unwrap();
+        assert!(!state.path().join(PENDING).exists());
+
+        let mut later_record = InstalledRecord::default();
+        later_record.dirs.insert("d".into());
+        let later = FilesUndo {
+            root: "/r".into(),
+            before: [
+                ("a".to_string(), saved("v2")),
+                ("d/x".to_string(), saved("made by the first")),
+                ("b".to_string(), None),
+            ]
+            .into(),
+            record: Some(later_record),
+            ..Default::default()
+        };
+        later.save_pending(state.path()).unwrap();
+        keep_pending(state.path(), false).unwrap();
+        let joined = load(&state.path().join(PREVIOUS)).unwrap().unwrap();
+        assert_eq!(joined.before["a"], saved("v1"));
+        assert_eq!(joined.before["d/x"], None, "its directory did not exist");
+        assert_eq!(joined.before["b"], None);
+        assert_eq!(joined.record, Some(InstalledRecord::default()));
+
+        // A new system: the way back is this cycle's alone.
+        let next = FilesUndo {
+            root: "/r".into(),
+            before: [("a".to_string(), saved("v3"))].into(),
+            ..Default::default()
+        };
+        next.clone().save_pending(state.path()).unwrap();
+        keep_pending(state.path(), true).unwrap();
+        assert_eq!(load(&state.path().join(PREVIOUS)).unwrap(), Some(next));
+    }
+
+    #[test]
+    fn an_unfinished_rollback_is_not_forgotten_by_the_next_cycle() {
+        let state = tempfile::tempdir().unwrap();
+        let stuck = FilesUndo {
+            root: "/r".into(),
+            before: [("a".to_string(), saved("v1"))].into(),
+            ..Default::default()
+        };
+        stuck.save_pending(state.path()).unwrap();
+        let next = FilesUndo {
+            root: "/r".into(),
+            before: [("a".to_string(), saved("v2")), ("b".to_string(), None)].into(),
+            ..Default::default()
+        };
+        next.save_pending(state.path()).unwrap();
+        let pending = load(&state.path().join(PENDING)).unwrap().unwrap();
+        assert_eq!(pending.before["a"], saved("v1"));
+        assert_eq!(pending.before["b"], None);
+    }
+}
