@@ -1,6 +1,6 @@
 //! The rebuild pipeline (DESIGN §3): fetch → build → install files → activate (test) → verify →
-//! commit, or roll back (the system and its files together); then report. One [`Pipeline`] lives as long as the agent; each
-//! [`Pipeline::run_cycle`] is one pass.
+//! commit, or roll back (the system and its files together); then report. One [`Pipeline`]
+//! lives as long as the agent; each [`Pipeline::run_cycle`] is one pass.
 //!
 //! Safety rests on two rules. The system profile (the boot default) is touched only in
 //! `commit`, after verification passed, so a system that cut the machine off never becomes the
@@ -360,7 +360,7 @@ impl Pipeline {
         self.apply(cy, g, &local.tree, &local.manifest)
     }
 
-    /// Build, activate, install files, verify, commit (or roll back) generation `g`.
+    /// Build, install files, activate, verify, commit (or roll back) generation `g`.
     fn apply(
         &mut self,
         cy: &mut Cycle,
