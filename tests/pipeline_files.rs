@@ -5,7 +5,11 @@ mod pipeline_support;
 
 use pipeline_support::Machine;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::time::{Duration, Instant};
+use tiffin::agent::status_cell::StatusCell;
+use tiffin::agent::Pipeline;
+use tiffin::status::{AgentStatus, Outcome};
 
 fn mode_of(p: &std::path::Path) -> u32 {
     fs::symlink_metadata(p).unwrap().mode() & 0o7777
@@ -44,8 +48,8 @@ fn a_secret_lands_with_mode_0600_root_root_outside_the_store() {
         (svc.uid(), svc.gid(), svc.mode() & 0o7777),
         (nobody.uid.as_raw(), 65534, 0o640)
     );
-    // No manifest mode override: the repository's mode.
-    assert_eq!(mode_of(&m.files_root.join("etc/motd")), 0o644);
+    // No rule: no group or other access, whatever the repository's mode.
+    assert_eq!(mode_of(&m.files_root.join("etc/motd")), 0o600);
     // The system did not change (files/ is not part of it): nothing was activated.
     assert_eq!(m.count_calls("switch-to-configuration"), 0, "{}", m.calls());
     // Nix never saw it: the tree the fake `nix build` copied into its store has no files/.
@@ -287,4 +291,188 @@ fn a_files_only_change_is_verified_and_put_back_when_it_fails() {
     // The system never changed: nothing was activated, the profile has one generation.
     assert_eq!(m.count_calls("switch-to-configuration"), 0, "{}", m.calls());
     assert_eq!(m.profile_history(), vec![m.initial_system.clone()]);
+}
+
+/// `(mode, uid, gid)` of a path, not following a symlink.
+fn owner_mode(p: &std::path::Path) -> (u32, u32, u32) {
+    let m = fs::symlink_metadata(p).unwrap();
+    (m.mode() & 0o7777, m.uid(), m.gid())
+}
+
+#[test]
+fn a_file_without_a_rule_is_0600_in_0700_directories_and_only_a_rule_widens_it() {
+    if !pipeline_support::have_root(
+        "a_file_without_a_rule_is_0600_in_0700_directories_and_only_a_rule_widens_it",
+    ) {
+        return;
+    }
+    let mut m = Machine::new();
+    for (rel, mode) in [
+        ("files/opt/tool/conf", 0o644),
+        ("files/opt/tool/run", 0o755),
+        ("files/srv/www/index.html", 0o644),
+    ] {
+        m.write(rel, "x\n");
+        fs::set_permissions(m.repo.join(rel), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    m.write("files.toml", "[\"srv/www/index.html\"]\nmode = \"0644\"\n");
+    m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    let r = &m.files_root;
+    assert_eq!(owner_mode(&r.join("opt/tool/conf")), (0o600, 0, 0));
+    assert_eq!(owner_mode(&r.join("opt/tool/run")), (0o700, 0, 0));
+    assert_eq!(owner_mode(&r.join("opt")), (0o700, 0, 0));
+    assert_eq!(owner_mode(&r.join("opt/tool")), (0o700, 0, 0));
+    // The rule makes the file readable by all, and so the directories made for it.
+    assert_eq!(owner_mode(&r.join("srv/www/index.html")), (0o644, 0, 0));
+    assert_eq!(owner_mode(&r.join("srv")), (0o755, 0, 0));
+    assert_eq!(owner_mode(&r.join("srv/www")), (0o755, 0, 0));
+}
+
+#[test]
+fn a_fifo_where_a_file_is_expected_is_refused_without_hanging() {
+    if !pipeline_support::have_root("a_fifo_where_a_file_is_expected_is_refused_without_hanging") {
+        return;
+    }
+    let mut m = Machine::new();
+    fs::create_dir_all(m.files_root.join("etc")).unwrap();
+    let fifo = m.files_root.join("etc/app.conf");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    m.write("files/etc/app.conf", "conf\n");
+    let g = m.publish();
+    let mut agent = m.spawn_once();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = agent.kill();
+            let _ = agent.wait();
+            panic!("the agent hangs on the FIFO {}", fifo.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let (r, _) = m.report(g, "failed");
+    assert_eq!(r["failed_step"], "files");
+    let msg = r["message"].as_str().unwrap();
+    assert!(
+        msg.contains("etc/app.conf") && msg.contains("FIFO"),
+        "{msg}"
+    );
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(m.current(), m.initial_system);
+}
+
+#[test]
+fn a_parent_writable_by_another_user_or_group_is_refused_naming_it() {
+    if !pipeline_support::have_root(
+        "a_parent_writable_by_another_user_or_group_is_refused_naming_it",
+    ) {
+        return;
+    }
+    let mut m = Machine::new();
+    let srv = m.files_root.join("srv");
+    fs::create_dir_all(&srv).unwrap();
+    m.write("files/srv/app/secret", "s\n");
+    let cases: [(u32, u32, u32, &str); 3] = [
+        (0, 0, 0o777, "writable by everyone"),
+        (0, 65534, 0o775, "writable by group 65534"),
+        (65534, 0, 0o755, "owned by uid 65534"),
+    ];
+    for (uid, gid, mode, why) in cases {
+        std::os::unix::fs::chown(&srv, Some(uid), Some(gid)).unwrap();
+        fs::set_permissions(&srv, fs::Permissions::from_mode(mode)).unwrap();
+        let g = m.publish();
+        let (code, out) = m.run_once();
+        assert_eq!(code, 1, "{out}");
+        let (r, _) = m.report(g, "failed");
+        assert_eq!(r["failed_step"], "files");
+        let msg = r["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&srv.display().to_string()) && msg.contains(why),
+            "{why}: {msg}"
+        );
+        assert!(!srv.join("app").exists());
+    }
+    // Root's, not writable by others: installed.
+    std::os::unix::fs::chown(&srv, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&srv, fs::Permissions::from_mode(0o755)).unwrap();
+    m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(fs::read_to_string(srv.join("app/secret")).unwrap(), "s\n");
+}
+
+#[test]
+fn files_are_in_place_before_the_new_system_is_activated() {
+    if !pipeline_support::have_root("files_are_in_place_before_the_new_system_is_activated") {
+        return;
+    }
+    let mut m = Machine::new();
+    m.write(
+        "configuration.nix",
+        "{ ... }: { services.app.enable = true; }\n",
+    );
+    m.write("files/etc/app/secret", "new secret\n");
+    m.publish();
+    m.pause("activate");
+    let mut agent = m.spawn_once();
+    m.wait_paused("activate");
+    // switch-to-configuration is about to start the services: the secret they read is there.
+    let secret = m.files_root.join("etc/app/secret");
+    let seen = fs::read_to_string(&secret);
+    m.resume("activate");
+    let status = agent.wait().unwrap();
+    assert_eq!(seen.ok().as_deref(), Some("new secret\n"));
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "new secret\n");
+}
+
+#[test]
+fn a_manual_rollback_restores_the_files_of_the_generation_it_returns_to() {
+    if !pipeline_support::have_root(
+        "a_manual_rollback_restores_the_files_of_the_generation_it_returns_to",
+    ) {
+        return;
+    }
+    let mut m = Machine::new();
+    m.write("configuration.nix", "{ ... }: { g = 1; }\n");
+    m.write("files/etc/secret", "old secret\n");
+    m.write("files/etc/only-in-1", "one\n");
+    m.write(
+        "files.toml",
+        "[\"etc/secret\"]\nmode = \"0640\"\nowner = \"nobody\"\ngroup = \"65534\"\n",
+    );
+    m.publish();
+    assert_eq!(m.run_once().0, 0);
+    let secret = m.files_root.join("etc/secret");
+    let old = (fs::read(&secret).unwrap(), owner_mode(&secret));
+    let record_1 = fs::read_to_string(m.state.join("installed-files.json")).unwrap();
+
+    m.write("configuration.nix", "{ ... }: { g = 2; }\n");
+    m.write("files/etc/secret", "new secret\n");
+    m.remove("files/etc/only-in-1");
+    m.write("files/etc/only-in-2", "two\n");
+    m.write("files.toml", "");
+    m.publish();
+    assert_eq!(m.run_once().0, 0);
+    assert_eq!(fs::read(&secret).unwrap(), b"new secret\n");
+    assert_eq!(owner_mode(&secret), (0o600, 0, 0));
+
+    let mut p = Pipeline::new(m.config(), StatusCell::new(AgentStatus::default())).unwrap();
+    let r = p.rollback("the user asked");
+    assert_eq!(r.outcome, Outcome::RolledBack, "{r:?}");
+    assert_eq!((fs::read(&secret).unwrap(), owner_mode(&secret)), old);
+    assert_eq!(
+        fs::read_to_string(m.files_root.join("etc/only-in-1")).unwrap(),
+        "one\n"
+    );
+    assert!(!m.files_root.join("etc/only-in-2").exists());
+    assert_eq!(
+        fs::read_to_string(m.state.join("installed-files.json")).unwrap(),
+        record_1
+    );
 }

@@ -7,8 +7,11 @@ mod pipeline_support;
 
 use pipeline_support::{wait_for, Machine};
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::process::Child;
+use tiffin::agent::status_cell::StatusCell;
+use tiffin::agent::Pipeline;
+use tiffin::status::AgentStatus;
 
 fn kill(child: &mut Child) {
     child.kill().expect("SIGKILL the agent");
@@ -341,4 +344,158 @@ fn a_verification_that_keeps_killing_the_agent_is_rolled_back_after_two_tries() 
         "{r}"
     );
     assert_eq!(m.count_calls("nix build"), 1);
+}
+
+// ---- files/ and a crash: the old secret comes back ------------------------------------------
+
+const OLD_SECRET: &[u8] = b"old secret \x00\xff\n";
+const NEW_SECRET: &str = "new secret\n";
+
+/// A machine on generation 1 with `etc/secret` (`nobody:65534 0640`, binary content); the host's
+/// tree then changes the system and the secret (`root:root 0600`), with `extra` more files.
+fn machine_with_a_changed_secret(extra: &[(String, String)]) -> (Machine, u64) {
+    let mut m = Machine::new();
+    m.write("configuration.nix", "{ ... }: { s = 1; }\n");
+    fs::create_dir_all(m.repo.join("files/etc")).unwrap();
+    fs::write(m.repo.join("files/etc/secret"), OLD_SECRET).unwrap();
+    m.write(
+        "files.toml",
+        "[\"etc/secret\"]\nmode = \"0640\"\nowner = \"nobody\"\ngroup = \"65534\"\n",
+    );
+    m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(old_secret(&m), secret_now(&m));
+
+    m.write("configuration.nix", "{ ... }: { s = 2; }\n");
+    m.write("files/etc/secret", NEW_SECRET);
+    m.write("files.toml", "");
+    for (rel, content) in extra {
+        m.write(rel, content);
+    }
+    let g = m.publish();
+    (m, g)
+}
+
+fn old_secret(_: &Machine) -> (Vec<u8>, u32, u32, u32) {
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    (OLD_SECRET.to_vec(), 0o640, nobody.uid.as_raw(), 65534)
+}
+
+fn secret_now(m: &Machine) -> (Vec<u8>, u32, u32, u32) {
+    let p = m.files_root.join("etc/secret");
+    let meta = fs::symlink_metadata(&p).unwrap();
+    (
+        fs::read(&p).unwrap(),
+        meta.mode() & 0o7777,
+        meta.uid(),
+        meta.gid(),
+    )
+}
+
+/// The agent starting again: it resolves the journal the killed one left (and nothing more).
+fn restart(m: &Machine) {
+    let _p = Pipeline::new(m.config(), StatusCell::new(AgentStatus::default())).unwrap();
+    assert_eq!(journal_step(m), None, "the journal is resolved");
+}
+
+#[test]
+fn killed_while_installing_files_the_old_secret_is_back_after_restart() {
+    if !pipeline_support::have_root(
+        "killed_while_installing_files_the_old_secret_is_back_after_restart",
+    ) {
+        return;
+    }
+    // Many files after the secret, so that the agent is surely still installing when killed.
+    let fillers: Vec<(String, String)> = (0..400)
+        .map(|n| (format!("files/var/filler/{n:04}"), format!("{n}\n")))
+        .collect();
+    let (m, g) = machine_with_a_changed_secret(&fillers);
+    let secret = m.files_root.join("etc/secret");
+    let before = m.current();
+    let activations = m.count_calls("switch-to-configuration");
+    let mut agent = m.spawn_once();
+    // Polled often: the rest of the files step is short on a fast disk.
+    let start = std::time::Instant::now();
+    while fs::read(&secret).ok().as_deref() != Some(NEW_SECRET.as_bytes()) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the new secret was never installed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    kill(&mut agent);
+    assert_eq!(journal_step(&m).as_deref(), Some("files"));
+    assert!(
+        !m.files_root.join("var/filler/0399").exists(),
+        "killed before the files step ended"
+    );
+    assert_eq!(
+        m.count_calls("switch-to-configuration"),
+        activations,
+        "nothing was activated yet: {}",
+        m.calls()
+    );
+
+    restart(&m);
+    assert_eq!(secret_now(&m), old_secret(&m));
+    assert!(!m.files_root.join("var").exists(), "{}", m.calls());
+    assert_eq!(assert_on_one_system(&m), before);
+    let (r, _) = m.report(g, "interrupted");
+    assert_eq!(r["failed_step"], "files");
+}
+
+#[test]
+fn killed_while_activating_the_old_secret_is_back_after_restart() {
+    if !pipeline_support::have_root("killed_while_activating_the_old_secret_is_back_after_restart")
+    {
+        return;
+    }
+    let (m, g) = machine_with_a_changed_secret(&[]);
+    let before = m.current();
+    m.pause("activate");
+    let mut agent = m.spawn_once();
+    let activation = m.wait_paused("activate");
+    // Files go in place before activation.
+    assert_eq!(secret_now(&m).0, NEW_SECRET.as_bytes());
+    kill(&mut agent);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(activation),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    m.wait_gone(activation);
+    m.resume("activate");
+    assert_eq!(journal_step(&m).as_deref(), Some("activate"));
+
+    restart(&m);
+    assert_eq!(secret_now(&m), old_secret(&m));
+    assert_eq!(assert_on_one_system(&m), before);
+    let (r, _) = m.report(g, "interrupted");
+    assert_eq!(r["failed_step"], "activate");
+}
+
+#[test]
+fn killed_while_verifying_a_bad_system_the_old_secret_is_back_after_restart() {
+    if !pipeline_support::have_root(
+        "killed_while_verifying_a_bad_system_the_old_secret_is_back_after_restart",
+    ) {
+        return;
+    }
+    let (m, g) = machine_with_a_changed_secret(&[("CUT_NETWORK".into(), String::new())]);
+    let before = m.current();
+    m.write_config("verify_timeout = \"60s\"", "");
+    let mut agent = m.spawn_once();
+    wait_for("the agent to be verifying", || {
+        (journal_step(&m).as_deref() == Some("verify")).then_some(())
+    });
+    kill(&mut agent);
+    assert_eq!(secret_now(&m).0, NEW_SECRET.as_bytes());
+
+    m.write_config("", "");
+    restart(&m);
+    assert_eq!(secret_now(&m), old_secret(&m));
+    assert_eq!(assert_on_one_system(&m), before);
+    let (r, _) = m.report(g, "rolled_back");
+    assert_eq!(r["failed_step"], "verify");
 }

@@ -4,16 +4,24 @@
 //!
 //! ```toml
 //! ["etc/secret"]
-//! mode = "0600"      # default: the mode in the manifest
+//! mode = "0600"      # default: 0600 (0700 when executable in the repository)
 //! owner = "root"     # default: root
 //! group = "root"     # default: root
 //! ```
 //!
-//! Every path is checked before anything is written: no `..`, and no parent on the machine may be
-//! a symlink (writing through it could land anywhere). A record of what tiffin installed, with
-//! hashes, lives in `<state_dir>/installed-files.json`: a file that left the repository is removed
-//! only when tiffin installed it and nobody changed it since; a file tiffin did not install is
-//! never overwritten (unless it already has the wanted content) and never removed.
+//! Every path is reached through directory handles (`dirfd`): no `..`, no symlink at any step,
+//! and no parent directory writable by anyone but root and the file's owner. A file without a
+//! rule is installed `0600` (`0700` when executable) and the directories made for it `0700`;
+//! only a rule widens that. A record of what tiffin installed, with hashes, lives in
+//! `<state_dir>/installed-files.json`: a file that left the repository is removed only when
+//! tiffin installed it and nobody changed it since; a file tiffin did not install is never
+//! overwritten (unless it already has the wanted content) and never removed. Before the first
+//! change, what each path held is written to the state directory ([`undo`]).
+
+mod dirfd;
+pub mod undo;
+
+pub use undo::{keep_pending, restore_pending, restore_previous};
 
 use crate::fsutil;
 use crate::hash;
@@ -23,7 +31,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The subtree of the host's tree that is installed.
@@ -120,6 +127,8 @@ struct Install {
     mode: u32,
     owner: String,
     group: String,
+    uid: u32,
+    gid: u32,
     action: Action,
 }
 
@@ -130,13 +139,10 @@ pub struct FilesPlan {
     installs: Vec<Install>,
     /// Recorded files no longer in the tree.
     removals: Vec<String>,
+    /// The mode of each directory tiffin may have to make: 0700, or 0755 when a file beneath it
+    /// has a rule in files.toml.
+    dir_modes: BTreeMap<String, u32>,
     record: InstalledRecord,
-}
-
-fn on_disk_matches(path: &Path, r: &InstalledFile) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| {
-        m.is_file() && m.mode() & 0o7777 == r.mode && m.uid() == r.uid && m.gid() == r.gid
-    }) && hash::sha256_file(path).is_ok_and(|(h, _)| h == r.sha256)
 }
 
 fn parse_mode(s: &str) -> Option<u32> {
@@ -144,32 +150,9 @@ fn parse_mode(s: &str) -> Option<u32> {
     (m <= 0o7777).then_some(m)
 }
 
-/// Checks every parent of `rel` under `root` that exists on the machine: it must be a real
-/// directory, not a symlink (which could lead the write anywhere).
-fn check_parents(root: &Path, rel: &str) -> Result<(), FilesError> {
-    let parts: Vec<&str> = rel.split('/').collect();
-    let mut p = root.to_path_buf();
-    for part in &parts[..parts.len() - 1] {
-        p.push(part);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(refused(
-                    p.display().to_string(),
-                    format!("is a symlink on this machine; refusing to install {rel} through it"),
-                ))
-            }
-            Ok(m) if !m.is_dir() => {
-                return Err(refused(
-                    p.display().to_string(),
-                    format!("is not a directory; cannot install {rel}"),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_at(&p)(e)),
-        }
-    }
-    Ok(())
+/// The mode of a file without a rule: no group or other access.
+fn default_mode(manifest_mode: u32) -> u32 {
+    0o600 | (manifest_mode & 0o100)
 }
 
 /// Reads `files.toml` and the tree's `files/` entries and decides what to do, refusing anything
@@ -222,36 +205,53 @@ pub fn plan(
         ));
     }
     record.root = root.to_path_buf();
+    let handle = if in_tree.is_empty() && record.files.is_empty() {
+        None
+    } else {
+        Some(dirfd::Dir::open_root(root)?)
+    };
 
     let mut installs = Vec::new();
+    let mut dir_modes = BTreeMap::new();
     for (rel, entry) in &in_tree {
         check_relative_path(rel).map_err(|why| refused(format!("{FILES_DIR}/{rel}"), why))?;
-        check_parents(root, rel)?;
-        let rule = rules.get(*rel).cloned().unwrap_or_default();
-        let mode = match &rule.mode {
+        let rule = rules.get(*rel);
+        let mode = match rule.and_then(|r| r.mode.as_ref()) {
             Some(m) => parse_mode(m).ok_or_else(|| {
                 refused(
                     format!("{FILES_TOML}: [{rel:?}] mode"),
                     format!("{m:?} is not an octal mode like \"0600\""),
                 )
             })?,
-            None => entry.mode & 0o7777,
+            None => default_mode(entry.mode),
         };
+        let rule = rule.cloned().unwrap_or_default();
+        let owner = rule.owner.unwrap_or_else(|| "root".into());
+        let group = rule.group.unwrap_or_else(|| "root".into());
+        let (uid, gid) = resolve_owner(&owner, &group)
+            .map_err(|why| refused(format!("{FILES_TOML}: [{rel:?}]"), why))?;
+        let dir_mode = if rules.contains_key(*rel) {
+            0o755
+        } else {
+            0o700
+        };
+        let parts: Vec<&str> = rel.split('/').collect();
+        for n in 0..parts.len() - 1 {
+            let m = dir_modes.entry(parts[..=n].join("/")).or_insert(0o700);
+            *m |= dir_mode;
+        }
         let target = root.join(rel);
         let sha256 = entry.sha256.clone().unwrap_or_default();
-        let action = match fs::symlink_metadata(&target) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Action::Create,
-            Err(e) => return Err(io_at(&target)(e)),
-            Ok(m) if !m.is_file() => {
-                return Err(refused(
-                    target.display().to_string(),
-                    "exists and is not a regular file (a symlink or directory); tiffin does not replace it",
-                ))
-            }
-            Ok(_) if record.files.contains_key(*rel) => Action::Update,
-            Ok(_) => {
-                let (h, _) = hash::sha256_file(&target).map_err(io_at(&target))?;
-                if h != sha256 {
+        let handle = handle.as_ref().expect("opened when there are files");
+        let existing = match handle.parent_of(rel, Some(uid), None)? {
+            Some((dir, name)) => dir.read(name)?,
+            None => None,
+        };
+        let action = match existing {
+            None => Action::Create,
+            Some(_) if record.files.contains_key(*rel) => Action::Update,
+            Some(e) => {
+                if hash::sha256_bytes(&e.data) != sha256 {
                     return Err(refused(
                         target.display().to_string(),
                         "exists and was not installed by tiffin; refusing to overwrite it \
@@ -266,8 +266,10 @@ pub fn plan(
             source: tree.join(FILES_DIR).join(rel),
             sha256,
             mode,
-            owner: rule.owner.unwrap_or_else(|| "root".into()),
-            group: rule.group.unwrap_or_else(|| "root".into()),
+            owner,
+            group,
+            uid,
+            gid,
             action,
         });
     }
@@ -281,16 +283,21 @@ pub fn plan(
         root: root.to_path_buf(),
         installs,
         removals,
+        dir_modes,
         record,
     })
 }
 
 fn resolve_owner(owner: &str, group: &str) -> Result<(u32, u32), String> {
+    // Files go in place before the new system is activated: a user it creates does not exist yet.
+    let later =
+        "files are installed before the new system is activated, so the user or group must \
+                 exist already (publish it in an earlier generation, or give a number)";
     let uid = match owner.parse::<u32>() {
         Ok(n) => n,
         Err(_) => nix::unistd::User::from_name(owner)
             .map_err(|e| format!("looking up user {owner:?}: {e}"))?
-            .ok_or_else(|| format!("no user {owner:?} on this machine"))?
+            .ok_or_else(|| format!("no user {owner:?} on this machine; {later}"))?
             .uid
             .as_raw(),
     };
@@ -298,163 +305,129 @@ fn resolve_owner(owner: &str, group: &str) -> Result<(u32, u32), String> {
         Ok(n) => n,
         Err(_) => nix::unistd::Group::from_name(group)
             .map_err(|e| format!("looking up group {group:?}: {e}"))?
-            .ok_or_else(|| format!("no group {group:?} on this machine"))?
+            .ok_or_else(|| format!("no group {group:?} on this machine; {later}"))?
             .gid
             .as_raw(),
     };
     Ok((uid, gid))
 }
 
-/// A file as it was before tiffin replaced or removed it.
-#[derive(Clone, Debug)]
-struct SavedFile {
-    data: Vec<u8>,
-    mode: u32,
-    uid: u32,
-    gid: u32,
+/// True when `e` is already what `wanted` describes.
+fn matches(e: &dirfd::Existing, wanted: &InstalledFile) -> bool {
+    e.meta.mode == wanted.mode
+        && e.meta.uid == wanted.uid
+        && e.meta.gid == wanted.gid
+        && hash::sha256_bytes(&e.data) == wanted.sha256
 }
 
-/// What applying a plan changed, kept in memory so that a rollback of the system puts the files
-/// back as well (a published file can cut a machine off as surely as a system can).
-#[derive(Clone, Debug, Default)]
-pub struct FilesUndo {
-    root: PathBuf,
-    /// Each path touched, with what was there before (`None`: nothing).
-    before: Vec<(String, Option<SavedFile>)>,
-    created_dirs: Vec<String>,
-    record: Option<InstalledRecord>,
-}
-
-impl FilesUndo {
-    /// True when applying changed nothing.
-    pub fn is_empty(&self) -> bool {
-        self.before.is_empty() && self.created_dirs.is_empty()
+fn wanted(i: &Install) -> InstalledFile {
+    InstalledFile {
+        sha256: i.sha256.clone(),
+        mode: i.mode,
+        uid: i.uid,
+        gid: i.gid,
     }
+}
 
-    fn remember(&mut self, root: &Path, rel: &str) -> Result<(), FilesError> {
-        if self.before.iter().any(|(r, _)| r == rel) {
-            return Ok(());
-        }
-        let p = root.join(rel);
-        let saved = match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_file() => Some(SavedFile {
-                data: fs::read(&p).map_err(io_at(&p))?,
-                mode: m.mode() & 0o7777,
-                uid: m.uid(),
-                gid: m.gid(),
-            }),
-            _ => None,
+/// Reads what the plan is about to change and writes it, as the undo record of the cycle,
+/// to the state directory.
+fn write_undo(plan: &FilesPlan, root: &dirfd::Dir, state_dir: &Path) -> Result<(), FilesError> {
+    let mut u = undo::FilesUndo {
+        root: plan.root.clone(),
+        record: Some(InstalledRecord::load(state_dir)?),
+        ..Default::default()
+    };
+    for i in &plan.installs {
+        let existing = match root.parent_of(&i.rel, Some(i.uid), None)? {
+            Some((dir, name)) => dir.read(name)?,
+            None => None,
         };
-        self.before.push((rel.to_string(), saved));
-        Ok(())
+        if existing.is_some_and(|e| matches(&e, &wanted(i))) {
+            continue;
+        }
+        u.created_dirs.extend(root.missing_dirs(&i.rel)?);
+        u.remember(root, &i.rel)?;
+    }
+    for rel in &plan.removals {
+        if let Some(r) = plan.record.files.get(rel) {
+            if removable(root, rel, r)? {
+                u.remember(root, rel)?;
+            }
+        }
+    }
+    u.save_pending(state_dir)
+}
+
+/// True when `rel` is a regular file with the content tiffin recorded.
+fn removable(root: &dirfd::Dir, rel: &str, r: &InstalledFile) -> Result<bool, FilesError> {
+    let existing = match root.parent_of(rel, None, None) {
+        Ok(Some((dir, name))) => dir.read(name),
+        Ok(None) => return Ok(false),
+        Err(e) => Err(e),
+    };
+    match existing {
+        Ok(e) => Ok(e.is_some_and(|e| hash::sha256_bytes(&e.data) == r.sha256)),
+        Err(FilesError::Refused { .. }) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
-/// Carries out a plan; the record is saved even when it stops half-way, so that what was
-/// installed stays known. `undo` learns what was there before each change, also when it fails.
-/// Returns how many files were written or removed.
-pub fn apply(
-    plan: FilesPlan,
-    state_dir: &Path,
-    runner: &Runner,
-    undo: &mut FilesUndo,
-) -> Result<usize, FilesError> {
-    let mut record = plan.record.clone();
-    if let Ok(before) = InstalledRecord::load(state_dir) {
-        undo.record.get_or_insert(before);
+/// Carries out a plan. Before the first change, what each path held is written to the state
+/// directory ([`restore_pending`] puts it back); the record of installed files is saved even
+/// when it stops half-way, so that what was installed stays known. Returns how many files were
+/// written or removed.
+pub fn apply(plan: FilesPlan, state_dir: &Path, runner: &Runner) -> Result<usize, FilesError> {
+    if plan.installs.is_empty() && plan.removals.is_empty() && plan.record.dirs.is_empty() {
+        return Ok(0);
     }
-    undo.root = plan.root.clone();
-    let r = apply_inner(&plan, &mut record, runner, undo);
+    let root = dirfd::Dir::open_root(&plan.root)?;
+    write_undo(&plan, &root, state_dir)?;
+    let mut record = plan.record.clone();
+    let r = apply_inner(&plan, &root, &mut record, runner);
     let saved = record.save(state_dir);
     let n = r?;
     saved?;
     Ok(n)
 }
 
-/// Puts back what [`apply`] changed: replaced files get their old content, owner and mode,
-/// new files and the directories made for them go, and the record is the old one again.
-pub fn restore(undo: FilesUndo, state_dir: &Path, runner: &Runner) -> Result<(), FilesError> {
-    let root = &undo.root;
-    for (rel, saved) in undo.before.iter().rev() {
-        check_parents(root, rel)?;
-        let target = root.join(rel);
-        match saved {
-            None => match fs::remove_file(&target) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&target)(e)),
-                _ => runner.note(&format!("files: rollback removed {}", target.display())),
-            },
-            Some(s) => {
-                fsutil::atomic_write_with(&target, s.mode, |f| {
-                    std::os::unix::fs::fchown(&*f, Some(s.uid), Some(s.gid))?;
-                    io::Write::write_all(f, &s.data)
-                })
-                .map_err(io_at(&target))?;
-                fs::set_permissions(&target, fs::Permissions::from_mode(s.mode))
-                    .map_err(io_at(&target))?;
-                runner.note(&format!("files: rollback restored {}", target.display()));
-            }
-        }
-    }
-    for d in undo.created_dirs.iter().rev() {
-        let _ = fs::remove_dir(root.join(d));
-    }
-    match undo.record {
-        Some(r) => r.save(state_dir),
-        None => Ok(()),
-    }
-}
-
 fn apply_inner(
     plan: &FilesPlan,
+    root: &dirfd::Dir,
     record: &mut InstalledRecord,
     runner: &Runner,
-    undo: &mut FilesUndo,
 ) -> Result<usize, FilesError> {
-    let root = &plan.root;
     let mut changed = 0;
+    let dir_meta = |d: &str| dirfd::Meta {
+        mode: plan.dir_modes.get(d).copied().unwrap_or(0o700),
+        uid: 0,
+        gid: 0,
+    };
     for i in &plan.installs {
-        // Checked again: the activation that just ran may have changed the machine.
-        check_parents(root, &i.rel)?;
-        let target = root.join(&i.rel);
+        let target = plan.root.join(&i.rel);
         let place = target.display().to_string();
-        let (uid, gid) = resolve_owner(&i.owner, &i.group)
-            .map_err(|why| refused(format!("{FILES_TOML}: [{:?}]", i.rel), why))?;
-        let wanted = InstalledFile {
-            sha256: i.sha256.clone(),
-            mode: i.mode,
-            uid,
-            gid,
+        let wanted = wanted(i);
+        let mut made = Vec::new();
+        let create = dirfd::Create {
+            meta: &dir_meta,
+            made: &mut made,
         };
-        if on_disk_matches(&target, &wanted) {
+        let opened = root.parent_of(&i.rel, Some(i.uid), Some(create));
+        record.dirs.extend(made);
+        let (dir, name) = opened?.expect("missing directories are made");
+        let existing = dir.read(name)?;
+        if existing.as_ref().is_some_and(|e| matches(e, &wanted)) {
             record.files.insert(i.rel.clone(), wanted);
             continue;
         }
         if i.action == Action::Update {
-            if let Some(old) = record.files.get(&i.rel) {
-                if !hash::sha256_file(&target).is_ok_and(|(h, _)| h == old.sha256) {
+            if let (Some(old), Some(e)) = (record.files.get(&i.rel), &existing) {
+                if hash::sha256_bytes(&e.data) != old.sha256 {
                     runner.note(&format!(
                         "files: {place} was changed on this machine; replaced by the published one"
                     ));
                 }
             }
         }
-        // Create missing parents one by one, remembering which ones tiffin made.
-        let parts: Vec<&str> = i.rel.split('/').collect();
-        let mut dir = root.to_path_buf();
-        for (n, part) in parts[..parts.len() - 1].iter().enumerate() {
-            dir.push(part);
-            match fs::create_dir(&dir) {
-                Ok(()) => {
-                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
-                        .map_err(io_at(&dir))?;
-                    record.dirs.insert(parts[..=n].join("/"));
-                    undo.created_dirs.push(parts[..=n].join("/"));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_at(&dir)(e)),
-            }
-        }
-        undo.remember(root, &i.rel)?;
         let data = fs::read(&i.source).map_err(io_at(&i.source))?;
         if hash::sha256_bytes(&data) != i.sha256 {
             return Err(refused(
@@ -462,14 +435,12 @@ fn apply_inner(
                 "does not match its manifest hash; not installed",
             ));
         }
-        fsutil::atomic_write_with(&target, i.mode, |f| {
-            // Owner before content: a secret never sits under another owner with its data.
-            std::os::unix::fs::fchown(&*f, Some(uid), Some(gid))?;
-            io::Write::write_all(f, &data)
-        })
-        .map_err(io_at(&target))?;
-        // The mode again: chown clears set-id bits.
-        fs::set_permissions(&target, fs::Permissions::from_mode(i.mode)).map_err(io_at(&target))?;
+        let meta = dirfd::Meta {
+            mode: i.mode,
+            uid: i.uid,
+            gid: i.gid,
+        };
+        dir.write(name, &data, meta)?;
         runner.note(&format!(
             "files: installed {place} ({:o} {}:{}){}",
             i.mode,
@@ -485,29 +456,40 @@ fn apply_inner(
         changed += 1;
     }
     for rel in &plan.removals {
-        let target = root.join(rel);
+        let target = plan.root.join(rel);
         let Some(r) = record.files.remove(rel) else {
             continue;
         };
-        match fs::symlink_metadata(&target) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Ok(m) if m.is_file() && hash::sha256_file(&target).is_ok_and(|(h, _)| h == r.sha256) => {
-                undo.remember(root, rel)?;
-                fs::remove_file(&target).map_err(io_at(&target))?;
-                runner.note(&format!("files: removed {} (gone from the repository)", target.display()));
-                changed += 1;
+        if removable(root, rel, &r)? {
+            if let Some((dir, name)) = root.parent_of(rel, None, None)? {
+                dir.remove_file(name)?;
             }
-            _ => runner.note(&format!(
+            runner.note(&format!(
+                "files: removed {} (gone from the repository)",
+                target.display()
+            ));
+            changed += 1;
+        } else if root
+            .parent_of(rel, None, None)
+            .ok()
+            .flatten()
+            .is_some_and(|(dir, name)| !matches!(dir.read(name), Ok(None)))
+        {
+            runner.note(&format!(
                 "files: left {} alone: gone from the repository but changed on this machine since tiffin installed it",
                 target.display()
-            )),
+            ));
         }
     }
     // Directories tiffin created and that are now empty go too, deepest first.
     let dirs: Vec<String> = record.dirs.iter().rev().cloned().collect();
     for d in dirs {
-        let p = root.join(&d);
-        if fs::remove_dir(&p).is_ok() || !p.exists() {
+        let gone = match root.parent_of(&d, None, None) {
+            Ok(Some((dir, name))) => dir.remove_empty_dir(name),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if gone {
             record.dirs.remove(&d);
         }
     }

@@ -1,6 +1,6 @@
-//! The rebuild pipeline (DESIGN §3): fetch → build → activate (test) → install files → verify →
-//! commit, or roll back; then report. One [`Pipeline`] lives as long as the agent; each
-//! [`Pipeline::run_cycle`] is one pass.
+//! The rebuild pipeline (DESIGN §3): fetch → build → install files → activate (test) → verify →
+//! commit, or roll back (the system and its files together); then report. One [`Pipeline`]
+//! lives as long as the agent; each [`Pipeline::run_cycle`] is one pass.
 //!
 //! Safety rests on two rules. The system profile (the boot default) is touched only in
 //! `commit`, after verification passed, so a system that cut the machine off never becomes the
@@ -70,8 +70,6 @@ struct Cycle {
     system_before: Option<String>,
     system_after: Option<String>,
     server_reached: bool,
-    /// What the files step changed, for a rollback to put back.
-    files_undo: files::FilesUndo,
     /// The connection of the check, reused to upload the report when it still works.
     source: Option<Box<dyn source::Source>>,
 }
@@ -86,7 +84,6 @@ impl Cycle {
             system_before: None,
             system_after: None,
             server_reached: false,
-            files_undo: files::FilesUndo::default(),
             source: None,
         }
     }
@@ -363,7 +360,7 @@ impl Pipeline {
         self.apply(cy, g, &local.tree, &local.manifest)
     }
 
-    /// Build, activate, install files, verify, commit (or roll back) generation `g`.
+    /// Build, install files, activate, verify, commit (or roll back) generation `g`.
     fn apply(
         &mut self,
         cy: &mut Cycle,
@@ -415,18 +412,20 @@ impl Pipeline {
             Err(e) => return self.block(Ending::failed(Step::Files, e.to_string(), true), g),
         };
 
+        // Files go in place before the new system starts the services that read them.
+        journal_or_stop!(self.journal(cy, Step::Files, Some(&new)), Step::Files);
+        let t = Instant::now();
+        let installed = files::apply(plan, &self.config.state_dir, &cy.runner);
+        cy.took(Step::Files, t);
+        if let Err(e) = installed {
+            self.undo_files(cy);
+            return self.block(Ending::failed(Step::Files, e.to_string(), true), g);
+        }
+
         if new == prev {
-            journal_or_stop!(self.journal(cy, Step::Files, Some(&new)), Step::Files);
-            let t = Instant::now();
-            let installed =
-                files::apply(plan, &self.config.state_dir, &cy.runner, &mut cy.files_undo);
-            cy.took(Step::Files, t);
             return match installed {
-                Err(e) => {
-                    self.undo_files(cy);
-                    self.block(Ending::failed(Step::Files, e.to_string(), true), g)
-                }
                 Ok(0) => {
+                    self.keep_files(cy, false);
                     self.applied(g, &new, None);
                     Ending {
                         outcome: Outcome::UpToDate,
@@ -436,25 +435,19 @@ impl Pipeline {
                     }
                 }
                 // Changed files can cut a machine off as surely as a new system: verify.
-                Ok(_) => self.verify_and_commit(cy, g, &prev, &new),
+                _ => self.verify_and_commit(cy, g, &prev, &new),
             };
         }
 
         if self.config.operation == Operation::Boot {
-            journal_or_stop!(self.journal(cy, Step::Files, Some(&new)), Step::Files);
-            let t = Instant::now();
-            let installed =
-                files::apply(plan, &self.config.state_dir, &cy.runner, &mut cy.files_undo);
-            cy.took(Step::Files, t);
-            if let Err(e) = installed {
-                self.undo_files(cy);
-                return self.block(Ending::failed(Step::Files, e.to_string(), true), g);
-            }
             return self.commit_step(cy, g, &prev, &new, false);
         }
 
         self.set_phase(Phase::Activating);
-        journal_or_stop!(self.journal(cy, Step::Activate, Some(&new)), Step::Activate);
+        if let Err(why) = self.journal(cy, Step::Activate, Some(&new)) {
+            self.undo_files(cy);
+            return Ending::failed(Step::Activate, why, true);
+        }
         let t = Instant::now();
         let activated =
             activate::activate_test(&cy.runner, &sys, &new, &format!("tiffin-activate-{g}"));
@@ -463,14 +456,6 @@ impl Pipeline {
             return self.roll_back(cy, g, &prev, &new, Some(Step::Activate), &why, false);
         }
         cy.system_after = system::current_system(&sys);
-
-        journal_or_stop!(self.journal(cy, Step::Files, Some(&new)), Step::Files);
-        let t = Instant::now();
-        let installed = files::apply(plan, &self.config.state_dir, &cy.runner, &mut cy.files_undo);
-        cy.took(Step::Files, t);
-        if let Err(e) = installed {
-            return self.roll_back(cy, g, &prev, &new, Some(Step::Files), &e.to_string(), false);
-        }
         self.verify_and_commit(cy, g, &prev, &new)
     }
 
@@ -497,6 +482,7 @@ impl Pipeline {
     ) -> Ending {
         if prev == new {
             // Only files changed, and they passed verification: the system is committed already.
+            self.keep_files(cy, false);
             self.applied(g, new, None);
             return Ending {
                 outcome: Outcome::Updated,
@@ -522,6 +508,8 @@ impl Pipeline {
             return self.block(Ending::failed(Step::Commit, why, true), g);
         }
         cy.system_after = system::current_system(&self.config.system);
+        // A rollback now returns to `prev` (and its files) only when `new` runs.
+        self.keep_files(cy, activated);
         if activated {
             self.applied(g, new, Some(prev));
         } else {
@@ -574,7 +562,20 @@ impl Pipeline {
             cy.runner.note(&format!("state: {e}"));
         }
         let t = Instant::now();
-        self.undo_files(cy);
+        if commit_previous {
+            // A manual rollback: the files of the generation it returns to.
+            match files::restore_previous(&self.config.state_dir, &cy.runner) {
+                Ok(true) => {}
+                Ok(false) => cy.runner.note(
+                    "files: no record of the previous generation's files; they are left as they are",
+                ),
+                Err(e) => cy.runner.note(&format!(
+                    "files: putting the previous generation's files back failed: {e}"
+                )),
+            }
+        } else {
+            self.undo_files(cy);
+        }
         let mut result = if from == prev {
             Ok(())
         } else {
@@ -635,15 +636,22 @@ impl Pipeline {
         }
     }
 
-    /// Puts back the files this cycle installed or removed, if any.
+    /// Puts back the files this cycle (or the interrupted one being resolved) installed or
+    /// removed, from the undo record in the state directory.
     fn undo_files(&self, cy: &mut Cycle) {
-        let undo = std::mem::take(&mut cy.files_undo);
-        if undo.is_empty() {
-            return;
-        }
-        if let Err(e) = files::restore(undo, &self.config.state_dir, &cy.runner) {
+        if let Err(e) = files::restore_pending(&self.config.state_dir, &cy.runner) {
             cy.runner.note(&format!(
                 "files: putting the previous files back failed: {e}"
+            ));
+        }
+    }
+
+    /// The cycle's files are committed with its system: their undo record becomes the way back
+    /// of a manual rollback (`new_previous`: the rollback now returns to another system).
+    fn keep_files(&self, cy: &mut Cycle, new_previous: bool) {
+        if let Err(e) = files::keep_pending(&self.config.state_dir, new_previous) {
+            cy.runner.note(&format!(
+                "files: keeping the record of the previous files failed: {e}"
             ));
         }
     }
@@ -770,6 +778,7 @@ impl Pipeline {
                                 &format!("tiffin-rollback-{g}"),
                             );
                             cy.system_after = system::current_system(&sys);
+                            self.undo_files(cy);
                             interrupted(self)
                         }
                         // Only files changed: verify them again.
@@ -796,6 +805,8 @@ impl Pipeline {
                                     cy.runner.note(&format!("putting the profile back: {e}"));
                                 }
                             }
+                            // The previous system stays, and so do its files.
+                            self.undo_files(cy);
                             interrupted(self)
                         }
                     }
