@@ -306,6 +306,7 @@ fn a_server_that_stops_answering_times_out_as_unreachable() {
         known_hosts: cfg.known_hosts.clone(),
         connect_timeout: std::time::Duration::from_secs(5),
         io_timeout,
+        limits: source::TRANSFER_LIMITS,
     };
     // Mid-session: the server freezes after login, the change check waits no longer than asked.
     let mut s = source::SftpSource::connect(target(std::time::Duration::from_secs(1))).unwrap();
@@ -330,5 +331,97 @@ fn a_server_that_stops_answering_times_out_as_unreachable() {
         "{e}"
     );
     f.srv.resume();
+    f.assert_generation_1_intact();
+}
+
+/// A session through a relay in front of the fixture's sshd, with `limits`, and generation 2
+/// published with a 256 KiB file (`big.bin`) to download.
+fn trickle_session(
+    f: &Fixture,
+    limits: source::TransferLimits,
+) -> (support::relay::Relay, source::SftpSource) {
+    let mut big = vec![0u8; 256 * 1024];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut r| std::io::Read::read_exact(&mut r, &mut big))
+        .unwrap();
+    fs::write(f.src.path().join("big.bin"), big).unwrap();
+    f.srv.publish("alpha", 2, f.src.path());
+    let relay = support::relay::Relay::start(f.srv.port());
+    let cfg = f.srv.agent_config("alpha", f.srv.port(), f.state.path());
+    let s = source::SftpSource::connect(source::SftpTarget {
+        user: f.srv.host("alpha").user.clone(),
+        host: "127.0.0.1".into(),
+        port: relay.port,
+        path: "/".into(),
+        identity: cfg.identity.clone(),
+        known_hosts: f.srv.known_hosts_for(relay.port),
+        connect_timeout: std::time::Duration::from_secs(5),
+        // libssh2's own limit: every wait for the socket ends well within it while bytes trickle.
+        io_timeout: std::time::Duration::from_secs(2),
+        limits,
+    })
+    .expect("connect through the relay");
+    (relay, s)
+}
+
+/// Downloads `big.bin` of generation 2 while the relay trickles; returns the error and when.
+fn download_trickled(
+    relay: &support::relay::Relay,
+    s: &mut source::SftpSource,
+) -> (source::SourceError, std::time::Duration) {
+    relay.trickle(Some(std::time::Duration::from_millis(100)));
+    let start = std::time::Instant::now();
+    let mut sink = Vec::new();
+    let e = tiffin::source::Source::read_file(s, 2, "big.bin", &mut sink, 1 << 20)
+        .expect_err("a trickled download cannot finish");
+    (e, start.elapsed())
+}
+
+#[test]
+fn a_server_that_trickles_bytes_is_cut_at_the_minimum_rate() {
+    let Some(f) = Fixture::new() else { return };
+    let limits = source::TransferLimits {
+        deadline: std::time::Duration::from_secs(600),
+        min_bytes: 4096,
+        window: std::time::Duration::from_secs(1),
+    };
+    let (relay, mut s) = trickle_session(&f, limits);
+    let (e, took) = download_trickled(&relay, &mut s);
+    eprintln!("cut after {took:?}: {e}");
+    assert!(e.is_unreachable(), "{e}");
+    assert!(
+        e.to_string().contains("less than the minimum of 4096 bytes per 1s"),
+        "{e}"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    // The session is gone: the next request fails at once, with the same reason.
+    let start = std::time::Instant::now();
+    let again = tiffin::source::Source::current_generation(&mut s).expect_err("cut");
+    assert!(again.to_string().contains("less than the minimum"), "{again}");
+    assert!(start.elapsed() < std::time::Duration::from_millis(500));
+    drop(s);
+    relay.trickle(None);
+    f.assert_generation_1_intact();
+}
+
+#[test]
+fn a_server_that_keeps_every_request_just_alive_is_cut_at_the_session_deadline() {
+    let Some(f) = Fixture::new() else { return };
+    // No rate check: only the deadline on the time spent waiting for the server.
+    let limits = source::TransferLimits {
+        deadline: std::time::Duration::from_secs(3),
+        min_bytes: 0,
+        window: std::time::Duration::from_secs(1),
+    };
+    let (relay, mut s) = trickle_session(&f, limits);
+    let (e, took) = download_trickled(&relay, &mut s);
+    eprintln!("cut after {took:?}: {e}");
+    assert!(
+        e.is_unreachable() && e.to_string().contains("more than the 3s allowed"),
+        "{e}"
+    );
+    assert!(took < std::time::Duration::from_secs(7), "{took:?}");
+    drop(s);
+    relay.trickle(None);
     f.assert_generation_1_intact();
 }
