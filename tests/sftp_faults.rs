@@ -334,18 +334,12 @@ fn a_server_that_stops_answering_times_out_as_unreachable() {
     f.assert_generation_1_intact();
 }
 
-/// A session through a relay in front of the fixture's sshd, with `limits`, and generation 2
-/// published with a 256 KiB file (`big.bin`) to download.
-fn trickle_session(
+/// A session through a relay in front of the fixture's sshd, with the agent's timeouts but
+/// `limits`.
+fn relayed_session(
     f: &Fixture,
     limits: source::TransferLimits,
 ) -> (support::relay::Relay, source::SftpSource) {
-    let mut big = vec![0u8; 256 * 1024];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut r| std::io::Read::read_exact(&mut r, &mut big))
-        .unwrap();
-    fs::write(f.src.path().join("big.bin"), big).unwrap();
-    f.srv.publish("alpha", 2, f.src.path());
     let relay = support::relay::Relay::start(f.srv.port());
     let cfg = f.srv.agent_config("alpha", f.srv.port(), f.state.path());
     let s = source::SftpSource::connect(source::SftpTarget {
@@ -355,26 +349,36 @@ fn trickle_session(
         path: "/".into(),
         identity: cfg.identity.clone(),
         known_hosts: f.srv.known_hosts_for(relay.port),
-        connect_timeout: std::time::Duration::from_secs(5),
-        // libssh2's own limit: every wait for the socket ends well within it while bytes trickle.
-        io_timeout: std::time::Duration::from_secs(2),
+        connect_timeout: source::CONNECT_TIMEOUT,
+        io_timeout: source::IO_TIMEOUT,
         limits,
     })
     .expect("connect through the relay");
     (relay, s)
 }
 
-/// Downloads `big.bin` of generation 2 while the relay trickles; returns the error and when.
-fn download_trickled(
+/// Asks for `current` again and again (as a fetch checks one path after another) while the
+/// relay trickles the server's bytes one per `interval`: each answer comes well within
+/// libssh2's own timeout (`IO_TIMEOUT`), so only the watchdog ends this. Returns the error,
+/// when it came, and how many answers came before it.
+fn keep_asking(
     relay: &support::relay::Relay,
     s: &mut source::SftpSource,
-) -> (source::SourceError, std::time::Duration) {
-    relay.trickle(Some(std::time::Duration::from_millis(100)));
+    interval: std::time::Duration,
+) -> (source::SourceError, std::time::Duration, usize) {
+    relay.trickle(Some(interval));
     let start = std::time::Instant::now();
-    let mut sink = Vec::new();
-    let e = tiffin::source::Source::read_file(s, 2, "big.bin", &mut sink, 1 << 20)
-        .expect_err("a trickled download cannot finish");
-    (e, start.elapsed())
+    let mut answers = 0;
+    loop {
+        match tiffin::source::Source::current_generation(s) {
+            Ok(_) => answers += 1,
+            Err(e) => return (e, start.elapsed(), answers),
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "still answering after {answers} answers"
+        );
+    }
 }
 
 #[test]
@@ -385,9 +389,10 @@ fn a_server_that_trickles_bytes_is_cut_at_the_minimum_rate() {
         min_bytes: 4096,
         window: std::time::Duration::from_secs(1),
     };
-    let (relay, mut s) = trickle_session(&f, limits);
-    let (e, took) = download_trickled(&relay, &mut s);
-    eprintln!("cut after {took:?}: {e}");
+    let (relay, mut s) = relayed_session(&f, limits);
+    // One byte per 100 ms: an answer of a few dozen bytes takes seconds, not 30.
+    let (e, took, answers) = keep_asking(&relay, &mut s, std::time::Duration::from_millis(100));
+    eprintln!("cut after {took:?} and {answers} answers: {e}");
     assert!(e.is_unreachable(), "{e}");
     assert!(
         e.to_string().contains("less than the minimum of 4096 bytes per 1s"),
@@ -407,20 +412,21 @@ fn a_server_that_trickles_bytes_is_cut_at_the_minimum_rate() {
 #[test]
 fn a_server_that_keeps_every_request_just_alive_is_cut_at_the_session_deadline() {
     let Some(f) = Fixture::new() else { return };
-    // No rate check: only the deadline on the time spent waiting for the server.
+    // No rate check: only the time spent waiting for the server, over all requests.
     let limits = source::TransferLimits {
         deadline: std::time::Duration::from_secs(3),
         min_bytes: 0,
         window: std::time::Duration::from_secs(1),
     };
-    let (relay, mut s) = trickle_session(&f, limits);
-    let (e, took) = download_trickled(&relay, &mut s);
-    eprintln!("cut after {took:?}: {e}");
+    let (relay, mut s) = relayed_session(&f, limits);
+    let (e, took, answers) = keep_asking(&relay, &mut s, std::time::Duration::from_millis(10));
+    eprintln!("cut after {took:?} and {answers} answers: {e}");
     assert!(
         e.is_unreachable() && e.to_string().contains("more than the 3s allowed"),
         "{e}"
     );
-    assert!(took < std::time::Duration::from_secs(7), "{took:?}");
+    assert!(answers > 0, "each answer alone is quick: only their sum is cut");
+    assert!(took < std::time::Duration::from_secs(6), "{took:?}");
     drop(s);
     relay.trickle(None);
     f.assert_generation_1_intact();
