@@ -195,7 +195,7 @@ mod tests {
         assert!(o.duration < Duration::from_secs(4));
     }
 
-    /// The pids of live processes whose command line contains `marker`.
+    /// The pids of live processes whose command line (arguments joined by spaces) contains `marker`.
     fn processes_with(marker: &str) -> Vec<i32> {
         std::fs::read_dir("/proc")
             .unwrap()
@@ -203,7 +203,7 @@ mod tests {
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             .filter(|pid| {
                 std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
             })
             .collect()
     }

@@ -9,7 +9,7 @@ use pipeline_support::Machine;
 use std::fs;
 use std::time::{Duration, Instant};
 
-/// The pids of live processes whose command line contains `marker`.
+/// The pids of live processes whose command line (arguments joined by spaces) contains `marker`.
 fn processes_with(marker: &str) -> Vec<i32> {
     fs::read_dir("/proc")
         .unwrap()
@@ -17,7 +17,7 @@ fn processes_with(marker: &str) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
         })
         .collect()
 }
