@@ -202,8 +202,11 @@ mod tests {
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(marker)
+                })
             })
             .collect()
     }
@@ -221,7 +224,11 @@ mod tests {
         assert_eq!(o.stdout, "started\n");
         assert!(!o.timed_out);
         assert!(o.duration < Duration::from_secs(3), "{:?}", o.duration);
-        assert!(processes_with(&m).is_empty(), "left running: {:?}", processes_with(&m));
+        assert!(
+            processes_with(&m).is_empty(),
+            "left running: {:?}",
+            processes_with(&m)
+        );
     }
 
     #[test]
@@ -233,7 +240,11 @@ mod tests {
             .unwrap();
         assert!(o.timed_out && o.code.is_none(), "{o:?}");
         assert!(o.duration < Duration::from_secs(3), "{:?}", o.duration);
-        assert!(processes_with(&m).is_empty(), "left running: {:?}", processes_with(&m));
+        assert!(
+            processes_with(&m).is_empty(),
+            "left running: {:?}",
+            processes_with(&m)
+        );
     }
 
     #[test]

@@ -16,8 +16,11 @@ fn processes_with(marker: &str) -> Vec<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(marker)
+            })
         })
         .collect()
 }
@@ -25,7 +28,13 @@ fn processes_with(marker: &str) -> Vec<i32> {
 /// Whether process `pid` is still running (a zombie is not).
 fn alive(pid: i32) -> bool {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .chars()
+        .next();
     !matches!(state, None | Some('Z') | Some('X'))
 }
 
@@ -117,7 +126,8 @@ fn an_activation_that_hangs_is_killed_at_activate_timeout_and_rolled_back() {
     );
     assert_eq!(m.current(), m.initial_system);
     assert!(
-        m.calls().contains(&format!("systemd-run unit=tiffin-activate-{g} ")),
+        m.calls()
+            .contains(&format!("systemd-run unit=tiffin-activate-{g} ")),
         "{}",
         m.calls()
     );

@@ -395,14 +395,18 @@ fn a_server_that_trickles_bytes_is_cut_at_the_minimum_rate() {
     eprintln!("cut after {took:?} and {answers} answers: {e}");
     assert!(e.is_unreachable(), "{e}");
     assert!(
-        e.to_string().contains("less than the minimum of 4096 bytes per 1s"),
+        e.to_string()
+            .contains("less than the minimum of 4096 bytes per 1s"),
         "{e}"
     );
     assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     // The session is gone: the next request fails at once, with the same reason.
     let start = std::time::Instant::now();
     let again = tiffin::source::Source::current_generation(&mut s).expect_err("cut");
-    assert!(again.to_string().contains("less than the minimum"), "{again}");
+    assert!(
+        again.to_string().contains("less than the minimum"),
+        "{again}"
+    );
     assert!(start.elapsed() < std::time::Duration::from_millis(500));
     drop(s);
     relay.trickle(None);
@@ -425,7 +429,10 @@ fn a_server_that_keeps_every_request_just_alive_is_cut_at_the_session_deadline()
         e.is_unreachable() && e.to_string().contains("more than the 3s allowed"),
         "{e}"
     );
-    assert!(answers > 0, "each answer alone is quick: only their sum is cut");
+    assert!(
+        answers > 0,
+        "each answer alone is quick: only their sum is cut"
+    );
     assert!(took < std::time::Duration::from_secs(6), "{took:?}");
     drop(s);
     relay.trickle(None);

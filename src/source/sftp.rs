@@ -460,7 +460,11 @@ impl SftpSource {
         }
     }
 
-    fn read_manifest_unwatched(&mut self, generation: u64, limit: u64) -> Result<Vec<u8>, SourceError> {
+    fn read_manifest_unwatched(
+        &mut self,
+        generation: u64,
+        limit: u64,
+    ) -> Result<Vec<u8>, SourceError> {
         let rel = format!("gens/{generation}/manifest.json");
         let place = self.place(&rel);
         let f = self
@@ -487,7 +491,11 @@ impl SftpSource {
     }
 
     /// One REALPATH round trip: the server resolves every symlink on the way.
-    fn check_tree_path_unwatched(&mut self, generation: u64, path: &str) -> Result<(), SourceError> {
+    fn check_tree_path_unwatched(
+        &mut self,
+        generation: u64,
+        path: &str,
+    ) -> Result<(), SourceError> {
         let rel = format!("gens/{generation}/tree/{path}");
         let place = self.place(&rel);
         let remote = self.remote(&rel);

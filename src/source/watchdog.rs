@@ -206,12 +206,18 @@ mod tests {
         s.window_bytes = 99;
         assert!(verdict(&mut s, &LIMITS, t0 + Duration::from_millis(900)).is_none());
         let why = verdict(&mut s, &LIMITS, t0 + Duration::from_secs(1)).expect("cut");
-        assert!(why.contains("99 bytes in 1s") && why.contains("100 bytes per 1s"), "{why}");
+        assert!(
+            why.contains("99 bytes in 1s") && why.contains("100 bytes per 1s"),
+            "{why}"
+        );
 
         let mut s = state(t0);
         s.window_bytes = 100;
         assert!(verdict(&mut s, &LIMITS, t0 + Duration::from_secs(1)).is_none());
-        assert_eq!((s.window_start, s.window_bytes), (t0 + Duration::from_secs(1), 0));
+        assert_eq!(
+            (s.window_start, s.window_bytes),
+            (t0 + Duration::from_secs(1), 0)
+        );
         assert!(verdict(&mut s, &LIMITS, t0 + Duration::from_secs(2)).is_some());
     }
 
