@@ -531,7 +531,7 @@ impl SftpSource {
             )
             .map_err(|e| map_err(e, &place))?;
         let meter = self.watchdog.meter();
-        let written = data.chunks(32 * 1024).try_for_each(|chunk| {
+        let written = data.chunks(8 * 1024).try_for_each(|chunk| {
             f.write_all(chunk)?;
             meter.progress(chunk.len() as u64);
             Ok::<(), io::Error>(())

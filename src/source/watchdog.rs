@@ -26,8 +26,9 @@ pub struct TransferLimits {
     pub window: Duration,
 }
 
-/// What the agent uses: 30 minutes in all, and 16 KiB per minute while waiting (one SFTP read
-/// is up to ~30 KB, so a link that manages a few hundred bytes a second passes).
+/// What the agent uses: 30 minutes in all, and 16 KiB per minute while waiting. Bytes are
+/// counted as libssh2 hands them over, up to ~30 KB per SFTP read, so in effect a download must
+/// keep up about 500 bytes a second; uploads are counted per 8 KiB the server takes.
 pub const TRANSFER_LIMITS: TransferLimits = TransferLimits {
     deadline: Duration::from_secs(30 * 60),
     min_bytes: 16 * 1024,
