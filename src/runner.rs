@@ -256,12 +256,7 @@ mod tests {
         assert!(o.success() && o.stdout == "done\n", "{o:?}");
         assert!(o.duration < Duration::from_secs(2), "{:?}", o.duration);
         assert!(o.stderr.contains("output no longer read"), "{o:?}");
-        for pid in processes_with(&m) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        processes_with(&m).into_iter().for_each(kill_group_of);
     }
 
     #[test]
@@ -274,10 +269,16 @@ mod tests {
         assert!(o.success(), "{o:?}");
         let left = processes_with(&m);
         assert_eq!(left.len(), 1, "{left:?}");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(left[0]),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        kill_group_of(left[0]);
+    }
+
+    /// Ends what a test left running on purpose: the process `pid` and its process group.
+    fn kill_group_of(pid: i32) {
+        use nix::sys::signal::{killpg, Signal};
+        let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)));
+        if let Ok(group) = group.filter(|g| *g != nix::unistd::getpgrp()) {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
     }
 
     #[test]
