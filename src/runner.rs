@@ -276,7 +276,7 @@ mod tests {
     fn kill_group_of(pid: i32) {
         use nix::sys::signal::{killpg, Signal};
         let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)));
-        if let Ok(group) = group.filter(|g| *g != nix::unistd::getpgrp()) {
+        if let Some(group) = group.ok().filter(|g| *g != nix::unistd::getpgrp()) {
             let _ = killpg(group, Signal::SIGKILL);
         }
     }
