@@ -216,6 +216,7 @@ pub fn measure(runs: usize) -> Option<FetchResults> {
             known_hosts: srv.known_hosts_for(srv.port()),
             connect_timeout: source::CONNECT_TIMEOUT,
             io_timeout: source::IO_TIMEOUT,
+            limits: source::TRANSFER_LIMITS,
         })
         .expect("connect")
         .negotiated()

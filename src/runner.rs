@@ -1,11 +1,15 @@
 //! The single command runner: every external command (nix, switch-to-configuration,
 //! systemd-run, health checks) runs through here, so that its output lands in the cycle's log and
-//! tests can swap the programs for a fake NixOS through configuration alone.
+//! tests can swap the programs for a fake NixOS through configuration alone. Each runs in its own
+//! process group, killed as a group at its deadline (see [`group`]), so that no command, nor
+//! anything it starts, can hold the agent.
 
+mod group;
+
+use group::Leftovers;
 use std::ffi::OsStr;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,7 +64,9 @@ impl Runner {
         Self::default()
     }
 
-    /// Runs `program args…`, capturing output, killing it after `timeout` if given.
+    /// Runs `program args…` in a process group of its own, capturing output. At `timeout`, if
+    /// given, the whole group is killed; when the program exits, whatever it left running in
+    /// its group is killed too, so no helper outlives it or holds its output open.
     pub fn run<S: AsRef<OsStr>>(
         &self,
         program: &str,
@@ -78,6 +84,29 @@ impl Runner {
         cwd: Option<&Path>,
         timeout: Option<Duration>,
     ) -> std::io::Result<CmdOutput> {
+        self.exec(program, args, cwd, timeout, Leftovers::Kill)
+    }
+
+    /// For launchers such as `xdg-open`, whose job is to start a program that outlives them:
+    /// nothing of its process group is killed, and its output is read only until it exits
+    /// (plus a short grace) or `timeout` passes.
+    pub fn run_launcher<S: AsRef<OsStr>>(
+        &self,
+        program: &str,
+        args: &[S],
+        timeout: Duration,
+    ) -> std::io::Result<CmdOutput> {
+        self.exec(program, args, None, Some(timeout), Leftovers::Leave)
+    }
+
+    fn exec<S: AsRef<OsStr>>(
+        &self,
+        program: &str,
+        args: &[S],
+        cwd: Option<&Path>,
+        timeout: Option<Duration>,
+        leftovers: Leftovers,
+    ) -> std::io::Result<CmdOutput> {
         let command = std::iter::once(program.to_string())
             .chain(
                 args.iter()
@@ -86,41 +115,25 @@ impl Runner {
             .collect::<Vec<_>>()
             .join(" ");
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args);
         if let Some(d) = cwd {
             cmd.current_dir(d);
         }
         let start = Instant::now();
-        let mut child = cmd
-            .spawn()
+        let ended = group::run(cmd, timeout, leftovers)
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run `{program}`: {e}")))?;
-        let mut out_pipe = child.stdout.take();
-        let mut err_pipe = child.stderr.take();
-        let out_t = std::thread::spawn(move || read_all(out_pipe.as_mut()));
-        let err_t = std::thread::spawn(move || read_all(err_pipe.as_mut()));
-        let mut timed_out = false;
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if timeout.is_some_and(|t| start.elapsed() > t) {
-                let _ = child.kill();
-                timed_out = true;
-                break child.wait()?;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = out_t.join().unwrap_or_default();
-        let stderr = err_t.join().unwrap_or_default();
+        let mut stderr = String::from_utf8_lossy(&ended.stderr).into_owned();
+        if ended.abandoned_output {
+            stderr.push_str(
+                "[tiffin: output no longer read: a process that left the command's process group still holds it]\n",
+            );
+        }
         let out = CmdOutput {
             command,
-            code: status.code(),
-            stdout,
+            code: ended.status.and_then(|s| s.code()),
+            stdout: String::from_utf8_lossy(&ended.stdout).into_owned(),
             stderr,
-            timed_out,
+            timed_out: ended.timed_out,
             duration: start.elapsed(),
         };
         self.record(&out);
@@ -155,14 +168,6 @@ impl Runner {
     }
 }
 
-fn read_all(r: Option<&mut impl Read>) -> String {
-    let mut buf = Vec::new();
-    if let Some(r) = r {
-        let _ = r.read_to_end(&mut buf);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +193,92 @@ mod tests {
             .unwrap();
         assert!(o.timed_out && !o.success());
         assert!(o.duration < Duration::from_secs(4));
+    }
+
+    /// The pids of live processes whose command line (arguments joined by spaces) contains `marker`.
+    fn processes_with(marker: &str) -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(marker)
+                })
+            })
+            .collect()
+    }
+
+    fn marker(what: &str) -> String {
+        format!("tiffin-runner-test-{what}-{}", std::process::id())
+    }
+
+    #[test]
+    fn a_grandchild_left_holding_the_output_neither_holds_the_runner_nor_survives() {
+        let m = marker("grandchild");
+        let script = format!("sh -c 'sleep 300; : {m}' & echo started; exit 1");
+        let o = Runner::new().run("sh", &["-c", &script], None).unwrap();
+        assert_eq!(o.code, Some(1));
+        assert_eq!(o.stdout, "started\n");
+        assert!(!o.timed_out);
+        assert!(o.duration < Duration::from_secs(3), "{:?}", o.duration);
+        assert!(
+            processes_with(&m).is_empty(),
+            "left running: {:?}",
+            processes_with(&m)
+        );
+    }
+
+    #[test]
+    fn the_deadline_kills_the_whole_process_group() {
+        let m = marker("deadline");
+        let script = format!("sh -c 'sleep 300; : {m}' & sleep 300");
+        let o = Runner::new()
+            .run("sh", &["-c", &script], Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(o.timed_out && o.code.is_none(), "{o:?}");
+        assert!(o.duration < Duration::from_secs(3), "{:?}", o.duration);
+        assert!(
+            processes_with(&m).is_empty(),
+            "left running: {:?}",
+            processes_with(&m)
+        );
+    }
+
+    #[test]
+    fn output_held_by_a_process_that_left_the_group_is_given_up_after_a_grace() {
+        let m = marker("setsid");
+        // The pause lets `setsid` leave the group before the command exits.
+        let script = format!("setsid sh -c 'sleep 3; : {m}' & sleep 0.3; echo done; exit 0");
+        let o = Runner::new().run("sh", &["-c", &script], None).unwrap();
+        assert!(o.success() && o.stdout == "done\n", "{o:?}");
+        assert!(o.duration < Duration::from_secs(2), "{:?}", o.duration);
+        assert!(o.stderr.contains("output no longer read"), "{o:?}");
+        processes_with(&m).into_iter().for_each(kill_group_of);
+    }
+
+    #[test]
+    fn a_launcher_may_leave_its_program_running() {
+        let m = marker("launcher");
+        let script = format!("sh -c 'sleep 30; : {m}' >/dev/null 2>&1 & exit 0");
+        let o = Runner::new()
+            .run_launcher("sh", &["-c", &script], Duration::from_secs(10))
+            .unwrap();
+        assert!(o.success(), "{o:?}");
+        let left = processes_with(&m);
+        assert_eq!(left.len(), 1, "{left:?}");
+        kill_group_of(left[0]);
+    }
+
+    /// Ends what a test left running on purpose: the process `pid` and its process group.
+    fn kill_group_of(pid: i32) {
+        use nix::sys::signal::{killpg, Signal};
+        let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)));
+        if let Some(group) = group.ok().filter(|g| *g != nix::unistd::getpgrp()) {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
     }
 
     #[test]

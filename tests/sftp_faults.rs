@@ -306,6 +306,7 @@ fn a_server_that_stops_answering_times_out_as_unreachable() {
         known_hosts: cfg.known_hosts.clone(),
         connect_timeout: std::time::Duration::from_secs(5),
         io_timeout,
+        limits: source::TRANSFER_LIMITS,
     };
     // Mid-session: the server freezes after login, the change check waits no longer than asked.
     let mut s = source::SftpSource::connect(target(std::time::Duration::from_secs(1))).unwrap();
@@ -330,5 +331,110 @@ fn a_server_that_stops_answering_times_out_as_unreachable() {
         "{e}"
     );
     f.srv.resume();
+    f.assert_generation_1_intact();
+}
+
+/// A session through a relay in front of the fixture's sshd, with the agent's timeouts but
+/// `limits`.
+fn relayed_session(
+    f: &Fixture,
+    limits: source::TransferLimits,
+) -> (support::relay::Relay, source::SftpSource) {
+    let relay = support::relay::Relay::start(f.srv.port());
+    let cfg = f.srv.agent_config("alpha", f.srv.port(), f.state.path());
+    let s = source::SftpSource::connect(source::SftpTarget {
+        user: f.srv.host("alpha").user.clone(),
+        host: "127.0.0.1".into(),
+        port: relay.port,
+        path: "/".into(),
+        identity: cfg.identity.clone(),
+        known_hosts: f.srv.known_hosts_for(relay.port),
+        connect_timeout: source::CONNECT_TIMEOUT,
+        io_timeout: source::IO_TIMEOUT,
+        limits,
+    })
+    .expect("connect through the relay");
+    (relay, s)
+}
+
+/// Asks for `current` again and again (as a fetch checks one path after another) while the
+/// relay trickles the server's bytes one per `interval`: each answer comes well within
+/// libssh2's own timeout (`IO_TIMEOUT`), so only the watchdog ends this. Returns the error,
+/// when it came, and how many answers came before it.
+fn keep_asking(
+    relay: &support::relay::Relay,
+    s: &mut source::SftpSource,
+    interval: std::time::Duration,
+) -> (source::SourceError, std::time::Duration, usize) {
+    relay.trickle(Some(interval));
+    let start = std::time::Instant::now();
+    let mut answers = 0;
+    loop {
+        match tiffin::source::Source::current_generation(s) {
+            Ok(_) => answers += 1,
+            Err(e) => return (e, start.elapsed(), answers),
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "still answering after {answers} answers"
+        );
+    }
+}
+
+#[test]
+fn a_server_that_trickles_bytes_is_cut_at_the_minimum_rate() {
+    let Some(f) = Fixture::new() else { return };
+    let limits = source::TransferLimits {
+        deadline: std::time::Duration::from_secs(600),
+        min_bytes: 4096,
+        window: std::time::Duration::from_secs(1),
+    };
+    let (relay, mut s) = relayed_session(&f, limits);
+    // One byte per 100 ms: an answer of a few dozen bytes takes seconds, not 30.
+    let (e, took, answers) = keep_asking(&relay, &mut s, std::time::Duration::from_millis(100));
+    eprintln!("cut after {took:?} and {answers} answers: {e}");
+    assert!(e.is_unreachable(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("less than the minimum of 4096 bytes per 1s"),
+        "{e}"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    // The session is gone: the next request fails at once, with the same reason.
+    let start = std::time::Instant::now();
+    let again = tiffin::source::Source::current_generation(&mut s).expect_err("cut");
+    assert!(
+        again.to_string().contains("less than the minimum"),
+        "{again}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_millis(500));
+    drop(s);
+    relay.trickle(None);
+    f.assert_generation_1_intact();
+}
+
+#[test]
+fn a_server_that_keeps_every_request_just_alive_is_cut_at_the_session_deadline() {
+    let Some(f) = Fixture::new() else { return };
+    // No rate check: only the time spent waiting for the server, over all requests.
+    let limits = source::TransferLimits {
+        deadline: std::time::Duration::from_secs(3),
+        min_bytes: 0,
+        window: std::time::Duration::from_secs(1),
+    };
+    let (relay, mut s) = relayed_session(&f, limits);
+    let (e, took, answers) = keep_asking(&relay, &mut s, std::time::Duration::from_millis(10));
+    eprintln!("cut after {took:?} and {answers} answers: {e}");
+    assert!(
+        e.is_unreachable() && e.to_string().contains("more than the 3s allowed"),
+        "{e}"
+    );
+    assert!(
+        answers > 0,
+        "each answer alone is quick: only their sum is cut"
+    );
+    assert!(took < std::time::Duration::from_secs(6), "{took:?}");
+    drop(s);
+    relay.trickle(None);
     f.assert_generation_1_intact();
 }

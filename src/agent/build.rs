@@ -1,12 +1,13 @@
 //! Step 3: build the fetched tree into a system store path, flake or not (DESIGN §3).
 
 use super::files::{FILES_DIR, FILES_TOML};
-use super::system::command_failure;
+use super::system::command_failure_within;
 use crate::config::SystemConfig;
 use crate::runner::Runner;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// How the tree is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,12 +30,14 @@ impl BuildKind {
     }
 }
 
-/// Builds the tree and returns the system's store path (the last line of stdout).
+/// Builds the tree and returns the system's store path (the last line of stdout). The build is
+/// killed (its whole process group) after `timeout` (`build_timeout`).
 pub fn build_system(
     runner: &Runner,
     sys: &SystemConfig,
     tree: &Path,
     host: &str,
+    timeout: Duration,
 ) -> Result<String, String> {
     let kind = BuildKind::detect(tree, host);
     let tree_s = tree.to_string_lossy();
@@ -45,7 +48,7 @@ pub fn build_system(
             runner.run(
                 &sys.nix,
                 &["build", "--no-link", "--print-out-paths", &installable],
-                None,
+                Some(timeout),
             )
         }
         BuildKind::Classic => {
@@ -60,12 +63,12 @@ pub fn build_system(
                     &config,
                     "--no-out-link",
                 ],
-                None,
+                Some(timeout),
             )
         }
     }
     .map_err(|e| e.to_string())?;
-    if let Some(why) = command_failure(&out) {
+    if let Some(why) = command_failure_within(&out, "build_timeout") {
         return Err(why);
     }
     let path = out

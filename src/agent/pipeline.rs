@@ -387,7 +387,10 @@ impl Pipeline {
         let t = Instant::now();
         let built = build::build_view(tree, &self.config.state_dir)
             .map_err(|e| format!("preparing the tree for Nix: {e}"))
-            .and_then(|view| build::build_system(&cy.runner, &sys, &view, &self.config.host));
+            .and_then(|view| {
+                let limit = self.config.build_timeout;
+                build::build_system(&cy.runner, &sys, &view, &self.config.host, limit)
+            });
         cy.took(Step::Build, t);
         let new = match built {
             Ok(p) => p,
@@ -449,8 +452,9 @@ impl Pipeline {
             return Ending::failed(Step::Activate, why, true);
         }
         let t = Instant::now();
-        let activated =
-            activate::activate_test(&cy.runner, &sys, &new, &format!("tiffin-activate-{g}"));
+        let unit = format!("tiffin-activate-{g}");
+        let limit = self.config.activate_timeout;
+        let activated = activate::activate_test(&cy.runner, &sys, &new, &unit, limit);
         cy.took(Step::Activate, t);
         if let Err(why) = activated {
             return self.roll_back(cy, g, &prev, &new, Some(Step::Activate), &why, false);
@@ -496,14 +500,15 @@ impl Pipeline {
         self.set_phase(Phase::Committing);
         journal_or_stop!(self.journal(cy, Step::Commit, Some(new)), Step::Commit);
         let t = Instant::now();
-        let committed = activate::commit(&cy.runner, &self.config.system, new);
+        let limit = self.config.activate_timeout;
+        let committed = activate::commit(&cy.runner, &self.config.system, new, limit);
         cy.took(Step::Commit, t);
         if let Err(why) = committed {
             if activated {
                 return self.roll_back(cy, g, prev, new, Some(Step::Commit), &why, false);
             }
             // Operation `boot`: nothing runs the new system; put the profile and files back.
-            let _ = activate::set_profile(&cy.runner, &self.config.system, prev);
+            let _ = activate::set_profile(&cy.runner, &self.config.system, prev, limit);
             self.undo_files(cy);
             return self.block(Ending::failed(Step::Commit, why, true), g);
         }
@@ -543,6 +548,7 @@ impl Pipeline {
         commit_previous: bool,
     ) -> Ending {
         let sys = self.config.system.clone();
+        let limit = self.config.activate_timeout;
         self.set_phase(Phase::RollingBack);
         let reason = match failed {
             Some(s) => format!("{} failed: {why}", s.name()),
@@ -579,14 +585,15 @@ impl Pipeline {
         let mut result = if from == prev {
             Ok(())
         } else {
-            activate::activate_test(&cy.runner, &sys, prev, &format!("tiffin-rollback-{g}"))
+            let unit = format!("tiffin-rollback-{g}");
+            activate::activate_test(&cy.runner, &sys, prev, &unit, limit)
         };
         if result.is_ok() && (commit_previous || failed == Some(Step::Commit)) {
             // The profile may already name the failed system: point it back.
             result = if commit_previous {
-                activate::commit(&cy.runner, &sys, prev)
+                activate::commit(&cy.runner, &sys, prev, limit)
             } else {
-                activate::set_profile(&cy.runner, &sys, prev)
+                activate::set_profile(&cy.runner, &sys, prev, limit)
             };
         }
         cy.took(Step::RollBack, t);
@@ -696,6 +703,7 @@ impl Pipeline {
     /// Decides what to do about the step an earlier agent died in.
     fn resolve_journal(&mut self, cy: &mut Cycle, j: Journal) -> Ending {
         let sys = self.config.system.clone();
+        let limit = self.config.activate_timeout;
         cy.generation = j.generation;
         cy.system_before = j.previous_system.clone();
         cy.system_after = system::current_system(&sys);
@@ -776,6 +784,7 @@ impl Pipeline {
                                 &sys,
                                 &p,
                                 &format!("tiffin-rollback-{g}"),
+                                limit,
                             );
                             cy.system_after = system::current_system(&sys);
                             self.undo_files(cy);
@@ -801,7 +810,7 @@ impl Pipeline {
                                 && system::resolve_system(&sys.profile).as_deref()
                                     == Some(n.as_str())
                             {
-                                if let Err(e) = activate::set_profile(&cy.runner, &sys, &p) {
+                                if let Err(e) = activate::set_profile(&cy.runner, &sys, &p, limit) {
                                     cy.runner.note(&format!("putting the profile back: {e}"));
                                 }
                             }

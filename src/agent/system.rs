@@ -50,6 +50,18 @@ pub fn command_failure(out: &CmdOutput) -> Option<String> {
     None
 }
 
+/// [`command_failure`] for a command run under the agent.toml duration `key`: a timeout names
+/// the key that set it.
+pub fn command_failure_within(out: &CmdOutput, key: &str) -> Option<String> {
+    command_failure(out).map(|why| {
+        if out.timed_out {
+            format!("{why} (the limit is `{key}` in agent.toml)")
+        } else {
+            why
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,12 @@ pub struct AgentConfig {
     pub verify_timeout: Duration,
     #[serde(default)]
     pub health_checks: Vec<String>,
+    /// How long building a system may take; the build's process group is killed then.
+    #[serde(default = "d::build_timeout", deserialize_with = "de_duration")]
+    pub build_timeout: Duration,
+    /// How long each activation command (switch-to-configuration, nix-env) may take.
+    #[serde(default = "d::activate_timeout", deserialize_with = "de_duration")]
+    pub activate_timeout: Duration,
     /// `""` turns the HTTP trigger off.
     #[serde(default = "d::http_trigger")]
     pub http_trigger: String,
@@ -122,6 +128,12 @@ mod d {
     }
     pub fn verify_timeout() -> Duration {
         Duration::from_secs(60)
+    }
+    pub fn build_timeout() -> Duration {
+        Duration::from_secs(2 * 3600)
+    }
+    pub fn activate_timeout() -> Duration {
+        Duration::from_secs(10 * 60)
     }
     pub fn http_trigger() -> String {
         "127.0.0.1:9999".into()
@@ -173,6 +185,8 @@ impl AgentConfig {
             ("jitter", self.jitter),
             ("deadline", self.deadline),
             ("verify_timeout", self.verify_timeout),
+            ("build_timeout", self.build_timeout),
+            ("activate_timeout", self.activate_timeout),
         ] {
             if d > MAX_DURATION {
                 return Err(bad(
@@ -190,6 +204,14 @@ impl AgentConfig {
         }
         if self.verify_timeout.is_zero() {
             return Err(bad("verify_timeout", "must be more than 0s".into()));
+        }
+        for (key, d) in [
+            ("build_timeout", self.build_timeout),
+            ("activate_timeout", self.activate_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(bad(key, "must be more than 0s".into()));
+            }
         }
         if !self.trusted_key.is_empty() && !Path::new(&self.trusted_key).is_absolute() {
             return Err(bad(
@@ -231,6 +253,21 @@ mod tests {
         assert_eq!(c.policy, Policy::Auto);
         assert_eq!(c.system.systemd_run, "systemd-run");
         assert_eq!(c.system.files_root, PathBuf::from("/"));
+        assert_eq!(c.build_timeout, Duration::from_secs(2 * 3600));
+        assert_eq!(c.activate_timeout, Duration::from_secs(10 * 60));
+    }
+
+    #[test]
+    fn a_zero_build_or_activate_timeout_is_refused_by_name() {
+        for key in ["build_timeout", "activate_timeout"] {
+            let e = AgentConfig::parse(
+                &format!("host = \"a\"\nsource = \"file:///x\"\n{key} = \"0s\"\n"),
+                "agent.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.starts_with(&format!("agent.toml: {key}: ")), "{e}");
+        }
     }
 
     #[test]
@@ -269,7 +306,14 @@ mod tests {
 
     #[test]
     fn a_duration_that_would_overflow_the_clock_is_refused() {
-        for key in ["interval", "jitter", "deadline", "verify_timeout"] {
+        for key in [
+            "interval",
+            "jitter",
+            "deadline",
+            "verify_timeout",
+            "build_timeout",
+            "activate_timeout",
+        ] {
             let e = AgentConfig::parse(
                 &format!("host = \"a\"\nsource = \"file:///x\"\n{key} = \"500000000000y\"\n"),
                 "agent.toml",

@@ -6,9 +6,11 @@
 
 mod file;
 mod sftp;
+mod watchdog;
 
 pub use file::FileSource;
 pub use sftp::{fingerprint, SftpSource, SftpTarget, CONNECT_TIMEOUT, IO_TIMEOUT};
+pub use watchdog::{TransferLimits, TRANSFER_LIMITS};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -211,6 +213,7 @@ pub fn open(config: &crate::config::AgentConfig) -> Result<Box<dyn Source>, Sour
             known_hosts: config.known_hosts.clone(),
             connect_timeout: CONNECT_TIMEOUT,
             io_timeout: IO_TIMEOUT,
+            limits: TRANSFER_LIMITS,
         })?)),
     }
 }

@@ -5,6 +5,7 @@
 //! authenticates or reads anything: an unknown or changed key is refused, never learned.
 
 use super::file::copy_bounded;
+use super::watchdog::{Meter, TransferLimits, Watchdog};
 use super::{check_log_name, parse_current_target, Source, SourceError};
 use crate::hash;
 use base64::Engine;
@@ -89,6 +90,8 @@ pub struct SftpTarget {
     pub connect_timeout: Duration,
     /// Limit for every blocking SSH/SFTP operation ([`IO_TIMEOUT`] from `source::open`).
     pub io_timeout: Duration,
+    /// The session's deadline and minimum rate ([`super::TRANSFER_LIMITS`] from `source::open`).
+    pub limits: TransferLimits,
 }
 
 /// An authenticated SFTP session on the host's publication.
@@ -97,6 +100,7 @@ pub struct SftpSource {
     // Field order matters: the SFTP channel closes before the session.
     sftp: Sftp,
     session: Session,
+    watchdog: Watchdog,
 }
 
 impl SftpSource {
@@ -137,66 +141,20 @@ impl SftpSource {
         let tcp = tcp.ok_or_else(|| {
             unreachable(last.unwrap_or_else(|| format!("{} has no address", target.host)))
         })?;
-        // The no-change check is a handful of small packets: do not let Nagle delay them.
-        let _ = tcp.set_nodelay(true);
-
-        let mut session = Session::new().map_err(|e| unreachable(e.to_string()))?;
-        session.set_timeout(target.io_timeout.as_millis().clamp(1, u32::MAX as u128) as u32);
-        // The manifest is JSON and most trees are text: zlib shrinks a one-file update to a
-        // small fraction of the tree (the manifest alone is ~190 bytes per entry uncompressed).
-        session.set_compress(true);
-        for (method, wanted) in PREFERRED {
-            let supported = session.supported_algs(*method).unwrap_or_default();
-            let offer: Vec<&str> = wanted
-                .iter()
-                .copied()
-                .filter(|w| supported.contains(w))
-                .collect();
-            // Nothing we like is supported: keep libssh2's defaults rather than fail here.
-            if !offer.is_empty() {
-                let _ = session.method_pref(*method, &offer.join(","));
-            }
-        }
-        session.set_tcp_stream(tcp);
-        session
-            .handshake()
-            .map_err(|e| unreachable(format!("SSH handshake failed: {}", e.message())))?;
-
-        check_host_key(&session, &target, &place)?;
-
-        session
-            .userauth_pubkey_file(&target.user, None, &target.identity, None)
-            .map_err(|e| {
-                let key = target.identity.display();
-                let why = match e.code() {
-                    ErrorCode::Session(LIBSSH2_ERROR_FILE) => {
-                        format!("cannot use the identity file {key}: {}", e.message())
-                    }
-                    ErrorCode::Session(
-                        LIBSSH2_ERROR_AUTHENTICATION_FAILED | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
-                    ) => format!(
-                        "the server refused the key {key} for user {:?} ({})",
-                        target.user,
-                        e.message()
-                    ),
-                    _ => return map_err(e, &place),
-                };
-                SourceError::Auth {
-                    place: place.clone(),
-                    why,
-                }
-            })?;
-        if !session.authenticated() {
-            return Err(SourceError::Auth {
-                place,
-                why: format!("user {:?} is not authenticated", target.user),
-            });
-        }
-        let sftp = session.sftp().map_err(|e| map_err(e, &place))?;
+        let watchdog = match tcp.try_clone() {
+            Ok(t) => Watchdog::start(t, target.limits),
+            Err(e) => return Err(unreachable(format!("cannot watch the connection: {e}"))),
+        };
+        let opened = {
+            let _busy = watchdog.busy();
+            open_session(&target, &place, tcp)
+        };
+        let (session, sftp) = opened.map_err(|e| cut_or(e, &watchdog, &place))?;
         Ok(Self {
             target,
             sftp,
             session,
+            watchdog,
         })
     }
 
@@ -221,6 +179,95 @@ impl SftpSource {
     fn place(&self, rel: &str) -> String {
         format!("{}{rel}", self.describe())
     }
+
+    fn reader<R: Read>(&self, r: R) -> RemoteReader<R> {
+        RemoteReader(r, self.watchdog.meter())
+    }
+
+    /// Runs one request as the watchdog's "in flight"; once the watchdog has cut the session,
+    /// every request fails at once with its reason.
+    fn watched<T>(
+        &mut self,
+        request: impl FnOnce(&mut Self) -> Result<T, SourceError>,
+    ) -> Result<T, SourceError> {
+        let place = self.describe();
+        if let Some(why) = self.watchdog.cut() {
+            return Err(SourceError::Unreachable { place, why });
+        }
+        let busy = self.watchdog.busy();
+        let r = request(self);
+        drop(busy);
+        r.map_err(|e| cut_or(e, &self.watchdog, &place))
+    }
+}
+
+/// Handshake, host key check, authentication and the SFTP channel, on a connected socket.
+fn open_session(
+    target: &SftpTarget,
+    place: &str,
+    tcp: TcpStream,
+) -> Result<(Session, Sftp), SourceError> {
+    let unreachable = |why: String| SourceError::Unreachable {
+        place: place.to_string(),
+        why,
+    };
+    // The no-change check is a handful of small packets: do not let Nagle delay them.
+    let _ = tcp.set_nodelay(true);
+
+    let mut session = Session::new().map_err(|e| unreachable(e.to_string()))?;
+    session.set_timeout(target.io_timeout.as_millis().clamp(1, u32::MAX as u128) as u32);
+    // The manifest is JSON and most trees are text: zlib shrinks a one-file update to a
+    // small fraction of the tree (the manifest alone is ~190 bytes per entry uncompressed).
+    session.set_compress(true);
+    for (method, wanted) in PREFERRED {
+        let supported = session.supported_algs(*method).unwrap_or_default();
+        let offer: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|w| supported.contains(w))
+            .collect();
+        // Nothing we like is supported: keep libssh2's defaults rather than fail here.
+        if !offer.is_empty() {
+            let _ = session.method_pref(*method, &offer.join(","));
+        }
+    }
+    session.set_tcp_stream(tcp);
+    session
+        .handshake()
+        .map_err(|e| unreachable(format!("SSH handshake failed: {}", e.message())))?;
+
+    check_host_key(&session, target, place)?;
+
+    session
+        .userauth_pubkey_file(&target.user, None, &target.identity, None)
+        .map_err(|e| {
+            let key = target.identity.display();
+            let why = match e.code() {
+                ErrorCode::Session(LIBSSH2_ERROR_FILE) => {
+                    format!("cannot use the identity file {key}: {}", e.message())
+                }
+                ErrorCode::Session(
+                    LIBSSH2_ERROR_AUTHENTICATION_FAILED | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
+                ) => format!(
+                    "the server refused the key {key} for user {:?} ({})",
+                    target.user,
+                    e.message()
+                ),
+                _ => return map_err(e, place),
+            };
+            SourceError::Auth {
+                place: place.to_string(),
+                why,
+            }
+        })?;
+    if !session.authenticated() {
+        return Err(SourceError::Auth {
+            place: place.to_string(),
+            why: format!("user {:?} is not authenticated", target.user),
+        });
+    }
+    let sftp = session.sftp().map_err(|e| map_err(e, place))?;
+    Ok((session, sftp))
 }
 
 fn describe(t: &SftpTarget) -> String {
@@ -344,14 +391,38 @@ fn map_err(e: ssh2::Error, place: &str) -> SourceError {
 
 /// Marks every read error of an open SFTP file, so that it is told apart from an error writing
 /// the local copy (a full disk is not a broken connection).
-struct RemoteReader<R>(R);
+/// Each byte read counts for the watchdog's minimum rate.
+struct RemoteReader<R>(R, Meter);
 
 impl<R: Read> Read for RemoteReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0
+        let n = self
+            .0
             .read(buf)
-            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e))
+            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e))?;
+        self.1.progress(n as u64);
+        Ok(n)
     }
+}
+
+/// A failure of a session the watchdog cut is reported with the watchdog's reason, at the
+/// place the request failed (`session` when it names none).
+fn cut_or(e: SourceError, watchdog: &Watchdog, session: &str) -> SourceError {
+    let Some(why) = watchdog.cut() else {
+        return e;
+    };
+    let place = match e {
+        SourceError::Unreachable { place, .. }
+        | SourceError::HostKey { place, .. }
+        | SourceError::Auth { place, .. }
+        | SourceError::Permission { place }
+        | SourceError::NotFound { place }
+        | SourceError::Layout { place, .. }
+        | SourceError::TooLarge { place, .. }
+        | SourceError::Io { place, .. } => place,
+        SourceError::BadUrl { .. } => session.to_string(),
+    };
+    SourceError::Unreachable { place, why }
 }
 
 /// ssh2 turns SFTP read errors into io::Error and loses the code: a read that fails mid-file
@@ -368,12 +439,9 @@ fn map_read_err(e: SourceError) -> SourceError {
     }
 }
 
-impl Source for SftpSource {
-    fn describe(&self) -> String {
-        describe(&self.target)
-    }
-
-    fn current_generation(&mut self) -> Result<Option<u64>, SourceError> {
+/// The requests themselves; [`Source`] runs each under the watchdog.
+impl SftpSource {
+    fn current_generation_unwatched(&mut self) -> Result<Option<u64>, SourceError> {
         let place = self.place("current");
         match self.sftp.readlink(&self.remote("current")) {
             Ok(t) => parse_current_target(&t.to_string_lossy(), &place).map(Some),
@@ -392,7 +460,11 @@ impl Source for SftpSource {
         }
     }
 
-    fn read_manifest(&mut self, generation: u64, limit: u64) -> Result<Vec<u8>, SourceError> {
+    fn read_manifest_unwatched(
+        &mut self,
+        generation: u64,
+        limit: u64,
+    ) -> Result<Vec<u8>, SourceError> {
         let rel = format!("gens/{generation}/manifest.json");
         let place = self.place(&rel);
         let f = self
@@ -400,11 +472,11 @@ impl Source for SftpSource {
             .open(self.remote(&rel))
             .map_err(|e| map_err(e, &place))?;
         let mut v = Vec::new();
-        copy_bounded(&mut RemoteReader(f), &mut v, limit, &place).map_err(map_read_err)?;
+        copy_bounded(&mut self.reader(f), &mut v, limit, &place).map_err(map_read_err)?;
         Ok(v)
     }
 
-    fn read_file(
+    fn read_file_unwatched(
         &mut self,
         generation: u64,
         path: &str,
@@ -415,11 +487,15 @@ impl Source for SftpSource {
         let place = self.place(&rel);
         let remote = self.remote(&rel);
         let f = self.sftp.open(&remote).map_err(|e| map_err(e, &place))?;
-        copy_bounded(&mut RemoteReader(f), out, limit, &place).map_err(map_read_err)
+        copy_bounded(&mut self.reader(f), out, limit, &place).map_err(map_read_err)
     }
 
     /// One REALPATH round trip: the server resolves every symlink on the way.
-    fn check_tree_path(&mut self, generation: u64, path: &str) -> Result<(), SourceError> {
+    fn check_tree_path_unwatched(
+        &mut self,
+        generation: u64,
+        path: &str,
+    ) -> Result<(), SourceError> {
         let rel = format!("gens/{generation}/tree/{path}");
         let place = self.place(&rel);
         let remote = self.remote(&rel);
@@ -439,7 +515,7 @@ impl Source for SftpSource {
         Ok(())
     }
 
-    fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError> {
+    fn upload_log_unwatched(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError> {
         check_log_name(name)?;
         let rel = format!("logs/{name}");
         let place = self.place(&rel);
@@ -454,7 +530,13 @@ impl Source for SftpSource {
                 OpenType::File,
             )
             .map_err(|e| map_err(e, &place))?;
-        if let Err(e) = f.write_all(data) {
+        let meter = self.watchdog.meter();
+        let written = data.chunks(8 * 1024).try_for_each(|chunk| {
+            f.write_all(chunk)?;
+            meter.progress(chunk.len() as u64);
+            Ok::<(), io::Error>(())
+        });
+        if let Err(e) = written {
             drop(f);
             // ssh2 loses the SFTP status of a failed write: ask the server whether it still
             // answers. If it does, it refused the data (OpenSSH answers a full disk with a plain
@@ -490,5 +572,37 @@ impl Source for SftpSource {
                 .map_err(|e| map_err(e, &place))?;
         }
         Ok(())
+    }
+}
+
+impl Source for SftpSource {
+    fn describe(&self) -> String {
+        describe(&self.target)
+    }
+
+    fn current_generation(&mut self) -> Result<Option<u64>, SourceError> {
+        self.watched(|s| s.current_generation_unwatched())
+    }
+
+    fn read_manifest(&mut self, generation: u64, limit: u64) -> Result<Vec<u8>, SourceError> {
+        self.watched(|s| s.read_manifest_unwatched(generation, limit))
+    }
+
+    fn read_file(
+        &mut self,
+        generation: u64,
+        path: &str,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<u64, SourceError> {
+        self.watched(|s| s.read_file_unwatched(generation, path, out, limit))
+    }
+
+    fn check_tree_path(&mut self, generation: u64, path: &str) -> Result<(), SourceError> {
+        self.watched(|s| s.check_tree_path_unwatched(generation, path))
+    }
+
+    fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError> {
+        self.watched(|s| s.upload_log_unwatched(name, data))
     }
 }

@@ -482,7 +482,7 @@ impl Tray {
             }
             crate::fsutil::atomic_write(&path, log_text(&data).as_bytes(), 0o600)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            let out = Runner::new().run("xdg-open", &[&path], Some(Duration::from_secs(30)))?;
+            let out = Runner::new().run_launcher("xdg-open", &[&path], Duration::from_secs(30))?;
             anyhow::ensure!(out.success(), "{}", out.describe_failure());
             Ok(())
         });

@@ -26,6 +26,8 @@ struct Counters {
     cuts: AtomicU64,
     /// When each connection was accepted.
     accepted: Mutex<Vec<Instant>>,
+    /// Server → client, one byte per this interval (a server that trickles); `None`: full speed.
+    trickle: Mutex<Option<Duration>>,
 }
 
 /// Bytes seen on the wire since the last reset.
@@ -116,6 +118,14 @@ impl Relay {
         self.counters.spared.store(spared, Ordering::SeqCst);
     }
 
+    /// From now on (open connections too), the server's bytes reach the client one per
+    /// `interval`, as from a server that trickles on purpose; `None` lets them through again.
+    pub fn trickle(&self, interval: Option<Duration>) {
+        if let Ok(mut t) = self.counters.trickle.lock() {
+            *t = interval;
+        }
+    }
+
     /// How many connections were cut so far.
     pub fn cuts(&self) -> u64 {
         self.counters.cuts.load(Ordering::SeqCst)
@@ -172,7 +182,7 @@ fn pump(
                 })
                 .unwrap_or(0);
             let allowed = (before.min(n as u64)) as usize;
-            if to.write_all(&buf[..allowed]).is_err() {
+            if send(&mut to, &buf[..allowed], &c, upstream).is_err() {
                 break;
             }
             let counter = if upstream { &c.up } else { &c.down };
@@ -189,4 +199,22 @@ fn pump(
         let _ = from.shutdown(Shutdown::Read);
         c.open.fetch_sub(1, Ordering::SeqCst);
     });
+}
+
+/// Writes `data`, a byte at a time while the relay trickles the server's bytes.
+fn send(to: &mut TcpStream, data: &[u8], c: &Counters, upstream: bool) -> std::io::Result<()> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let interval = match c.trickle.lock() {
+            Ok(t) if !upstream => *t,
+            _ => None,
+        };
+        let Some(interval) = interval else {
+            return to.write_all(rest);
+        };
+        to.write_all(&rest[..1])?;
+        rest = &rest[1..];
+        thread::sleep(interval);
+    }
+    Ok(())
 }
