@@ -58,7 +58,8 @@ pause_point() {
 
 hash_of() { sha256sum | cut -c1-32; }
 
-# Builds the fake system of tree $1 for host $2 and prints its store path.
+# Builds the fake system of tree $1 for host $2 and sets BUILT to its store path (in this
+# shell, not a subshell: a paused build's pid file must name the process tests signal).
 build_system() {
     tree=$1
     host=$2
@@ -106,5 +107,5 @@ build_system() {
     if [ -e "$tree/NO_SPACE" ]; then
         warn "error: writing to file: No space left on device"
     fi
-    say "$out"
+    BUILT=$out
 }

@@ -9,6 +9,7 @@ pub mod build;
 pub mod cycle;
 pub mod daemon;
 pub mod fetch;
+pub mod gcroot;
 pub mod files;
 pub mod outbox;
 pub mod pipeline;

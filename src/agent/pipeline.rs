@@ -10,6 +10,7 @@
 
 use super::activate;
 use super::build;
+use super::gcroot;
 use super::cycle::{CycleReport, CycleRequest, CycleRunner};
 use super::fetch::{self, SyncOutcome};
 use super::files;
@@ -390,7 +391,10 @@ impl Pipeline {
         let t = Instant::now();
         let built = build::build_view(tree, &self.config.state_dir)
             .map_err(|e| format!("preparing the tree for Nix: {e}"))
-            .and_then(|view| build::build_system(&cy.runner, &sys, &view, &self.config.host));
+            .and_then(|view| {
+                let root = gcroot::link(&self.config.state_dir);
+                build::build_system(&cy.runner, &sys, &view, &self.config.host, &root)
+            });
         cy.took(Step::Build, t);
         let new = match built {
             Ok(p) => p,
@@ -885,6 +889,10 @@ impl Pipeline {
 
     /// Ends a cycle: history, state, report, `seen.json`, status.
     fn finish(&mut self, mut cy: Cycle, end: Ending) -> CycleReport {
+        // Committed (the profile holds it), rolled back or failed: the build's root goes.
+        if let Err(e) = gcroot::release(&self.config.state_dir) {
+            cy.runner.note(&format!("build: cannot drop its GC root: {e}"));
+        }
         let now = unix_now();
         let sys = &self.config.system;
         let reboot_needed = system::reboot_needed(sys);

@@ -11,6 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tiffin::manifest::{entries_of, walk_tree, EntryKind, Manifest};
 
+#[path = "../real_nix/mod.rs"]
+pub mod real_nix;
+mod real;
+
 pub const HOST: &str = "laptop";
 
 pub fn fake_nixos_dir() -> PathBuf {
@@ -201,7 +205,9 @@ http_trigger = ""
         let mut c = Command::new(env!("CARGO_BIN_EXE_tiffin"));
         c.args(["agent", "--once", "--config"])
             .arg(&self.config_path)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            // The sandbox root the NixOS stand-in's switch-to-configuration acts on (real Nix).
+            .env("TIFFIN_STANDIN_ROOT", &self.root);
         c
     }
 

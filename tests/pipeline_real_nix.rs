@@ -1,0 +1,130 @@
+//! The agent's pipeline on real Nix: the NixOS stand-in (assets/nixos-standin) evaluated and
+//! built by real `nix build` (flake) and `nix-build` (classic), a real system profile, real store
+//! paths held as GC roots, and Nix's own evaluation errors. Only activation is simulated.
+
+mod pipeline_support;
+
+use pipeline_support::{real_nix, Machine, HOST};
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn flake_and_classic_hosts_update_and_roll_back_on_real_nix_with_a_real_profile() {
+    for flake in [true, false] {
+        let test = "flake_and_classic_hosts_update_and_roll_back_on_real_nix_with_a_real_profile";
+        let Some(mut m) = Machine::on_real_nix(test, flake, "") else {
+            return;
+        };
+        let kind = if flake { "flake" } else { "classic" };
+        m.write(
+            "configuration.nix",
+            &format!(
+                "{{ imports = [ ./kernel.nix ]; networking.hostName = \"{HOST}\"; }}\n"
+            ),
+        );
+        m.write("kernel.nix", "{ standin.kernel = \"6.6\"; }\n");
+        let g = m.publish();
+        let (code, out) = m.run_once();
+        assert_eq!(code, 0, "{kind}: {out}");
+        let new = m.current();
+        assert_ne!(new, m.initial_system, "{kind}");
+        assert!(new.starts_with("/nix/store/"), "{kind}: {}", new.display());
+        assert!(
+            new.to_string_lossy().ends_with(&format!("-nixos-system-{HOST}")),
+            "{}",
+            new.display()
+        );
+        assert_eq!(m.profile(), new, "{kind}");
+        assert_eq!(m.boot_default(), new, "{kind}");
+        assert_eq!(m.profile_generations(), 2, "{kind}: a real nix-env generation");
+        let (report, _) = m.report(g, "updated");
+        // The kernel is a store path of its own: a real link difference means "reboot needed".
+        assert_eq!(report["reboot_needed"], true, "{kind}: {report}");
+        assert!(
+            Path::new(&new).join("kernel").canonicalize().unwrap().starts_with("/nix/store"),
+            "{kind}"
+        );
+
+        // A failing activation (read from the configuration) rolls back to the running system.
+        m.write("kernel.nix", "{ standin.kernel = \"6.6\"; standin.failActivate = true; }\n");
+        let g = m.publish();
+        let (code, out) = m.run_once();
+        assert_eq!(code, 3, "{kind}: {out}");
+        assert_eq!(m.current(), new, "{kind}");
+        assert_eq!(m.profile(), new, "{kind}");
+        let (report, _) = m.report(g, "rolled_back");
+        assert_eq!(report["failed_step"], "activate", "{kind}: {report}");
+        assert!(
+            !m.state.join(tiffin::agent::gcroot::RESULT_LINK).exists(),
+            "{kind}: the build's GC root outlived the cycle"
+        );
+    }
+}
+
+#[test]
+fn the_built_system_survives_the_garbage_collector_during_verification() {
+    let test = "the_built_system_survives_the_garbage_collector_during_verification";
+    let Some(probe) = Machine::on_real_nix(test, false, "") else {
+        return;
+    };
+    drop(probe);
+    // The health check collects the system being verified (only that path: a whole
+    // `nix-collect-garbage` would also take other tests' unrooted builds).
+    let out_file = "gc.out";
+    let check = format!(
+        "sh -c 'nix-store --delete \"$(readlink -f \"$TIFFIN_STANDIN_ROOT/run/current-system\")\" > \"$TIFFIN_STANDIN_ROOT/{out_file}\" 2>&1; exit 0'"
+    );
+    let extra = format!("health_checks = [{check:?}]");
+    let mut m = Machine::on_real_nix(test, false, &extra).unwrap();
+    let tag = real_nix::unique_marker("gc");
+    m.write(
+        "configuration.nix",
+        &format!("{{ networking.hostName = \"{HOST}\"; tag = \"{tag}\"; }}\n"),
+    );
+    let g = m.publish();
+    let (code, out) = m.run_once();
+    let gc = std::fs::read_to_string(m.root.join(out_file)).unwrap_or_default();
+    assert_eq!(code, 0, "{out}\ncollector: {gc}");
+    assert!(gc.contains("still alive"), "the collector ran: {gc}");
+    let new = m.current();
+    assert!(new.join("bin/switch-to-configuration").is_file());
+    assert_eq!(m.profile(), new);
+    m.report(g, "updated");
+    // Committed: the profile holds the system now, and the build's root is gone.
+    assert!(!m.state.join(tiffin::agent::gcroot::RESULT_LINK).exists());
+}
+
+#[test]
+fn a_nix_evaluation_error_is_reported_with_its_file_line_and_caret() {
+    let test = "a_nix_evaluation_error_is_reported_with_its_file_line_and_caret";
+    for flake in [true, false] {
+        let Some(mut m) = Machine::on_real_nix(test, flake, "") else {
+            return;
+        };
+        m.write(
+            "configuration.nix",
+            "{\n  networking.hostName = \"laptop\";\n  services.x = undefinedThing;\n}\n",
+        );
+        let g = m.publish();
+        let (code, out) = m.run_once();
+        assert_eq!(code, 1, "{out}");
+        let (report, _) = m.report(g, "failed");
+        let msg = report["message"].as_str().unwrap();
+        assert_eq!(report["failed_step"], "build");
+        assert!(msg.contains("undefined variable 'undefinedThing'"), "{msg}");
+        assert!(msg.contains("configuration.nix:3:"), "{msg}");
+        assert!(msg.contains("services.x = undefinedThing;"), "{msg}");
+        assert!(msg.contains('^'), "{msg}");
+        assert_eq!(m.current(), m.initial_system);
+    }
+}
+
+#[allow(dead_code)]
+fn nix_store_valid(p: &Path) -> bool {
+    Command::new("nix-store")
+        .arg("--check-validity")
+        .arg(p)
+        .envs(real_nix::env())
+        .status()
+        .is_ok_and(|s| s.success())
+}
