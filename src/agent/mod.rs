@@ -10,6 +10,7 @@ pub mod cycle;
 pub mod daemon;
 pub mod fetch;
 pub mod gcroot;
+pub mod nix_version;
 pub mod files;
 pub mod outbox;
 pub mod pipeline;
