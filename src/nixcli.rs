@@ -66,15 +66,18 @@ pub fn parse_version(text: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// How a failed Nix command ended, in one message: its first line says what ran, how it ended,
-/// Nix's error and where (`… exited with 1: error: undefined variable 'x' (at
-/// /…/configuration.nix:3:16)`), the lines after it are Nix's own report from its first
+/// How a failed Nix command ended, as a message whose first line is Nix's error and its place
+/// (`undefined variable 'x' (configuration.nix:3:16)`: what a one-line view such as the tray's or
+/// `fleet status` shows), then what ran and how it ended, then Nix's own report from its first
 /// `error:` line on (the source lines around the place and the caret), without the
 /// `--show-trace` hint. Output without an `error:` line gives the runner's usual description.
 pub fn describe_failure(out: &CmdOutput) -> String {
     let all = out.combined();
     let lines: Vec<&str> = all.lines().collect();
-    let Some(start) = lines.iter().position(|l| l.trim_start().starts_with("error:")) else {
+    let Some(start) = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("error:"))
+    else {
         return out.describe_failure();
     };
     let block: Vec<&str> = lines[start..]
@@ -91,20 +94,26 @@ pub fn describe_failure(out: &CmdOutput) -> String {
             None => "was killed by a signal".into(),
         }
     };
+    let what = block[0].trim().trim_start_matches("error:").trim();
     let at = block
         .iter()
         .map(|l| l.trim())
         .find_map(|l| l.strip_prefix("at ").and_then(|r| r.strip_suffix(':')))
-        .map(|loc| format!(" (at {loc})"))
+        .map(|loc| format!(" ({})", short_place(loc)))
         .unwrap_or_default();
-    let rest = block[1..].join("\n");
-    let rest = rest.trim_end();
-    let mut msg = format!("`{}` {how}: {}{at}", out.command, block[0].trim());
-    if !rest.trim().is_empty() {
-        msg.push('\n');
-        msg.push_str(rest);
-    }
-    msg
+    format!(
+        "{what}{at}\n`{}` {how}:\n{}",
+        out.command,
+        block.join("\n").trim_end()
+    )
+}
+
+/// A place in Nix's error without the store prefix of a copied flake
+/// (`/nix/store/<hash>-source/configuration.nix:3:16` → `configuration.nix:3:16`).
+fn short_place(loc: &str) -> &str {
+    loc.strip_prefix("/nix/store/")
+        .and_then(|r| r.split_once("-source/"))
+        .map_or(loc, |(_, rest)| rest)
 }
 
 /// The most lines of Nix's error report a message keeps.
@@ -120,6 +129,15 @@ mod tests {
         assert_eq!(out_path_from_json(j).as_deref(), Some("/nix/store/b-x"));
         assert_eq!(out_path_from_json("/nix/store/b-x\n"), None);
         assert_eq!(out_path_from_json("[]"), None);
+    }
+
+    #[test]
+    fn a_copied_flake_s_store_prefix_is_dropped_from_the_place() {
+        assert_eq!(
+            short_place("/nix/store/0123abcd-source/hosts/configuration.nix:3:16"),
+            "hosts/configuration.nix:3:16"
+        );
+        assert_eq!(short_place("/var/lib/tiffin/build/c.nix:1:2"), "/var/lib/tiffin/build/c.nix:1:2");
     }
 
     #[test]
@@ -152,11 +170,12 @@ mod tests {
             duration: std::time::Duration::ZERO,
         };
         let m = describe_failure(&out);
-        let first = m.lines().next().unwrap();
+        let mut lines = m.lines();
         assert_eq!(
-            first,
-            "`nix-build x` exited with 1: error: undefined variable 'nope' (at /t/configuration.nix:3:16)"
+            lines.next().unwrap(),
+            "undefined variable 'nope' (/t/configuration.nix:3:16)"
         );
+        assert_eq!(lines.next().unwrap(), "`nix-build x` exited with 1:");
         assert!(m.contains("3|   b = nope;") && m.contains('^'), "{m}");
         assert!(!m.contains("show-trace") && !m.contains("lock file"), "{m}");
     }

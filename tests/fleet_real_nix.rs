@@ -106,7 +106,11 @@ fn a_real_evaluation_error_is_reported_with_its_file_and_line() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
     assert!(err.contains("undefined variable 'undefinedThing'"), "{err}");
-    assert!(err.contains("configuration.nix:3:"), "{err}");
+    assert!(
+        err.contains("host web: build failed: undefined variable 'undefinedThing' (configuration.nix:3:"),
+        "{err}"
+    );
+    assert!(err.contains("services.x = undefinedThing;") && err.contains('^'), "{err}");
 }
 
 #[test]

@@ -112,7 +112,13 @@ fn a_nix_evaluation_error_is_reported_with_its_file_line_and_caret() {
         let msg = report["message"].as_str().unwrap();
         assert_eq!(report["failed_step"], "build");
         assert!(msg.contains("undefined variable 'undefinedThing'"), "{msg}");
-        assert!(msg.contains("configuration.nix:3:"), "{msg}");
+        // The first line, which the tray, `fleet status` and `fleet logs` show, says where.
+        let first = msg.lines().next().unwrap();
+        assert!(
+            first.starts_with("undefined variable 'undefinedThing' (")
+                && first.contains("configuration.nix:3:"),
+            "{msg}"
+        );
         assert!(msg.contains("services.x = undefinedThing;"), "{msg}");
         assert!(msg.contains('^'), "{msg}");
         assert_eq!(m.current(), m.initial_system);
