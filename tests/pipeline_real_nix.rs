@@ -134,3 +134,67 @@ fn nix_store_valid(p: &Path) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// `fleet publish --build` on real Nix into the machine's publication, then the machine's cycle.
+fn publish_built(m: &Machine, fleet: &Path) -> String {
+    let text = format!(
+        "chroot = {:?}\n\n[hosts.{HOST}]\nkey = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@laptop\"\n",
+        m.publication.parent().unwrap().display().to_string()
+    );
+    std::fs::write(fleet.join("fleet.toml"), text).unwrap();
+    let config = tiffin::config::FleetConfig::load(fleet).unwrap();
+    let opts = tiffin::fleet::PublishOptions {
+        build: Some(tiffin::fleet::BuildMode::Build),
+        keep_owner: true,
+        ..tiffin::fleet::PublishOptions::default()
+    };
+    let r = tiffin::fleet::publish(fleet, &config, &opts).unwrap();
+    assert!(!r.hosts[0].failed(), "{:?}", r.hosts[0].result);
+    r.hosts[0].expected_system.clone().expect("publish --build records the system")
+}
+
+#[test]
+fn after_publish_build_the_machine_runs_exactly_the_expected_system_and_logs_a_mismatch() {
+    let test = "after_publish_build_the_machine_runs_exactly_the_expected_system_and_logs_a_mismatch";
+    let Some(m) = Machine::on_real_nix(test, true, "") else {
+        return;
+    };
+    let fleet = m.dir.path().join("fleet");
+    let host_dir = fleet.join("hosts").join(HOST);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("flake.nix"), real_nix::flake_nix(HOST)).unwrap();
+    std::fs::write(
+        host_dir.join("configuration.nix"),
+        format!("{{ networking.hostName = \"{HOST}\"; standin.kernel = \"6.7\"; }}\n"),
+    )
+    .unwrap();
+    let expected = publish_built(&m, &fleet);
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(m.current(), Path::new(&expected), "{out}");
+    let (_, log) = m.report(1, "updated");
+    assert!(!log.contains("the publication expected"), "{log}");
+
+    // A publication that expects another system than the machine builds: the log says both.
+    std::fs::write(
+        host_dir.join("configuration.nix"),
+        format!("{{ networking.hostName = \"{HOST}\"; standin.kernel = \"6.8\"; }}\n"),
+    )
+    .unwrap();
+    publish_built(&m, &fleet);
+    let mpath = m.publication.join("gens/2/manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    manifest["expected_system"] = serde_json::Value::String(expected.clone());
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    let (_, log) = m.report(2, "updated");
+    let built = m.current().display().to_string();
+    assert!(
+        log.contains(&format!(
+            "the publication expected {expected}; this machine built {built}"
+        )),
+        "{log}"
+    );
+}
