@@ -24,10 +24,15 @@ rec {
       else if a ? ${n} && builtins.isList v && builtins.isList a.${n} then a.${n} ++ v
       else v) b;
 
+  # A few package names, enough for `environment.systemPackages = with pkgs; [ git vim ];`
+  # (names only: the stand-in installs nothing).
+  pkgs = builtins.listToAttrs (map (n: { name = n; value = n; })
+    [ "git" "vim" "htop" "curl" "firefox" "tmux" "openssh" ]);
+
   # The merged configuration of a list of modules.
   evalModules = { modules, specialArgs ? { } }:
     let
-      args = { inherit config; lib = { }; pkgs = { }; modulesPath = ./nixos; } // specialArgs;
+      args = { inherit config pkgs; lib = { }; modulesPath = ./nixos; } // specialArgs;
       load = m:
         let v = if builtins.isPath m || builtins.isString m then import m else m;
         in if builtins.isFunction v then v args else v;
