@@ -43,7 +43,12 @@ pub fn flake_build_args(tree: &Path, attr: &str, out_link: Option<&Path>) -> Vec
 /// (`[{"drvPath": …, "outputs": {"out": "/nix/store/…"}}]`).
 pub fn out_path_from_json(stdout: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).ok()?;
-    let out = v.as_array()?.first()?.get("outputs")?.get("out")?.as_str()?;
+    let out = v
+        .as_array()?
+        .first()?
+        .get("outputs")?
+        .get("out")?
+        .as_str()?;
     (out.starts_with('/') && !out.contains(char::is_whitespace)).then(|| out.to_string())
 }
 
@@ -59,7 +64,9 @@ pub fn last_line(stdout: &str) -> String {
 
 /// `(major, minor)` from `nix --version` (`nix (Nix) 2.8.0`).
 pub fn parse_version(text: &str) -> Option<(u32, u32)> {
-    let word = text.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    let word = text
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
     let mut parts = word.split(|c: char| !c.is_ascii_digit());
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
@@ -137,7 +144,10 @@ mod tests {
             short_place("/nix/store/0123abcd-source/hosts/configuration.nix:3:16"),
             "hosts/configuration.nix:3:16"
         );
-        assert_eq!(short_place("/var/lib/tiffin/build/c.nix:1:2"), "/var/lib/tiffin/build/c.nix:1:2");
+        assert_eq!(
+            short_place("/var/lib/tiffin/build/c.nix:1:2"),
+            "/var/lib/tiffin/build/c.nix:1:2"
+        );
     }
 
     #[test]

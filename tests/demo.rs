@@ -731,8 +731,14 @@ fn demo_on_real_nix_says_so_builds_real_systems_and_rolls_the_laptop_back() {
     let nixos = dir.join("nixos");
     let current = fs::canonicalize(nixos.join("run/current-system")).unwrap();
     assert!(current.starts_with("/nix/store"), "{}", current.display());
-    assert_eq!(current, fs::canonicalize(nixos.join("boot-default")).unwrap());
-    assert_eq!(current, fs::canonicalize(nixos.join("profiles/system")).unwrap());
+    assert_eq!(
+        current,
+        fs::canonicalize(nixos.join("boot-default")).unwrap()
+    );
+    assert_eq!(
+        current,
+        fs::canonicalize(nixos.join("profiles/system")).unwrap()
+    );
     assert!(nixos.join("profiles/system-2-link").exists());
     let calls = fs::read_to_string(nixos.join("calls.log")).unwrap();
     let tests: Vec<&str> = calls

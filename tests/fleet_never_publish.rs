@@ -14,7 +14,14 @@ use tiffin::sign::SecretKey;
 fn a_host_reaching_the_signing_key_keys_git_or_never_publish_is_refused_naming_the_link() {
     let f = TestFleet::new();
     let hosts = [
-        "key", "keysdir", "git", "listed", "listedfile", "otherkey", "inplace", "fine",
+        "key",
+        "keysdir",
+        "git",
+        "listed",
+        "listedfile",
+        "otherkey",
+        "inplace",
+        "fine",
     ];
     let cfg: Vec<(&str, &str)> = hosts.iter().map(|h| (*h, "")).collect();
     f.write_config(&cfg, "never_publish = [\"secrets\", \"notes/admin.txt\"]\n");
@@ -26,7 +33,10 @@ fn a_host_reaching_the_signing_key_keys_git_or_never_publish_is_refused_naming_t
     f.write("secrets/db/password", "hunter2\n");
     f.write("notes/admin.txt", "root password: x\n");
     f.write("notes/public.txt", "hello\n");
-    f.write("other/second.key", "not the signing key, but under no rule\n");
+    f.write(
+        "other/second.key",
+        "not the signing key, but under no rule\n",
+    );
     for h in hosts {
         f.write(&format!("hosts/{h}/configuration.nix"), "{ }\n");
     }
@@ -46,7 +56,11 @@ fn a_host_reaching_the_signing_key_keys_git_or_never_publish_is_refused_naming_t
         ("key", "hosts/key/k", "the signing key"),
         ("keysdir", "hosts/keysdir/all", "keys/"),
         ("git", "hosts/git/repo", ".git"),
-        ("listed", "hosts/listed/s", "never_publish entry \"secrets\""),
+        (
+            "listed",
+            "hosts/listed/s",
+            "never_publish entry \"secrets\"",
+        ),
         (
             "listedfile",
             "hosts/listedfile/notes",

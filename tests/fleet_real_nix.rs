@@ -2,9 +2,9 @@
 //! (assets/nixos-standin): what Nix sees of a host's tree, the command lines Nix 2.4+ accepts,
 //! and a real `nix store diff-closures`.
 
+mod real_nix;
 #[path = "fleet_support/mod.rs"]
 mod support;
-mod real_nix;
 
 use std::fs;
 use std::path::Path;
@@ -44,7 +44,10 @@ fn standin_fleet(marker: &str) -> TestFleet {
         "{ networking.hostName = \"plain\"; }\n",
     );
     for h in ["web", "plain"] {
-        f.write(&format!("hosts/{h}/files/etc/secret"), &format!("{marker}\n"));
+        f.write(
+            &format!("hosts/{h}/files/etc/secret"),
+            &format!("{marker}\n"),
+        );
         f.write(
             &format!("hosts/{h}/files.toml"),
             &format!("# {marker}\n[\"/etc/secret\"]\nmode = \"0600\"\n"),
@@ -55,8 +58,9 @@ fn standin_fleet(marker: &str) -> TestFleet {
 
 #[test]
 fn fleet_build_of_a_flake_host_copies_nothing_of_files_into_the_nix_store() {
-    if !real_nix::available("fleet_build_of_a_flake_host_copies_nothing_of_files_into_the_nix_store")
-    {
+    if !real_nix::available(
+        "fleet_build_of_a_flake_host_copies_nothing_of_files_into_the_nix_store",
+    ) {
         return;
     }
     let marker = real_nix::unique_marker("secret");
@@ -68,7 +72,7 @@ fn fleet_build_of_a_flake_host_copies_nothing_of_files_into_the_nix_store() {
         assert!(
             out.lines().any(|l| l.starts_with(h)
                 && l.contains("built")
-                && l.contains(&format!("/nix/store/"))
+                && l.contains("/nix/store/")
                 && l.contains(&format!("-nixos-system-{h}"))),
             "{out}"
         );
@@ -84,10 +88,20 @@ fn fleet_build_of_a_flake_host_copies_nothing_of_files_into_the_nix_store() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
     let m = verify_generation(&f.host_pub("web").join("gens/1")).unwrap();
-    let sys = m.expected_system.expect("publish --build records the system");
-    assert!(Path::new(&sys).join("bin/switch-to-configuration").is_file(), "{sys}");
+    let sys = m
+        .expected_system
+        .expect("publish --build records the system");
+    assert!(
+        Path::new(&sys)
+            .join("bin/switch-to-configuration")
+            .is_file(),
+        "{sys}"
+    );
     assert!(m.entries.iter().any(|e| e.path == "files/etc/secret"));
-    assert_eq!(real_nix::store_paths_containing(&marker), Vec::<String>::new());
+    assert_eq!(
+        real_nix::store_paths_containing(&marker),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -107,10 +121,15 @@ fn a_real_evaluation_error_is_reported_with_its_file_and_line() {
     assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
     assert!(err.contains("undefined variable 'undefinedThing'"), "{err}");
     assert!(
-        err.contains("host web: build failed: undefined variable 'undefinedThing' (configuration.nix:3:"),
+        err.contains(
+            "host web: build failed: undefined variable 'undefinedThing' (configuration.nix:3:"
+        ),
         "{err}"
     );
-    assert!(err.contains("services.x = undefinedThing;") && err.contains('^'), "{err}");
+    assert!(
+        err.contains("services.x = undefinedThing;") && err.contains('^'),
+        "{err}"
+    );
 }
 
 #[test]
@@ -125,13 +144,17 @@ fn fleet_diff_runs_the_real_diff_closures_and_names_both_kernels() {
     fs::create_dir_all(old.parent().unwrap()).unwrap();
     fs::write(
         &old,
-        format!("{{ networking.hostName = \"web\"; standin.kernel = \"6.1\"; tag = \"{tag}\"; }}\n"),
+        format!(
+            "{{ networking.hostName = \"web\"; standin.kernel = \"6.1\"; tag = \"{tag}\"; }}\n"
+        ),
     )
     .unwrap();
     let running = real_nix::build_classic(&old);
     f.write(
         "hosts/web/configuration.nix",
-        &format!("{{ networking.hostName = \"web\"; standin.kernel = \"6.6\"; tag = \"{tag}\"; }}\n"),
+        &format!(
+            "{{ networking.hostName = \"web\"; standin.kernel = \"6.6\"; tag = \"{tag}\"; }}\n"
+        ),
     );
     let o = tiffin(&["fleet", "publish", "--build"], &f.repo());
     let (out, err) = text(&o);
@@ -150,7 +173,11 @@ fn fleet_diff_runs_the_real_diff_closures_and_names_both_kernels() {
         updating_to: None,
         reboot_needed: None,
     };
-    fs::write(logs.join("seen.json"), serde_json::to_string(&seen).unwrap()).unwrap();
+    fs::write(
+        logs.join("seen.json"),
+        serde_json::to_string(&seen).unwrap(),
+    )
+    .unwrap();
     // No nvd: the real `nix store diff-closures`, with no experimental feature in NIX_CONFIG.
     let o = Command::new(env!("CARGO_BIN_EXE_tiffin"))
         .args(["fleet", "--fleet"])

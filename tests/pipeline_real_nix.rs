@@ -18,9 +18,7 @@ fn flake_and_classic_hosts_update_and_roll_back_on_real_nix_with_a_real_profile(
         let kind = if flake { "flake" } else { "classic" };
         m.write(
             "configuration.nix",
-            &format!(
-                "{{ imports = [ ./kernel.nix ]; networking.hostName = \"{HOST}\"; }}\n"
-            ),
+            &format!("{{ imports = [ ./kernel.nix ]; networking.hostName = \"{HOST}\"; }}\n"),
         );
         m.write("kernel.nix", "{ standin.kernel = \"6.6\"; }\n");
         let g = m.publish();
@@ -30,23 +28,35 @@ fn flake_and_classic_hosts_update_and_roll_back_on_real_nix_with_a_real_profile(
         assert_ne!(new, m.initial_system, "{kind}");
         assert!(new.starts_with("/nix/store/"), "{kind}: {}", new.display());
         assert!(
-            new.to_string_lossy().ends_with(&format!("-nixos-system-{HOST}")),
+            new.to_string_lossy()
+                .ends_with(&format!("-nixos-system-{HOST}")),
             "{}",
             new.display()
         );
         assert_eq!(m.profile(), new, "{kind}");
         assert_eq!(m.boot_default(), new, "{kind}");
-        assert_eq!(m.profile_generations(), 2, "{kind}: a real nix-env generation");
+        assert_eq!(
+            m.profile_generations(),
+            2,
+            "{kind}: a real nix-env generation"
+        );
         let (report, _) = m.report(g, "updated");
         // The kernel is a store path of its own: a real link difference means "reboot needed".
         assert_eq!(report["reboot_needed"], true, "{kind}: {report}");
         assert!(
-            Path::new(&new).join("kernel").canonicalize().unwrap().starts_with("/nix/store"),
+            Path::new(&new)
+                .join("kernel")
+                .canonicalize()
+                .unwrap()
+                .starts_with("/nix/store"),
             "{kind}"
         );
 
         // A failing activation (read from the configuration) rolls back to the running system.
-        m.write("kernel.nix", "{ standin.kernel = \"6.6\"; standin.failActivate = true; }\n");
+        m.write(
+            "kernel.nix",
+            "{ standin.kernel = \"6.6\"; standin.failActivate = true; }\n",
+        );
         let g = m.publish();
         let (code, out) = m.run_once();
         assert_eq!(code, 3, "{kind}: {out}");
@@ -150,12 +160,16 @@ fn publish_built(m: &Machine, fleet: &Path) -> String {
     };
     let r = tiffin::fleet::publish(fleet, &config, &opts).unwrap();
     assert!(!r.hosts[0].failed(), "{:?}", r.hosts[0].result);
-    r.hosts[0].expected_system.clone().expect("publish --build records the system")
+    r.hosts[0]
+        .expected_system
+        .clone()
+        .expect("publish --build records the system")
 }
 
 #[test]
 fn after_publish_build_the_machine_runs_exactly_the_expected_system_and_logs_a_mismatch() {
-    let test = "after_publish_build_the_machine_runs_exactly_the_expected_system_and_logs_a_mismatch";
+    let test =
+        "after_publish_build_the_machine_runs_exactly_the_expected_system_and_logs_a_mismatch";
     let Some(m) = Machine::on_real_nix(test, true, "") else {
         return;
     };

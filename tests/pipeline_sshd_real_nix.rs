@@ -125,7 +125,11 @@ files_root = "{files_root}"
         v
     };
 
-    fs::write(repo.join("configuration.nix"), config(" standin.kernel = \"6.9\";")).unwrap();
+    fs::write(
+        repo.join("configuration.nix"),
+        config(" standin.kernel = \"6.9\";"),
+    )
+    .unwrap();
     let g = srv.publish_repo(HOST);
     let (code, out) = once();
     assert_eq!(code, 0, "{out}");
@@ -135,7 +139,9 @@ files_root = "{files_root}"
     assert_eq!(profile(), updated);
     assert!(root.join("profiles/system-2-link").exists());
     assert!(
-        reports().iter().any(|n| n.ends_with(&format!("-g{g}-updated.json"))),
+        reports()
+            .iter()
+            .any(|n| n.ends_with(&format!("-g{g}-updated.json"))),
         "{:?}",
         reports()
     );
@@ -143,7 +149,11 @@ files_root = "{files_root}"
     // A system whose activation locks the host out of the server: verification fails over
     // the real sshd, and the machine goes back to the updated system.
     let script = srv.write_cut_script(HOST);
-    fs::write(root.join("cut-sshd-hook"), format!("{}\n", script.display())).unwrap();
+    fs::write(
+        root.join("cut-sshd-hook"),
+        format!("{}\n", script.display()),
+    )
+    .unwrap();
     fs::write(
         repo.join("configuration.nix"),
         config(" standin.kernel = \"6.9\"; standin.cutSshd = true;"),

@@ -74,7 +74,9 @@ pub fn build_system(
         });
     }
     let path = match kind {
-        BuildKind::Flake { .. } => crate::nixcli::out_path_from_json(&out.stdout).unwrap_or_default(),
+        BuildKind::Flake { .. } => {
+            crate::nixcli::out_path_from_json(&out.stdout).unwrap_or_default()
+        }
         BuildKind::Classic => crate::nixcli::last_line(&out.stdout),
     };
     if !path.starts_with('/')

@@ -10,10 +10,10 @@
 
 use super::activate;
 use super::build;
-use super::gcroot;
 use super::cycle::{CycleReport, CycleRequest, CycleRunner};
 use super::fetch::{self, SyncOutcome};
 use super::files;
+use super::gcroot;
 use super::outbox::Outbox;
 use super::report::{self, Report, Seen};
 use super::state::{
@@ -891,7 +891,8 @@ impl Pipeline {
     fn finish(&mut self, mut cy: Cycle, end: Ending) -> CycleReport {
         // Committed (the profile holds it), rolled back or failed: the build's root goes.
         if let Err(e) = gcroot::release(&self.config.state_dir) {
-            cy.runner.note(&format!("build: cannot drop its GC root: {e}"));
+            cy.runner
+                .note(&format!("build: cannot drop its GC root: {e}"));
         }
         let now = unix_now();
         let sys = &self.config.system;

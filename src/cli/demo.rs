@@ -378,7 +378,10 @@ impl Demo {
         }
 
         if s.real_nix {
-            self.heading("3/6", "The laptop: real Nix, a NixOS stand-in, and its agent");
+            self.heading(
+                "3/6",
+                "The laptop: real Nix, a NixOS stand-in, and its agent",
+            );
             let system = s.install_machine()?;
             say!("  nixos/        real Nix builds the laptop's systems (nixos-standin/: tiffin's");
             say!("                offline stand-in for nixpkgs) into the real store, with a real");
@@ -395,9 +398,7 @@ impl Demo {
             let why = if a.simulated_nix {
                 "--simulated-nix".to_string()
             } else {
-                crate::demo::real_nixos::usable()
-                    .err()
-                    .unwrap_or_default()
+                crate::demo::real_nixos::usable().err().unwrap_or_default()
             };
             say!("                (not real Nix: {why})");
         }

@@ -160,7 +160,10 @@ impl FleetConfig {
             )));
         }
         for p in &c.never_publish {
-            if p.is_absolute() || p.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            if p.is_absolute()
+                || p.components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
                 return Err(FleetConfigError(format!(
                     "{}: never_publish entry {p:?} must be a plain path inside the repository",
                     at("never_publish")

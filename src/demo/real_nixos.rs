@@ -16,8 +16,14 @@ use std::time::Duration;
 
 /// The stand-in's files, by path under its directory.
 const STANDIN: [(&str, &str); 4] = [
-    ("lib.nix", include_str!("../../assets/nixos-standin/lib.nix")),
-    ("flake.nix", include_str!("../../assets/nixos-standin/flake.nix")),
+    (
+        "lib.nix",
+        include_str!("../../assets/nixos-standin/lib.nix"),
+    ),
+    (
+        "flake.nix",
+        include_str!("../../assets/nixos-standin/flake.nix"),
+    ),
     (
         "nixos/default.nix",
         include_str!("../../assets/nixos-standin/nixos/default.nix"),

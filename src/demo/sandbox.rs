@@ -247,7 +247,11 @@ impl Sandbox {
         };
         // The stand-in on real Nix reads its knob from the configuration.
         let standin_knob = if self.real_nix {
-            let k = if knob == CUT_SSHD { "cutSshd" } else { "cutNetwork" };
+            let k = if knob == CUT_SSHD {
+                "cutSshd"
+            } else {
+                "cutNetwork"
+            };
             format!("  standin.{k} = true;  # the NixOS stand-in's knob: activating this system cuts the machine off\n")
         } else {
             String::new()

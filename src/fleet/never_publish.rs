@@ -28,7 +28,10 @@ pub fn forbidden(fleet_dir: &Path, config: &FleetConfig) -> Vec<(PathBuf, String
     for p in &config.never_publish {
         v.push((
             fleet_dir.join(p),
-            format!("fleet.toml never_publish entry {:?}", p.display().to_string()),
+            format!(
+                "fleet.toml never_publish entry {:?}",
+                p.display().to_string()
+            ),
         ));
     }
     v.into_iter()

@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tiffin::manifest::{entries_of, walk_tree, EntryKind, Manifest};
 
+mod real;
 #[path = "../real_nix/mod.rs"]
 pub mod real_nix;
-mod real;
 
 pub const HOST: &str = "laptop";
 

@@ -22,10 +22,7 @@ pub fn standin_dir() -> PathBuf {
 pub fn env() -> Vec<(&'static str, String)> {
     vec![
         ("NIX_CONFIG", NIX_CONFIG.to_string()),
-        (
-            "NIX_PATH",
-            format!("nixpkgs={}", standin_dir().display()),
-        ),
+        ("NIX_PATH", format!("nixpkgs={}", standin_dir().display())),
     ]
 }
 
