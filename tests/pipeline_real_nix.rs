@@ -132,17 +132,29 @@ fn a_nix_evaluation_error_is_reported_with_its_file_line_and_caret() {
         assert!(msg.contains("services.x = undefinedThing;"), "{msg}");
         assert!(msg.contains('^'), "{msg}");
         assert_eq!(m.current(), m.initial_system);
+        // `tiffin fleet logs` on the server shows the same first line.
+        let fleet = m.dir.path().join("fleet");
+        std::fs::create_dir_all(&fleet).unwrap();
+        std::fs::write(
+            fleet.join("fleet.toml"),
+            format!(
+                "chroot = {:?}\n\n[hosts.{HOST}]\nkey = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@laptop\"\n",
+                m.publication.parent().unwrap().display().to_string()
+            ),
+        )
+        .unwrap();
+        let logs = Command::new(env!("CARGO_BIN_EXE_tiffin"))
+            .args(["fleet", "--fleet"])
+            .arg(&fleet)
+            .args(["logs", HOST])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&logs.stdout);
+        assert!(
+            shown.contains(first) && shown.contains("services.x = undefinedThing;"),
+            "{shown}"
+        );
     }
-}
-
-#[allow(dead_code)]
-fn nix_store_valid(p: &Path) -> bool {
-    Command::new("nix-store")
-        .arg("--check-validity")
-        .arg(p)
-        .envs(real_nix::env())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// `fleet publish --build` on real Nix into the machine's publication, then the machine's cycle.
@@ -211,4 +223,50 @@ fn after_publish_build_the_machine_runs_exactly_the_expected_system_and_logs_a_m
         )),
         "{log}"
     );
+}
+
+#[test]
+fn the_standin_knobs_fail_the_build_say_no_space_and_fail_the_boot_entry() {
+    let test = "the_standin_knobs_fail_the_build_say_no_space_and_fail_the_boot_entry";
+    let Some(mut m) = Machine::on_real_nix(test, false, "") else {
+        return;
+    };
+    let with =
+        |knob: &str| format!("{{ networking.hostName = \"{HOST}\"; standin.{knob} = true; }}\n");
+
+    m.write("configuration.nix", &with("failBuild"));
+    let g = m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 1, "{out}");
+    let (report, _) = m.report(g, "failed");
+    assert_eq!(report["failed_step"], "build");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("standin.failBuild"),
+        "{report}"
+    );
+
+    m.write("configuration.nix", &with("noSpace"));
+    let g = m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 1, "{out}");
+    let (report, _) = m.report(g, "failed");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{report}"
+    );
+    assert_eq!(m.current(), m.initial_system);
+
+    m.write("configuration.nix", &with("noSpaceBoot"));
+    let g = m.publish();
+    let (code, out) = m.run_once();
+    assert_eq!(code, 3, "{out}");
+    m.report(g, "rolled_back");
+    assert_eq!(m.current(), m.initial_system);
+    assert_eq!(m.profile(), m.initial_system);
 }
