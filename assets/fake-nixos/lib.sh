@@ -1,5 +1,10 @@
 # Shared helpers of the fake NixOS. Sourced by the fake commands; POSIX sh.
 #
+# Real Nix runs the pipeline, `fleet build`, `fleet diff` and the demo's real-Nix test on the NixOS
+# stand-in (assets/nixos-standin). These scripts remain for what real Nix cannot do on cue: stop a
+# step at an exact point (pause-<step>, for the kill and fault tests), log every command line (the
+# tests that count builds), and `tiffin demo` where Nix cannot build.
+#
 # Everything lives under $FAKE_NIXOS_ROOT (a test's temp dir):
 #   store/                  the fake Nix store
 #   run/current-system      link to the running system

@@ -1,6 +1,8 @@
 //! A machine for the pipeline tests: a fake NixOS (assets/fake-nixos) under a temp dir, a
 //! `file://` publication laid out as DESIGN §2 describes, the host's source tree to edit and
-//! publish, and the agent's configuration pointing at all of it.
+//! publish, and the agent's configuration pointing at all of it. `Machine::on_real_nix`
+//! (`real.rs`) is the same machine on real Nix and the NixOS stand-in; the fake stays for the
+//! tests that pause or kill a step at an exact point, or count the commands it logs.
 #![allow(dead_code)]
 
 use std::fs;
