@@ -119,7 +119,13 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         }
     };
     let mut sandbox = Sandbox::new(&dir)?;
-    sandbox.real_nix = !a.simulated_nix && crate::demo::real_nixos::usable().is_ok();
+    let probe = if a.simulated_nix {
+        Err("--simulated-nix".to_string())
+    } else {
+        crate::demo::real_nixos::usable()
+    };
+    sandbox.real_nix = probe.is_ok();
+    sandbox.nix_note = probe.unwrap_or_else(|why| why);
     let mut cleanup = Cleanup {
         dir: sandbox.dir.clone(),
         remove_dir: created,
@@ -386,7 +392,7 @@ impl Demo {
             say!("  nixos/        real Nix builds the laptop's systems (nixos-standin/: tiffin's");
             say!("                offline stand-in for nixpkgs) into the real store, with a real");
             say!("                profile; only switch-to-configuration is simulated. Running");
-            say!("                {}", short_system(&system));
+            say!("                {} ({})", short_system(&system), s.nix_note);
         } else {
             self.heading("3/6", "The laptop: a simulated NixOS and its agent");
             let system = s.install_machine()?;
@@ -395,12 +401,7 @@ impl Demo {
                 "                switch-to-configuration), running {}",
                 short_system(&system)
             );
-            let why = if a.simulated_nix {
-                "--simulated-nix".to_string()
-            } else {
-                crate::demo::real_nixos::usable().err().unwrap_or_default()
-            };
-            say!("                (not real Nix: {why})");
+            say!("                (not real Nix: {})", s.nix_note);
         }
         let group = primary_group()?;
         self.http = free_loopback_port();

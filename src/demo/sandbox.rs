@@ -102,6 +102,8 @@ pub struct Sandbox {
     pub sftp: Option<SftpServing>,
     /// The laptop runs on real Nix (the NixOS stand-in) instead of the fake scripts.
     pub real_nix: bool,
+    /// The Nix version found, or why the demo does not use real Nix.
+    pub nix_note: String,
 }
 
 impl Sandbox {
@@ -112,6 +114,7 @@ impl Sandbox {
             dir,
             sftp: None,
             real_nix: false,
+            nix_note: String::new(),
         })
     }
 
