@@ -22,8 +22,13 @@ fn flake_and_classic_hosts_update_and_roll_back_on_real_nix_with_a_real_profile(
         );
         m.write("kernel.nix", "{ standin.kernel = \"6.6\"; }\n");
         let g = m.publish();
-        let (code, out) = m.run_once();
+        let (code, out) = m.run_once_verbose();
         assert_eq!(code, 0, "{kind}: {out}");
+        // At start the agent says which Nix it found, against the floor.
+        assert!(
+            out.contains("nix (Nix) ") && out.contains("tiffin needs Nix 2.4 or later"),
+            "{out}"
+        );
         let new = m.current();
         assert_ne!(new, m.initial_system, "{kind}");
         assert!(new.starts_with("/nix/store/"), "{kind}: {}", new.display());

@@ -102,6 +102,21 @@ files_root = "{files_root}"
         fs::write(&self.config_path, text).unwrap();
     }
 
+    /// `tiffin agent --once` with info logging: the exit code and what it printed.
+    pub fn run_once_verbose(&self) -> (i32, String) {
+        let out = self
+            .once_command()
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("running tiffin");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
     /// The profile's generations as `nix-env --list-generations` counts them.
     pub fn profile_generations(&self) -> usize {
         let out = Command::new("nix-env")
