@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod hash;
 pub mod ipc;
 pub mod manifest;
+pub mod nixcli;
 pub mod runner;
 pub mod sign;
 pub mod source;

@@ -2,6 +2,8 @@
 //! the simulated NixOS, publishes, updates and rolls back; these tests read what it left (or
 //! that it left nothing).
 
+mod real_nix;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -13,10 +15,12 @@ use std::time::{Duration, Instant};
 
 const TIFFIN: &str = env!("CARGO_BIN_EXE_tiffin");
 
-/// The demo without a tray, with plain output.
+/// The demo without a tray, with plain output, on the embedded scripts (these tests read the
+/// fake store); `demo_on_real_nix_…` runs it on real Nix.
 fn demo() -> Command {
     let mut c = Command::new(TIFFIN);
     c.arg("demo")
+        .arg("--simulated-nix")
         .arg("--no-tray")
         .env("NO_COLOR", "1")
         .env_remove("DISPLAY")
@@ -691,4 +695,62 @@ fn sigterm_stops_the_agent_and_keeps_a_directory_the_user_gave() {
     let status = fleet_status_json(&dir.join("fleet"));
     assert_eq!(host(&status, "laptop")["state"], "up_to_date");
     assert_eq!(host(&status, "laptop")["running_generation"], 1);
+}
+
+#[test]
+fn demo_on_real_nix_says_so_builds_real_systems_and_rolls_the_laptop_back() {
+    let test = "demo_on_real_nix_says_so_builds_real_systems_and_rolls_the_laptop_back";
+    if !real_nix::available(test) {
+        return;
+    }
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("demo");
+    let out = Command::new(TIFFIN)
+        .args(["demo", "--no-tray", "--script", "--dir"])
+        .arg(&dir)
+        .envs(real_nix::env())
+        .env("NO_COLOR", "1")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("TIFFIN_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "demo failed:\n{all}");
+    assert!(
+        all.contains("The laptop: real Nix, a NixOS stand-in, and its agent"),
+        "{all}"
+    );
+    let status = fleet_status_json(&dir.join("fleet"));
+    let laptop = host(&status, "laptop");
+    assert_eq!(laptop["state"], "rolled_back", "{laptop}");
+    assert_eq!(laptop["running_generation"], 2);
+
+    // Real store paths and a real profile; the broken system carries the stand-in's knob.
+    let nixos = dir.join("nixos");
+    let current = fs::canonicalize(nixos.join("run/current-system")).unwrap();
+    assert!(current.starts_with("/nix/store"), "{}", current.display());
+    assert_eq!(
+        current,
+        fs::canonicalize(nixos.join("boot-default")).unwrap()
+    );
+    assert_eq!(
+        current,
+        fs::canonicalize(nixos.join("profiles/system")).unwrap()
+    );
+    assert!(nixos.join("profiles/system-2-link").exists());
+    let calls = fs::read_to_string(nixos.join("calls.log")).unwrap();
+    let tests: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("switch-to-configuration test"))
+        .collect();
+    assert_eq!(tests.len(), 3, "{calls}");
+    assert_eq!(tests[0], tests[2], "{calls}");
+    let broken = tests[1].rsplit(' ').next().unwrap();
+    assert!(
+        Path::new(broken).join("standin/cutNetwork").exists(),
+        "{broken}: {calls}"
+    );
+    assert!(dir.join("srv/laptop/current").exists());
 }

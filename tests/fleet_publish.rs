@@ -482,7 +482,7 @@ fn build_puts_the_system_path_in_the_manifest_and_a_failed_build_is_not_publishe
     assert!(
         calls
             .lines()
-            .any(|l| l.contains("build --no-link --print-out-paths path:")
+            .any(|l| l.contains("build --no-link --json path:")
                 && l.contains("#nixosConfigurations.flaky-attr.config.system.build.toplevel")),
         "{calls}"
     );

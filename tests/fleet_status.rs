@@ -676,7 +676,7 @@ fn diff_runs_nvd_when_present_else_nix_store_diff_closures_on_running_and_expect
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains(&format!(
-            "fake-nix store diff-closures {} {}",
+            "fake-nix --extra-experimental-features nix-command store diff-closures {} {}",
             system(4),
             system(5)
         )),

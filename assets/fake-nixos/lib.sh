@@ -1,5 +1,10 @@
 # Shared helpers of the fake NixOS. Sourced by the fake commands; POSIX sh.
 #
+# Real Nix runs the pipeline, `fleet build`, `fleet diff` and the demo's real-Nix test on the NixOS
+# stand-in (assets/nixos-standin). These scripts remain for what real Nix cannot do on cue: stop a
+# step at an exact point (pause-<step>, for the kill and fault tests), log every command line (the
+# tests that count builds), and `tiffin demo` where Nix cannot build.
+#
 # Everything lives under $FAKE_NIXOS_ROOT (a test's temp dir):
 #   store/                  the fake Nix store
 #   run/current-system      link to the running system
@@ -58,7 +63,8 @@ pause_point() {
 
 hash_of() { sha256sum | cut -c1-32; }
 
-# Builds the fake system of tree $1 for host $2 and prints its store path.
+# Builds the fake system of tree $1 for host $2 and sets BUILT to its store path (in this
+# shell, not a subshell: a paused build's pid file must name the process tests signal).
 build_system() {
     tree=$1
     host=$2
@@ -106,5 +112,5 @@ build_system() {
     if [ -e "$tree/NO_SPACE" ]; then
         warn "error: writing to file: No space left on device"
     fi
-    say "$out"
+    BUILT=$out
 }

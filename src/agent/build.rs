@@ -30,27 +30,27 @@ impl BuildKind {
     }
 }
 
-/// Builds the tree and returns the system's store path (the last line of stdout). The build is
-/// killed (its whole process group) after `timeout` (`build_timeout`).
+/// Builds the tree and returns the system's store path (`nix build --json`'s out path, or the
+/// last line `nix-build` prints). The result is linked at `out_link`, a GC root (see
+/// [`super::gcroot`]). The build is killed (its whole process group) after `timeout`
+/// (`build_timeout`).
 pub fn build_system(
     runner: &Runner,
     sys: &SystemConfig,
     tree: &Path,
     host: &str,
+    out_link: &Path,
     timeout: Duration,
 ) -> Result<String, String> {
     let kind = BuildKind::detect(tree, host);
     let tree_s = tree.to_string_lossy();
+    let link_s = out_link.to_string_lossy();
     let out = match &kind {
-        BuildKind::Flake { attr } => {
-            let installable =
-                format!("path:{tree_s}#nixosConfigurations.{attr}.config.system.build.toplevel");
-            runner.run(
-                &sys.nix,
-                &["build", "--no-link", "--print-out-paths", &installable],
-                Some(timeout),
-            )
-        }
+        BuildKind::Flake { attr } => runner.run(
+            &sys.nix,
+            &crate::nixcli::flake_build_args(tree, attr, Some(out_link)),
+            Some(timeout),
+        ),
         BuildKind::Classic => {
             let config = format!("nixos-config={tree_s}/configuration.nix");
             runner.run(
@@ -61,7 +61,8 @@ pub fn build_system(
                     "system",
                     "-I",
                     &config,
-                    "--no-out-link",
+                    "--out-link",
+                    &link_s,
                 ],
                 Some(timeout),
             )
@@ -69,15 +70,18 @@ pub fn build_system(
     }
     .map_err(|e| e.to_string())?;
     if let Some(why) = command_failure_within(&out, "build_timeout") {
-        return Err(why);
+        return Err(if out.success() || out.timed_out {
+            why
+        } else {
+            crate::nixcli::describe_failure(&out)
+        });
     }
-    let path = out
-        .stdout
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or_default()
-        .to_string();
+    let path = match kind {
+        BuildKind::Flake { .. } => {
+            crate::nixcli::out_path_from_json(&out.stdout).unwrap_or_default()
+        }
+        BuildKind::Classic => crate::nixcli::last_line(&out.stdout),
+    };
     if !path.starts_with('/')
         || !Path::new(&path)
             .join("bin/switch-to-configuration")
@@ -103,6 +107,13 @@ pub fn build_view(tree: &Path, state_dir: &Path) -> io::Result<PathBuf> {
     Ok(dest)
 }
 
+/// True for what the build view leaves out, by path relative to the tree (`/`-separated):
+/// `files/` and `files.toml` at its top. `fleet build` and `publish --build` stage the same view.
+pub fn left_out_of_build(rel: &str) -> bool {
+    let top = rel.split('/').next().unwrap_or(rel);
+    top == FILES_DIR || top == FILES_TOML
+}
+
 fn copy_tree(src: &Path, dst: &Path, top: bool) -> io::Result<()> {
     let with = |p: &Path| {
         let p = p.to_path_buf();
@@ -112,7 +123,7 @@ fn copy_tree(src: &Path, dst: &Path, top: bool) -> io::Result<()> {
     for e in fs::read_dir(src).map_err(with(src))? {
         let e = e.map_err(with(src))?;
         let name = e.file_name();
-        if top && (name == FILES_DIR || name == FILES_TOML) {
+        if top && name.to_str().is_some_and(left_out_of_build) {
             continue;
         }
         let (from, to) = (e.path(), dst.join(&name));

@@ -10,6 +10,8 @@ pub mod cycle;
 pub mod daemon;
 pub mod fetch;
 pub mod files;
+pub mod gcroot;
+pub mod nix_version;
 pub mod outbox;
 pub mod pipeline;
 pub mod report;

@@ -13,6 +13,7 @@ use super::build;
 use super::cycle::{CycleReport, CycleRequest, CycleRunner};
 use super::fetch::{self, SyncOutcome};
 use super::files;
+use super::gcroot;
 use super::outbox::Outbox;
 use super::report::{self, Report, Seen};
 use super::state::{
@@ -388,8 +389,9 @@ impl Pipeline {
         let built = build::build_view(tree, &self.config.state_dir)
             .map_err(|e| format!("preparing the tree for Nix: {e}"))
             .and_then(|view| {
+                let root = gcroot::link(&self.config.state_dir);
                 let limit = self.config.build_timeout;
-                build::build_system(&cy.runner, &sys, &view, &self.config.host, limit)
+                build::build_system(&cy.runner, &sys, &view, &self.config.host, &root, limit)
             });
         cy.took(Step::Build, t);
         let new = match built {
@@ -905,6 +907,11 @@ impl Pipeline {
 
     /// Ends a cycle: history, state, report, `seen.json`, status.
     fn finish(&mut self, mut cy: Cycle, end: Ending) -> CycleReport {
+        // Committed (the profile holds it), rolled back or failed: the build's root goes.
+        if let Err(e) = gcroot::release(&self.config.state_dir) {
+            cy.runner
+                .note(&format!("build: cannot drop its GC root: {e}"));
+        }
         let now = unix_now();
         let sys = &self.config.system;
         let reboot_needed = system::reboot_needed(sys);

@@ -36,6 +36,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
         );
         return Ok(EXIT_OK);
     }
+    crate::agent::nix_version::announce(&config.system);
     if args.once {
         return Ok(crate::agent::run_once(config));
     }

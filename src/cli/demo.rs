@@ -67,6 +67,10 @@ pub struct DemoArgs {
     /// of file://; the demo directory defaults to a new one under /var/lib/tiffin-demo/.
     #[arg(long)]
     pub sftp: bool,
+    /// Run the laptop on the embedded shell scripts even when the Nix installed here can build
+    /// (by default the demo uses real Nix, with tiffin's NixOS stand-in, when it can).
+    #[arg(long)]
+    pub simulated_nix: bool,
 }
 
 /// How long the agent may take to start and finish its first check.
@@ -115,6 +119,13 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         }
     };
     let mut sandbox = Sandbox::new(&dir)?;
+    let probe = if a.simulated_nix {
+        Err("--simulated-nix".to_string())
+    } else {
+        crate::demo::real_nixos::usable()
+    };
+    sandbox.real_nix = probe.is_ok();
+    sandbox.nix_note = probe.unwrap_or_else(|why| why);
     let mut cleanup = Cleanup {
         dir: sandbox.dir.clone(),
         remove_dir: created,
@@ -372,13 +383,26 @@ impl Demo {
             );
         }
 
-        self.heading("3/6", "The laptop: a simulated NixOS and its agent");
-        let system = s.install_machine()?;
-        say!("  nixos/        a simulated NixOS (shell scripts standing in for nix and");
-        say!(
-            "                switch-to-configuration), running {}",
-            short_system(&system)
-        );
+        if s.real_nix {
+            self.heading(
+                "3/6",
+                "The laptop: real Nix, a NixOS stand-in, and its agent",
+            );
+            let system = s.install_machine()?;
+            say!("  nixos/        real Nix builds the laptop's systems (nixos-standin/: tiffin's");
+            say!("                offline stand-in for nixpkgs) into the real store, with a real");
+            say!("                profile; only switch-to-configuration is simulated. Running");
+            say!("                {} ({})", short_system(&system), s.nix_note);
+        } else {
+            self.heading("3/6", "The laptop: a simulated NixOS and its agent");
+            let system = s.install_machine()?;
+            say!("  nixos/        a simulated NixOS (shell scripts standing in for nix and");
+            say!(
+                "                switch-to-configuration), running {}",
+                short_system(&system)
+            );
+            say!("                (not real Nix: {})", s.nix_note);
+        }
         let group = primary_group()?;
         self.http = free_loopback_port();
         let config = s.write_agent_config(&group, self.http)?;
@@ -422,18 +446,27 @@ impl Demo {
 
         self.heading("5/6", "A broken change → rolled back");
         s.break_demo_host()?;
+        let knob = |fake: &str, standin: &str| {
+            if s.real_nix {
+                format!("the NixOS stand-in's knob standin.{standin}")
+            } else {
+                format!("the simulated NixOS's knob {fake}")
+            }
+        };
         if s.sftp.is_some() {
             say!(
                 "  fleet/hosts/{DEMO_HOST}/configuration.nix: a firewall rule that blocks the way to the\n  \
-                 server (and the simulated NixOS's knob CUT_SSHD: activating this system runs\n  \
+                 server (and {}: activating this system runs\n  \
                  sshd/cut-{DEMO_HOST}, which locks the laptop's user out of the demo's sshd and ends\n  \
-                 its sessions)."
+                 its sessions).",
+                knob("CUT_SSHD", "cutSshd")
             );
         } else {
             say!(
                 "  fleet/hosts/{DEMO_HOST}/configuration.nix: a firewall rule that blocks the way to the\n  \
-                 server (and the simulated NixOS's knob CUT_NETWORK: activating this system cuts the\n  \
-                 laptop off the server)."
+                 server (and {}: activating this system cuts the\n  \
+                 laptop off the server).",
+                knob("CUT_NETWORK", "cutNetwork")
             );
         }
         self.publish(&[DEMO_HOST])?;

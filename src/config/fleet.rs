@@ -44,6 +44,10 @@ pub struct FleetConfig {
     /// unset: [`DEFAULT_SIGNING_KEY`] when that file exists, else publications are unsigned.
     #[serde(default)]
     pub signing_key: Option<PathBuf>,
+    /// Paths of the repository that no host's tree may reach, even through a symlink (besides
+    /// the signing key, `keys/` and `.git`, which are never published anyway).
+    #[serde(default)]
+    pub never_publish: Vec<PathBuf>,
     /// How `fleet build` and `publish --build` call Nix.
     #[serde(default)]
     pub build: BuildConfig,
@@ -154,6 +158,17 @@ impl FleetConfig {
                 "{}: keep_generations must be at least 1",
                 at("keep_generations")
             )));
+        }
+        for p in &c.never_publish {
+            if p.is_absolute()
+                || p.components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(FleetConfigError(format!(
+                    "{}: never_publish entry {p:?} must be a plain path inside the repository",
+                    at("never_publish")
+                )));
+            }
         }
         // One sshd Match block per user: two hosts sharing a user would share a chroot.
         let mut users: BTreeMap<&str, &str> = BTreeMap::new();

@@ -6,6 +6,7 @@
 //! here writes outside the demo directory.
 
 pub mod fake_nixos;
+pub mod real_nixos;
 pub mod sandbox;
 pub mod sshd;
 

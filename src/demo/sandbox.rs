@@ -3,8 +3,9 @@
 //! ```text
 //! <dir>/fleet/        the admin's repository: fleet.toml, common/, hosts/<name>/ (common -> ../../common)
 //! <dir>/srv/          the chroot root `fleet publish` writes (what the SFTP server would serve)
-//! <dir>/fake-nixos/   the simulated NixOS's scripts
-//! <dir>/nixos/        the demo host's simulated NixOS (store, profile, current/booted system)
+//! <dir>/fake-nixos/   the simulated NixOS's scripts (without real Nix)
+//! <dir>/nixos-standin/ the NixOS stand-in real Nix builds (with real Nix)
+//! <dir>/nixos/        the demo host's NixOS (profile, current/booted system; the fake store)
 //! <dir>/state/        the agent's state directory
 //! <dir>/run/agent.sock, <dir>/agent.toml, <dir>/agent.log, <dir>/tray.log
 //! with --sftp also:
@@ -99,13 +100,22 @@ pub struct Sandbox {
     pub dir: PathBuf,
     /// Served by a real sshd (`--sftp`) instead of read through file://.
     pub sftp: Option<SftpServing>,
+    /// The laptop runs on real Nix (the NixOS stand-in) instead of the fake scripts.
+    pub real_nix: bool,
+    /// The Nix version found, or why the demo does not use real Nix.
+    pub nix_note: String,
 }
 
 impl Sandbox {
     /// The sandbox in `dir` (made absolute).
     pub fn new(dir: &Path) -> io::Result<Self> {
         let dir = fs::canonicalize(dir).map_err(|e| with_path(e, dir))?;
-        Ok(Self { dir, sftp: None })
+        Ok(Self {
+            dir,
+            sftp: None,
+            real_nix: false,
+            nix_note: String::new(),
+        })
     }
 
     pub fn fleet(&self) -> PathBuf {
@@ -122,6 +132,13 @@ impl Sandbox {
         FakeNixos {
             root: self.dir.join("nixos"),
             scripts: self.dir.join("fake-nixos"),
+        }
+    }
+    /// The laptop on real Nix.
+    pub fn real_machine(&self) -> super::real_nixos::RealNixos {
+        super::real_nixos::RealNixos {
+            root: self.dir.join("nixos"),
+            standin: self.dir.join("nixos-standin"),
         }
     }
     pub fn state(&self) -> PathBuf {
@@ -193,7 +210,12 @@ impl Sandbox {
         write(&fleet.join("common/tiffin.nix"), TIFFIN_NIX)?;
         for host in HOSTS {
             let dir = fleet.join("hosts").join(host);
-            write(&dir.join("flake.nix"), &flake_nix(host))?;
+            let flake = if self.real_nix {
+                standin_flake_nix(host, &self.real_machine().standin)
+            } else {
+                flake_nix(host)
+            };
+            write(&dir.join("flake.nix"), &flake)?;
             write(&dir.join("configuration.nix"), &configuration_nix(host, ""))?;
             let link = dir.join("common");
             std::os::unix::fs::symlink("../../common", &link).map_err(|e| with_path(e, &link))?;
@@ -219,7 +241,6 @@ impl Sandbox {
     pub fn break_demo_host(&self) -> io::Result<PathBuf> {
         let dir = self.fleet().join("hosts").join(DEMO_HOST);
         let path = dir.join("configuration.nix");
-        write(&path, &configuration_nix(DEMO_HOST, BROKEN_RULE))?;
         // Over SFTP the cut is real: activation runs the cut-sshd-hook, which locks the laptop
         // out of the demo's sshd; over file:// the publication is moved aside.
         let knob = if self.sftp.is_some() {
@@ -227,6 +248,21 @@ impl Sandbox {
         } else {
             CUT_NETWORK
         };
+        // The stand-in on real Nix reads its knob from the configuration.
+        let standin_knob = if self.real_nix {
+            let k = if knob == CUT_SSHD {
+                "cutSshd"
+            } else {
+                "cutNetwork"
+            };
+            format!("  standin.{k} = true;  # the NixOS stand-in's knob: activating this system cuts the machine off\n")
+        } else {
+            String::new()
+        };
+        write(
+            &path,
+            &configuration_nix(DEMO_HOST, &format!("{BROKEN_RULE}{standin_knob}")),
+        )?;
         write(
             &dir.join(knob),
             "Knob of tiffin's simulated NixOS: activating this system cuts the machine off the server.\n",
@@ -266,6 +302,24 @@ impl Sandbox {
     /// Installs the simulated NixOS of the demo host, running the system built from its live
     /// publication (the machine as it was before its agent first ran). Returns that system.
     pub fn install_machine(&self) -> anyhow::Result<String> {
+        let publication = Publication::new(&self.chroot(), DEMO_HOST);
+        let live = fs::canonicalize(publication.current_link())
+            .with_context(|| format!("{DEMO_HOST} is not published"))?;
+        if self.real_nix {
+            let m = super::real_nixos::RealNixos::install(
+                &self.dir.join("nixos-standin"),
+                &self.dir.join("nixos"),
+                &self.publication(),
+            )?;
+            if self.sftp.is_some() {
+                fsutil::atomic_write(
+                    &m.root.join("cut-sshd-hook"),
+                    format!("{}\n", self.cut_script().display()).as_bytes(),
+                    0o644,
+                )?;
+            }
+            return m.init(&live.join(crate::fleet::layout::TREE), DEMO_HOST);
+        }
         let machine = FakeNixos::install(
             &self.dir.join("fake-nixos"),
             &self.dir.join("nixos"),
@@ -279,9 +333,6 @@ impl Sandbox {
                 0o644,
             )?;
         }
-        let publication = Publication::new(&self.chroot(), DEMO_HOST);
-        let live = fs::canonicalize(publication.current_link())
-            .with_context(|| format!("{DEMO_HOST} is not published"))?;
         machine.init(&live.join(crate::fleet::layout::TREE), DEMO_HOST)
     }
 
@@ -305,7 +356,11 @@ impl Sandbox {
             socket = q(self.socket()),
             group = toml_string(group),
             http = toml_string(&http_trigger.map(|a| a.to_string()).unwrap_or_default()),
-            system = self.machine().system_section(&self.files_root()),
+            system = if self.real_nix {
+                self.real_machine().system_section(&self.files_root())
+            } else {
+                self.machine().system_section(&self.files_root())
+            },
             sftp = if self.sftp.is_some() {
                 format!(
                     "identity = {}\nknown_hosts = {}\n",
@@ -380,6 +435,25 @@ fn flake_nix(host: &str) -> String {
   }};
 }}
 "#
+    )
+}
+
+/// A host's flake on the NixOS stand-in (real Nix, no network).
+fn standin_flake_nix(host: &str, standin: &Path) -> String {
+    format!(
+        r#"{{
+  # The demo's nixpkgs is tiffin's NixOS stand-in: real Nix evaluates and builds it, offline.
+  inputs.nixpkgs.url = "path:{standin}";
+  outputs = {{ self, nixpkgs }}: {{
+    nixosConfigurations.{host} = nixpkgs.lib.nixosSystem {{
+      system = "{system}";
+      modules = [ ./configuration.nix ];
+    }};
+  }};
+}}
+"#,
+        standin = standin.display(),
+        system = super::real_nixos::nix_system(),
     )
 }
 

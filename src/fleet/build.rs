@@ -37,17 +37,7 @@ pub fn build_command(
 ) -> Result<(String, Vec<String>), BuildError> {
     let dry = mode == BuildMode::DryRun;
     if tree.join("flake.nix").is_file() {
-        let mut args: Vec<String> = vec![
-            "--extra-experimental-features".into(),
-            "nix-command flakes".into(),
-            "build".into(),
-            "--no-link".into(),
-            "--print-out-paths".into(),
-            format!(
-                "path:{}#nixosConfigurations.{attr}.config.system.build.toplevel",
-                tree.display()
-            ),
-        ];
+        let mut args = crate::nixcli::flake_build_args(tree, attr, None);
         if dry {
             args.push("--dry-run".into());
         }
@@ -85,22 +75,20 @@ pub fn build_system(
         .run_in(&program, &args, Some(tree), None)
         .map_err(BuildError::Spawn)?;
     if !out.success() {
-        return Err(BuildError::Failed(out.describe_failure()));
+        return Err(BuildError::Failed(crate::nixcli::describe_failure(&out)));
     }
     if mode == BuildMode::DryRun {
         return Ok(None);
     }
-    match out
-        .stdout
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-    {
-        Some(p) if p.starts_with('/') && !p.contains(char::is_whitespace) => {
-            Ok(Some(p.to_string()))
-        }
-        _ => Err(BuildError::NoStorePath {
+    let path = if tree.join("flake.nix").is_file() {
+        crate::nixcli::out_path_from_json(&out.stdout)
+    } else {
+        Some(crate::nixcli::last_line(&out.stdout))
+            .filter(|p| p.starts_with('/') && !p.contains(char::is_whitespace))
+    };
+    match path {
+        Some(p) => Ok(Some(p)),
+        None => Err(BuildError::NoStorePath {
             command: out.command,
             stdout: out.stdout,
         }),
@@ -175,7 +163,7 @@ fn build_one(
         .tempdir()
         .map_err(|e| StageOrBuild::Stage(StageError::Io(e)))?;
     let tree = staging.path().join("tree");
-    stage_host(fleet_dir, host, hc, &tree).map_err(StageOrBuild::Stage)?;
+    stage_host(fleet_dir, config, host, &tree).map_err(StageOrBuild::Stage)?;
     build_system(&config.build, runner, &tree, hc.attr_or_default(host), mode)
         .map_err(StageOrBuild::Build)
 }

@@ -1,6 +1,7 @@
 //! `tiffin fleet diff HOST`: what changes between the system a host runs (`seen.json`, or a
 //! newer success report) and the one its published manifest expects (`fleet build`), as
-//! `nvd diff` when nvd is installed, else `nix store diff-closures`, through the command runner.
+//! `nvd diff` when nvd is installed, else `nix --extra-experimental-features nix-command store
+//! diff-closures` (no nix.conf needs to enable it), through the command runner.
 
 use super::status::{assess, resolve_host, FleetViewError, HostRecords};
 use crate::config::fleet::FleetConfig;
@@ -75,7 +76,10 @@ pub fn closure_diff(
         ),
         None => (
             config.build.nix.clone(),
-            vec!["store", "diff-closures", &running, &expected],
+            crate::nixcli::COMMAND_FEATURE
+                .into_iter()
+                .chain(["store", "diff-closures", &running, &expected])
+                .collect(),
         ),
     };
     let result = runner

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod init;
 pub mod layout;
 pub mod logs;
+pub mod never_publish;
 pub mod publish;
 pub mod report;
 pub mod sshd;

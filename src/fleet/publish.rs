@@ -9,7 +9,7 @@
 use super::build::{build_system, BuildError, BuildMode};
 use super::layout::{Publication, PublicationError, INCOMING_PREFIX, TREE};
 use super::users::{self, MissingUser, Ownership, UserCheck};
-use crate::config::{FleetConfig, HostConfig};
+use crate::config::FleetConfig;
 use crate::fsutil::{self, with_path, DirGuard};
 use crate::hash;
 use crate::manifest::{
@@ -163,6 +163,8 @@ pub enum StageError {
     Io(#[from] io::Error),
     #[error("{path}: file changed while it was being published; publish again")]
     Changed { path: PathBuf },
+    #[error(transparent)]
+    NeverPublished(#[from] super::never_publish::Reached),
 }
 
 /// Why one host was not published.
@@ -472,7 +474,7 @@ impl<'a> RunContext<'a> {
         report: &mut HostReport,
     ) -> Result<HostResult, HostError> {
         let hc = &self.config.hosts[host];
-        let walked = walk_host(self.fleet_dir, host, hc)?;
+        let walked = walk_host(self.fleet_dir, self.config, host)?;
         let entries = entries_of(&walked);
         let new_hash = tree_hash(&entries);
         report.files = entries.iter().filter(|e| e.kind == EntryKind::File).count();
@@ -513,7 +515,13 @@ impl<'a> RunContext<'a> {
                 .tempdir()
                 .map_err(StageError::Io)?;
             let tree = staging.path().join(TREE);
-            materialize(&walked, &tree, Modes::Source, Ownership::Publisher, None)?;
+            materialize(
+                &build_view(&walked),
+                &tree,
+                Modes::Source,
+                Ownership::Publisher,
+                None,
+            )?;
             report.expected_system = build_system(
                 &self.config.build,
                 &self.runner,
@@ -643,13 +651,14 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// Walks a host's directory with the repository as the symlink boundary.
+/// Walks a host's directory with the repository as the symlink boundary, refusing a tree that
+/// reaches something never published (the signing key, `keys/`, `.git`, `never_publish`).
 fn walk_host(
     fleet_dir: &Path,
+    config: &FleetConfig,
     host: &str,
-    hc: &HostConfig,
 ) -> Result<Vec<WalkedEntry>, StageError> {
-    let src = fleet_dir.join(hc.dir_or_default(host));
+    let src = fleet_dir.join(config.hosts[host].dir_or_default(host));
     match fs::symlink_metadata(&src) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(StageError::MissingHostDir { path: src })
@@ -657,18 +666,38 @@ fn walk_host(
         Err(e) => return Err(with_path(e, &src).into()),
         Ok(_) => {}
     }
-    Ok(walk_tree(&src, fleet_dir)?)
+    let walked = walk_tree(&src, fleet_dir)?;
+    let forbidden = super::never_publish::forbidden(fleet_dir, config);
+    super::never_publish::check(&src, &walked, &forbidden)?;
+    Ok(walked)
 }
 
-/// Stages a host's tree with its source modes into `dest` (for building), returning the walk.
+/// The entries Nix is given: the tree without `files/` and `files.toml`, as the agent builds it
+/// (a `path:` flake is copied whole into the world-readable store).
+fn build_view(walked: &[WalkedEntry]) -> Vec<WalkedEntry> {
+    walked
+        .iter()
+        .filter(|w| !crate::agent::build::left_out_of_build(&w.entry.path))
+        .cloned()
+        .collect()
+}
+
+/// Stages the build view of a host's tree (without `files/` and `files.toml`) with its source
+/// modes into `dest`, returning the whole walk.
 pub fn stage_host(
     fleet_dir: &Path,
+    config: &FleetConfig,
     host: &str,
-    hc: &HostConfig,
     dest: &Path,
 ) -> Result<Vec<WalkedEntry>, StageError> {
-    let walked = walk_host(fleet_dir, host, hc)?;
-    materialize(&walked, dest, Modes::Source, Ownership::Publisher, None)?;
+    let walked = walk_host(fleet_dir, config, host)?;
+    materialize(
+        &build_view(&walked),
+        dest,
+        Modes::Source,
+        Ownership::Publisher,
+        None,
+    )?;
     Ok(walked)
 }
 

@@ -374,7 +374,9 @@ pub fn view(status: Option<&AgentStatus>, ctx: &ViewContext) -> TrayView {
                 .and_then(|u| u.message.as_ref())
                 .or_else(|| s.last_check.as_ref().and_then(|c| c.message.as_ref()))
             {
-                lines.push(m.clone());
+                // The first line: a Nix error's says what and where; the rest (source lines,
+                // the caret) is for the notification and `tiffin log`.
+                lines.push(m.lines().next().unwrap_or_default().to_string());
             }
         }
         if let Some(r) = rollback_line(s, ctx) {

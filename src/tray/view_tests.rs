@@ -256,6 +256,19 @@ fn failed_update_names_step_and_message() {
 }
 
 #[test]
+fn a_nix_error_shows_its_first_line_what_and_where() {
+    let mut s = failed_43();
+    if let Some(u) = s.last_update.as_mut() {
+        u.message = Some(
+            "undefined variable 'x' (configuration.nix:3:16)\n`nix build` exited with 1:\n       3|   b = x;\n         |       ^".into(),
+        );
+    }
+    let v = view(Some(&s), &ctx());
+    let lines: Vec<_> = v.status_lines().collect();
+    assert_eq!(lines[1], "undefined variable 'x' (configuration.nix:3:16)");
+}
+
+#[test]
 fn interrupted_update_is_a_failure() {
     let mut s = failed_43();
     if let Some(u) = s.last_update.as_mut() {

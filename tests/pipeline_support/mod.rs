@@ -1,6 +1,8 @@
 //! A machine for the pipeline tests: a fake NixOS (assets/fake-nixos) under a temp dir, a
 //! `file://` publication laid out as DESIGN §2 describes, the host's source tree to edit and
-//! publish, and the agent's configuration pointing at all of it.
+//! publish, and the agent's configuration pointing at all of it. `Machine::on_real_nix`
+//! (`real.rs`) is the same machine on real Nix and the NixOS stand-in; the fake stays for the
+//! tests that pause or kill a step at an exact point, or count the commands it logs.
 #![allow(dead_code)]
 
 use std::fs;
@@ -10,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tiffin::manifest::{entries_of, walk_tree, EntryKind, Manifest};
+
+mod real;
+#[path = "../real_nix/mod.rs"]
+pub mod real_nix;
 
 pub const HOST: &str = "laptop";
 
@@ -201,7 +207,9 @@ http_trigger = ""
         let mut c = Command::new(env!("CARGO_BIN_EXE_tiffin"));
         c.args(["agent", "--once", "--config"])
             .arg(&self.config_path)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            // The sandbox root the NixOS stand-in's switch-to-configuration acts on (real Nix).
+            .env("TIFFIN_STANDIN_ROOT", &self.root);
         c
     }
 
