@@ -20,6 +20,8 @@ pub mod system;
 pub mod verify;
 
 pub mod http;
+pub mod http_listen;
+pub mod tcp_owner;
 pub mod scheduler;
 
 pub use cycle::{CycleReport, CycleRequest};
