@@ -12,9 +12,12 @@
 //! - subscribers read the status through a `watch` receiver, so a slow one skips intermediate
 //!   states instead of queueing them (one status per client at most);
 //! - a connection that is not subscribed and has no call in flight is closed when idle;
-//! - at most [`Limits::max_calls`] long calls (`check`, `update`, `rollback`) per connection.
+//! - at most [`Limits::max_calls`] long calls (`check`, `update`, `rollback`) per connection;
+//! - at most [`Limits::max_clients_per_uid`] connections per uid (root excepted), so that one
+//!   local user cannot take every slot.
 
 use super::codec::{decode_request, encode};
+use super::per_uid::{PerUid, UidSlot};
 use super::protocol::{Command, ErrorCode, Event, Response, MAX_LINE};
 use super::report::report_to_value;
 use crate::agent::cycle::CycleReport;
@@ -52,6 +55,8 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Long calls (`check`, `update`, `rollback`) in flight per connection.
     pub max_calls: usize,
+    /// Connections one uid may hold at once (root is not counted); more get a `busy` answer.
+    pub max_clients_per_uid: usize,
 }
 
 impl Default for Limits {

@@ -507,7 +507,8 @@ impl HeldConnections {
             line.clear();
             let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
             assert!(n > 0, "the connection helper ended without reporting");
-            if let Some(rest) = line.trim().strip_prefix("HELD ") {
+            // libtest prints `test NAME ... ` on the same line first.
+            if let Some(rest) = line.trim().split("HELD ").nth(1) {
                 let (ok, busy) = rest.split_once(' ').unwrap();
                 return Self {
                     child,
@@ -570,7 +571,7 @@ pub fn hold_connections_if_asked() {
             }
         }
     }
-    println!("HELD {ok} {busy}");
+    println!("\nHELD {ok} {busy}");
     std::io::stdout().flush().unwrap();
     let mut rest = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut rest);
