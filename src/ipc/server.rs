@@ -438,7 +438,14 @@ impl Handler {
             tokio::select! {
                 line = self.lines.next_line(), if !end_of_requests => {
                     match line? {
-                        None => end_of_requests = true,
+                        None => {
+                            end_of_requests = true;
+                            // A subscriber that closed (not just its sending side) is gone now,
+                            // not at the next status change: its slot is free again at once.
+                            if self.subscription.is_some() && self.calls.is_empty() && peer_closed(&self.writer) {
+                                return Ok(());
+                            }
+                        }
                         Some(Line::TooLong) => {
                             let r = Response::err(0, ErrorCode::TooLong, format!("request longer than {MAX_LINE} bytes; the rest of the line is ignored"));
                             self.send(&r).await?;
@@ -568,6 +575,19 @@ impl Handler {
             )),
         }
     }
+}
+
+/// Whether the client has closed the connection entirely (`POLLHUP`), as opposed to only its
+/// sending side (`shutdown(SHUT_WR)`, after which it still reads answers and events).
+fn peer_closed(w: &OwnedWriteHalf) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stream: &UnixStream = w.as_ref();
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
 }
 
 fn status_value(s: &AgentStatus) -> serde_json::Value {
