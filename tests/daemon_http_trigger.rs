@@ -86,7 +86,10 @@ fn a_cross_site_request_from_a_web_page_gets_403_and_starts_no_cycle() {
     // What a browser sends for <img src="http://127.0.0.1:9999/">, a link on another site, a
     // page on another port of localhost, a form posted from elsewhere, a sandboxed frame.
     for headers in [
-        &[("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Dest", "image")][..],
+        &[
+            ("Sec-Fetch-Site", "cross-site"),
+            ("Sec-Fetch-Dest", "image"),
+        ][..],
         &[("Sec-Fetch-Site", "same-site")],
         &[("Origin", "https://evil.example")],
         &[("Origin", "http://localhost:8080")],
@@ -112,7 +115,9 @@ fn a_cross_site_request_from_a_web_page_gets_403_and_starts_no_cycle() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Update started."), "{body}");
     wait_for(30, "generation 2 to be applied", || {
-        agent.try_status().is_some_and(|s| s.applied_generation == Some(2))
+        agent
+            .try_status()
+            .is_some_and(|s| s.applied_generation == Some(2))
     });
 }
 
@@ -166,12 +171,18 @@ fn a_squatted_trigger_port_leaves_the_agent_running_and_it_binds_once_free() {
 
     // The agent runs (its socket answers), and says why the trigger is missing.
     let s = agent.try_status().unwrap();
-    let why = s.http_trigger_error.expect("the status names the trigger's problem");
+    let why = s
+        .http_trigger_error
+        .expect("the status names the trigger's problem");
     assert!(
         why.contains(&format!("127.0.0.1:{port}")) && why.contains("cannot listen"),
         "{why}"
     );
-    assert!(agent.stderr().contains("cannot listen"), "{}", agent.stderr());
+    assert!(
+        agent.stderr().contains("cannot listen"),
+        "{}",
+        agent.stderr()
+    );
     let status_cli = std::process::Command::new(TIFFIN)
         .args(["status", "--socket"])
         .arg(&agent.socket)
@@ -198,13 +209,20 @@ fn a_squatted_trigger_port_leaves_the_agent_running_and_it_binds_once_free() {
     let (code, body) = http_get(port, "GET", "/", "localhost");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Update started."), "{body}");
-    assert!(agent.stderr().contains("listening now"), "{}", agent.stderr());
+    assert!(
+        agent.stderr().contains("listening now"),
+        "{}",
+        agent.stderr()
+    );
 }
 
 /// Runs the agent as systemd does for a socket unit: the listening socket as descriptor 3,
 /// `LISTEN_FDS=1`, `LISTEN_FDNAMES=http-trigger`, `LISTEN_PID` the agent's own pid (`sh` sets
 /// it to its pid, then execs the agent in its place).
-fn agent_command_with_socket(agent: &Agent, listener: &std::net::TcpListener) -> std::process::Command {
+fn agent_command_with_socket(
+    agent: &Agent,
+    listener: &std::net::TcpListener,
+) -> std::process::Command {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let fd = listener.as_raw_fd();
@@ -218,7 +236,10 @@ fn agent_command_with_socket(agent: &Agent, listener: &std::net::TcpListener) ->
     unsafe {
         c.pre_exec(move || {
             if fd == 3 {
-                nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+                nix::fcntl::fcntl(
+                    3,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
             } else {
                 nix::unistd::dup2(fd, 3)?;
             }
@@ -259,7 +280,11 @@ fn an_inherited_listen_fd_is_used_so_no_user_can_squat_the_port() {
         assert!(agent.try_status().unwrap().http_trigger_error.is_none());
         // Commands the agent runs do not inherit it.
         const O_CLOEXEC: u32 = 0o2000000;
-        assert_ne!(fd_flags(agent.pid(), 3) & O_CLOEXEC, 0, "descriptor 3 leaks into commands");
+        assert_ne!(
+            fd_flags(agent.pid(), 3) & O_CLOEXEC,
+            0,
+            "descriptor 3 leaks into commands"
+        );
         let (code, body) = http_get(port, "GET", "/", "localhost");
         assert_eq!(code, 200, "round {round}: {body}");
         assert!(body.contains("<h1>testhost</h1>"), "{body}");
@@ -272,7 +297,11 @@ fn an_inherited_listen_fd_is_used_so_no_user_can_squat_the_port() {
             Target::Listen(port),
             1,
         );
-        assert_eq!(squat.ok, 0, "user {} bound the trigger's port", squatter_user.name);
+        assert_eq!(
+            squat.ok, 0,
+            "user {} bound the trigger's port",
+            squatter_user.name
+        );
     }
 }
 
@@ -302,7 +331,9 @@ fn the_http_trigger_never_overrides_do_not_retry_only_an_admin_does() {
             .count()
     };
     // Generation 2 fails to build: marked "do not retry".
-    agent.publication.publish(2, &[("FAIL_BUILD".to_string(), Vec::new())]);
+    agent
+        .publication
+        .publish(2, &[("FAIL_BUILD".to_string(), Vec::new())]);
     let socket = agent.socket.to_str().unwrap().to_string();
     let member_update = || {
         let o = tiffin_as(
@@ -345,7 +376,11 @@ fn the_http_trigger_never_overrides_do_not_retry_only_an_admin_does() {
     // An admin's (root's) update does.
     let mut c = agent.client();
     let _ = c.call(tiffin::ipc::Command::Update);
-    assert_eq!(builds(), after_first + 1, "the admin's update did not retry");
+    assert_eq!(
+        builds(),
+        after_first + 1,
+        "the admin's update did not retry"
+    );
 }
 
 #[test]
@@ -375,4 +410,25 @@ fn one_uid_cannot_take_every_http_connection() {
     }
     drop(held);
     drop(agent);
+}
+
+#[test]
+fn a_non_loopback_socket_passed_by_systemd_is_refused() {
+    if !require_root("http trigger") {
+        return;
+    }
+    // A socket unit edited to ListenStream=0.0.0.0:PORT: the agent does not serve it.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut agent = Agent::prepare(AgentOptions {
+        http_trigger: format!("127.0.0.1:{port}"),
+        ..Default::default()
+    });
+    agent.spawn_via(agent_command_with_socket(&agent, &listener));
+    let log = agent.stderr();
+    assert!(log.contains("not on a loopback address; refused"), "{log}");
+    assert!(!log.contains("using the socket systemd passed"), "{log}");
+    // Its own bind of 127.0.0.1:PORT collides with the wildcard socket: no trigger, said so.
+    let why = agent.try_status().unwrap().http_trigger_error;
+    assert!(why.is_some_and(|w| w.contains("cannot listen")));
 }

@@ -202,8 +202,7 @@ fn one_uid_cannot_take_every_subscriber_slot() {
             Target::Socket(&agent.socket),
             1,
         )
-        .ok
-            == 1
+        .ok == 1
     });
 }
 

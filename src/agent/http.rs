@@ -328,7 +328,10 @@ pub async fn serve(
             .and_then(|l| super::tcp_owner::owner_uid(peer, l))
             .unwrap_or(UNKNOWN_UID);
         let Some(uid_slot) = per_uid.try_acquire(uid) else {
-            tracing::debug!(uid, "http trigger: dropped a connection: its uid holds its share");
+            tracing::debug!(
+                uid,
+                "http trigger: dropped a connection: its uid holds its share"
+            );
             continue;
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
@@ -403,7 +406,10 @@ mod tests {
             &[("origin", "https://evil.example")],
             &[("origin", "null")],
             &[("origin", "http://localhost:8080")],
-            &[("sec-fetch-site", "none"), ("origin", "http://evil.example")],
+            &[
+                ("sec-fetch-site", "none"),
+                ("origin", "http://evil.example"),
+            ],
         ] {
             assert!(with(bad).is_some(), "{bad:?}");
         }

@@ -46,7 +46,11 @@ pub fn take_inherited() -> Option<std::net::TcpListener> {
     if pid?.trim().parse::<u32>().ok()? != std::process::id() {
         return None;
     }
-    let count: i32 = count?.trim().parse().ok().filter(|n| (1..=64).contains(n))?;
+    let count: i32 = count?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=64).contains(n))?;
     let names: Option<Vec<String>> = names.map(|n| n.split(':').map(str::to_owned).collect());
     let mut chosen = None;
     for i in 0..count {
@@ -82,7 +86,10 @@ pub fn take_inherited() -> Option<std::net::TcpListener> {
             None
         }
         Err(why) => {
-            tracing::error!(fd, "http trigger: descriptor {fd} from systemd {why}; ignored");
+            tracing::error!(
+                fd,
+                "http trigger: descriptor {fd} from systemd {why}; ignored"
+            );
             None
         }
     }

@@ -21,8 +21,8 @@ pub mod verify;
 
 pub mod http;
 pub mod http_listen;
-pub mod tcp_owner;
 pub mod scheduler;
+pub mod tcp_owner;
 
 pub use cycle::{CycleReport, CycleRequest};
 pub use pipeline::{run_once, Pipeline};

@@ -305,7 +305,12 @@ mod tests {
 
     #[test]
     fn a_wildcard_or_lan_trigger_address_is_refused() {
-        for addr in ["0.0.0.0:9999", "[::]:9999", "192.168.1.2:9999", "[::ffff:127.0.0.1]:9999"] {
+        for addr in [
+            "0.0.0.0:9999",
+            "[::]:9999",
+            "192.168.1.2:9999",
+            "[::ffff:127.0.0.1]:9999",
+        ] {
             let e = AgentConfig::parse(
                 &format!("host = \"a\"\nsource = \"file:///x\"\nhttp_trigger = \"{addr}\"\n"),
                 "agent.toml",

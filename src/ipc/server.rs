@@ -531,8 +531,7 @@ impl Handler {
                 } else {
                     tracing::info!(cmd = ?req.cmd, "requested");
                     // Only an admin's update retries a generation marked "do not retry".
-                    let admin =
-                        req.cmd == Command::Update && self.allowed(Permission::Admin).await;
+                    let admin = req.cmd == Command::Update && self.allowed(Permission::Admin).await;
                     let call = self.service.run(req.cmd, admin);
                     let id = req.id;
                     self.calls.spawn(async move {

@@ -477,6 +477,8 @@ pub struct HeldConnections {
 }
 
 impl HeldConnections {
+    // The child is waited for in Drop, once the returned value owns it.
+    #[allow(clippy::zombie_processes)]
     pub fn open(helper_test: &str, user: &TestUser, target: Target, count: usize) -> Self {
         let (uid, gid, groups) = (user.uid, user.gid, user.login_groups());
         let mut c = Command::new(std::env::current_exe().unwrap());
@@ -492,8 +494,10 @@ impl HeldConnections {
         };
         unsafe {
             c.pre_exec(move || {
-                let gs: Vec<nix::unistd::Gid> =
-                    groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+                let gs: Vec<nix::unistd::Gid> = groups
+                    .iter()
+                    .map(|g| nix::unistd::Gid::from_raw(*g))
+                    .collect();
                 nix::unistd::setgroups(&gs)?;
                 nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
                 nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
