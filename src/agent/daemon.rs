@@ -601,6 +601,33 @@ mod tests {
     }
 
     #[test]
+    fn an_admins_retry_runs_after_a_running_update_instead_of_joining_it() {
+        // Joining would lose the retry: the running update leaves a failed generation alone.
+        let mut current = Batch {
+            work: Work::Cycle(CycleRequest::Update),
+            waiters: vec![],
+        };
+        let mut queue = VecDeque::new();
+        let (j, _r) = job(Work::Cycle(CycleRequest::Retry));
+        merge(&mut current, &mut queue, j);
+        assert_eq!(current.waiters.len(), 0);
+        assert_eq!(queue.len(), 1);
+        let (j, _r) = job(Work::Cycle(CycleRequest::Update));
+        merge(&mut current, &mut queue, j);
+        assert_eq!(current.waiters.len(), 1);
+        assert_eq!(queue[0].work, Work::Cycle(CycleRequest::Retry));
+        // A running retry serves an update too.
+        let mut current = Batch {
+            work: Work::Cycle(CycleRequest::Retry),
+            waiters: vec![],
+        };
+        let mut queue = VecDeque::new();
+        let (j, _r) = job(Work::Cycle(CycleRequest::Update));
+        merge(&mut current, &mut queue, j);
+        assert_eq!((current.waiters.len(), queue.len()), (1, 0));
+    }
+
+    #[test]
     fn update_joins_a_running_update() {
         let mut current = Batch {
             work: Work::Cycle(CycleRequest::Update),
