@@ -140,6 +140,10 @@ pub struct AgentStatus {
     /// The group whose members (and root) may roll back; UIs use it to enable the action.
     #[serde(default)]
     pub admin_group: String,
+    /// Set while the HTTP trigger is not listening (its port is taken): why, and when it is
+    /// tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_trigger_error: Option<String>,
 }
 
 /// Now, as Unix seconds.

@@ -156,3 +156,57 @@ fn hundred_subscribers_keep_receiving_events_despite_garbage_huge_lines_and_a_st
     // Others are still served.
     assert!(agent.try_status().is_some());
 }
+
+#[test]
+fn one_uid_cannot_take_every_subscriber_slot() {
+    if !require_root("misbehaving clients") {
+        return;
+    }
+    let group = TestGroup::new("tfs");
+    let hog = TestUser::new("tfh", &[&group]);
+    let other = TestUser::new("tfo", &[&group]);
+    let agent = Agent::start(AgentOptions {
+        socket_group: group.name.clone(),
+        ..Default::default()
+    });
+    let limits = tiffin::ipc::server::Limits::default();
+    // One user subscribes more times than the agent has slots.
+    let held = HeldConnections::open(
+        "daemon_misbehaving_clients_helper",
+        &hog,
+        Target::Socket(&agent.socket),
+        limits.max_clients + 44,
+    );
+    assert_eq!(
+        (held.ok, held.busy),
+        (
+            limits.max_clients_per_uid,
+            limits.max_clients + 44 - limits.max_clients_per_uid
+        )
+    );
+    // Another user still gets a slot, and so does root.
+    let theirs = HeldConnections::open(
+        "daemon_misbehaving_clients_helper",
+        &other,
+        Target::Socket(&agent.socket),
+        1,
+    );
+    assert_eq!((theirs.ok, theirs.busy), (1, 0), "another user was refused");
+    assert!(agent.try_status().is_some());
+    // Once the first user lets go, its share is free again.
+    drop(held);
+    wait_for(10, "the hog's slots to be given back", || {
+        HeldConnections::open(
+            "daemon_misbehaving_clients_helper",
+            &hog,
+            Target::Socket(&agent.socket),
+            1,
+        )
+        .ok == 1
+    });
+}
+
+#[test]
+fn daemon_misbehaving_clients_helper() {
+    hold_connections_if_asked();
+}

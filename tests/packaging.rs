@@ -736,6 +736,54 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 }
 
 #[test]
+fn systemd_socket_unit_holds_the_trigger_port_for_the_agent() {
+    let socket = repo().join("packaging/systemd/tiffin-agent-http.socket");
+    let text = std::fs::read_to_string(&socket).expect("reading the socket unit");
+    let has = |t: &str, line: &str| t.lines().any(|l| l.trim() == line);
+    let default_trigger = AgentConfig::parse("host = \"a\"\nsource = \"file:///x\"\n", "a.toml")
+        .expect("defaults")
+        .http_trigger;
+    for line in [
+        format!("ListenStream={default_trigger}"),
+        format!("FileDescriptorName={}", tiffin::agent::http_listen::FD_NAME),
+        "Service=tiffin-agent.service".to_string(),
+        "WantedBy=sockets.target".to_string(),
+    ] {
+        assert!(has(&text, &line), "{} lacks {line}", socket.display());
+    }
+    let service = std::fs::read_to_string(unit_file()).expect("reading the unit");
+    assert!(
+        has(&service, "Sockets=tiffin-agent-http.socket"),
+        "{} does not take the trigger's socket",
+        unit_file().display()
+    );
+
+    let Some(analyze) = tool("systemd-analyze", "systemd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let control = dir.path().join("tiffin-control.socket");
+    std::fs::write(&control, "[Socket]\nListenStream=127.0.0.1:1\n").expect("write");
+    let (ok, complaints) = verify(&analyze, &control);
+    if !ok || !complaints.is_empty() {
+        eprintln!("skipped: systemd-analyze verify cannot verify units here: {complaints:?}");
+        return;
+    }
+    let ours = dir.path().join("tiffin-agent-http.socket");
+    std::fs::write(&ours, &text).expect("write");
+    std::fs::write(
+        dir.path().join("tiffin-agent.service"),
+        service.replace("/usr/local/bin/tiffin", env!("CARGO_BIN_EXE_tiffin")),
+    )
+    .expect("write");
+    let (ok, complaints) = verify(&analyze, &ours);
+    assert!(
+        ok && complaints.is_empty(),
+        "systemd-analyze verify: {complaints:#?}"
+    );
+}
+
+#[test]
 fn tray_desktop_entry_passes_desktop_file_validate_and_autostarts() {
     let Some(validate) = tool("desktop-file-validate", "desktop-file-utils") else {
         return;

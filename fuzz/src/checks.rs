@@ -132,7 +132,15 @@ pub fn agent_toml(data: &[u8]) {
     assert!(!c.host.is_empty(), "empty host accepted");
     assert!(c.source.starts_with("sftp://") || c.source.starts_with("file:///"));
     assert!(!c.interval.is_zero() && !c.verify_timeout.is_zero());
-    assert!(c.http_trigger.is_empty() || c.http_trigger.parse::<SocketAddr>().is_ok());
+    // The trigger serves only this machine: a loopback address or nothing.
+    assert!(
+        c.http_trigger.is_empty()
+            || c.http_trigger
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback()),
+        "http_trigger {:?} accepted",
+        c.http_trigger
+    );
     // The scheduler adds interval + jitter to the wall clock, verification adds verify_timeout,
     // the notify policy adds deadline to the Unix time and prints it.
     let now = SystemTime::now();

@@ -9,8 +9,12 @@ pub enum CycleRequest {
     Scheduled,
     /// Look and fetch only; never apply.
     Check,
-    /// Apply now, whatever the policy (the user asked).
+    /// Apply now, whatever the policy (a user asked: the socket's `update`, the HTTP trigger).
+    /// A generation marked "do not retry" stays untried.
     Update,
+    /// As `Update`, and a generation whose build or files failed is tried again: only an admin
+    /// asks for this (the socket's `update` from the admin group or root).
+    Retry,
 }
 
 /// How a cycle (or a rollback) ended.

@@ -22,11 +22,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-/// Runs the agent until SIGTERM or SIGINT. Returns the process exit code.
+/// Runs the agent until SIGTERM or SIGINT. Returns the process exit code. `inherited`: the
+/// HTTP trigger's socket from systemd ([`super::http_listen::take_inherited`]).
 pub fn run(
     config: AgentConfig,
     runner: Box<dyn CycleRunner>,
     status: StatusCell,
+    inherited: Option<std::net::TcpListener>,
 ) -> anyhow::Result<u8> {
     // One thread is plenty for a few hundred clients and keeps the idle agent's wake-ups low;
     // the blocking pipeline runs on tokio's blocking pool.
@@ -34,13 +36,14 @@ pub fn run(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(config, runner, status))
+    rt.block_on(serve(config, runner, status, inherited))
 }
 
 async fn serve(
     config: AgentConfig,
     runner: Box<dyn CycleRunner>,
     status: StatusCell,
+    inherited: Option<std::net::TcpListener>,
 ) -> anyhow::Result<u8> {
     status.update(|s| {
         s.host = config.host.clone();
@@ -54,14 +57,15 @@ async fn serve(
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot listen for SIGINT")?;
 
-    // The TCP port first: a failure there must not leave a socket behind.
+    // The trigger's port: a port already taken leaves the agent running without the trigger,
+    // trying again every minute (see http_listen).
     let http_listener = if config.http_trigger.is_empty() {
+        if inherited.is_some() {
+            tracing::warn!("systemd passed a socket for the HTTP trigger but http_trigger is \"\"; not serving it");
+        }
         None
     } else {
-        let l = tokio::net::TcpListener::bind(&config.http_trigger)
-            .await
-            .with_context(|| format!("http_trigger {}: cannot listen", config.http_trigger))?;
-        Some(l)
+        Some(super::http_listen::open(&config.http_trigger, inherited, &status).await)
     };
     let access = AccessPolicy::resolve(&config.socket_group, &config.admin_group)?;
     let listener = server::bind(&config.socket, access.socket_gid)?;
@@ -76,7 +80,8 @@ async fn serve(
         shutdown_tx.subscribe(),
     ));
     let http = http_listener.map(|l| {
-        tokio::spawn(super::http::serve(
+        tokio::spawn(super::http_listen::serve(
+            config.http_trigger.clone(),
             l,
             worker.clone(),
             status.clone(),
@@ -178,6 +183,7 @@ impl Work {
             Work::Cycle(CycleRequest::Check) => 1,
             Work::Cycle(CycleRequest::Scheduled) => 2,
             Work::Cycle(CycleRequest::Update) => 3,
+            Work::Cycle(CycleRequest::Retry) => 4,
             Work::Rollback => 0,
         }
     }
@@ -365,7 +371,10 @@ fn merge(current: &mut Batch, queue: &mut VecDeque<Batch>, job: Job) {
             Work::Cycle(_)
         ) | (
             Work::Cycle(CycleRequest::Update),
-            Work::Cycle(CycleRequest::Update)
+            Work::Cycle(CycleRequest::Update | CycleRequest::Retry)
+        ) | (
+            Work::Cycle(CycleRequest::Retry),
+            Work::Cycle(CycleRequest::Retry)
         )
     );
     if joins_current {
@@ -408,11 +417,13 @@ impl AgentService for Api {
     fn run(
         &self,
         cmd: Command,
+        admin: bool,
     ) -> Pin<Box<dyn Future<Output = Result<CycleReport, ServiceError>> + Send>> {
         let worker = self.worker.clone();
         Box::pin(async move {
             let work = match cmd {
                 Command::Check => Work::Cycle(CycleRequest::Check),
+                Command::Update if admin => Work::Cycle(CycleRequest::Retry),
                 Command::Update => Work::Cycle(CycleRequest::Update),
                 Command::Rollback => Work::Rollback,
                 other => {
@@ -587,6 +598,33 @@ mod tests {
         assert_eq!(in_flight.await.unwrap().outcome, Outcome::Updated);
         assert!(queued.await.is_err(), "queued work must not start");
         assert_eq!(cycles.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_admins_retry_runs_after_a_running_update_instead_of_joining_it() {
+        // Joining would lose the retry: the running update leaves a failed generation alone.
+        let mut current = Batch {
+            work: Work::Cycle(CycleRequest::Update),
+            waiters: vec![],
+        };
+        let mut queue = VecDeque::new();
+        let (j, _r) = job(Work::Cycle(CycleRequest::Retry));
+        merge(&mut current, &mut queue, j);
+        assert_eq!(current.waiters.len(), 0);
+        assert_eq!(queue.len(), 1);
+        let (j, _r) = job(Work::Cycle(CycleRequest::Update));
+        merge(&mut current, &mut queue, j);
+        assert_eq!(current.waiters.len(), 1);
+        assert_eq!(queue[0].work, Work::Cycle(CycleRequest::Retry));
+        // A running retry serves an update too.
+        let mut current = Batch {
+            work: Work::Cycle(CycleRequest::Retry),
+            waiters: vec![],
+        };
+        let mut queue = VecDeque::new();
+        let (j, _r) = job(Work::Cycle(CycleRequest::Update));
+        merge(&mut current, &mut queue, j);
+        assert_eq!((current.waiters.len(), queue.len()), (1, 0));
     }
 
     #[test]

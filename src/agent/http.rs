@@ -1,13 +1,23 @@
 //! The HTTP trigger (DESIGN §5): the "UPDATE MY MACHINE" bookmark on `127.0.0.1:9999`.
 //!
 //! `GET /` starts an update, at most one new cycle a minute (further requests only show the
-//! status), and answers a small HTML page with the current status. Only loopback `Host` headers
-//! are served, so that a web page cannot make the browser trigger updates through DNS
-//! rebinding. HTTP itself is hyper's job.
+//! status), and answers a small HTML page with the current status. It serves the person at the
+//! machine, not web pages or the network:
+//! - only connections from a loopback peer are answered;
+//! - only loopback `Host` headers are served, so that a web page cannot make the browser trigger
+//!   updates through DNS rebinding;
+//! - a request the browser marks as coming from a web page (`Sec-Fetch-Site` other than `none`
+//!   or `same-origin`, or an `Origin` other than the trigger's own) gets 403 and starts nothing;
+//! - each local uid gets at most [`MAX_CONNECTIONS_PER_UID`] of the [`MAX_CONNECTIONS`]
+//!   (the uid from the kernel's TCP table, [`super::tcp_owner`]).
+//!
+//! The update it asks for is [`CycleRequest::Update`]: it never retries a generation marked "do
+//! not retry" (only an admin's `update` on the socket does). HTTP itself is hyper's job.
 
 use super::cycle::CycleRequest;
 use super::daemon::{Work, WorkerHandle};
 use super::status_cell::StatusCell;
+use crate::ipc::per_uid::PerUid;
 use crate::status::{unix_now, AgentStatus, Phase};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -22,7 +32,11 @@ use tokio::sync::{broadcast, Semaphore};
 /// At most one cycle started through the trigger per this long.
 pub const MIN_TRIGGER_INTERVAL: Duration = Duration::from_secs(60);
 /// HTTP connections served at once.
-const MAX_CONNECTIONS: usize = 32;
+pub const MAX_CONNECTIONS: usize = 32;
+/// HTTP connections one local uid may hold at once.
+pub const MAX_CONNECTIONS_PER_UID: usize = 8;
+/// The uid counted for a connection whose owner the kernel does not list.
+const UNKNOWN_UID: u32 = u32::MAX;
 /// A connection is closed after this long, whatever it does.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -71,6 +85,13 @@ impl Trigger {
             }
             None => return plain(StatusCode::BAD_REQUEST, "a Host header is required\n"),
         }
+        if let Some(why) = from_a_web_page(req.headers(), host.as_deref().unwrap_or_default()) {
+            tracing::info!(why = %why, "http trigger: refused a request from a web page");
+            return plain(
+                StatusCode::FORBIDDEN,
+                "this page starts an update only when opened from a bookmark or a typed address, not from another web page\n",
+            );
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
             r.headers_mut()
@@ -104,6 +125,32 @@ fn plain(code: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+/// Why the browser's own headers say that a web page made this request, if they do:
+/// `Sec-Fetch-Site` other than `none` (a bookmark, a typed address) or `same-origin` (the page's
+/// own Reload link), or an `Origin` other than `http://<Host>`. Clients that send neither (curl)
+/// pass.
+pub fn from_a_web_page(headers: &header::HeaderMap, host: &str) -> Option<String> {
+    for v in headers.get_all("sec-fetch-site") {
+        let v = v.to_str().unwrap_or("?").trim().to_ascii_lowercase();
+        if v != "none" && v != "same-origin" {
+            return Some(format!("Sec-Fetch-Site: {v}"));
+        }
+    }
+    let own = format!("http://{host}");
+    for v in headers.get_all(header::ORIGIN) {
+        let v = v.to_str().unwrap_or("?").trim();
+        if !v.eq_ignore_ascii_case(&own) {
+            return Some(format!("Origin: {v}"));
+        }
+    }
+    None
+}
+
+/// Whether `ip` is this machine's loopback, an IPv4-mapped one included.
+fn is_loopback_peer(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// `localhost`, `127.0.0.1` or `[::1]`, with an optional port.
@@ -257,10 +304,12 @@ pub async fn serve(
         last_started: Mutex::new(None),
     });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_uid = PerUid::new(MAX_CONNECTIONS_PER_UID);
+    let local = listener.local_addr().ok();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "http trigger: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -269,7 +318,22 @@ pub async fn serve(
             },
             _ = shutdown.recv() => return,
         };
-        // Over the limit: the connection is dropped; a browser retries.
+        if !is_loopback_peer(peer.ip()) {
+            tracing::warn!(%peer, "http trigger: refused a connection from another machine");
+            continue;
+        }
+        // The uid's share first: one user holding its share leaves the others theirs. Over a
+        // limit the connection is dropped; a browser retries.
+        let uid = local
+            .and_then(|l| super::tcp_owner::owner_uid(peer, l))
+            .unwrap_or(UNKNOWN_UID);
+        let Some(uid_slot) = per_uid.try_acquire(uid) else {
+            tracing::debug!(
+                uid,
+                "http trigger: dropped a connection: its uid holds its share"
+            );
+            continue;
+        };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             continue;
         };
@@ -286,6 +350,7 @@ pub async fn serve(
                 tracing::debug!(error = %e, "http trigger: connection error");
             }
             drop(permit);
+            drop(uid_slot);
         });
     }
 }
@@ -319,6 +384,37 @@ mod tests {
         ] {
             assert!(!is_loopback_host(h), "{h}");
         }
+    }
+
+    #[test]
+    fn browser_marks_of_a_web_page_are_refused_and_a_bookmark_passes() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = header::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, header::HeaderValue::from_static(v));
+            }
+            from_a_web_page(&h, "127.0.0.1:9999")
+        };
+        assert_eq!(with(&[]), None);
+        assert_eq!(with(&[("sec-fetch-site", "none")]), None);
+        assert_eq!(with(&[("sec-fetch-site", "same-origin")]), None);
+        assert_eq!(with(&[("origin", "http://127.0.0.1:9999")]), None);
+        for bad in [
+            &[("sec-fetch-site", "cross-site")][..],
+            &[("sec-fetch-site", "same-site")],
+            &[("sec-fetch-site", "none"), ("sec-fetch-site", "cross-site")],
+            &[("origin", "https://evil.example")],
+            &[("origin", "null")],
+            &[("origin", "http://localhost:8080")],
+            &[
+                ("sec-fetch-site", "none"),
+                ("origin", "http://evil.example"),
+            ],
+        ] {
+            assert!(with(bad).is_some(), "{bad:?}");
+        }
+        assert!(is_loopback_peer("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_loopback_peer("192.168.1.2".parse().unwrap()));
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub mod system;
 pub mod verify;
 
 pub mod http;
+pub mod http_listen;
 pub mod scheduler;
+pub mod tcp_owner;
 
 pub use cycle::{CycleReport, CycleRequest};
 pub use pipeline::{run_once, Pipeline};

@@ -315,7 +315,7 @@ impl Pipeline {
         self.state.state.forget_older_than(g);
 
         if let Some(b) = self.state.state.is_blocked(g).cloned() {
-            let overridable = b.outcome == Outcome::Failed && req == CycleRequest::Update;
+            let overridable = b.outcome == Outcome::Failed && req == CycleRequest::Retry;
             if !overridable {
                 self.checked(CheckResult::UpToDate, None);
                 return Ending::quiet(

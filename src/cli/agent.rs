@@ -45,8 +45,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
 
 /// The daemon: the socket, the schedule and the HTTP trigger around the pipeline.
 fn daemon(config: AgentConfig) -> anyhow::Result<u8> {
-    use crate::agent::{daemon, status_cell::StatusCell, Pipeline};
+    use crate::agent::{daemon, http_listen, status_cell::StatusCell, Pipeline};
+    // First, before anything runs a command: systemd's sockets must not leak into commands.
+    let inherited = http_listen::take_inherited();
     let status = StatusCell::new(crate::status::AgentStatus::default());
     let pipeline = Pipeline::new(config.clone(), status.clone())?;
-    daemon::run(config, Box::new(pipeline), status)
+    daemon::run(config, Box::new(pipeline), status, inherited)
 }

@@ -379,6 +379,9 @@ pub fn summary(s: &AgentStatus, now: u64) -> String {
     if let Some(r) = s.server_reachable {
         row("server", if r { "reachable" } else { "unreachable" }.into());
     }
+    if let Some(e) = &s.http_trigger_error {
+        row("http trigger", e.clone());
+    }
     out
 }
 

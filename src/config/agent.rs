@@ -222,16 +222,30 @@ impl AgentConfig {
                 ),
             ));
         }
-        if !self.http_trigger.is_empty()
-            && self.http_trigger.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(bad(
-                "http_trigger",
-                format!(
-                    "{:?} is not an address like 127.0.0.1:9999 (\"\" turns it off)",
-                    self.http_trigger
-                ),
-            ));
+        if !self.http_trigger.is_empty() {
+            match self.http_trigger.parse::<std::net::SocketAddr>() {
+                Err(_) => {
+                    return Err(bad(
+                        "http_trigger",
+                        format!(
+                            "{:?} is not an address like 127.0.0.1:9999 (\"\" turns it off)",
+                            self.http_trigger
+                        ),
+                    ))
+                }
+                // The trigger serves the person at the machine, never the network.
+                Ok(a) if !a.ip().is_loopback() => {
+                    return Err(bad(
+                        "http_trigger",
+                        format!(
+                            "{:?} is not a loopback address; the trigger serves only this machine \
+                             (127.0.0.1:PORT or [::1]:PORT; \"\" turns it off)",
+                            self.http_trigger
+                        ),
+                    ))
+                }
+                Ok(_) => {}
+            }
         }
         Ok(())
     }
@@ -331,6 +345,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.deadline, MAX_DURATION);
+    }
+
+    #[test]
+    fn a_wildcard_or_lan_trigger_address_is_refused() {
+        for addr in [
+            "0.0.0.0:9999",
+            "[::]:9999",
+            "192.168.1.2:9999",
+            "[::ffff:127.0.0.1]:9999",
+        ] {
+            let e = AgentConfig::parse(
+                &format!("host = \"a\"\nsource = \"file:///x\"\nhttp_trigger = \"{addr}\"\n"),
+                "agent.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with("agent.toml: http_trigger: ") && e.contains("loopback"),
+                "{addr}: {e}"
+            );
+        }
+        for addr in ["127.0.0.1:9999", "[::1]:9999", "127.0.0.2:80", ""] {
+            AgentConfig::parse(
+                &format!("host = \"a\"\nsource = \"file:///x\"\nhttp_trigger = \"{addr}\"\n"),
+                "agent.toml",
+            )
+            .unwrap_or_else(|e| panic!("{addr}: {e}"));
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod per_uid;
 pub mod protocol;
 pub mod report;
 pub mod server;

@@ -12,9 +12,12 @@
 //! - subscribers read the status through a `watch` receiver, so a slow one skips intermediate
 //!   states instead of queueing them (one status per client at most);
 //! - a connection that is not subscribed and has no call in flight is closed when idle;
-//! - at most [`Limits::max_calls`] long calls (`check`, `update`, `rollback`) per connection.
+//! - at most [`Limits::max_calls`] long calls (`check`, `update`, `rollback`) per connection;
+//! - at most [`Limits::max_clients_per_uid`] connections per uid (root excepted), so that one
+//!   local user cannot take every slot.
 
 use super::codec::{decode_request, encode};
+use super::per_uid::{PerUid, UidSlot};
 use super::protocol::{Command, ErrorCode, Event, Response, MAX_LINE};
 use super::report::report_to_value;
 use crate::agent::cycle::CycleReport;
@@ -52,6 +55,8 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Long calls (`check`, `update`, `rollback`) in flight per connection.
     pub max_calls: usize,
+    /// Connections one uid may hold at once (root is not counted); more get a `busy` answer.
+    pub max_clients_per_uid: usize,
 }
 
 impl Default for Limits {
@@ -61,6 +66,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(10),
             max_calls: 8,
+            max_clients_per_uid: 16,
         }
     }
 }
@@ -197,10 +203,12 @@ pub trait AgentService: Send + Sync + 'static {
     fn subscribe(&self) -> watch::Receiver<AgentStatus>;
     /// The log of the last cycle, if one ran.
     fn last_log(&self) -> Option<String>;
-    /// Runs `check`, `update` or `rollback`; resolves when it has finished.
+    /// Runs `check`, `update` or `rollback`; resolves when it has finished. `admin`: the caller
+    /// is in the admin group (or root), so its `update` also retries a generation that failed.
     fn run(
         &self,
         cmd: Command,
+        admin: bool,
     ) -> Pin<Box<dyn Future<Output = Result<CycleReport, ServiceError>> + Send>>;
 }
 
@@ -274,6 +282,7 @@ pub async fn serve(
         access: Arc::new(access),
         limits,
         limit_connections: Arc::new(Semaphore::new(limits.max_clients)),
+        per_uid: PerUid::new(limits.max_clients_per_uid),
         notify_shutdown,
         shutdown_complete_tx,
     };
@@ -300,6 +309,7 @@ struct Listener {
     access: Arc<AccessPolicy>,
     limits: Limits,
     limit_connections: Arc<Semaphore>,
+    per_uid: PerUid,
     notify_shutdown: broadcast::Sender<()>,
     /// Held by every handler; the server has stopped when all clones are gone.
     shutdown_complete_tx: mpsc::Sender<()>,
@@ -317,10 +327,6 @@ impl Listener {
                     continue;
                 }
             };
-            let Ok(permit) = self.limit_connections.clone().try_acquire_owned() else {
-                tokio::spawn(refuse_busy(stream, self.limits.write_timeout));
-                continue;
-            };
             let peer = match stream.peer_cred() {
                 Ok(c) => Peer {
                     uid: c.uid(),
@@ -331,6 +337,33 @@ impl Listener {
                     tracing::warn!(error = %e, "socket: no peer credentials; closing");
                     continue;
                 }
+            };
+            // The uid's share first, so that a uid over it does not hold one of the others' slots.
+            let uid_slot: Option<UidSlot> = if peer.uid == 0 {
+                None
+            } else {
+                match self.per_uid.try_acquire(peer.uid) {
+                    Some(s) => Some(s),
+                    None => {
+                        tracing::info!(
+                            uid = peer.uid,
+                            limit = self.per_uid.limit(),
+                            "socket: refused a client: its uid holds its share of connections"
+                        );
+                        let why = format!(
+                            "uid {} already holds {} connections, the most one user may; close some and try again",
+                            peer.uid,
+                            self.per_uid.limit()
+                        );
+                        tokio::spawn(refuse_busy(stream, why, self.limits.write_timeout));
+                        continue;
+                    }
+                }
+            };
+            let Ok(permit) = self.limit_connections.clone().try_acquire_owned() else {
+                let why = "too many clients are connected; try again later".to_string();
+                tokio::spawn(refuse_busy(stream, why, self.limits.write_timeout));
+                continue;
             };
             let (read, write) = stream.into_split();
             let handler = Handler {
@@ -355,6 +388,7 @@ impl Listener {
                         Err(e) => tracing::info!(error = %e, "client dropped"),
                     }
                     drop(permit);
+                    drop(uid_slot);
                 }
                 .instrument(span),
             );
@@ -362,12 +396,8 @@ impl Listener {
     }
 }
 
-async fn refuse_busy(mut stream: UnixStream, write_timeout: Duration) {
-    let line = encode(&Response::err(
-        0,
-        ErrorCode::Busy,
-        "too many clients are connected; try again later",
-    ));
+async fn refuse_busy(mut stream: UnixStream, why: String, write_timeout: Duration) {
+    let line = encode(&Response::err(0, ErrorCode::Busy, why));
     let _ = timeout(write_timeout, stream.write_all(&line)).await;
 }
 
@@ -408,7 +438,14 @@ impl Handler {
             tokio::select! {
                 line = self.lines.next_line(), if !end_of_requests => {
                     match line? {
-                        None => end_of_requests = true,
+                        None => {
+                            end_of_requests = true;
+                            // A subscriber that closed (not just its sending side) is gone now,
+                            // not at the next status change: its slot is free again at once.
+                            if self.subscription.is_some() && self.calls.is_empty() && peer_closed(&self.writer) {
+                                return Ok(());
+                            }
+                        }
                         Some(Line::TooLong) => {
                             let r = Response::err(0, ErrorCode::TooLong, format!("request longer than {MAX_LINE} bytes; the rest of the line is ignored"));
                             self.send(&r).await?;
@@ -493,7 +530,9 @@ impl Handler {
                     )
                 } else {
                     tracing::info!(cmd = ?req.cmd, "requested");
-                    let call = self.service.run(req.cmd);
+                    // Only an admin's update retries a generation marked "do not retry".
+                    let admin = req.cmd == Command::Update && self.allowed(Permission::Admin).await;
+                    let call = self.service.run(req.cmd, admin);
                     let id = req.id;
                     self.calls.spawn(async move {
                         match call.await {
@@ -535,6 +574,19 @@ impl Handler {
             )),
         }
     }
+}
+
+/// Whether the client has closed the connection entirely (`POLLHUP`), as opposed to only its
+/// sending side (`shutdown(SHUT_WR)`, after which it still reads answers and events).
+fn peer_closed(w: &OwnedWriteHalf) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stream: &UnixStream = w.as_ref();
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
 }
 
 fn status_value(s: &AgentStatus) -> serde_json::Value {
@@ -669,6 +721,7 @@ mod tests {
         fn run(
             &self,
             _cmd: Command,
+            _admin: bool,
         ) -> Pin<Box<dyn Future<Output = Result<CycleReport, ServiceError>> + Send>> {
             let gate = self.gate.clone();
             self.calls_started
@@ -719,6 +772,7 @@ mod tests {
             idle_timeout: Duration::from_millis(200),
             write_timeout: Duration::from_secs(5),
             max_calls: 8,
+            max_clients_per_uid: 16,
         };
         tokio::spawn(serve(
             listener,

@@ -309,14 +309,19 @@ impl Agent {
 
     /// Starts the agent process and waits until its first scheduled check is done.
     pub fn spawn(&mut self) {
+        let mut cmd = Command::new(TIFFIN);
+        cmd.args(["agent", "--config"]).arg(&self.config);
+        self.spawn_via(cmd);
+    }
+
+    /// As [`Agent::spawn`], with `cmd` running the agent (a wrapper that execs it, say).
+    pub fn spawn_via(&mut self, mut cmd: Command) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(TIFFIN)
-            .args(["agent", "--config"])
-            .arg(&self.config)
+        let child = cmd
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -405,15 +410,31 @@ pub fn free_port() -> u16 {
 
 /// One HTTP/1.1 request with a given Host header; returns the status code and body.
 pub fn http_get(port: u16, method: &str, path: &str, host: &str) -> (u16, String) {
+    http_request(port, method, path, host, &[])
+}
+
+/// As [`http_get`], with more headers (`("Sec-Fetch-Site", "cross-site")`). A connection the
+/// server drops unanswered gives code 0.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    // The server may close before reading a request it will not serve.
+    let _ = write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+    );
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    let _ = s.read_to_string(&mut text);
     let code = text
         .split(' ')
         .nth(1)
@@ -434,4 +455,129 @@ pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Where a [`HeldConnections`] helper connects.
+pub enum Target<'a> {
+    Socket(&'a Path),
+    Tcp(u16),
+    /// Not a connection: tries to listen on 127.0.0.1:port (ok 1 when it could).
+    Listen(u16),
+}
+
+/// A helper process running as another uid that opens `count` connections and holds them until
+/// dropped: the test binary itself, re-run on its test `helper_test` (which calls
+/// [`hold_connections_if_asked`]).
+pub struct HeldConnections {
+    child: Child,
+    /// Socket: connections whose `subscribe` was answered ok. TCP: connections opened.
+    pub ok: usize,
+    /// Socket: connections answered `busy`.
+    pub busy: usize,
+}
+
+impl HeldConnections {
+    // The child is waited for in Drop, once the returned value owns it.
+    #[allow(clippy::zombie_processes)]
+    pub fn open(helper_test: &str, user: &TestUser, target: Target, count: usize) -> Self {
+        let (uid, gid, groups) = (user.uid, user.gid, user.login_groups());
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args([helper_test, "--exact", "--nocapture", "--test-threads=1"])
+            .env("TIFFIN_HOLD_COUNT", count.to_string())
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        match target {
+            Target::Socket(p) => c.env("TIFFIN_HOLD_SOCKET", p),
+            Target::Tcp(port) => c.env("TIFFIN_HOLD_PORT", port.to_string()),
+            Target::Listen(port) => c.env("TIFFIN_HOLD_LISTEN", port.to_string()),
+        };
+        unsafe {
+            c.pre_exec(move || {
+                let gs: Vec<nix::unistd::Gid> = groups
+                    .iter()
+                    .map(|g| nix::unistd::Gid::from_raw(*g))
+                    .collect();
+                nix::unistd::setgroups(&gs)?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+                Ok(())
+            });
+        }
+        let mut child = c.spawn().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            assert!(n > 0, "the connection helper ended without reporting");
+            // libtest prints `test NAME ... ` on the same line first.
+            if let Some(rest) = line.trim().split("HELD ").nth(1) {
+                let (ok, busy) = rest.split_once(' ').unwrap();
+                return Self {
+                    child,
+                    ok: ok.parse().unwrap(),
+                    busy: busy.parse().unwrap(),
+                };
+            }
+        }
+    }
+}
+
+impl Drop for HeldConnections {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The helper's side: when the test binary runs as a [`HeldConnections`] helper, opens the
+/// connections, prints `HELD <ok> <busy>` and holds them until stdin closes.
+pub fn hold_connections_if_asked() {
+    let Ok(count) = std::env::var("TIFFIN_HOLD_COUNT") else {
+        return;
+    };
+    let count: usize = count.parse().unwrap();
+    let (mut ok, mut busy) = (0, 0);
+    let mut held: Vec<Box<dyn std::any::Any>> = Vec::new();
+    if let Ok(path) = std::env::var("TIFFIN_HOLD_SOCKET") {
+        for _ in 0..count {
+            let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let _ = s.write_all(b"{\"id\":1,\"cmd\":\"subscribe\"}\n");
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(s.try_clone().unwrap()),
+                &mut line,
+            );
+            if line.contains("\"ok\":true") {
+                ok += 1;
+            } else if line.contains("busy") {
+                busy += 1;
+            }
+            held.push(Box::new(s));
+        }
+    } else if let Ok(port) = std::env::var("TIFFIN_HOLD_LISTEN") {
+        match std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())) {
+            Ok(l) => {
+                ok += 1;
+                held.push(Box::new(l));
+            }
+            Err(_) => busy += 1,
+        }
+    } else {
+        let port: u16 = std::env::var("TIFFIN_HOLD_PORT").unwrap().parse().unwrap();
+        for _ in 0..count {
+            if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                ok += 1;
+                held.push(Box::new(s));
+            }
+        }
+    }
+    println!("\nHELD {ok} {busy}");
+    std::io::stdout().flush().unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    drop(held);
 }
