@@ -42,7 +42,7 @@ bench: deps
 
 # The tray's menu in a real panel (trayer under Xvfb), one PNG per state, for the README.
 screenshots: deps
-	$(CARGO) test --test tray_screenshots -- --ignored --nocapture
+	$(CARGO) test --test it tray_screenshots -- --ignored --nocapture
 
 # Long fuzzing runs, outside `make test` (which replays the committed corpora through
 # tests/fuzz_corpus.rs). Needs nightly and `cargo install cargo-fuzz`. Each target runs

@@ -2,7 +2,7 @@
 //! reading every host's chroot and deciding its state, rendering the table and the JSON.
 //! Prints a table, asserts nothing. Run with `make bench` (release build).
 
-#[path = "../tests/fleet_status_support/mod.rs"]
+#[path = "../tests/it/support/fleet_status/mod.rs"]
 mod fleet_status_support;
 
 use fleet_status_support::{system, Fleet, ReportSpec, SeenSpec};

@@ -3,8 +3,12 @@
 //! cycle (fetch one changed file, build, activate, verify, commit, report). Prints a table,
 //! asserts nothing. Run with `make bench` (release build).
 
-#[path = "../tests/pipeline_support/mod.rs"]
+#[path = "../tests/it/support/pipeline/mod.rs"]
 mod pipeline_support;
+#[path = "../tests/it/support/real_nix/mod.rs"]
+mod real_nix;
+#[path = "../tests/it/support/mod.rs"]
+mod support;
 
 use pipeline_support::Machine;
 use std::time::Instant;

@@ -5,7 +5,7 @@
 //! Run with `cargo bench --bench tray_idle` (release build); `at_rest` is also called by the
 //! suite (benches/suite.rs), which reuses this file's desktop harness for its tray rows.
 
-#[path = "../tests/support_tray/mod.rs"]
+#[path = "../tests/it/support/tray/mod.rs"]
 pub(crate) mod support_tray;
 
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ pub struct AtRest {
 /// Starts a desktop, an agent (scripted) and the tray, waits until the tray shows the agent,
 /// then samples the tray for `window` seconds. Err when the desktop cannot run here.
 pub fn at_rest(window: u64) -> Result<AtRest, String> {
-    if !support_tray::desktop_available("tray footprint") {
+    if !support_tray::desktop_or_skip("tray footprint") {
         return Err("no desktop here (Xvfb, dbus-daemon, python3-dbus)".into());
     }
     let mut d = Desktop::start();
@@ -96,7 +96,7 @@ pub fn at_rest(window: u64) -> Result<AtRest, String> {
 
 #[allow(dead_code)] // the suite includes this file as a module and has its own main
 fn main() {
-    if !support_tray::desktop_available("tray_idle bench") {
+    if !support_tray::desktop_or_skip("tray_idle bench") {
         return;
     }
     let window = std::env::var("TIFFIN_BENCH_IDLE_SECS")
