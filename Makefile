@@ -45,7 +45,7 @@ screenshots: deps
 	$(CARGO) test --test it tray_screenshots -- --ignored --nocapture
 
 # Long fuzzing runs, outside `make test` (which replays the committed corpora through
-# tests/fuzz_corpus.rs). Needs nightly and `cargo install cargo-fuzz`. Each target runs
+# tests/it/fuzz_corpus.rs). Needs nightly and `cargo install cargo-fuzz`. Each target runs
 # FUZZ_SECONDS, seeded from fuzz/corpus/<target>/; what it finds new goes to fuzz/found/<target>/
 # (not committed), a crash to fuzz/artifacts/<target>/ and stops the run.
 FUZZ_SECONDS ?= 300

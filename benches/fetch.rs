@@ -3,7 +3,7 @@
 //! check, `get -R` of the tree to update. Everything goes through the same counting loopback
 //! relay. `measure` is also called by the suite (benches/suite.rs).
 //!
-//! Needs root and sshd (see tests/support/sshd.rs). Run: `cargo bench --bench fetch`.
+//! Needs root and sshd (see tests/it/support/sshd.rs). Run: `cargo bench --bench fetch`.
 
 #[path = "common/mod.rs"]
 mod common;
