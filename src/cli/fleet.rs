@@ -40,6 +40,10 @@ pub enum FleetCommand {
         /// Delete the chroots of hosts no longer in fleet.toml.
         #[arg(long)]
         prune: bool,
+        /// Publish without signing. Without it a fleet with no signing key is refused; sftp://
+        /// agents refuse unsigned generations unless agent.toml says `allow_unsigned = true`.
+        #[arg(long)]
+        unsigned: bool,
     },
     /// Build each host's system (nix) without publishing.
     Build {
@@ -102,6 +106,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
             dry_build,
             dry_run,
             prune,
+            unsigned,
         } => {
             let build = match (build, dry_build) {
                 (true, _) => Some(BuildMode::Build),
@@ -115,6 +120,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
                     build,
                     dry_run,
                     prune,
+                    unsigned,
                     ..PublishOptions::default()
                 },
             )
@@ -158,10 +164,19 @@ fn load(fleet: &Path) -> Option<FleetConfig> {
 
 fn init(dir: &Path) -> anyhow::Result<u8> {
     match fleet::init::init(dir) {
-        Ok(written) => {
-            for p in written {
+        Ok(made) => {
+            for p in &made.written {
                 println!("created {}", p.display());
             }
+            println!(
+                "every `tiffin fleet publish` signs with key {} (keys/fleet-signing.key: secret, keep it out of git and off the server). Its public key, which every machine trusts:",
+                made.public_key.key_id()
+            );
+            print!("{}", made.public_line);
+            println!(
+                "common/tiffin.nix gives it to each NixOS machine (trustedKey); elsewhere install it as /etc/tiffin/fleet-signing.pub and set in /etc/tiffin/agent.toml:"
+            );
+            println!("trusted_key = \"/etc/tiffin/fleet-signing.pub\"");
             println!(
                 "next: put each machine's key into {}, add hosts/<name>/ per machine, then `tiffin fleet publish --fleet {}`",
                 dir.join("fleet.toml").display(),
@@ -268,7 +283,14 @@ fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
         progress.done(&h.host, &line);
     });
     progress.finish();
-    let report = report?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e @ fleet::publish::PublishError::NoSigningKey { .. }) => {
+            eprintln!("tiffin fleet publish: {e}");
+            return Ok(EXIT_USAGE);
+        }
+        Err(e) => return Err(e.into()),
+    };
     print!("{}", fleet::report::publish_table(&report));
     for h in &report.hosts {
         if let HostResult::Failed { error } = &h.result {

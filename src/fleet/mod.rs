@@ -7,6 +7,7 @@
 pub mod build;
 pub mod diff;
 pub mod init;
+pub mod inert;
 pub mod layout;
 pub mod logs;
 pub mod publish;

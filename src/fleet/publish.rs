@@ -14,6 +14,7 @@ use crate::fsutil::{self, with_path, DirGuard};
 use crate::hash;
 use crate::manifest::{
     entries_of, tree_hash, walk_tree, EntryKind, Manifest, WalkError, WalkedEntry, MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
 };
 use crate::runner::Runner;
 use crate::sign::{SecretKey, SignError};
@@ -54,6 +55,10 @@ pub struct PublishOptions {
     /// Leave everything owned by the publisher even as root, without looking up host users:
     /// a sandbox whose hosts have no system users and that no sshd serves (`tiffin demo`).
     pub keep_owner: bool,
+    /// `--unsigned`: publish without signing (sftp:// agents refuse such generations unless
+    /// their agent.toml says `allow_unsigned = true`). Without it, a fleet with no signing key
+    /// is refused.
+    pub unsigned: bool,
 }
 
 impl Default for PublishOptions {
@@ -65,6 +70,7 @@ impl Default for PublishOptions {
             prune: false,
             jobs: 4,
             keep_owner: false,
+            unsigned: false,
         }
     }
 }
@@ -150,6 +156,8 @@ pub enum PublishError {
     Prune { path: PathBuf, source: io::Error },
     #[error("signing key (fleet.toml `signing_key`): {0}")]
     SigningKey(#[from] SignError),
+    #[error("no signing key: {path} does not exist. Publications are signed by default and sftp:// agents refuse unsigned ones: create the key with `tiffin fleet keygen` (and give the machines its .pub as `trusted_key`), or publish unsigned on purpose with `--unsigned`")]
+    NoSigningKey { path: PathBuf },
 }
 
 /// Why a host's tree could not be staged.
@@ -172,6 +180,8 @@ enum HostError {
     Stage(#[from] StageError),
     #[error(transparent)]
     User(#[from] MissingUser),
+    #[error(transparent)]
+    SharedGroup(#[from] users::SharedGroup),
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error(transparent)]
@@ -199,10 +209,13 @@ pub fn publish_with_progress(
 ) -> Result<PublishReport, PublishError> {
     let hosts = super::select_hosts(config, &opts.hosts)?;
     let mut report = PublishReport::default();
-    let signer = load_signing_key(fleet_dir, config, &mut report.warnings)?;
+    let signer = load_signing_key(fleet_dir, config, opts, &mut report.warnings)?;
     let _lock = prepare_chroot_root(config, opts, &mut report.warnings)?;
     let mut ctx = RunContext::new(fleet_dir, config, opts);
     ctx.signer = signer;
+    if users::is_root() && !opts.keep_owner {
+        ctx.shared_groups = users::shared_primary_groups(config);
+    }
     report.hosts = in_parallel(&hosts, opts.jobs, |host| {
         let r = ctx.publish_host(host);
         on_done(&r);
@@ -229,21 +242,24 @@ pub fn publish_host(
     Ok(report.hosts.remove(0))
 }
 
-/// The key every new manifest is signed with: the one fleet.toml names (which must exist), else
-/// the default path when `fleet keygen` made it there. Without one the run publishes unsigned and
-/// says so once.
+/// The key every new manifest is signed with: the one fleet.toml names, else the default path
+/// where `fleet keygen` (and `fleet init`) put it; either must exist. With `--unsigned` nothing
+/// is signed, and the run says so once.
 fn load_signing_key(
     fleet_dir: &Path,
     config: &FleetConfig,
+    opts: &PublishOptions,
     warnings: &mut Vec<String>,
 ) -> Result<Option<SecretKey>, PublishError> {
-    let (path, named) = config.signing_key_path(fleet_dir);
-    if !named && fs::symlink_metadata(&path).is_err() {
-        warnings.push(format!(
-            "no signing key ({} does not exist): generations are published unsigned, and agents with `trusted_key` set refuse them (`tiffin fleet keygen` creates the key)",
-            path.display()
-        ));
+    if opts.unsigned {
+        warnings.push(
+            "--unsigned: generations are published unsigned; sftp:// agents refuse them unless their agent.toml says `allow_unsigned = true`, and agents with `trusted_key` always refuse them".into(),
+        );
         return Ok(None);
+    }
+    let (path, _) = config.signing_key_path(fleet_dir);
+    if fs::symlink_metadata(&path).is_err() {
+        return Err(PublishError::NoSigningKey { path });
     }
     Ok(Some(SecretKey::load(&path)?))
 }
@@ -402,6 +418,8 @@ struct RunContext<'a> {
     notes: Mutex<Vec<String>>,
     /// Signs every new manifest, when the fleet has a key.
     signer: Option<SecretKey>,
+    /// Hosts whose user's primary group is not its own (root only): refused.
+    shared_groups: HashMap<String, users::SharedGroup>,
 }
 
 impl<'a> RunContext<'a> {
@@ -415,6 +433,7 @@ impl<'a> RunContext<'a> {
             missing_users: Mutex::default(),
             notes: Mutex::default(),
             signer: None,
+            shared_groups: HashMap::new(),
         }
     }
 
@@ -478,6 +497,16 @@ impl<'a> RunContext<'a> {
         report.files = entries.iter().filter(|e| e.kind == EntryKind::File).count();
         report.bytes = entries.iter().filter_map(|e| e.size).sum();
 
+        if let Some(shared) = self.shared_groups.get(host) {
+            return Err(users::SharedGroup {
+                host: shared.host.clone(),
+                user: shared.user.clone(),
+                group: shared.group.clone(),
+                gid: shared.gid,
+                why: shared.why.clone(),
+            }
+            .into());
+        }
         let owner = if self.opts.keep_owner {
             Ownership::Publisher
         } else {
@@ -535,6 +564,9 @@ impl<'a> RunContext<'a> {
             if cur.tree_hash == new_hash && same_system && signed_right {
                 if !self.opts.dry_run {
                     ensure_skeleton(&publication, owner)?;
+                    if let Some(k) = self.signer.as_ref().filter(|_| signature_is_stale(cur)) {
+                        resign(&publication, cur, k, owner)?;
+                    }
                 }
                 return Ok(HostResult::Unchanged {
                     generation: cur.generation,
@@ -576,8 +608,16 @@ impl<'a> RunContext<'a> {
         manifest
             .validate(&format!("new manifest of {host}"))
             .map_err(|e| io::Error::other(e.to_string()))?;
+        let bytes = manifest.to_bytes();
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(io::Error::other(format!(
+                "the manifest of {host} would be {} bytes, more than the {MAX_MANIFEST_BYTES} agents read; split the host's tree",
+                bytes.len()
+            ))
+            .into());
+        }
         let manifest_path = incoming.join(MANIFEST_FILE);
-        fsutil::atomic_write(&manifest_path, &manifest.to_bytes(), GEN_FILE_MODE)?;
+        fsutil::atomic_write(&manifest_path, &bytes, GEN_FILE_MODE)?;
         set_owner_mode(&manifest_path, owner.tree(), GEN_FILE_MODE)?;
         set_owner_mode(&incoming, owner.tree(), GEN_DIR_MODE)?;
         sync_filesystem(&incoming)?;
@@ -631,6 +671,41 @@ impl<'a> RunContext<'a> {
             }
         }
     }
+}
+
+/// How old a live generation's signature may get before `publish` signs it again (same
+/// generation, same tree, a new `signed_at`), so that agents with `max_age` keep accepting a
+/// fleet whose configuration did not change.
+pub const RESIGN_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// The live manifest was signed more than [`RESIGN_AFTER`] ago, or carries no signing time.
+fn signature_is_stale(m: &Manifest) -> bool {
+    let signed = m
+        .signed_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339(t).ok());
+    signed.map_or(true, |t| {
+        SystemTime::now()
+            .duration_since(t)
+            .is_ok_and(|age| age > RESIGN_AFTER)
+    })
+}
+
+/// Signs the live generation's manifest again with a fresh `signed_at`; written aside and
+/// renamed over the old one, so a reader sees either whole file (both valid).
+fn resign(
+    publication: &Publication,
+    current: &Manifest,
+    key: &SecretKey,
+    owner: Ownership,
+) -> io::Result<()> {
+    let mut m = current.clone();
+    key.sign_manifest(&mut m);
+    let path = publication
+        .generation_dir(m.generation)
+        .join(MANIFEST_FILE);
+    fsutil::atomic_write(&path, &m.to_bytes(), GEN_FILE_MODE)?;
+    set_owner_mode(&path, owner.tree(), GEN_FILE_MODE)
 }
 
 fn push(m: &Mutex<Vec<String>>, s: &str) {

@@ -12,6 +12,7 @@
 //! Everything under `logs/` is written by the host, so it is read without following symlinks,
 //! only from regular files, and only up to a size cap.
 
+use super::inert::first_line;
 use crate::agent::report::{self, Report, Seen, SEEN_NAME};
 use crate::config::fleet::{check_unix_name, FleetConfig, FleetConfigError};
 use crate::manifest::Manifest;
@@ -585,19 +586,6 @@ fn outcome_words(o: Outcome) -> String {
     report::outcome_word(o).replace('_', " ")
 }
 
-/// The first line of text a host wrote, at most `max` characters, with control characters
-/// shown as `�`: a host must not break the table's rows or send escape sequences to the
-/// admin's terminal.
-fn first_line(s: &str, max: usize) -> String {
-    let line = s.lines().next().unwrap_or("");
-    let plain = |c: char| if c.is_control() { '\u{FFFD}' } else { c };
-    if line.chars().count() > max {
-        format!("{}…", line.chars().take(max).map(plain).collect::<String>())
-    } else {
-        line.chars().map(plain).collect()
-    }
-}
-
 /// The table `fleet status` prints: a summary line, a header, one row per host.
 pub fn render_table(status: &FleetStatus, style: Style) -> String {
     let mut counts = std::collections::BTreeMap::new();
@@ -905,6 +893,7 @@ mod tests {
             durations: Default::default(),
             agent_version: "0.1.0".into(),
             log: "x.log.gz".into(),
+            publication: None,
         });
         let table = render_table(
             &FleetStatus {
