@@ -185,15 +185,16 @@ fn hosts_sharing_a_primary_group_are_refused() {
         else {
             panic!("{h} was published: {:?}", r.hosts)
         };
-        for needle in [
-            &format!("host {h}"),
-            &me.name,
-            &shared.name,
-            &other.name,
-            "primary group of its own",
-            "--user-group",
-        ] {
-            assert!(error.contains(needle.as_str()), "{needle:?} missing from: {error}");
+        let needles = [
+            format!("host {h}"),
+            me.name.clone(),
+            shared.name.clone(),
+            other.name.clone(),
+            "primary group of its own".into(),
+            "--user-group".into(),
+        ];
+        for needle in &needles {
+            assert!(error.contains(needle), "{needle:?} missing from: {error}");
         }
         assert_eq!(f.current(h), None, "nothing published for {h}");
     }

@@ -10,7 +10,6 @@ use super::store::{ContentStore, StoreError};
 use crate::fsutil;
 use crate::hash::Sha256Hex;
 use crate::manifest::{EntryKind, Manifest, ManifestError, MAX_MANIFEST_BYTES};
-use crate::sign::PublicKey;
 use crate::source::{Source, SourceError};
 use crate::status::Progress;
 use std::collections::HashSet;
@@ -822,6 +821,7 @@ mod tests {
         TrustPolicy {
             key: Some((key.public(), PathBuf::from("/etc/tiffin/fleet-signing.pub"))),
             applied_generation: applied,
+            ..TrustPolicy::none()
         }
     }
 

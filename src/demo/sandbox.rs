@@ -200,7 +200,7 @@ impl Sandbox {
         // Signed by default, as `tiffin fleet init` makes a fleet: the demo host's agent trusts
         // this key (`trusted_key` in its agent.toml).
         crate::sign::SecretKey::generate()
-            .and_then(|k| k.save(&self.signing_key(), "tiffin demo", false).map(|_| ()))
+            .and_then(|k| k.save(&self.signing_key(), "tiffin demo", true).map(|_| ()))
             .map_err(io::Error::other)?;
         write(&fleet.join("common/base.nix"), BASE_NIX)?;
         write(&fleet.join("common/tiffin.nix"), TIFFIN_NIX)?;

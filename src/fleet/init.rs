@@ -82,6 +82,7 @@ pub enum InitError {
 }
 
 /// What `init` made.
+#[derive(Debug)]
 pub struct Initialised {
     /// Every path written, the keys last.
     pub written: Vec<PathBuf>,

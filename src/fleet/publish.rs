@@ -498,14 +498,7 @@ impl<'a> RunContext<'a> {
         report.bytes = entries.iter().filter_map(|e| e.size).sum();
 
         if let Some(shared) = self.shared_groups.get(host) {
-            return Err(users::SharedGroup {
-                host: shared.host.clone(),
-                user: shared.user.clone(),
-                group: shared.group.clone(),
-                gid: shared.gid,
-                why: shared.why.clone(),
-            }
-            .into());
+            return Err(shared.clone().into());
         }
         let owner = if self.opts.keep_owner {
             Ownership::Publisher

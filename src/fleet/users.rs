@@ -60,7 +60,7 @@ pub struct MissingUser {
 /// A host's user shares its primary group with another host's user (or has the shared `tiffin`
 /// group as its primary group): the publication's files are readable by that group, so the other
 /// host could read this one's configuration.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("host {host}: system user {user:?} has primary group {group} (gid {gid}), {why}; each host's user needs a primary group of its own, which alone may read its publication (`tiffin fleet sshd-config` shows the commands: useradd --user-group); nothing published for this host")]
 pub struct SharedGroup {
     pub host: String,
