@@ -258,7 +258,7 @@ fn load_signing_key(
         return Ok(None);
     }
     let (path, _) = config.signing_key_path(fleet_dir);
-    if fs::symlink_metadata(&path).is_err() {
+    if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == io::ErrorKind::NotFound) {
         return Err(PublishError::NoSigningKey { path });
     }
     Ok(Some(SecretKey::load(&path)?))
