@@ -250,10 +250,14 @@ fn a_server_with_another_host_key_is_refused_with_both_fingerprints_before_login
 /// Runs `cat path` as `user` with all of its groups (primary and supplementary, as a login
 /// gets them); true when it could read the file.
 fn can_read_as(user: &str, path: &Path) -> bool {
+    let u = nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no user {user}"));
     let out = std::process::Command::new("setpriv")
         .args([
-            &format!("--reuid={user}"),
-            &format!("--regid={user}"),
+            &format!("--reuid={}", u.uid),
+            &format!("--regid={}", u.gid),
             "--init-groups",
             "cat",
         ])
@@ -282,6 +286,7 @@ fn one_host_cannot_read_another_hosts_publication_through_group_access() {
     // Each user has a primary group of its own, and both are in the shared group sshd allows.
     assert_ne!(alpha.gid, beta.gid);
     assert_ne!(alpha.gid, srv.gid());
+
     // Both log in through the real sshd (the shared group is still what sshd matches).
     login(&srv, "alpha");
     login(&srv, "beta");

@@ -344,10 +344,10 @@ mod tests {
     #[test]
     fn a_host_key_with_options_or_a_newline_is_refused() {
         let bad = [
-            (format!("command=\\\"/bin/sh\\\" {KEY}"), "not a known key type"),
-            (format!("no-pty {KEY}"), "not a known key type"),
             (format!("{KEY}\\nssh-ed25519 AAAA other"), "control character"),
             (format!("{KEY}\\r"), "control character"),
+            (format!("command=\\\"/bin/sh\\\" {KEY}"), "not a known key type"),
+            (format!("no-pty {KEY}"), "not a known key type"),
             (format!(" {KEY}"), "not a known key type"),
             ("ssh-ed25519 AAAA$$$ x".to_string(), "not base64"),
             ("ssh-ed25519".to_string(), "expected"),
