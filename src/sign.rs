@@ -227,7 +227,10 @@ pub fn split_signature(raw: &[u8]) -> Result<(Vec<u8>, String), SignError> {
             Some(v) => {
                 let v = std::str::from_utf8(v)
                     .ok()
-                    .filter(|v| v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'))
+                    .filter(|v| {
+                        v.bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                    })
                     .ok_or_else(|| {
                         SignError::BadSignature("the signature line is not plain text".into())
                     })?;

@@ -133,10 +133,7 @@ fn sshd_config_prints_a_match_block_per_host_and_the_user_commands() {
     assert!(out.contains(&format!("printf '%s\\n' '{KEY}'")), "{out}");
     // The host blocks are closed: what follows applies to every user again.
     let blocks_end = out.find("# ---- 2.").expect("part 2");
-    assert!(
-        out[..blocks_end].trim_end().ends_with("Match All"),
-        "{out}"
-    );
+    assert!(out[..blocks_end].trim_end().ends_with("Match All"), "{out}");
 }
 
 /// `sshd -T` of a config: the settings sshd applies to a connection by `user`.
@@ -162,12 +159,18 @@ fn an_sshd_setting_appended_after_the_host_blocks_is_not_inside_them() {
     let sshd = Path::new("/usr/sbin/sshd");
     let privsep = Path::new("/run/sshd");
     if !sshd.exists() || (!privsep.is_dir() && fs::create_dir_all(privsep).is_err()) {
-        assert!(!in_ci(), "CI=true but sshd (or /run/sshd) is not usable here");
+        assert!(
+            !in_ci(),
+            "CI=true but sshd (or /run/sshd) is not usable here"
+        );
         eprintln!("skipped: needs /usr/sbin/sshd and /run/sshd");
         return;
     }
     let f = TestFleet::new();
-    f.write_config(&[("laptop", "user = \"lap\""), ("server", "user = \"srv\"")], "");
+    f.write_config(
+        &[("laptop", "user = \"lap\""), ("server", "user = \"srv\"")],
+        "",
+    );
     let o = tiffin(&["fleet", "sshd-config"], &f.repo());
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
@@ -195,7 +198,10 @@ fn an_sshd_setting_appended_after_the_host_blocks_is_not_inside_them() {
     let admin = sshd_effective(&config, "root");
     assert!(admin.lines().any(|l| l == "x11forwarding yes"), "{admin}");
     assert!(admin.lines().any(|l| l == "permittty yes"), "{admin}");
-    assert!(admin.lines().any(|l| l == "chrootdirectory none"), "{admin}");
+    assert!(
+        admin.lines().any(|l| l == "chrootdirectory none"),
+        "{admin}"
+    );
     // …and loosens nothing for any host's user.
     for user in ["lap", "srv"] {
         let host = sshd_effective(&config, user);
@@ -206,7 +212,10 @@ fn an_sshd_setting_appended_after_the_host_blocks_is_not_inside_them() {
             "authenticationmethods publickey",
             "forcecommand internal-sftp",
         ] {
-            assert!(host.lines().any(|l| l == line), "{user} lacks {line:?}:\n{host}");
+            assert!(
+                host.lines().any(|l| l == line),
+                "{user} lacks {line:?}:\n{host}"
+            );
         }
     }
 }

@@ -643,10 +643,19 @@ fn a_report_with_terminal_escapes_is_printed_inert_by_fleet_logs() {
         .chars()
         .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
         .collect();
-    assert!(raw.is_empty(), "control characters reached the terminal: {raw:?}\n{out:?}");
+    assert!(
+        raw.is_empty(),
+        "control characters reached the terminal: {raw:?}\n{out:?}"
+    );
     // Inert, but still readable: the text is there, its escapes shown as U+FFFD.
-    assert!(out.contains("boom \u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2J gone"), "{out:?}");
-    assert!(out.contains("\u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2Jsecond\u{FFFD} line\ttabbed\n"), "{out:?}");
+    assert!(
+        out.contains("boom \u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2J gone"),
+        "{out:?}"
+    );
+    assert!(
+        out.contains("\u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2Jsecond\u{FFFD} line\ttabbed\n"),
+        "{out:?}"
+    );
     assert!(out.contains("line one\n"), "{out:?}");
 }
 

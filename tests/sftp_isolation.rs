@@ -295,7 +295,9 @@ fn one_host_cannot_read_another_hosts_publication_through_group_access() {
         let theirs = other.dir.join("gens/1/manifest.json");
         let their_file = other.dir.join("gens/1/tree/configuration.nix");
         assert_eq!(
-            fs::metadata(&theirs).map(|m| std::os::unix::fs::MetadataExt::gid(&m)).unwrap(),
+            fs::metadata(&theirs)
+                .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+                .unwrap(),
             other.gid,
             "the publication's group is its host user's own"
         );

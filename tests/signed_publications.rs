@@ -284,7 +284,12 @@ fn publish_without_a_key_is_refused_unless_unsigned_and_a_new_key_resigns_the_li
     // No key: refused, saying how to make one or how to publish unsigned on purpose.
     let o = tiffin(&["fleet", "publish"], &site.fleet.repo());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    for needle in ["no signing key", "keys/fleet-signing.key", "tiffin fleet keygen", "--unsigned"] {
+    for needle in [
+        "no signing key",
+        "keys/fleet-signing.key",
+        "tiffin fleet keygen",
+        "--unsigned",
+    ] {
         assert!(text(&o).contains(needle), "{needle:?}: {}", text(&o));
     }
     assert_eq!(site.fleet.current(HOST), None, "nothing published");
@@ -622,7 +627,10 @@ fn a_frozen_publication_older_than_max_age_is_refused_and_status_says_too_old() 
     let (outcome, message, status) = site.cycle_with(trusted, max_age, CycleRequest::Check);
     assert_eq!(outcome, Outcome::Failed, "{message:?}");
     assert!(
-        message.as_deref().unwrap_or("").contains("publication too old"),
+        message
+            .as_deref()
+            .unwrap_or("")
+            .contains("publication too old"),
         "{message:?}"
     );
     assert_eq!(status.publication, Some(PublicationNote::TooOld));

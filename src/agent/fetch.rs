@@ -255,7 +255,6 @@ fn fetch_generation(
     trust.check_age(&manifest, &origin, std::time::SystemTime::now())?;
     check_trust(dirs, trust, &manifest, &origin)?;
 
-
     let missing: Vec<_> = {
         let mut seen = HashSet::new();
         manifest

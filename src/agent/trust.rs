@@ -48,7 +48,9 @@ impl TrustPolicy {
         } else {
             let path = PathBuf::from(&config.trusted_key);
             let key = PublicKey::load(&path).map_err(|e| {
-                format!("trusted_key: {e}; nothing is fetched until the admin's public key is readable")
+                format!(
+                    "trusted_key: {e}; nothing is fetched until the admin's public key is readable"
+                )
             })?;
             Some((key, path))
         };
@@ -125,13 +127,15 @@ impl TrustPolicy {
         let (Some(max), Some(_)) = (self.max_age, &self.key) else {
             return Ok(());
         };
-        let too_old = |why: String| FetchError::TooOld {
+        let too_old = |why: String| {
+            FetchError::TooOld {
             place: origin.to_string(),
             why: format!(
                 "publication too old: generation {} {why}; agent.toml max_age is {}. The server may be serving a frozen, old publication, or the admin has not run `tiffin fleet publish` (which re-signs) for that long; nothing applied",
                 m.generation,
                 humantime::format_duration(max)
             ),
+        }
         };
         let Some(at) = &m.signed_at else {
             return Err(too_old(
@@ -186,7 +190,10 @@ mod tests {
         // Not even JSON: a parser would say so; the size check must come first.
         let raw = vec![b'['; MAX_MANIFEST_BYTES as usize + 1];
         for p in [policy(&key, None), TrustPolicy::none()] {
-            let e = p.open(&raw, 1, "gens/1/manifest.json").unwrap_err().to_string();
+            let e = p
+                .open(&raw, 1, "gens/1/manifest.json")
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("gens/1/manifest.json") && e.contains("not parsed"),
                 "{e}"
@@ -204,7 +211,10 @@ mod tests {
         assert_eq!(p.open(&raw, 1, "m").unwrap(), m);
         // Not JSON at all, unsigned: refused by the signature check, not by the parser.
         let e = p.open(b"{{{{ not json", 1, "m").unwrap_err().to_string();
-        assert!(e.contains("before parsing") && e.contains("not signed"), "{e}");
+        assert!(
+            e.contains("before parsing") && e.contains("not signed"),
+            "{e}"
+        );
         // One changed byte inside the signed bytes: refused before parsing.
         let text = String::from_utf8(raw.clone()).unwrap();
         let altered = text.replace("\"h\"", "\"x\"");
@@ -226,7 +236,8 @@ mod tests {
         };
         let e = p.check_configured("sftp://h@s:22/").unwrap_err();
         assert!(
-            e.to_string().contains("trusted_key") && e.to_string().contains("allow_unsigned = true"),
+            e.to_string().contains("trusted_key")
+                && e.to_string().contains("allow_unsigned = true"),
             "{e}"
         );
         assert_eq!(p.note(&Ok(())), Some(PublicationNote::Unsigned));

@@ -384,9 +384,7 @@ pub fn summary(s: &AgentStatus, now: u64) -> String {
             crate::status::PublicationNote::Unsigned => {
                 "allow_unsigned = true: nothing the server sends is verified"
             }
-            crate::status::PublicationNote::TooOld => {
-                "signed longer ago than max_age: not applied"
-            }
+            crate::status::PublicationNote::TooOld => "signed longer ago than max_age: not applied",
         };
         row("publication", format!("{} ({why})", n.label()));
     }

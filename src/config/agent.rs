@@ -334,7 +334,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_age") && e.contains("trusted_key"), "{e}");
-        let c = AgentConfig::parse(&format!("{base}allow_unsigned = true\n"), "agent.toml").unwrap();
+        let c =
+            AgentConfig::parse(&format!("{base}allow_unsigned = true\n"), "agent.toml").unwrap();
         assert!(c.allow_unsigned && c.max_age.is_none());
     }
 

@@ -344,9 +344,15 @@ mod tests {
     #[test]
     fn a_host_key_with_options_or_a_newline_is_refused() {
         let bad = [
-            (format!("{KEY}\\nssh-ed25519 AAAA other"), "control character"),
+            (
+                format!("{KEY}\\nssh-ed25519 AAAA other"),
+                "control character",
+            ),
             (format!("{KEY}\\r"), "control character"),
-            (format!("command=\\\"/bin/sh\\\" {KEY}"), "not a known key type"),
+            (
+                format!("command=\\\"/bin/sh\\\" {KEY}"),
+                "not a known key type",
+            ),
             (format!("no-pty {KEY}"), "not a known key type"),
             (format!(" {KEY}"), "not a known key type"),
             ("ssh-ed25519 AAAA$$$ x".to_string(), "not base64"),
@@ -368,7 +374,14 @@ mod tests {
 
     #[test]
     fn a_chroot_that_sshd_would_split_or_that_climbs_is_refused() {
-        for chroot in ["srv/tiffin", "/srv/tif fin", "/srv/../etc", "/srv/#x", "/", "/srv//x"] {
+        for chroot in [
+            "srv/tiffin",
+            "/srv/tif fin",
+            "/srv/../etc",
+            "/srv/#x",
+            "/",
+            "/srv//x",
+        ] {
             let e = FleetConfig::parse(&format!("chroot = \"{chroot}\"\n"), "fleet.toml")
                 .unwrap_err()
                 .to_string();

@@ -2,8 +2,8 @@
 //! every publication is signed with (as `tiffin fleet keygen` makes it). Refuses to overwrite.
 
 use crate::config::fleet::{DEFAULT_SIGNING_KEY, FLEET_FILE};
-use crate::sign::{public_path_for, PublicKey, SecretKey, SignError};
 use crate::fsutil::{self, with_path};
+use crate::sign::{public_path_for, PublicKey, SecretKey, SignError};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

@@ -6,8 +6,8 @@
 
 pub mod build;
 pub mod diff;
-pub mod init;
 pub mod inert;
+pub mod init;
 pub mod layout;
 pub mod logs;
 pub mod publish;

@@ -694,9 +694,7 @@ fn resign(
 ) -> io::Result<()> {
     let mut m = current.clone();
     key.sign_manifest(&mut m);
-    let path = publication
-        .generation_dir(m.generation)
-        .join(MANIFEST_FILE);
+    let path = publication.generation_dir(m.generation).join(MANIFEST_FILE);
     fsutil::atomic_write(&path, &m.to_bytes(), GEN_FILE_MODE)?;
     set_owner_mode(&path, owner.tree(), GEN_FILE_MODE)
 }
