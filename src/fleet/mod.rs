@@ -12,6 +12,7 @@ pub mod layout;
 pub mod logs;
 pub mod publish;
 pub mod report;
+pub mod signing;
 pub mod sshd;
 pub mod status;
 pub mod users;

@@ -8,6 +8,7 @@
 
 use super::build::{build_system, BuildError, BuildMode};
 use super::layout::{Publication, PublicationError, INCOMING_PREFIX, TREE};
+use super::signing::{load_signing_key, resign, signature_is_stale};
 use super::users::{self, MissingUser, Ownership, UserCheck};
 use crate::config::{FleetConfig, HostConfig};
 use crate::fsutil::{self, with_path, DirGuard};
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// Modes inside a generation (DESIGN §2): the host's group may read, never write. The manifest
 /// keeps the source modes, which the agent applies on the machine.
 const GEN_DIR_MODE: u32 = 0o750;
-const GEN_FILE_MODE: u32 = 0o640;
+pub(super) const GEN_FILE_MODE: u32 = 0o640;
 const HOST_DIR_MODE: u32 = 0o755;
 const LOGS_MODE: u32 = 0o700;
 /// Prefix of an old generation being deleted (renamed out of `gens/<N>` first).
@@ -240,28 +241,6 @@ pub fn publish_host(
     };
     let mut report = publish(fleet_dir, config, &opts)?;
     Ok(report.hosts.remove(0))
-}
-
-/// The key every new manifest is signed with: the one fleet.toml names, else the default path
-/// where `fleet keygen` (and `fleet init`) put it; either must exist. With `--unsigned` nothing
-/// is signed, and the run says so once.
-fn load_signing_key(
-    fleet_dir: &Path,
-    config: &FleetConfig,
-    opts: &PublishOptions,
-    warnings: &mut Vec<String>,
-) -> Result<Option<SecretKey>, PublishError> {
-    if opts.unsigned {
-        warnings.push(
-            "--unsigned: generations are published unsigned; sftp:// agents refuse them unless their agent.toml says `allow_unsigned = true`, and agents with `trusted_key` always refuse them".into(),
-        );
-        return Ok(None);
-    }
-    let (path, _) = config.signing_key_path(fleet_dir);
-    if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == io::ErrorKind::NotFound) {
-        return Err(PublishError::NoSigningKey { path });
-    }
-    Ok(Some(SecretKey::load(&path)?))
 }
 
 /// Creates the chroot root when missing, warns when sshd would refuse it, and takes the lock.
@@ -666,39 +645,6 @@ impl<'a> RunContext<'a> {
     }
 }
 
-/// How old a live generation's signature may get before `publish` signs it again (same
-/// generation, same tree, a new `signed_at`), so that agents with `max_age` keep accepting a
-/// fleet whose configuration did not change.
-pub const RESIGN_AFTER: Duration = Duration::from_secs(24 * 3600);
-
-/// The live manifest was signed more than [`RESIGN_AFTER`] ago, or carries no signing time.
-fn signature_is_stale(m: &Manifest) -> bool {
-    let signed = m
-        .signed_at
-        .as_deref()
-        .and_then(|t| humantime::parse_rfc3339(t).ok());
-    signed.map_or(true, |t| {
-        SystemTime::now()
-            .duration_since(t)
-            .is_ok_and(|age| age > RESIGN_AFTER)
-    })
-}
-
-/// Signs the live generation's manifest again with a fresh `signed_at`; written aside and
-/// renamed over the old one, so a reader sees either whole file (both valid).
-fn resign(
-    publication: &Publication,
-    current: &Manifest,
-    key: &SecretKey,
-    owner: Ownership,
-) -> io::Result<()> {
-    let mut m = current.clone();
-    key.sign_manifest(&mut m);
-    let path = publication.generation_dir(m.generation).join(MANIFEST_FILE);
-    fsutil::atomic_write(&path, &m.to_bytes(), GEN_FILE_MODE)?;
-    set_owner_mode(&path, owner.tree(), GEN_FILE_MODE)
-}
-
 fn push(m: &Mutex<Vec<String>>, s: &str) {
     if let Ok(mut v) = m.lock() {
         v.push(s.to_string());
@@ -864,7 +810,7 @@ fn copy_verified(
 }
 
 /// Sets owner (when given) and mode, touching nothing that is already right.
-fn set_owner_mode(p: &Path, owner: Option<(u32, u32)>, mode: u32) -> io::Result<()> {
+pub(super) fn set_owner_mode(p: &Path, owner: Option<(u32, u32)>, mode: u32) -> io::Result<()> {
     let m = fs::symlink_metadata(p).map_err(|e| with_path(e, p))?;
     if let Some((uid, gid)) = owner {
         if m.uid() != uid || m.gid() != gid {
