@@ -269,6 +269,11 @@ fn keygen_writes_a_0600_secret_key_prints_the_trusted_key_line_and_refuses_to_ov
 
     let o = tiffin(&["fleet", "keygen", "--force"], &repo);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The copy `fleet init` made for the hosts' NixOS module follows the new key.
+    assert_eq!(
+        fs::read_to_string(repo.join("common/fleet-signing.pub")).unwrap(),
+        fs::read_to_string(&public).unwrap()
+    );
     assert_ne!(
         fs::read(&secret).unwrap(),
         before,

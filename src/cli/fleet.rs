@@ -213,6 +213,13 @@ fn keygen(fleet_dir: &Path, force: bool) -> anyhow::Result<u8> {
         path.display()
     );
     println!("created {}", public_path.display());
+    // `fleet init` put a copy where the hosts' shared NixOS module reads it: keep it current.
+    let shared = fleet_dir.join("common/fleet-signing.pub");
+    if shared.is_file() {
+        crate::fsutil::atomic_write(&shared, public.to_line(comment.trim()).as_bytes(), 0o644)
+            .map_err(|e| crate::fsutil::with_path(e, &shared))?;
+        println!("updated {} (the machines' trustedKey)", shared.display());
+    }
     print!("{}", public.to_line(comment.trim()));
     println!(
         "every `tiffin fleet publish` now signs with key {}. On each machine, install {} as /etc/tiffin/fleet-signing.pub and set in /etc/tiffin/agent.toml:",

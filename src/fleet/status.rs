@@ -570,6 +570,10 @@ fn note(h: &HostStatus) -> String {
                 .unwrap_or_default();
             parts.push(format!("{}{step}{msg}", outcome_words(r.outcome)));
         }
+        // Its agent applies what it cannot verify (`allow_unsigned`), or refused an old one.
+        if let Some(n) = r.publication {
+            parts.push(n.label().to_string());
+        }
     }
     if h.state == HostState::NotSeen {
         parts.push(format!(
@@ -893,7 +897,7 @@ mod tests {
             durations: Default::default(),
             agent_version: "0.1.0".into(),
             log: "x.log.gz".into(),
-            publication: None,
+            publication: Some(crate::status::PublicationNote::Unsigned),
         });
         let table = render_table(
             &FleetStatus {
@@ -910,6 +914,8 @@ mod tests {
             table.contains("failed at build: failed\u{FFFD}[31m red\u{FFFD}over"),
             "{table}"
         );
+        // Its agent accepted an unverified publication: the row says so.
+        assert!(table.contains("; unsigned"), "{table}");
     }
 
     #[test]
