@@ -317,10 +317,12 @@ fn publish_without_a_key_is_refused_unless_unsigned_and_a_new_key_resigns_the_li
     assert_eq!(site.fleet.current(HOST), Some(2));
     key.verify_manifest(&site.manifest(2)).unwrap();
     assert!(site.manifest(2).signed_at.is_some());
-    // Signed and unchanged: nothing new.
+    // Signed and unchanged: nothing new, and a fresh signature is not rewritten.
+    let before = fs::read(site.manifest_path(2)).unwrap();
     let o = tiffin(&["fleet", "publish"], &site.fleet.repo());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(site.fleet.current(HOST), Some(2));
+    assert_eq!(fs::read(site.manifest_path(2)).unwrap(), before);
 
     site.change(1);
     assert_eq!(site.publish(), 3);
