@@ -8,6 +8,11 @@
 //! A manifest's `signature` field is `ed25519:<key id>:<base64 of the 64-byte signature>`; the key
 //! id (the first 16 hex digits of the sha256 of the public key) only makes errors say which key
 //! signed, the check itself always uses the trusted key.
+//!
+//! The agent checks a signature over the raw bytes it read, before any JSON parsing
+//! ([`PublicKey::verify_raw`]): in the canonical serialisation the signature is one line of its
+//! own (`  "signature": "…",`), and the signed bytes are the file without that line. Only those
+//! bytes are then parsed, so what the agent uses is exactly what the admin signed.
 
 use crate::fsutil;
 use crate::hash;
@@ -101,9 +106,16 @@ impl SecretKey {
         Ok(public_path)
     }
 
-    /// Signs `m` (replacing any signature it had).
+    /// Signs `m` now (replacing any signature and signing time it had).
     pub fn sign_manifest(&self, m: &mut Manifest) {
+        self.sign_manifest_at(m, std::time::SystemTime::now());
+    }
+
+    /// Signs `m` with `at` as its signing time (tests make old publications with it).
+    pub fn sign_manifest_at(&self, m: &mut Manifest, at: std::time::SystemTime) {
         m.signature = None;
+        m.format = m.format.max(crate::manifest::FORMAT_VERSION);
+        m.signed_at = Some(humantime::format_rfc3339_seconds(at).to_string());
         let sig = self.0.sign(&m.signed_bytes());
         m.signature = Some(format!(
             "{SIGNATURE_PREFIX}:{}:{}",
@@ -142,12 +154,22 @@ impl PublicKey {
         hash::sha256_bytes(self.0.as_bytes())[..16].to_string()
     }
 
-    /// Checks that `m` carries a valid signature by this key. The error says what is wrong;
-    /// callers add which generation and which key file.
+    /// Checks that `m` carries a valid signature by this key (over its canonical bytes). The
+    /// error says what is wrong; callers add which generation and which key file.
     pub fn verify_manifest(&self, m: &Manifest) -> Result<(), SignError> {
-        let Some(sig) = m.signature.as_deref() else {
-            return Err(SignError::BadSignature("the manifest is not signed".into()));
-        };
+        self.verify_raw(&m.to_bytes()).map(|_| ())
+    }
+
+    /// Checks the signature of raw manifest bytes without parsing them as JSON; returns the
+    /// signed bytes (the file without its signature line) and the signature, the only bytes a
+    /// caller may then parse.
+    pub fn verify_raw(&self, raw: &[u8]) -> Result<(Vec<u8>, String), SignError> {
+        let (signed, sig) = split_signature(raw)?;
+        self.check_signature(&signed, &sig)?;
+        Ok((signed, sig))
+    }
+
+    fn check_signature(&self, signed: &[u8], sig: &str) -> Result<(), SignError> {
         let mut parts = sig.splitn(3, ':');
         let (Some(SIGNATURE_PREFIX), Some(key_id), Some(b64)) =
             (parts.next(), parts.next(), parts.next())
@@ -171,12 +193,55 @@ impl PublicKey {
         }
         let sig = ed25519_dalek::Signature::from_bytes(&bytes);
         self.0
-            .verify_strict(&m.signed_bytes(), &sig)
+            .verify_strict(signed, &sig)
             .map_err(|_| {
                 SignError::BadSignature(format!(
                     "the signature by key {mine} does not match the manifest's content (altered after signing)"
                 ))
             })
+    }
+}
+
+/// The line that carries the signature in a canonical manifest (its value is base64 and hex, so
+/// JSON escapes never occur in it).
+const SIGNATURE_LINE_START: &[u8] = b"  \"signature\": \"";
+const SIGNATURE_LINE_END: &[u8] = b"\",";
+
+/// Splits raw manifest bytes into the signed bytes and the signature, without parsing JSON: the
+/// one top-level line `  "signature": "…",` is cut out. No such line, or more than one: refused.
+/// A JSON string cannot hold a raw newline, so a line is always structure, never content.
+pub fn split_signature(raw: &[u8]) -> Result<(Vec<u8>, String), SignError> {
+    let mut signed = Vec::with_capacity(raw.len());
+    let mut found: Option<String> = None;
+    for line in raw.split_inclusive(|b| *b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        let value = body
+            .strip_prefix(SIGNATURE_LINE_START)
+            .and_then(|v| v.strip_suffix(SIGNATURE_LINE_END));
+        match value {
+            Some(_) if found.is_some() => {
+                return Err(SignError::BadSignature(
+                    "the manifest has more than one signature line".into(),
+                ));
+            }
+            Some(v) => {
+                let v = std::str::from_utf8(v)
+                    .ok()
+                    .filter(|v| {
+                        v.bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                    })
+                    .ok_or_else(|| {
+                        SignError::BadSignature("the signature line is not plain text".into())
+                    })?;
+                found = Some(v.to_string());
+            }
+            None => signed.extend_from_slice(line),
+        }
+    }
+    match found {
+        Some(sig) => Ok((signed, sig)),
+        None => Err(SignError::BadSignature("the manifest is not signed".into())),
     }
 }
 

@@ -58,6 +58,27 @@ pub enum CheckResult {
     Failed,
 }
 
+/// What the agent says about the publications it fetches, when something is wrong with their
+/// trust (SECURITY.md "Signed publications").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicationNote {
+    /// `allow_unsigned = true` on an sftp:// source: nothing the server sends is verified.
+    Unsigned,
+    /// `max_age`: the publication was signed longer ago than that (a frozen server?).
+    TooOld,
+}
+
+impl PublicationNote {
+    /// The words every UI and report uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            PublicationNote::Unsigned => "unsigned",
+            PublicationNote::TooOld => "publication too old",
+        }
+    }
+}
+
 /// Download progress while in [`Phase::Downloading`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
@@ -144,6 +165,9 @@ pub struct AgentStatus {
     /// tried again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_trigger_error: Option<String>,
+    /// "unsigned" or "publication too old", as of the last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<PublicationNote>,
 }
 
 /// Now, as Unix seconds.

@@ -10,7 +10,6 @@ use super::store::{ContentStore, StoreError};
 use crate::fsutil;
 use crate::hash::Sha256Hex;
 use crate::manifest::{EntryKind, Manifest, ManifestError, MAX_MANIFEST_BYTES};
-use crate::sign::PublicKey;
 use crate::source::{Source, SourceError};
 use crate::status::Progress;
 use std::collections::HashSet;
@@ -57,6 +56,10 @@ pub enum FetchError {
     Store(#[from] StoreError),
     #[error("{place}: {why}")]
     Refused { place: String, why: String },
+    /// agent.toml `max_age`: the publication was signed too long ago (status: "publication too
+    /// old").
+    #[error("{place}: {why}")]
+    TooOld { place: String, why: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -74,23 +77,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
     }
 }
 
-/// What a manifest must satisfy before anything of its generation is downloaded, when the agent
-/// trusts a key (agent.toml `trusted_key`).
-#[derive(Clone, Debug, Default)]
-pub struct TrustPolicy {
-    /// The admin's public key and the file it came from (for messages). None: unsigned
-    /// manifests are accepted and generation numbers are not checked.
-    pub key: Option<(PublicKey, PathBuf)>,
-    /// The generation this machine applied: nothing older is accepted.
-    pub applied_generation: Option<u64>,
-}
-
-impl TrustPolicy {
-    /// No key: every well-formed manifest is accepted (the behaviour without `trusted_key`).
-    pub fn none() -> Self {
-        Self::default()
-    }
-}
+pub use super::trust::TrustPolicy;
 
 /// The newest generation whose signature this agent ever verified, kept in
 /// `<state_dir>/verified.json`: a server that later serves an older (genuinely signed) generation
@@ -197,6 +184,7 @@ pub fn sync_trusted(
     trust: &TrustPolicy,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<SyncOutcome, FetchError> {
+    trust.check_configured(&source.describe())?;
     let dirs = FetchDirs::new(state_dir);
     fs::create_dir_all(dirs.trees()).map_err(io_at(&dirs.trees()))?;
     let store = ContentStore::open(state_dir)?;
@@ -210,6 +198,20 @@ pub fn sync_trusted(
         if let Some(l) = local.as_ref().filter(|l| l.generation == generation) {
             let origin = dirs.manifest_copy(generation).display().to_string();
             check_trust(&dirs, trust, &l.manifest, &origin)?;
+            if trust.max_age.is_some() && trust.key.is_some() {
+                // The local copy only ages: the server's copy may have been re-signed since.
+                let (m, origin) = read_manifest(source, trust, host, generation)?;
+                if m.tree_hash != l.manifest.tree_hash {
+                    return Err(FetchError::Refused {
+                        place: origin,
+                        why: format!(
+                            "generation {generation} refused: this machine fetched it with tree {}, the server now shows tree {} under the same number",
+                            l.manifest.tree_hash, m.tree_hash
+                        ),
+                    });
+                }
+                trust.check_age(&m, &origin, std::time::SystemTime::now())?;
+            }
             return Ok(SyncOutcome::Unchanged(l.clone()));
         }
         match fetch_generation(
@@ -249,24 +251,8 @@ fn fetch_generation(
     trust: &TrustPolicy,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<SyncOutcome, FetchError> {
-    let origin = format!("{}/gens/{generation}/manifest.json", source.describe());
-    let bytes = source.read_manifest(generation, MAX_MANIFEST_BYTES)?;
-    let manifest = Manifest::parse(&bytes, &origin)?;
-    if manifest.host != host {
-        return Err(FetchError::Refused {
-            place: origin,
-            why: format!("manifest is for host {:?}, this is {host:?}", manifest.host),
-        });
-    }
-    if manifest.generation != generation {
-        return Err(FetchError::Refused {
-            place: origin,
-            why: format!(
-                "manifest says generation {}, `current` says {generation}",
-                manifest.generation
-            ),
-        });
-    }
+    let (manifest, origin) = read_manifest(source, trust, host, generation)?;
+    trust.check_age(&manifest, &origin, std::time::SystemTime::now())?;
     check_trust(dirs, trust, &manifest, &origin)?;
 
     let missing: Vec<_> = {
@@ -330,6 +316,36 @@ fn fetch_generation(
         downloaded_files: p.done_files,
         downloaded_bytes: p.done_bytes,
     })
+}
+
+/// Reads the server's manifest of `generation` (at most [`MAX_MANIFEST_BYTES`]), opens it under
+/// `trust` (signature over the raw bytes before parsing) and checks that it is this host's and
+/// this generation's. Returns it with its origin, for messages.
+fn read_manifest(
+    source: &mut dyn Source,
+    trust: &TrustPolicy,
+    host: &str,
+    generation: u64,
+) -> Result<(Manifest, String), FetchError> {
+    let origin = format!("{}/gens/{generation}/manifest.json", source.describe());
+    let bytes = source.read_manifest(generation, MAX_MANIFEST_BYTES)?;
+    let manifest = trust.open(&bytes, generation, &origin)?;
+    if manifest.host != host {
+        return Err(FetchError::Refused {
+            place: origin,
+            why: format!("manifest is for host {:?}, this is {host:?}", manifest.host),
+        });
+    }
+    if manifest.generation != generation {
+        return Err(FetchError::Refused {
+            place: origin,
+            why: format!(
+                "manifest says generation {}, `current` says {generation}",
+                manifest.generation
+            ),
+        });
+    }
+    Ok((manifest, origin))
 }
 
 /// With a trusted key: the manifest must be signed by it, and its generation must be neither
@@ -804,6 +820,7 @@ mod tests {
         TrustPolicy {
             key: Some((key.public(), PathBuf::from("/etc/tiffin/fleet-signing.pub"))),
             applied_generation: applied,
+            ..TrustPolicy::none()
         }
     }
 

@@ -19,6 +19,7 @@ pub mod state;
 pub mod status_cell;
 pub mod store;
 pub mod system;
+pub mod trust;
 pub mod verify;
 
 pub mod http;

@@ -260,7 +260,11 @@ impl Pipeline {
             &mut progress,
         );
         cy.took(Step::Fetch, t);
-        self.status.update(|s| s.progress = None);
+        let note = trust.note(&synced);
+        self.status.update(|s| {
+            s.progress = None;
+            s.publication = note;
+        });
         let local = match synced {
             Ok(SyncOutcome::NothingPublished) => {
                 cy.server_reached = true;
@@ -854,20 +858,10 @@ impl Pipeline {
         self.state.save().map_err(|e| e.to_string())
     }
 
-    /// What every manifest must satisfy: signed by `trusted_key` (read at each cycle, so that a
-    /// replaced key file takes effect without a restart) and not older than what is applied.
+    /// What every manifest must satisfy (`trusted_key`, `allow_unsigned`, `max_age`) and not
+    /// older than what is applied.
     fn trust_policy(&self) -> Result<fetch::TrustPolicy, String> {
-        if self.config.trusted_key.is_empty() {
-            return Ok(fetch::TrustPolicy::none());
-        }
-        let path = std::path::PathBuf::from(&self.config.trusted_key);
-        let key = crate::sign::PublicKey::load(&path).map_err(|e| {
-            format!("trusted_key: {e}; nothing is fetched until the admin's public key is readable")
-        })?;
-        Ok(fetch::TrustPolicy {
-            key: Some((key, path)),
-            applied_generation: self.state.state.applied_generation,
-        })
+        fetch::TrustPolicy::from_config(&self.config, self.state.state.applied_generation)
     }
 
     fn set_phase(&self, phase: Phase) {
@@ -970,6 +964,7 @@ impl Pipeline {
                     durations: cy.durations.clone(),
                     agent_version: crate::VERSION.to_string(),
                     log: format!("{base}.log.gz"),
+                    publication: self.status.get().publication,
                 };
                 if let Err(e) = report::enqueue_report(&self.outbox, &r, &log) {
                     tracing::error!("queueing the report: {e}");

@@ -32,6 +32,9 @@ pub struct Report {
     pub agent_version: String,
     /// The name of the matching log in `logs/`.
     pub log: String,
+    /// "unsigned" (`allow_unsigned`) or "publication too old" (`max_age`), when so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<crate::status::PublicationNote>,
 }
 
 /// `logs/seen.json`: the last contact, for `fleet status`.

@@ -382,6 +382,15 @@ pub fn summary(s: &AgentStatus, now: u64) -> String {
     if let Some(e) = &s.http_trigger_error {
         row("http trigger", e.clone());
     }
+    if let Some(n) = s.publication {
+        let why = match n {
+            crate::status::PublicationNote::Unsigned => {
+                "allow_unsigned = true: nothing the server sends is verified"
+            }
+            crate::status::PublicationNote::TooOld => "signed longer ago than max_age: not applied",
+        };
+        row("publication", format!("{} ({why})", n.label()));
+    }
     out
 }
 
@@ -425,5 +434,19 @@ mod tests {
         assert!(text.contains("laptop"), "{text}");
         assert!(text.contains("applied generation   7"), "{text}");
         assert!(text.contains("in 10m"), "{text}");
+        assert!(!text.contains("publication"), "{text}");
+    }
+
+    #[test]
+    fn summary_says_unsigned_when_the_agent_accepts_unverified_publications() {
+        let s = AgentStatus {
+            publication: Some(crate::status::PublicationNote::Unsigned),
+            ..Default::default()
+        };
+        let text = summary(&s, 1000);
+        assert!(
+            text.contains("publication          unsigned (allow_unsigned = true"),
+            "{text}"
+        );
     }
 }

@@ -40,6 +40,10 @@ pub enum FleetCommand {
         /// Delete the chroots of hosts no longer in fleet.toml.
         #[arg(long)]
         prune: bool,
+        /// Publish without signing. Without it a fleet with no signing key is refused; sftp://
+        /// agents refuse unsigned generations unless agent.toml says `allow_unsigned = true`.
+        #[arg(long)]
+        unsigned: bool,
     },
     /// Build each host's system (nix) without publishing.
     Build {
@@ -102,6 +106,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
             dry_build,
             dry_run,
             prune,
+            unsigned,
         } => {
             let build = match (build, dry_build) {
                 (true, _) => Some(BuildMode::Build),
@@ -115,6 +120,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
                     build,
                     dry_run,
                     prune,
+                    unsigned,
                     ..PublishOptions::default()
                 },
             )
@@ -158,10 +164,19 @@ fn load(fleet: &Path) -> Option<FleetConfig> {
 
 fn init(dir: &Path) -> anyhow::Result<u8> {
     match fleet::init::init(dir) {
-        Ok(written) => {
-            for p in written {
+        Ok(made) => {
+            for p in &made.written {
                 println!("created {}", p.display());
             }
+            println!(
+                "every `tiffin fleet publish` signs with key {} (keys/fleet-signing.key: secret, keep it out of git and off the server). Its public key, which every machine trusts:",
+                made.public_key.key_id()
+            );
+            print!("{}", made.public_line);
+            println!(
+                "common/tiffin.nix gives it to each NixOS machine (trustedKey); elsewhere install it as /etc/tiffin/fleet-signing.pub and set in /etc/tiffin/agent.toml:"
+            );
+            println!("trusted_key = \"/etc/tiffin/fleet-signing.pub\"");
             println!(
                 "next: put each machine's key into {}, add hosts/<name>/ per machine, then `tiffin fleet publish --fleet {}`",
                 dir.join("fleet.toml").display(),
@@ -198,6 +213,13 @@ fn keygen(fleet_dir: &Path, force: bool) -> anyhow::Result<u8> {
         path.display()
     );
     println!("created {}", public_path.display());
+    // `fleet init` put a copy where the hosts' shared NixOS module reads it: keep it current.
+    let shared = fleet_dir.join("common/fleet-signing.pub");
+    if shared.is_file() {
+        crate::fsutil::atomic_write(&shared, public.to_line(comment.trim()).as_bytes(), 0o644)
+            .map_err(|e| crate::fsutil::with_path(e, &shared))?;
+        println!("updated {} (the machines' trustedKey)", shared.display());
+    }
     print!("{}", public.to_line(comment.trim()));
     println!(
         "every `tiffin fleet publish` now signs with key {}. On each machine, install {} as /etc/tiffin/fleet-signing.pub and set in /etc/tiffin/agent.toml:",
@@ -268,7 +290,14 @@ fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
         progress.done(&h.host, &line);
     });
     progress.finish();
-    let report = report?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e @ fleet::publish::PublishError::NoSigningKey { .. }) => {
+            eprintln!("tiffin fleet publish: {e}");
+            return Ok(EXIT_USAGE);
+        }
+        Err(e) => return Err(e.into()),
+    };
     print!("{}", fleet::report::publish_table(&report));
     for h in &report.hosts {
         if let HostResult::Failed { error } = &h.result {

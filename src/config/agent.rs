@@ -1,6 +1,11 @@
 //! `/etc/tiffin/agent.toml`, read by `tiffin agent`.
 
 use super::{de_duration, toml_error};
+use serde::Deserializer;
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
 use crate::status::Policy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -92,6 +97,13 @@ pub struct AgentConfig {
     /// Path of the admin's ed25519 public key; when set, unsigned manifests are refused.
     #[serde(default)]
     pub trusted_key: String,
+    /// An sftp:// source without `trusted_key` refuses every manifest unless this is true (then
+    /// status, tray and reports say "unsigned").
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    /// Refuse a publication signed longer ago than this (needs `trusted_key`); unset: no limit.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_age: Option<Duration>,
     #[serde(default)]
     pub system: SystemConfig,
 }
@@ -222,6 +234,25 @@ impl AgentConfig {
                 ),
             ));
         }
+        if let Some(age) = self.max_age {
+            if self.trusted_key.is_empty() {
+                return Err(bad(
+                    "max_age",
+                    "needs trusted_key: the signing time of an unverified manifest proves nothing"
+                        .into(),
+                ));
+            }
+            if age.is_zero() || age > MAX_DURATION {
+                return Err(bad(
+                    "max_age",
+                    format!(
+                        "{} is not between 1s and {}",
+                        humantime::format_duration(age),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                ));
+            }
+        }
         if !self.http_trigger.is_empty() {
             match self.http_trigger.parse::<std::net::SocketAddr>() {
                 Err(_) => {
@@ -345,6 +376,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.deadline, MAX_DURATION);
+    }
+
+    #[test]
+    fn max_age_is_a_duration_and_needs_a_trusted_key() {
+        let base = "host = \"a\"\nsource = \"sftp://a@s:22/\"\n";
+        let c = AgentConfig::parse(
+            &format!("{base}trusted_key = \"/etc/tiffin/k.pub\"\nmax_age = \"30d\"\n"),
+            "agent.toml",
+        )
+        .unwrap();
+        assert_eq!(c.max_age, Some(Duration::from_secs(30 * 86400)));
+        assert!(!c.allow_unsigned);
+        let e = AgentConfig::parse(&format!("{base}max_age = \"30d\"\n"), "agent.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_age") && e.contains("trusted_key"), "{e}");
+        let c =
+            AgentConfig::parse(&format!("{base}allow_unsigned = true\n"), "agent.toml").unwrap();
+        assert!(c.allow_unsigned && c.max_age.is_none());
     }
 
     #[test]

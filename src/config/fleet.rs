@@ -146,13 +146,9 @@ impl FleetConfig {
                 None => origin.to_string(),
             }
         };
-        if !c.chroot.is_absolute() {
-            return Err(FleetConfigError(format!(
-                "{}: chroot {:?} must be an absolute path",
-                at("chroot"),
-                c.chroot
-            )));
-        }
+        check_chroot(&c.chroot).map_err(|why| {
+            FleetConfigError(format!("{}: chroot {:?} {why}", at("chroot"), c.chroot))
+        })?;
         if c.keep_generations == 0 {
             return Err(FleetConfigError(format!(
                 "{}: keep_generations must be at least 1",
@@ -244,14 +240,16 @@ pub fn check_nix_attr(attr: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks the shape of an OpenSSH public key line: type, base64 blob whose embedded type matches.
+/// Checks an OpenSSH public key line as strictly as the NixOS server module (`publicKeyRe` in
+/// packaging/nixos/lib.nix): one line (no newline or other control character: it becomes a line
+/// of an authorized_keys file), starting with a known key type (so no `command=…` or other
+/// options before it), base64 key data whose embedded type matches, then an optional comment.
 pub fn check_ssh_public_key(key: &str) -> Result<(), String> {
-    let mut parts = key.split_whitespace();
-    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
-        return Err(
-            "expected \"<type> <base64> [comment]\", e.g. \"ssh-ed25519 AAAA… root@host\"".into(),
-        );
-    };
+    if let Some(c) = key.chars().find(|c| c.is_control() && *c != '\t') {
+        return Err(format!(
+            "contains the control character {c:?}: a key is one line (a newline would add lines, e.g. options, to the authorized_keys file)"
+        ));
+    }
     const KINDS: &[&str] = &[
         "ssh-ed25519",
         "ssh-rsa",
@@ -260,8 +258,26 @@ pub fn check_ssh_public_key(key: &str) -> Result<(), String> {
         "ecdsa-sha2-nistp521",
         "sk-ssh-ed25519@openssh.com",
     ];
+    let usage = "expected \"<type> <base64> [comment]\", e.g. \"ssh-ed25519 AAAA… root@host\"";
+    let (kind, rest) = key
+        .split_once([' ', '\t'])
+        .ok_or_else(|| usage.to_string())?;
     if !KINDS.contains(&kind) {
-        return Err(format!("unknown key type {kind:?}"));
+        return Err(format!(
+            "{kind:?} is not a known key type ({}); options such as command=\"…\" before the key are not allowed",
+            KINDS.join(", ")
+        ));
+    }
+    let rest = rest.trim_start_matches([' ', '\t']);
+    let blob = rest.split([' ', '\t']).next().unwrap_or("");
+    let body = blob.trim_end_matches('=');
+    if body.is_empty()
+        || blob.len() - body.len() > 2
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    {
+        return Err(format!("the key data {blob:?} is not base64; {usage}"));
     }
     use base64::Engine as _;
     let raw = base64::engine::general_purpose::STANDARD
@@ -274,6 +290,30 @@ pub fn check_ssh_public_key(key: &str) -> Result<(), String> {
         .and_then(|n| raw.get(4..4 + n));
     if inner != Some(kind.as_bytes()) {
         return Err(format!("the key data does not hold a {kind} key"));
+    }
+    Ok(())
+}
+
+/// Checks the chroot root as strictly as the NixOS server module (`plainAbsPathRe` in
+/// packaging/nixos/lib.nix): absolute, components of letters, digits and `._+@-` only (sshd
+/// splits its configuration on white space and treats `#` and `"` specially; a newline would
+/// add a line), no `.` or `..`.
+pub fn check_chroot(p: &Path) -> Result<(), String> {
+    let text = p.to_str().ok_or("is not UTF-8")?;
+    let plain = |c: &str| {
+        !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+@-".contains(&b))
+    };
+    let rest = text.strip_prefix('/').ok_or("must be an absolute path")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || !rest.split('/').all(plain) {
+        return Err(
+            "must be an absolute path of plain components (letters, digits, '._+@-'; no '.' or '..'), e.g. \"/srv/tiffin\""
+                .into(),
+        );
     }
     Ok(())
 }
@@ -314,6 +354,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("fleet.toml:2:") && e.contains("base64"), "{e}");
+    }
+
+    #[test]
+    fn a_host_key_with_options_or_a_newline_is_refused() {
+        let bad = [
+            (
+                format!("{KEY}\\nssh-ed25519 AAAA other"),
+                "control character",
+            ),
+            (format!("{KEY}\\r"), "control character"),
+            (
+                format!("command=\\\"/bin/sh\\\" {KEY}"),
+                "not a known key type",
+            ),
+            (format!("no-pty {KEY}"), "not a known key type"),
+            (format!(" {KEY}"), "not a known key type"),
+            ("ssh-ed25519 AAAA$$$ x".to_string(), "not base64"),
+            ("ssh-ed25519".to_string(), "expected"),
+        ];
+        for (key, why) in bad {
+            let e = FleetConfig::parse(&format!("[hosts.a]\nkey = \"{key}\"\n"), "fleet.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("fleet.toml:") && e.contains("key:") && e.contains(why),
+                "{key:?}: {e}"
+            );
+        }
+        // A tab between the parts and a comment with spaces are fine (as in lib.nix).
+        let ok = KEY.replacen(' ', "\\t", 1) + " and more";
+        FleetConfig::parse(&format!("[hosts.a]\nkey = \"{ok}\"\n"), "fleet.toml").unwrap();
+    }
+
+    #[test]
+    fn a_chroot_that_sshd_would_split_or_that_climbs_is_refused() {
+        for chroot in [
+            "srv/tiffin",
+            "/srv/tif fin",
+            "/srv/../etc",
+            "/srv/#x",
+            "/",
+            "/srv//x",
+        ] {
+            let e = FleetConfig::parse(&format!("chroot = \"{chroot}\"\n"), "fleet.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("fleet.toml:1:1: chroot"), "{chroot:?}: {e}");
+        }
+        let e = FleetConfig::parse("chroot = \"/srv/x\\nMatch All\"\n", "fleet.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain components"), "{e}");
+        FleetConfig::parse("chroot = \"/srv/tiffin-1.2_x@y/\"\n", "fleet.toml").unwrap();
     }
 
     #[test]

@@ -171,6 +171,14 @@ impl Sandbox {
     pub fn client_identity(&self) -> PathBuf {
         self.dir.join(format!("id_{DEMO_HOST}"))
     }
+    /// The demo fleet's secret signing key (`keys/fleet-signing.key`, as `fleet init` makes it).
+    pub fn signing_key(&self) -> PathBuf {
+        self.fleet().join(crate::config::fleet::DEFAULT_SIGNING_KEY)
+    }
+    /// Its public key: the demo host agent's `trusted_key`.
+    pub fn trusted_key(&self) -> PathBuf {
+        crate::sign::public_path_for(&self.signing_key())
+    }
     /// With `--sftp`: the laptop agent's known_hosts.
     pub fn known_hosts(&self) -> PathBuf {
         self.dir.join("known_hosts")
@@ -206,6 +214,11 @@ impl Sandbox {
             }
         }
         write(&fleet.join("fleet.toml"), &toml)?;
+        // Signed by default, as `tiffin fleet init` makes a fleet: the demo host's agent trusts
+        // this key (`trusted_key` in its agent.toml).
+        crate::sign::SecretKey::generate()
+            .and_then(|k| k.save(&self.signing_key(), "tiffin demo", true).map(|_| ()))
+            .map_err(io::Error::other)?;
         write(&fleet.join("common/base.nix"), BASE_NIX)?;
         write(&fleet.join("common/tiffin.nix"), TIFFIN_NIX)?;
         for host in HOSTS {
@@ -350,7 +363,9 @@ impl Sandbox {
              host = \"{DEMO_HOST}\"\nsource = {source}\nstate_dir = {state}\nsocket = {socket}\n\
              socket_group = {group}\nadmin_group = {group}\npolicy = \"notify\"\ninterval = \"10m\"\n\
              jitter = \"0s\"\n# Short, so that the broken change rolls back quickly.\n\
-             verify_timeout = \"5s\"\nhttp_trigger = {http}\n{sftp}\n{system}",
+             verify_timeout = \"5s\"\nhttp_trigger = {http}\n\
+             # Every publication must be signed by the demo fleet's key.\ntrusted_key = {trusted}\n{sftp}\n{system}",
+            trusted = q(self.trusted_key()),
             source = toml_string(&self.source()),
             state = q(self.state()),
             socket = q(self.socket()),

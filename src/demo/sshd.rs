@@ -125,7 +125,7 @@ pub struct HostAccounts {
 }
 
 impl HostAccounts {
-    /// `groupadd -r tiffin-<tag>`, then per host `useradd -r -M -s nologin -g GROUP` and a `*`
+    /// `groupadd -r tiffin-<tag>`, then per host `useradd -r -M -s nologin -U -G GROUP` and a `*`
     /// password (a locked `!` is refused by sshd under `UsePAM no`).
     pub fn create(hosts: &[&str]) -> anyhow::Result<Self> {
         let runner = Runner::new();
@@ -151,7 +151,10 @@ impl HostAccounts {
                     "/",
                     "-s",
                     NOLOGIN_SHELL,
-                    "-g",
+                    // A primary group of its own, which alone may read its publication; the
+                    // shared group is the one sshd's AllowGroups names.
+                    "-U",
+                    "-G",
                     &me.group,
                     &user,
                 ],

@@ -1,6 +1,8 @@
 //! `tiffin fleet logs HOST [--last N]`: a host's latest reports (by their own time, as in
-//! `fleet status`) and the text of the newest one's log.
+//! `fleet status`) and the text of the newest one's log. Everything the host wrote is printed
+//! inert ([`super::inert`]): no control character reaches the terminal.
 
+use super::inert::{first_line, inert_text};
 use super::status::{read_host_file, resolve_host, FleetViewError, HostRecords, MAX_LOG_TEXT};
 use crate::agent::report;
 use crate::config::fleet::FleetConfig;
@@ -22,7 +24,7 @@ pub fn show_logs(
         source: e,
     };
     for p in &rec.problems {
-        writeln!(out, "warning: {p}").map_err(io)?;
+        writeln!(out, "warning: {}", inert_text(p)).map_err(io)?;
     }
     if rec.reports.is_empty() {
         writeln!(
@@ -52,20 +54,20 @@ pub fn show_logs(
     for name in shown {
         let (step, message) = match rec.load_report(name) {
             Ok(r) => {
+                let mut message = first_line(r.message.as_deref().unwrap_or(""), 200);
+                if let Some(n) = r.publication {
+                    message = format!("[{}] {message}", n.label());
+                }
                 let cells = (
-                    r.failed_step.clone().unwrap_or_else(|| "-".into()),
-                    r.message
-                        .as_deref()
-                        .and_then(|m| m.lines().next())
-                        .unwrap_or("")
-                        .to_string(),
+                    first_line(r.failed_step.as_deref().unwrap_or("-"), 40),
+                    message.trim_end().to_string(),
                 );
                 newest = Some(r);
                 cells
             }
             Err(e) => {
                 newest = None;
-                ("?".into(), format!("unreadable: {e}"))
+                ("?".into(), first_line(&format!("unreadable: {e}"), 200))
             }
         };
         rows.push([
@@ -105,12 +107,13 @@ pub fn show_logs(
     writeln!(out, "\n── {} ──", path.display()).map_err(io)?;
     match read_log(&path) {
         Ok(text) => {
+            let text = inert_text(&text);
             out.write_all(text.as_bytes()).map_err(io)?;
             if !text.ends_with('\n') {
                 writeln!(out).map_err(io)?;
             }
         }
-        Err(e) => writeln!(out, "(no log: {e})").map_err(io)?,
+        Err(e) => writeln!(out, "(no log: {})", inert_text(&e.to_string())).map_err(io)?,
     }
     Ok(())
 }

@@ -6,12 +6,14 @@
 
 pub mod build;
 pub mod diff;
+pub mod inert;
 pub mod init;
 pub mod layout;
 pub mod logs;
 pub mod never_publish;
 pub mod publish;
 pub mod report;
+pub mod signing;
 pub mod sshd;
 pub mod status;
 pub mod users;

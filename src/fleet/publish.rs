@@ -8,12 +8,14 @@
 
 use super::build::{build_system, BuildError, BuildMode};
 use super::layout::{Publication, PublicationError, INCOMING_PREFIX, TREE};
+use super::signing::{load_signing_key, resign, signature_is_stale};
 use super::users::{self, MissingUser, Ownership, UserCheck};
 use crate::config::FleetConfig;
 use crate::fsutil::{self, with_path, DirGuard};
 use crate::hash;
 use crate::manifest::{
     entries_of, tree_hash, walk_tree, EntryKind, Manifest, WalkError, WalkedEntry, MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
 };
 use crate::runner::Runner;
 use crate::sign::{SecretKey, SignError};
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// Modes inside a generation (DESIGN §2): the host's group may read, never write. The manifest
 /// keeps the source modes, which the agent applies on the machine.
 const GEN_DIR_MODE: u32 = 0o750;
-const GEN_FILE_MODE: u32 = 0o640;
+pub(super) const GEN_FILE_MODE: u32 = 0o640;
 const HOST_DIR_MODE: u32 = 0o755;
 const LOGS_MODE: u32 = 0o700;
 /// Prefix of an old generation being deleted (renamed out of `gens/<N>` first).
@@ -54,6 +56,10 @@ pub struct PublishOptions {
     /// Leave everything owned by the publisher even as root, without looking up host users:
     /// a sandbox whose hosts have no system users and that no sshd serves (`tiffin demo`).
     pub keep_owner: bool,
+    /// `--unsigned`: publish without signing (sftp:// agents refuse such generations unless
+    /// their agent.toml says `allow_unsigned = true`). Without it, a fleet with no signing key
+    /// is refused.
+    pub unsigned: bool,
 }
 
 impl Default for PublishOptions {
@@ -65,6 +71,7 @@ impl Default for PublishOptions {
             prune: false,
             jobs: 4,
             keep_owner: false,
+            unsigned: false,
         }
     }
 }
@@ -150,6 +157,8 @@ pub enum PublishError {
     Prune { path: PathBuf, source: io::Error },
     #[error("signing key (fleet.toml `signing_key`): {0}")]
     SigningKey(#[from] SignError),
+    #[error("no signing key: {path} does not exist. Publications are signed by default and sftp:// agents refuse unsigned ones: create the key with `tiffin fleet keygen` (and give the machines its .pub as `trusted_key`), or publish unsigned on purpose with `--unsigned`")]
+    NoSigningKey { path: PathBuf },
 }
 
 /// Why a host's tree could not be staged.
@@ -174,6 +183,8 @@ enum HostError {
     Stage(#[from] StageError),
     #[error(transparent)]
     User(#[from] MissingUser),
+    #[error(transparent)]
+    SharedGroup(#[from] users::SharedGroup),
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error(transparent)]
@@ -201,10 +212,13 @@ pub fn publish_with_progress(
 ) -> Result<PublishReport, PublishError> {
     let hosts = super::select_hosts(config, &opts.hosts)?;
     let mut report = PublishReport::default();
-    let signer = load_signing_key(fleet_dir, config, &mut report.warnings)?;
+    let signer = load_signing_key(fleet_dir, config, opts, &mut report.warnings)?;
     let _lock = prepare_chroot_root(config, opts, &mut report.warnings)?;
     let mut ctx = RunContext::new(fleet_dir, config, opts);
     ctx.signer = signer;
+    if users::is_root() && !opts.keep_owner {
+        ctx.shared_groups = users::shared_primary_groups(config);
+    }
     report.hosts = in_parallel(&hosts, opts.jobs, |host| {
         let r = ctx.publish_host(host);
         on_done(&r);
@@ -229,25 +243,6 @@ pub fn publish_host(
     };
     let mut report = publish(fleet_dir, config, &opts)?;
     Ok(report.hosts.remove(0))
-}
-
-/// The key every new manifest is signed with: the one fleet.toml names (which must exist), else
-/// the default path when `fleet keygen` made it there. Without one the run publishes unsigned and
-/// says so once.
-fn load_signing_key(
-    fleet_dir: &Path,
-    config: &FleetConfig,
-    warnings: &mut Vec<String>,
-) -> Result<Option<SecretKey>, PublishError> {
-    let (path, named) = config.signing_key_path(fleet_dir);
-    if !named && fs::symlink_metadata(&path).is_err() {
-        warnings.push(format!(
-            "no signing key ({} does not exist): generations are published unsigned, and agents with `trusted_key` set refuse them (`tiffin fleet keygen` creates the key)",
-            path.display()
-        ));
-        return Ok(None);
-    }
-    Ok(Some(SecretKey::load(&path)?))
 }
 
 /// Creates the chroot root when missing, warns when sshd would refuse it, and takes the lock.
@@ -404,6 +399,8 @@ struct RunContext<'a> {
     notes: Mutex<Vec<String>>,
     /// Signs every new manifest, when the fleet has a key.
     signer: Option<SecretKey>,
+    /// Hosts whose user's primary group is not its own (root only): refused.
+    shared_groups: HashMap<String, users::SharedGroup>,
 }
 
 impl<'a> RunContext<'a> {
@@ -417,6 +414,7 @@ impl<'a> RunContext<'a> {
             missing_users: Mutex::default(),
             notes: Mutex::default(),
             signer: None,
+            shared_groups: HashMap::new(),
         }
     }
 
@@ -480,6 +478,9 @@ impl<'a> RunContext<'a> {
         report.files = entries.iter().filter(|e| e.kind == EntryKind::File).count();
         report.bytes = entries.iter().filter_map(|e| e.size).sum();
 
+        if let Some(shared) = self.shared_groups.get(host) {
+            return Err(shared.clone().into());
+        }
         let owner = if self.opts.keep_owner {
             Ownership::Publisher
         } else {
@@ -543,6 +544,9 @@ impl<'a> RunContext<'a> {
             if cur.tree_hash == new_hash && same_system && signed_right {
                 if !self.opts.dry_run {
                     ensure_skeleton(&publication, owner)?;
+                    if let Some(k) = self.signer.as_ref().filter(|_| signature_is_stale(cur)) {
+                        resign(&publication, cur, k, owner)?;
+                    }
                 }
                 return Ok(HostResult::Unchanged {
                     generation: cur.generation,
@@ -584,8 +588,16 @@ impl<'a> RunContext<'a> {
         manifest
             .validate(&format!("new manifest of {host}"))
             .map_err(|e| io::Error::other(e.to_string()))?;
+        let bytes = manifest.to_bytes();
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(io::Error::other(format!(
+                "the manifest of {host} would be {} bytes, more than the {MAX_MANIFEST_BYTES} agents read; split the host's tree",
+                bytes.len()
+            ))
+            .into());
+        }
         let manifest_path = incoming.join(MANIFEST_FILE);
-        fsutil::atomic_write(&manifest_path, &manifest.to_bytes(), GEN_FILE_MODE)?;
+        fsutil::atomic_write(&manifest_path, &bytes, GEN_FILE_MODE)?;
         set_owner_mode(&manifest_path, owner.tree(), GEN_FILE_MODE)?;
         set_owner_mode(&incoming, owner.tree(), GEN_DIR_MODE)?;
         sync_filesystem(&incoming)?;
@@ -827,7 +839,7 @@ fn copy_verified(
 }
 
 /// Sets owner (when given) and mode, touching nothing that is already right.
-fn set_owner_mode(p: &Path, owner: Option<(u32, u32)>, mode: u32) -> io::Result<()> {
+pub(super) fn set_owner_mode(p: &Path, owner: Option<(u32, u32)>, mode: u32) -> io::Result<()> {
     let m = fs::symlink_metadata(p).map_err(|e| with_path(e, p))?;
     if let Some((uid, gid)) = owner {
         if m.uid() != uid || m.gid() != gid {

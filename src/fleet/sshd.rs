@@ -13,8 +13,10 @@ pub fn match_block(config: &FleetConfig, host: &str, user: &str) -> String {
     ChrootDirectory {chroot}
     ForceCommand internal-sftp
     AuthorizedKeysFile {AUTHORIZED_KEYS_DIR}/%u
+    AuthenticationMethods publickey
     PasswordAuthentication no
     KbdInteractiveAuthentication no
+    DisableForwarding yes
     AllowTcpForwarding no
     AllowAgentForwarding no
     AllowStreamLocalForwarding no
@@ -25,6 +27,10 @@ pub fn match_block(config: &FleetConfig, host: &str, user: &str) -> String {
         chroot = chroot.display()
     )
 }
+
+/// Ends the host blocks: whatever follows in sshd_config (another tool's or module's settings)
+/// applies to everyone again instead of landing inside the last host's block.
+pub const CLOSE_MATCH: &str = "Match All\n";
 
 /// The whole text `fleet sshd-config` prints: the sshd_config lines, then the shell commands that
 /// create the users (the same commands `publish` prints when a user is missing).
@@ -41,6 +47,8 @@ pub fn sshd_config(config: &FleetConfig) -> String {
         s.push('\n');
         s.push_str(&match_block(config, host, hc.user_or_default(host)));
     }
+    s.push_str("# Closes the tiffin blocks: settings after this line apply to every user again.\n");
+    s.push_str(CLOSE_MATCH);
     let hosts: Vec<String> = config.hosts.keys().cloned().collect();
     let _ = write!(
         s,

@@ -12,6 +12,7 @@
 //! Everything under `logs/` is written by the host, so it is read without following symlinks,
 //! only from regular files, and only up to a size cap.
 
+use super::inert::first_line;
 use crate::agent::report::{self, Report, Seen, SEEN_NAME};
 use crate::config::fleet::{check_unix_name, FleetConfig, FleetConfigError};
 use crate::manifest::Manifest;
@@ -569,6 +570,10 @@ fn note(h: &HostStatus) -> String {
                 .unwrap_or_default();
             parts.push(format!("{}{step}{msg}", outcome_words(r.outcome)));
         }
+        // Its agent applies what it cannot verify (`allow_unsigned`), or refused an old one.
+        if let Some(n) = r.publication {
+            parts.push(n.label().to_string());
+        }
     }
     if h.state == HostState::NotSeen {
         parts.push(format!(
@@ -583,19 +588,6 @@ fn note(h: &HostStatus) -> String {
 /// `rolled back`, for people (the files say `rolled_back`).
 fn outcome_words(o: Outcome) -> String {
     report::outcome_word(o).replace('_', " ")
-}
-
-/// The first line of text a host wrote, at most `max` characters, with control characters
-/// shown as `�`: a host must not break the table's rows or send escape sequences to the
-/// admin's terminal.
-fn first_line(s: &str, max: usize) -> String {
-    let line = s.lines().next().unwrap_or("");
-    let plain = |c: char| if c.is_control() { '\u{FFFD}' } else { c };
-    if line.chars().count() > max {
-        format!("{}…", line.chars().take(max).map(plain).collect::<String>())
-    } else {
-        line.chars().map(plain).collect()
-    }
 }
 
 /// The table `fleet status` prints: a summary line, a header, one row per host.
@@ -905,6 +897,7 @@ mod tests {
             durations: Default::default(),
             agent_version: "0.1.0".into(),
             log: "x.log.gz".into(),
+            publication: Some(crate::status::PublicationNote::Unsigned),
         });
         let table = render_table(
             &FleetStatus {
@@ -921,6 +914,8 @@ mod tests {
             table.contains("failed at build: failed\u{FFFD}[31m red\u{FFFD}over"),
             "{table}"
         );
+        // Its agent accepted an unverified publication: the row says so.
+        assert!(table.contains("; unsigned"), "{table}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! commands that create the users on a non-NixOS server.
 
 use crate::config::{FleetConfig, HostConfig};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -56,6 +57,67 @@ pub struct MissingUser {
     pub commands: String,
 }
 
+/// A host's user shares its primary group with another host's user (or has the shared `tiffin`
+/// group as its primary group): the publication's files are readable by that group, so the other
+/// host could read this one's configuration.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("host {host}: system user {user:?} has primary group {group} (gid {gid}), {why}; each host's user needs a primary group of its own, which alone may read its publication (`tiffin fleet sshd-config` shows the commands: useradd --user-group); nothing published for this host")]
+pub struct SharedGroup {
+    pub host: String,
+    pub user: String,
+    pub group: String,
+    pub gid: u32,
+    pub why: String,
+}
+
+/// For every host of fleet.toml whose user exists and whose primary group is not its own, why
+/// not. One user lookup per host (a run checks each host against all the others).
+pub fn shared_primary_groups(config: &FleetConfig) -> HashMap<String, SharedGroup> {
+    let host_group = nix::unistd::Group::from_name(HOST_GROUP)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw());
+    let mut by_gid: HashMap<u32, Vec<(&str, &str)>> = HashMap::new();
+    for (host, hc) in &config.hosts {
+        let user = hc.user_or_default(host);
+        if let Ok(Some(u)) = nix::unistd::User::from_name(user) {
+            by_gid.entry(u.gid.as_raw()).or_default().push((host, user));
+        }
+    }
+    let mut out = HashMap::new();
+    for (gid, members) in &by_gid {
+        for (host, user) in members {
+            let others: Vec<String> = members
+                .iter()
+                .filter(|(h, _)| h != host)
+                .map(|(h, u)| format!("{u:?} (host {h})"))
+                .collect();
+            let why = if Some(*gid) == host_group {
+                format!("the group every host user is in ({HOST_GROUP})")
+            } else if !others.is_empty() {
+                format!("shared with the user(s) {}", others.join(", "))
+            } else {
+                continue;
+            };
+            let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(*gid))
+                .ok()
+                .flatten()
+                .map_or_else(|| gid.to_string(), |g| g.name);
+            out.insert(
+                host.to_string(),
+                SharedGroup {
+                    host: host.to_string(),
+                    user: user.to_string(),
+                    group,
+                    gid: *gid,
+                    why,
+                },
+            );
+        }
+    }
+    out
+}
+
 /// How a host's user resolved.
 #[derive(Debug)]
 pub enum UserCheck {
@@ -93,7 +155,9 @@ pub fn resolve_ownership(
 }
 
 /// Shell commands that create the host group, each named host's user (password field `*`: a
-/// locked `!` is refused by sshd under `UsePAM no`) and its authorized_keys file.
+/// locked `!` is refused by sshd under `UsePAM no`) with a primary group of its own (which alone
+/// may read its publication) and its authorized_keys file. A user that already exists keeps
+/// its groups; `publish` refuses it when its primary group is shared.
 pub fn setup_commands(config: &FleetConfig, hosts: &[String]) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -109,7 +173,7 @@ pub fn setup_commands(config: &FleetConfig, hosts: &[String]) -> String {
         let home = config.chroot.join(host);
         let _ = writeln!(
             s,
-            "useradd --system --user-group --groups {HOST_GROUP} --home-dir {} --no-create-home --shell {NOLOGIN_SHELL} --password '*' {user}",
+            "getent passwd {user} >/dev/null || useradd --system --user-group --groups {HOST_GROUP} --home-dir {} --no-create-home --shell {NOLOGIN_SHELL} --password '*' {user}",
             sh_quote_path(&home)
         );
         let keyfile = Path::new(AUTHORIZED_KEYS_DIR).join(user);

@@ -15,16 +15,21 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Component, Path};
 
-/// The manifest format this build writes and accepts.
-pub const FORMAT_VERSION: u32 = 1;
+/// The manifest format this build writes. Format 2 added `signed_at`; format 1 (without it) is
+/// still read, so that a fleet's live generations stay valid across the upgrade.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest manifest format this build reads.
+pub const OLDEST_FORMAT: u32 = 1;
 /// The file name of a generation's manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The largest single file a manifest may declare (a hostile manifest must not fill a disk).
 pub const MAX_FILE_SIZE: u64 = 1 << 30;
 /// The most entries a manifest may declare.
 pub const MAX_ENTRIES: usize = 1_000_000;
-/// The largest manifest file accepted, in bytes.
-pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+/// The largest manifest file read, in bytes: the agent reads at most this much before checking
+/// the signature over the raw bytes, and parses only what passed. A 300-file host's manifest is
+/// about 60 KB; this is room for some 150,000 entries.
+pub const MAX_MANIFEST_BYTES: u64 = 32 << 20;
 
 /// What an entry is. Symlinks never survive publishing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -86,7 +91,13 @@ pub struct Manifest {
     /// The system store path `fleet build` produced for this tree, when built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_system: Option<String>,
-    /// Signature over [`Manifest::signed_bytes`], when the fleet signs.
+    /// RFC 3339 UTC time of signing (format 2): an agent with `max_age` refuses a publication
+    /// signed longer ago than that, so that a server serving a frozen, old one is noticed.
+    /// Signed, like every field but `signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<String>,
+    /// Signature over [`Manifest::signed_bytes`], when the fleet signs. Always the line before
+    /// `entries` in the canonical bytes, so that it can be checked before parsing (`crate::sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
     /// Sorted by path; parents before children.
@@ -101,7 +112,7 @@ pub enum ManifestError {
         origin: String,
         source: serde_json::Error,
     },
-    #[error("{origin}: manifest format {found} is not supported (this tiffin reads format {FORMAT_VERSION}); upgrade tiffin")]
+    #[error("{origin}: manifest format {found} is not supported (this tiffin reads formats {OLDEST_FORMAT} to {FORMAT_VERSION}); upgrade tiffin")]
     Format { origin: String, found: u32 },
     #[error("{origin}: entry {path:?}: {why}")]
     BadEntry {
@@ -124,6 +135,7 @@ impl Manifest {
             published,
             tree_hash,
             expected_system: None,
+            signed_at: None,
             signature: None,
             entries,
         }
@@ -149,7 +161,7 @@ impl Manifest {
             origin: origin.into(),
             source,
         })?;
-        if head.format != FORMAT_VERSION {
+        if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&head.format) {
             return Err(ManifestError::Format {
                 origin: origin.into(),
                 found: head.format,
@@ -169,11 +181,21 @@ impl Manifest {
             origin: origin.into(),
             why,
         };
-        if self.format != FORMAT_VERSION {
+        if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&self.format) {
             return Err(ManifestError::Format {
                 origin: origin.into(),
                 found: self.format,
             });
+        }
+        if self.format < 2 && self.signed_at.is_some() {
+            return Err(bad(format!(
+                "signed_at needs manifest format 2, this one is format {}",
+                self.format
+            )));
+        }
+        if let Some(t) = &self.signed_at {
+            humantime::parse_rfc3339(t)
+                .map_err(|e| bad(format!("signed_at {t:?} is not an RFC 3339 time: {e}")))?;
         }
         if self.entries.len() > MAX_ENTRIES {
             return Err(bad(format!(

@@ -118,9 +118,29 @@ fn good_manifest_round_trips() {
 
 #[test]
 fn unknown_format_version_is_refused() {
-    let e = parse_err(&tampered(|m| m.format = 2));
-    assert!(e.contains("format 2 is not supported"), "{e}");
+    let e = parse_err(&tampered(|m| m.format = FORMAT_VERSION + 1));
+    assert!(
+        e.contains(&format!("format {} is not supported", FORMAT_VERSION + 1)),
+        "{e}"
+    );
     assert!(e.contains("gens/1/manifest.json"), "{e}");
+    let e = parse_err(&tampered(|m| m.format = 0));
+    assert!(e.contains("format 0 is not supported"), "{e}");
+}
+
+#[test]
+fn a_format_1_manifest_of_an_older_publisher_is_still_read_but_carries_no_signing_time() {
+    // What tiffin wrote before `signed_at`: format 1, no such field.
+    let old = tampered(|m| m.format = 1);
+    assert!(!String::from_utf8_lossy(&old).contains("signed_at"));
+    assert_eq!(Manifest::parse(&old, "x").unwrap().format, 1);
+    let e = parse_err(&tampered(|m| {
+        m.format = 1;
+        m.signed_at = Some("2026-01-01T00:00:00Z".into());
+    }));
+    assert!(e.contains("signed_at needs manifest format 2"), "{e}");
+    let e = parse_err(&tampered(|m| m.signed_at = Some("yesterday".into())));
+    assert!(e.contains("signed_at \"yesterday\""), "{e}");
 }
 
 #[test]

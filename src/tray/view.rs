@@ -3,7 +3,7 @@
 //! Plain data in, plain data out, no I/O and no clock: the caller passes `now` (Unix seconds)
 //! and the local UTC offset, so every state and transition can be unit-tested without GTK.
 
-use crate::status::{AgentStatus, CheckResult, Outcome, Phase, Policy};
+use crate::status::{AgentStatus, CheckResult, Outcome, Phase, Policy, PublicationNote};
 
 /// After this long without the agent, the user is told once (DESIGN §6).
 pub const UNREACHABLE_NOTIFY_AFTER: u64 = 5 * 60;
@@ -426,6 +426,15 @@ pub fn view(status: Option<&AgentStatus>, ctx: &ViewContext) -> TrayView {
         if s.reboot_needed && icon != IconKind::RebootNeeded {
             lines.push("Restart needed".into());
             tooltip.push_str("\nRestart needed");
+        }
+        if let Some(note) = s.publication {
+            let line = match note {
+                PublicationNote::Unsigned => "Publication unsigned (not verified)".to_string(),
+                PublicationNote::TooOld => "Publication too old: not applied".to_string(),
+            };
+            tooltip.push('\n');
+            tooltip.push_str(&line);
+            lines.push(line);
         }
     } else {
         let hint = match ctx.down_reason {

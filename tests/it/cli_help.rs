@@ -35,7 +35,14 @@ fn every_subcommand_help_explains_its_options() {
     let cases: &[(&[&str], &[&str])] = &[
         (
             &["fleet", "publish"],
-            &["--build", "--dry-build", "--dry-run", "--prune", "--fleet"],
+            &[
+                "--build",
+                "--dry-build",
+                "--dry-run",
+                "--prune",
+                "--unsigned",
+                "--fleet",
+            ],
         ),
         (&["fleet", "build"], &["--dry-run"]),
         (&["fleet", "status"], &["--json", "--watch"]),

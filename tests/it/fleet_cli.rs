@@ -93,8 +93,10 @@ fn sshd_config_prints_a_match_block_per_host_and_the_user_commands() {
     ChrootDirectory {}/laptop
     ForceCommand internal-sftp
     AuthorizedKeysFile /etc/ssh/tiffin/authorized_keys/%u
+    AuthenticationMethods publickey
     PasswordAuthentication no
     KbdInteractiveAuthentication no
+    DisableForwarding yes
     AllowTcpForwarding no
     AllowAgentForwarding no
     AllowStreamLocalForwarding no
@@ -117,7 +119,7 @@ fn sshd_config_prints_a_match_block_per_host_and_the_user_commands() {
     for (host, user) in [("laptop", "lap"), ("server", me.as_str())] {
         assert!(
             out.contains(&format!(
-                "useradd --system --user-group --groups tiffin --home-dir {}/{host} --no-create-home --shell /usr/sbin/nologin --password '*' {user}\n",
+                "getent passwd {user} >/dev/null || useradd --system --user-group --groups tiffin --home-dir {}/{host} --no-create-home --shell /usr/sbin/nologin --password '*' {user}\n",
                 chroot.display()
             )),
             "{out}"
@@ -128,6 +130,92 @@ fn sshd_config_prints_a_match_block_per_host_and_the_user_commands() {
         );
     }
     assert!(out.contains(&format!("printf '%s\\n' '{KEY}'")), "{out}");
+    // The host blocks are closed: what follows applies to every user again.
+    let blocks_end = out.find("# ---- 2.").expect("part 2");
+    assert!(out[..blocks_end].trim_end().ends_with("Match All"), "{out}");
+}
+
+/// `sshd -T` of a config: the settings sshd applies to a connection by `user`.
+fn sshd_effective(config: &Path, user: &str) -> String {
+    let spec = format!("user={user},host=agent.example.org,addr=127.0.0.1");
+    let out = Command::new("/usr/sbin/sshd")
+        .arg("-T")
+        .arg("-f")
+        .arg(config)
+        .args(["-C", &spec])
+        .output()
+        .expect("run sshd -T");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_sshd_setting_appended_after_the_host_blocks_is_not_inside_them() {
+    let sshd = Path::new("/usr/sbin/sshd");
+    let privsep = Path::new("/run/sshd");
+    let unusable = !sshd.exists() || (!privsep.is_dir() && fs::create_dir_all(privsep).is_err());
+    if !crate::support::prerequisite(
+        "sshd -T",
+        unusable.then(|| "needs /usr/sbin/sshd and /run/sshd".to_string()),
+    ) {
+        return;
+    }
+    let f = TestFleet::new();
+    f.write_config(
+        &[("laptop", "user = \"lap\""), ("server", "user = \"srv\"")],
+        "",
+    );
+    let o = tiffin(&["fleet", "sshd-config"], &f.repo());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let blocks = &out[..out.find("# ---- 2.").expect("part 2")];
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("host_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    // What another tool or NixOS module appends after the tiffin blocks, meant for everyone.
+    let appended = "X11Forwarding yes\nPermitTTY yes\n";
+    let config = dir.path().join("sshd_config");
+    fs::write(
+        &config,
+        format!(
+            "Port 2222\nListenAddress 127.0.0.1\nHostKey {}\nUsePAM no\n{blocks}{appended}",
+            key.display()
+        ),
+    )
+    .unwrap();
+    // It applies to everyone else (not swallowed by the last host's block)…
+    let admin = sshd_effective(&config, "root");
+    assert!(admin.lines().any(|l| l == "x11forwarding yes"), "{admin}");
+    assert!(admin.lines().any(|l| l == "permittty yes"), "{admin}");
+    assert!(
+        admin.lines().any(|l| l == "chrootdirectory none"),
+        "{admin}"
+    );
+    // …and loosens nothing for any host's user.
+    for user in ["lap", "srv"] {
+        let host = sshd_effective(&config, user);
+        for line in [
+            "x11forwarding no",
+            "permittty no",
+            "disableforwarding yes",
+            "authenticationmethods publickey",
+            "forcecommand internal-sftp",
+        ] {
+            assert!(
+                host.lines().any(|l| l == line),
+                "{user} lacks {line:?}:\n{host}"
+            );
+        }
+    }
 }
 
 #[test]

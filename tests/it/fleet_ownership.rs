@@ -154,3 +154,59 @@ fn missing_user_as_root_fails_that_host_with_the_commands_to_create_it() {
     assert!(!f.host_pub("ghosthost").exists());
     assert_eq!(f.current("present"), Some(1));
 }
+
+#[test]
+fn hosts_sharing_a_primary_group_are_refused() {
+    if !require_root("shared primary group test") {
+        return;
+    }
+    // Two host users whose primary group is one shared group (each could read the other's
+    // publication), and a third with a group of its own.
+    let shared = TestGroup::create("tfg");
+    let alpha = TestUser::create_in_group("tfa", &shared);
+    let beta = TestUser::create_in_group("tfb", &shared);
+    let gamma = TestUser::create("tfc");
+    let f = TestFleet::new();
+    f.write_config(
+        &[
+            ("alpha", &format!("user = \"{}\"", alpha.name)),
+            ("beta", &format!("user = \"{}\"", beta.name)),
+            ("gamma", &format!("user = \"{}\"", gamma.name)),
+        ],
+        "",
+    );
+    for h in ["alpha", "beta", "gamma"] {
+        f.write(&format!("hosts/{h}/configuration.nix"), "{ }\n");
+    }
+    let r = publish(&f.repo(), &f.config(), &PublishOptions::default()).unwrap();
+    for (h, me, other) in [("alpha", &alpha, &beta), ("beta", &beta, &alpha)] {
+        let HostResult::Failed { error } = &r.hosts.iter().find(|x| x.host == h).unwrap().result
+        else {
+            panic!("{h} was published: {:?}", r.hosts)
+        };
+        let needles = [
+            format!("host {h}"),
+            me.name.clone(),
+            shared.name.clone(),
+            other.name.clone(),
+            "primary group of its own".into(),
+            "--user-group".into(),
+        ];
+        for needle in &needles {
+            assert!(error.contains(needle), "{needle:?} missing from: {error}");
+        }
+        assert_eq!(f.current(h), None, "nothing published for {h}");
+    }
+    let gamma_result = &r.hosts.iter().find(|x| x.host == "gamma").unwrap().result;
+    assert!(
+        matches!(gamma_result, HostResult::Published { generation: 1, .. }),
+        "{gamma_result:?}"
+    );
+    // Publishing only beta: still refused (the check covers every host of fleet.toml).
+    let only_beta = PublishOptions {
+        hosts: vec!["beta".into()],
+        ..PublishOptions::default()
+    };
+    let r = publish(&f.repo(), &f.config(), &only_beta).unwrap();
+    assert!(r.hosts[0].failed(), "{:?}", r.hosts);
+}

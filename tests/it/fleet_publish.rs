@@ -320,7 +320,9 @@ fn unreadable_file_fails_its_host_only() {
     let secret = f.repo().join("hosts/locked/files/etc/secret");
     fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tiffin"));
-    cmd.args(["fleet", "publish", "--fleet"]).arg(f.repo());
+    // Unsigned: the unprivileged user may not read the (root's) signing key.
+    cmd.args(["fleet", "publish", "--unsigned", "--fleet"])
+        .arg(f.repo());
     if let Some(u) = &user {
         use std::os::unix::process::CommandExt;
         // The unprivileged user must reach the repo and own the chroot root.

@@ -625,6 +625,40 @@ fn logs_lists_the_latest_reports_by_their_own_time_and_prints_the_newest_log() {
     assert!(err.contains("no host \"nosuchhost\""), "{err}");
 }
 
+#[test]
+fn a_report_with_terminal_escapes_is_printed_inert_by_fleet_logs() {
+    let now = unix_now();
+    let f = Fleet::new(&["web"]);
+    f.publish("web", 1, now - 600, None);
+    // The host retitles the admin's terminal and clears it, in its message, step and log.
+    const ATTACK: &str = "\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let mut spec = ReportSpec::new(1, Outcome::Failed, now - 100);
+    spec.message = Some("boom \u{1b}]0;owned\u{7}\u{1b}[2J gone\u{9b}31m");
+    spec.failed_step = Some("build\u{1b}[2J");
+    spec.log_text = format!("line one\n{ATTACK}second\r line\ttabbed\n");
+    f.report("web", spec);
+    let (code, out, err) = tiffin(&f, &["logs", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let raw: Vec<char> = out
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "control characters reached the terminal: {raw:?}\n{out:?}"
+    );
+    // Inert, but still readable: the text is there, its escapes shown as U+FFFD.
+    assert!(
+        out.contains("boom \u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2J gone"),
+        "{out:?}"
+    );
+    assert!(
+        out.contains("\u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2Jsecond\u{FFFD} line\ttabbed\n"),
+        "{out:?}"
+    );
+    assert!(out.contains("line one\n"), "{out:?}");
+}
+
 /// A stand-in program that prints how it was called.
 fn fake_tool(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;

@@ -65,7 +65,17 @@ impl SshMachine {
         Some(m)
     }
 
+    /// agent.toml trusting the fleet's key (signed by default), with `extra` lines.
     fn write_config(&self, extra: &str) {
+        let trusted = format!(
+            "trusted_key = {:?}",
+            self.srv.fleet().public_key().display().to_string()
+        );
+        self.write_config_raw(&format!("{trusted}\n{extra}"));
+    }
+
+    /// agent.toml with exactly `extra` beyond the basics (no `trusted_key` unless given).
+    fn write_config_raw(&self, extra: &str) {
         let h = self.srv.host(HOST);
         // Short by default so that failing verifications end quickly; `extra` may set its own.
         let verify = if extra.contains("verify_timeout") {
@@ -119,6 +129,18 @@ http_trigger = ""
     /// `tiffin fleet publish laptop`: the new generation.
     fn publish(&self) -> u64 {
         self.srv.publish_repo(HOST)
+    }
+
+    /// `tiffin fleet publish --unsigned laptop`: the new generation.
+    fn publish_unsigned(&self) -> u64 {
+        let fleet = self.srv.fleet();
+        let opts = tiffin::fleet::PublishOptions {
+            unsigned: true,
+            ..Default::default()
+        };
+        let r = tiffin::fleet::publish_host(&fleet.dir, &fleet.config, HOST, &opts)
+            .expect("publish --unsigned");
+        r.generation().unwrap_or_else(|| panic!("{:?}", r.result))
     }
 
     fn once_command(&self) -> Command {
@@ -605,4 +627,40 @@ fn killed_while_verifying_a_good_system_logs_in_again_at_restart_and_commits() {
     assert_eq!(m.on_one_system(), new);
     let (_, log) = m.report(g, "updated");
     assert!(log.contains("verify: the server is reachable"), "{log}");
+}
+
+#[test]
+fn an_unsigned_publication_is_refused_by_an_sftp_agent_without_allow_unsigned() {
+    let Some(m) = SshMachine::new() else { return };
+    m.write("configuration.nix", b"{ ... }: { x = 1; }\n");
+    let g = m.publish_unsigned();
+    assert_eq!(m.srv.fleet().current_manifest(HOST).signature, None);
+
+    // No trusted_key, no allow_unsigned: refused before the server is asked for anything.
+    m.write_config_raw("");
+    let (code, out) = m.run_once();
+    assert_eq!(code, 1, "{out}");
+    for needle in ["no trusted_key", "allow_unsigned = true", "nothing fetched"] {
+        assert!(out.contains(needle), "{needle:?} missing from: {out}");
+    }
+    assert_eq!(m.current(), m.initial_system);
+    assert!(!m.state.join("tree").exists());
+    // With the fleet's key trusted, the unsigned manifest is refused before it is parsed.
+    m.write_config("");
+    let (code, out) = m.run_once();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("generation {g} refused before parsing"))
+            && out.contains("not signed"),
+        "{out}"
+    );
+    assert_eq!(m.current(), m.initial_system);
+
+    // `allow_unsigned = true`, knowingly: applied, and the report says "unsigned".
+    m.write_config_raw("allow_unsigned = true");
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}");
+    assert_ne!(m.on_one_system(), m.initial_system);
+    let (report, _) = m.report(g, "updated");
+    assert_eq!(report["publication"], "unsigned", "{report}");
 }

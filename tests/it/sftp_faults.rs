@@ -174,7 +174,7 @@ fn a_read_the_server_refuses_is_a_clear_permission_error() {
     f.assert_generation_1_intact();
 
     // A generation directory of the wrong group: even the manifest is out of reach.
-    set_owner_mode(&file, 0o640, f.srv.gid());
+    set_owner_mode(&file, 0o640, f.srv.host("alpha").gid);
     set_owner_mode(&f.gen_dir(2), 0o750, 0);
     let msg = f.sync().expect_err("unreadable generation").to_string();
     assert!(
@@ -198,7 +198,7 @@ fn assert_tampered_manifest_refused(
     let mut m = Manifest::parse(&original, "gen 2").unwrap();
     m.entries = entries;
     m.tree_hash = tree_hash(&m.entries);
-    write_manifest(&gen2, &m, f.srv.gid());
+    write_manifest(&gen2, &m, f.srv.host("alpha").gid);
     let before = f.store_objects();
 
     let msg = f.sync().expect_err(why).to_string();

@@ -246,3 +246,67 @@ fn a_server_with_another_host_key_is_refused_with_both_fingerprints_before_login
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(srv.log_text().contains(&accepted), "{}", srv.log_text());
 }
+
+/// Runs `cat path` as `user` with all of its groups (primary and supplementary, as a login
+/// gets them); true when it could read the file.
+fn can_read_as(user: &str, path: &Path) -> bool {
+    let u = nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no user {user}"));
+    let out = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", u.uid),
+            &format!("--regid={}", u.gid),
+            "--init-groups",
+            "cat",
+        ])
+        .arg(path)
+        .output()
+        .expect("run setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("Permission denied"),
+        "setpriv cat {} as {user}: {err}",
+        path.display()
+    );
+    out.status.success()
+}
+
+#[test]
+fn one_host_cannot_read_another_hosts_publication_through_group_access() {
+    let Some(srv) = Sshd::start(&["alpha", "beta"]) else {
+        return;
+    };
+    let src = tempfile::tempdir().unwrap();
+    write_config_tree(src.path(), 3, 100, 1);
+    srv.publish("alpha", 1, src.path());
+    srv.publish("beta", 1, src.path());
+    let (alpha, beta) = (srv.host("alpha"), srv.host("beta"));
+    // Each user has a primary group of its own, and both are in the shared group sshd allows.
+    assert_ne!(alpha.gid, beta.gid);
+    assert_ne!(alpha.gid, srv.gid());
+
+    // Both log in through the real sshd (the shared group is still what sshd matches).
+    login(&srv, "alpha");
+    login(&srv, "beta");
+    for (me, other) in [(alpha, beta), (beta, alpha)] {
+        let mine = me.dir.join("gens/1/manifest.json");
+        let theirs = other.dir.join("gens/1/manifest.json");
+        let their_file = other.dir.join("gens/1/tree/configuration.nix");
+        assert_eq!(
+            fs::metadata(&theirs)
+                .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+                .unwrap(),
+            other.gid,
+            "the publication's group is its host user's own"
+        );
+        assert!(can_read_as(&me.user, &mine), "{} reads its own", me.user);
+        assert!(
+            !can_read_as(&me.user, &theirs) && !can_read_as(&me.user, &their_file),
+            "{} read {}'s publication through a group",
+            me.user,
+            other.host
+        );
+    }
+}

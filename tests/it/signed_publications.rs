@@ -16,7 +16,7 @@ use tiffin::agent::{CycleRequest, Pipeline};
 use tiffin::fleet::PublishOptions;
 use tiffin::manifest::{tree_hash, Manifest};
 use tiffin::sign::{PublicKey, SecretKey};
-use tiffin::status::{AgentStatus, CheckResult, Outcome};
+use tiffin::status::{AgentStatus, CheckResult, Outcome, PublicationNote};
 
 const HOST: &str = "laptop";
 
@@ -102,6 +102,22 @@ impl Site {
         h.generation().expect("a live generation")
     }
 
+    /// `fleet::publish --unsigned`; returns the live generation.
+    fn publish_unsigned(&self) -> u64 {
+        let report = tiffin::fleet::publish(
+            &self.fleet.repo(),
+            &self.fleet.config(),
+            &PublishOptions {
+                unsigned: true,
+                ..PublishOptions::default()
+            },
+        )
+        .expect("publish --unsigned");
+        let h = &report.hosts[0];
+        assert!(!h.failed(), "{:?}", h.result);
+        h.generation().expect("a live generation")
+    }
+
     fn manifest_path(&self, g: u64) -> PathBuf {
         self.publication().join(format!("gens/{g}/manifest.json"))
     }
@@ -113,11 +129,16 @@ impl Site {
 
     /// Writes agent.toml; `trusted_key` is its value (`""`: none).
     fn agent_config(&self, trusted_key: &str) -> PathBuf {
+        self.agent_config_with(trusted_key, "")
+    }
+
+    /// [`Site::agent_config`] with `extra` top-level lines.
+    fn agent_config_with(&self, trusted_key: &str, extra: &str) -> PathBuf {
         let path = self.fleet.tmp.path().join("agent.toml");
         fs::write(
             &path,
             format!(
-                "host = \"{HOST}\"\nsource = \"file://{}\"\nstate_dir = \"{}\"\nsocket = \"{}/agent.sock\"\nhttp_trigger = \"\"\nverify_timeout = \"2s\"\ntrusted_key = \"{trusted_key}\"\n\n{}",
+                "host = \"{HOST}\"\nsource = \"file://{}\"\nstate_dir = \"{}\"\nsocket = \"{}/agent.sock\"\nhttp_trigger = \"\"\nverify_timeout = \"2s\"\ntrusted_key = \"{trusted_key}\"\n{extra}\n\n{}",
                 self.publication().display(),
                 self.state.display(),
                 self.state.display(),
@@ -135,8 +156,18 @@ impl Site {
         trusted_key: &str,
         req: CycleRequest,
     ) -> (Outcome, Option<String>, AgentStatus) {
-        let config =
-            tiffin::config::AgentConfig::load(&self.agent_config(trusted_key)).expect("agent.toml");
+        self.cycle_with(trusted_key, "", req)
+    }
+
+    /// [`Site::cycle`] with `extra` lines in agent.toml.
+    fn cycle_with(
+        &self,
+        trusted_key: &str,
+        extra: &str,
+        req: CycleRequest,
+    ) -> (Outcome, Option<String>, AgentStatus) {
+        let config = tiffin::config::AgentConfig::load(&self.agent_config_with(trusted_key, extra))
+            .expect("agent.toml");
         let mut p =
             Pipeline::new(config, StatusCell::new(AgentStatus::default())).expect("pipeline");
         let r = p.run_cycle(req);
@@ -204,6 +235,10 @@ fn keygen_writes_a_0600_secret_key_prints_the_trusted_key_line_and_refuses_to_ov
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let gitignore = fs::read_to_string(repo.join(".gitignore")).unwrap();
     assert!(gitignore.lines().any(|l| l == "/keys/*.key"), "{gitignore}");
+    // `fleet init` made a key already: keygen keeps it, then makes one where there is none.
+    let o = tiffin(&["fleet", "keygen"], &repo);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    fs::remove_dir_all(repo.join("keys")).unwrap();
 
     let o = tiffin(&["fleet", "keygen"], &repo);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -233,6 +268,11 @@ fn keygen_writes_a_0600_secret_key_prints_the_trusted_key_line_and_refuses_to_ov
 
     let o = tiffin(&["fleet", "keygen", "--force"], &repo);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The copy `fleet init` made for the hosts' NixOS module follows the new key.
+    assert_eq!(
+        fs::read_to_string(repo.join("common/fleet-signing.pub")).unwrap(),
+        fs::read_to_string(&public).unwrap()
+    );
     assert_ne!(
         fs::read(&secret).unwrap(),
         before,
@@ -242,13 +282,26 @@ fn keygen_writes_a_0600_secret_key_prints_the_trusted_key_line_and_refuses_to_ov
 }
 
 #[test]
-fn publish_signs_every_manifest_and_resigns_an_unsigned_live_generation() {
+fn publish_without_a_key_is_refused_unless_unsigned_and_a_new_key_resigns_the_live_generation() {
     let site = Site::new("");
-    // No key yet: unsigned, with a warning.
+    fs::remove_dir_all(site.fleet.repo().join("keys")).unwrap();
+    // No key: refused, saying how to make one or how to publish unsigned on purpose.
     let o = tiffin(&["fleet", "publish"], &site.fleet.repo());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    for needle in [
+        "no signing key",
+        "keys/fleet-signing.key",
+        "tiffin fleet keygen",
+        "--unsigned",
+    ] {
+        assert!(text(&o).contains(needle), "{needle:?}: {}", text(&o));
+    }
+    assert_eq!(site.fleet.current(HOST), None, "nothing published");
+    // `--unsigned`: published unsigned, with a warning.
+    let o = tiffin(&["fleet", "publish", "--unsigned"], &site.fleet.repo());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
-        text(&o).contains("no signing key") && text(&o).contains("trusted_key"),
+        text(&o).contains("--unsigned") && text(&o).contains("allow_unsigned = true"),
         "{}",
         text(&o)
     );
@@ -260,13 +313,15 @@ fn publish_signs_every_manifest_and_resigns_an_unsigned_live_generation() {
     // Same content, but the live generation is not signed by the key: a signed one replaces it.
     let o = tiffin(&["fleet", "publish"], &site.fleet.repo());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(!text(&o).contains("no signing key"), "{}", text(&o));
     assert_eq!(site.fleet.current(HOST), Some(2));
     key.verify_manifest(&site.manifest(2)).unwrap();
-    // Signed and unchanged: nothing new.
+    assert!(site.manifest(2).signed_at.is_some());
+    // Signed and unchanged: nothing new, and a fresh signature is not rewritten.
+    let before = fs::read(site.manifest_path(2)).unwrap();
     let o = tiffin(&["fleet", "publish"], &site.fleet.repo());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(site.fleet.current(HOST), Some(2));
+    assert_eq!(fs::read(site.manifest_path(2)).unwrap(), before);
 
     site.change(1);
     assert_eq!(site.publish(), 3);
@@ -274,10 +329,40 @@ fn publish_signs_every_manifest_and_resigns_an_unsigned_live_generation() {
 }
 
 #[test]
+fn fleet_init_makes_the_signing_key_and_prints_the_line_machines_trust() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("fleet");
+    let o = tiffin(&["fleet", "init", repo.to_str().unwrap()], tmp.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let secret = repo.join("keys/fleet-signing.key");
+    let mode = fs::metadata(&secret).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "secret key mode {mode:o}");
+    let public_line = fs::read_to_string(repo.join("keys/fleet-signing.pub")).unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains(public_line.trim()), "{out}");
+    assert!(
+        out.contains("trusted_key = \"/etc/tiffin/fleet-signing.pub\""),
+        "{out}"
+    );
+    // The hosts' shared module finds the same public key.
+    assert_eq!(
+        fs::read_to_string(repo.join("common/fleet-signing.pub")).unwrap(),
+        public_line
+    );
+    assert!(fs::read_to_string(repo.join("common/tiffin.nix"))
+        .unwrap()
+        .contains("trustedKey"));
+    assert_eq!(
+        SecretKey::load(&secret).unwrap().public(),
+        PublicKey::load(&repo.join("keys/fleet-signing.pub")).unwrap()
+    );
+}
+
+#[test]
 fn a_named_signing_key_that_is_missing_stops_publish() {
     let site = Site::new("signing_key = \"secrets/missing.key\"");
     let o = tiffin(&["fleet", "publish"], &site.fleet.repo());
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("secrets/missing.key"), "{}", text(&o));
     assert_eq!(site.fleet.current(HOST), None, "nothing published");
 }
@@ -298,7 +383,7 @@ fn an_agent_trusting_the_fleet_key_applies_a_signed_generation() {
 fn an_unsigned_generation_is_refused_by_tiffin_agent_once_and_nothing_is_downloaded() {
     let site = Site::new("");
     let (_, public) = key_pair(site.fleet.tmp.path(), "admin");
-    let g = site.publish();
+    let g = site.publish_unsigned();
     let config = site.agent_config(public.to_str().unwrap());
     let out = Command::new(env!("CARGO_BIN_EXE_tiffin"))
         .args(["agent", "--once", "--config"])
@@ -457,10 +542,10 @@ fn a_generation_older_than_the_newest_verified_is_refused_even_if_never_applied(
 }
 
 #[test]
-fn an_agent_without_trusted_key_keeps_accepting_unsigned_generations() {
+fn a_file_agent_without_trusted_key_keeps_accepting_unsigned_generations() {
     let site = Site::new("");
     site.change(1);
-    let g = site.publish();
+    let g = site.publish_unsigned();
     assert_eq!(site.manifest(g).signature, None);
     let (outcome, message, _) = site.cycle("", CycleRequest::Update);
     assert_eq!(outcome, Outcome::Updated, "{message:?}");
@@ -481,4 +566,83 @@ fn an_unreadable_trusted_key_stops_the_check_before_the_server_is_asked() {
         &["trusted_key", "nowhere.pub"],
     );
     assert_eq!(site.downloaded(), 0);
+}
+
+/// Signs the live manifest of generation `g` again with the fleet's key, as if `ago` ago: what a
+/// server that froze the fleet keeps serving.
+fn sign_as_of(site: &Site, g: u64, ago: std::time::Duration) {
+    let key = SecretKey::load(&site.fleet.repo().join("keys/fleet-signing.key")).unwrap();
+    let mut m = site.manifest(g);
+    key.sign_manifest_at(&mut m, std::time::SystemTime::now() - ago);
+    fs::write(site.manifest_path(g), m.to_bytes()).unwrap();
+}
+
+#[test]
+fn a_frozen_publication_older_than_max_age_is_refused_and_status_says_too_old() {
+    let site = Site::new("");
+    let trusted = site.fleet.public_key_path();
+    let trusted = trusted.to_str().unwrap();
+    let max_age = "max_age = \"30d\"";
+    let days = |n: u64| std::time::Duration::from_secs(n * 86400);
+    site.change(1);
+    let g = site.publish();
+    // The server froze the fleet on a publication signed 40 days ago.
+    sign_as_of(&site, g, days(40));
+    let r = site.cycle_with(trusted, max_age, CycleRequest::Update);
+    assert_refused(
+        &site,
+        &r,
+        &site.initial_system,
+        &[
+            &format!("generation {g}"),
+            "publication too old",
+            "max_age is 30days",
+        ],
+    );
+    assert_eq!(site.downloaded(), 0);
+    let status = &r.2;
+    assert_eq!(status.publication, Some(PublicationNote::TooOld));
+    let summary = tiffin::cli::client::summary(status, tiffin::status::unix_now());
+    assert!(summary.contains("publication too old"), "{summary}");
+    let tray = tiffin::tray::view::view(
+        Some(status),
+        &tiffin::tray::view::ViewContext {
+            now: tiffin::status::unix_now(),
+            utc_offset: 0,
+            user_may_rollback: false,
+            start_at_login: false,
+            down_reason: Default::default(),
+        },
+    );
+    assert!(
+        tray.tooltip.contains("Publication too old"),
+        "{}",
+        tray.tooltip
+    );
+
+    // The admin's next `fleet publish` (nothing changed) signs the same generation anew.
+    assert_eq!(site.publish(), g);
+    let (outcome, message, status) = site.cycle_with(trusted, max_age, CycleRequest::Update);
+    assert_eq!(outcome, Outcome::Updated, "{message:?}");
+    assert_eq!(status.publication, None);
+    let running = site.running();
+
+    // Applied, then frozen: the unchanged generation's server copy ages past max_age, and the
+    // next check says so (the local copy alone would never tell).
+    sign_as_of(&site, g, days(31));
+    let (outcome, message, status) = site.cycle_with(trusted, max_age, CycleRequest::Check);
+    assert_eq!(outcome, Outcome::Failed, "{message:?}");
+    assert!(
+        message
+            .as_deref()
+            .unwrap_or("")
+            .contains("publication too old"),
+        "{message:?}"
+    );
+    assert_eq!(status.publication, Some(PublicationNote::TooOld));
+    assert_eq!(site.running(), running);
+    // Younger than max_age: fine.
+    sign_as_of(&site, g, days(29));
+    let (outcome, message, _) = site.cycle_with(trusted, max_age, CycleRequest::Check);
+    assert_eq!(outcome, Outcome::UpToDate, "{message:?}");
 }

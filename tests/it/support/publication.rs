@@ -45,11 +45,27 @@ impl FleetRepo {
         }
         let path = dir.join("fleet.toml");
         fs::write(&path, &text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        // Publications are signed by default: the fleet's key, where `fleet init` puts it.
+        let key = dir.join(tiffin::config::fleet::DEFAULT_SIGNING_KEY);
+        tiffin::sign::SecretKey::generate()
+            .and_then(|k| k.save(&key, "test fleet", true))
+            .unwrap_or_else(|e| panic!("the test fleet's signing key: {e}"));
         let config = FleetConfig::load(dir).unwrap_or_else(|e| panic!("{e}\n{text}"));
         FleetRepo {
             dir: dir.to_path_buf(),
             config,
         }
+    }
+
+    /// The fleet's public signing key (what agents name as `trusted_key`).
+    pub fn public_key(&self) -> PathBuf {
+        tiffin::sign::public_path_for(&self.dir.join(tiffin::config::fleet::DEFAULT_SIGNING_KEY))
+    }
+
+    /// The fleet's secret signing key (tests that tamper with a manifest sign it again).
+    pub fn secret_key(&self) -> tiffin::sign::SecretKey {
+        tiffin::sign::SecretKey::load(&self.dir.join(tiffin::config::fleet::DEFAULT_SIGNING_KEY))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `hosts/<name>/`: the host's tree in the repository.

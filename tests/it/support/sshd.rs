@@ -42,6 +42,8 @@ pub struct HostAccount {
     pub identity: PathBuf,
     /// `<chroot>/<host>` on the server's disk.
     pub dir: PathBuf,
+    /// Its user's primary group, its own: the group of its publication.
+    pub gid: u32,
 }
 
 pub struct Sshd {
@@ -173,16 +175,25 @@ impl Sshd {
                     "/",
                     "-s",
                     "/usr/sbin/nologin",
-                    "-g",
+                    // A primary group of its own (its publication's group), and the shared one
+                    // sshd's AllowGroups names (the sshd contract, `fleet sshd-config`).
+                    "-U",
+                    "-G",
                     &group,
                     &user,
                 ],
             );
+            let (uid, user_gid) = nix::unistd::User::from_name(&user)
+                .ok()
+                .flatten()
+                .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+                .unwrap_or_else(|| panic!("user {user} was not created"));
             server.hosts.push(HostAccount {
                 host: host.to_string(),
                 user: user.clone(),
                 identity: etc.join(format!("id_{host}")),
                 dir: chroot.join(host),
+                gid: user_gid,
             });
             // A locked password (`!`) is refused by sshd under UsePAM no; `*` only disables it.
             must_run(&runner, "usermod", &["-p", "*", &user]);
@@ -197,12 +208,7 @@ impl Sshd {
             root_dir(&acct.dir, 0o755);
             let logs = acct.dir.join("logs");
             fs::create_dir_all(&logs).expect("mkdir logs");
-            let uid = nix::unistd::User::from_name(&user)
-                .ok()
-                .flatten()
-                .map(|u| u.uid.as_raw())
-                .unwrap_or_else(|| panic!("user {user} was not created"));
-            std::os::unix::fs::chown(&logs, Some(uid), Some(gid)).expect("chown logs");
+            std::os::unix::fs::chown(&logs, Some(uid), Some(user_gid)).expect("chown logs");
             fs::set_permissions(&logs, fs::Permissions::from_mode(0o700)).expect("chmod logs");
         }
         keygen(
@@ -256,6 +262,7 @@ impl Sshd {
             c.push('\n');
             c.push_str(&match_block(&self.fleet().config, &h.host, &h.user));
         }
+        c.push_str(tiffin::fleet::sshd::CLOSE_MATCH);
         write_file(&self.config, c.as_bytes(), 0o600);
     }
 
@@ -374,7 +381,7 @@ impl Sshd {
         self.port
     }
 
-    /// The group every host user is in (the publication's group).
+    /// The group every host user is in besides its own (sshd's AllowGroups).
     pub fn gid(&self) -> u32 {
         self.gid
     }
@@ -422,7 +429,9 @@ impl Sshd {
         let h = self.host(host);
         let text = format!(
             "host = {host:?}\nsource = \"sftp://{user}@127.0.0.1:{port}/\"\n\
-             identity = {id:?}\nknown_hosts = {kh:?}\nstate_dir = {state:?}\n",
+             identity = {id:?}\nknown_hosts = {kh:?}\nstate_dir = {state:?}\n\
+             trusted_key = {trusted:?}\n",
+            trusted = self.fleet().public_key().display().to_string(),
             user = h.user,
             id = h.identity.display().to_string(),
             kh = self.known_hosts_for(port).display().to_string(),

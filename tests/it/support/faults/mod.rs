@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tiffin::config::fleet::DEFAULT_SIGNING_KEY;
 use tiffin::config::FleetConfig;
 use tiffin::fleet::publish::{publish_host, HostResult, PublishOptions};
 use tiffin::hash;
@@ -109,6 +110,10 @@ impl SshMachine {
             ),
         )
         .expect("write fleet.toml");
+        // Signed by default: the fleet's key, trusted by the agent (agent.toml below).
+        tiffin::sign::SecretKey::generate()
+            .and_then(|k| k.save(&fleet.join(DEFAULT_SIGNING_KEY), "faults fleet", false))
+            .expect("the fleet's signing key");
         let mut m = Self {
             config_path: dir.path().join("agent.toml"),
             srv,
@@ -152,7 +157,8 @@ impl SshMachine {
         let text = format!(
             "host = \"{HOST}\"\nsource = \"sftp://{user}@127.0.0.1:{port}/\"\n\
              identity = \"{id}\"\nknown_hosts = \"{kh}\"\nstate_dir = \"{state}\"\n\
-             socket = \"{sock}\"\nhttp_trigger = \"\"\n{verify}\n{extra}\n\n{system}",
+             socket = \"{sock}\"\nhttp_trigger = \"\"\ntrusted_key = \"{trusted}\"\n{verify}\n{extra}\n\n{system}",
+            trusted = tiffin::sign::public_path_for(&self.fleet.join(DEFAULT_SIGNING_KEY)).display(),
             user = acct.user,
             id = acct.identity.display(),
             kh = self.srv.known_hosts_for(port).display(),

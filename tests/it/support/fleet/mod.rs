@@ -74,6 +74,26 @@ impl TestFleet {
             s.push('\n');
         }
         fs::write(self.repo().join("fleet.toml"), s).expect("write fleet.toml");
+        if !top.contains("signing_key") {
+            self.ensure_signing_key();
+        }
+    }
+
+    /// The fleet's signing key where `fleet init` and `fleet keygen` put it (publications are
+    /// signed by default); made once. Tests of a fleet without one remove `keys/`.
+    pub fn ensure_signing_key(&self) {
+        let path = self.repo().join(tiffin::config::fleet::DEFAULT_SIGNING_KEY);
+        if !path.exists() {
+            tiffin::sign::SecretKey::generate()
+                .expect("a key")
+                .save(&path, "test fleet", false)
+                .expect("save the test fleet's key");
+        }
+    }
+
+    /// The fleet's public signing key file (agents' `trusted_key`).
+    pub fn public_key_path(&self) -> PathBuf {
+        tiffin::sign::public_path_for(&self.repo().join(tiffin::config::fleet::DEFAULT_SIGNING_KEY))
     }
 
     pub fn config(&self) -> FleetConfig {
@@ -205,26 +225,72 @@ pub struct TestUser {
     pub gid: u32,
 }
 
-impl TestUser {
+/// A system group with a random-suffixed name, removed on drop.
+pub struct TestGroup {
+    pub name: String,
+}
+
+impl TestGroup {
     pub fn create(prefix: &str) -> Self {
-        let suffix: String = {
-            let n = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-                ^ std::process::id().rotate_left(16);
-            static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let c = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            format!("{n:08x}{c}")
-        };
+        let name = format!("{prefix}{}", unique_suffix());
+        let created = (0..50).any(|_| {
+            let ok = Command::new("groupadd")
+                .args(["--system", &name])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            ok
+        });
+        assert!(created, "groupadd {name}");
+        Self { name }
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            match Command::new("groupdel").arg(&self.name).status() {
+                Ok(s) if s.success() => break,
+                _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+fn unique_suffix() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().rotate_left(16);
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let c = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{n:08x}{c}")
+}
+
+impl TestUser {
+    /// A user whose primary group is `group` (not a group of its own): what the sshd contract
+    /// must not have, since the group may read the host's publication.
+    pub fn create_in_group(prefix: &str, group: &TestGroup) -> Self {
+        Self::create_with(prefix, &["--gid", &group.name])
+    }
+
+    pub fn create(prefix: &str) -> Self {
+        Self::create_with(prefix, &["--user-group"])
+    }
+
+    fn create_with(prefix: &str, group_args: &[&str]) -> Self {
+        let suffix = unique_suffix();
         let name = format!("{prefix}{suffix}");
         // Other tests (and other suites) add users at the same time: /etc/passwd may be locked.
         let mut last = String::new();
         let created = (0..50).any(|_| {
             let out = Command::new("useradd")
+                .args(group_args)
                 .args([
                     "--system",
-                    "--user-group",
                     "--no-create-home",
                     "--home-dir",
                     "/nonexistent",

@@ -87,6 +87,7 @@ impl Fleet {
             durations: BTreeMap::from([("build".to_string(), 12.5)]),
             agent_version: "0.1.0".into(),
             log: format!("{base}.log.gz"),
+            publication: None,
         };
         let logs = self.logs(host);
         let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
