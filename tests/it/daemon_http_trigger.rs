@@ -292,7 +292,7 @@ fn an_inherited_listen_fd_is_used_so_no_user_can_squat_the_port() {
         // The agent stops (an upgrade, a crash): a local user still cannot take the port.
         assert!(agent.stop().success());
         let squat = HeldConnections::open(
-            "daemon_http_trigger_helper",
+            "daemon_http_trigger::daemon_http_trigger_helper",
             &squatter_user,
             Target::Listen(port),
             1,
@@ -396,7 +396,7 @@ fn one_uid_cannot_take_every_http_connection() {
     });
     // A local user opens more connections than the trigger serves at once, and holds them.
     let held = HeldConnections::open(
-        "daemon_http_trigger_helper",
+        "daemon_http_trigger::daemon_http_trigger_helper",
         &hog,
         Target::Tcp(port),
         tiffin::agent::http::MAX_CONNECTIONS + 8,

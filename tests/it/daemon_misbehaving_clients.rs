@@ -172,7 +172,7 @@ fn one_uid_cannot_take_every_subscriber_slot() {
     let limits = tiffin::ipc::server::Limits::default();
     // One user subscribes more times than the agent has slots.
     let held = HeldConnections::open(
-        "daemon_misbehaving_clients_helper",
+        "daemon_misbehaving_clients::daemon_misbehaving_clients_helper",
         &hog,
         Target::Socket(&agent.socket),
         limits.max_clients + 44,
@@ -186,7 +186,7 @@ fn one_uid_cannot_take_every_subscriber_slot() {
     );
     // Another user still gets a slot, and so does root.
     let theirs = HeldConnections::open(
-        "daemon_misbehaving_clients_helper",
+        "daemon_misbehaving_clients::daemon_misbehaving_clients_helper",
         &other,
         Target::Socket(&agent.socket),
         1,
@@ -197,7 +197,7 @@ fn one_uid_cannot_take_every_subscriber_slot() {
     drop(held);
     wait_for(10, "the hog's slots to be given back", || {
         HeldConnections::open(
-            "daemon_misbehaving_clients_helper",
+            "daemon_misbehaving_clients::daemon_misbehaving_clients_helper",
             &hog,
             Target::Socket(&agent.socket),
             1,

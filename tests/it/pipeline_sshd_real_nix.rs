@@ -68,6 +68,7 @@ fn a_flake_host_updates_over_sftp_on_real_nix_and_a_cut_off_system_is_rolled_bac
 source = "sftp://{user}@127.0.0.1:{port}/"
 identity = "{identity}"
 known_hosts = "{known_hosts}"
+trusted_key = "{trusted}"
 state_dir = "{state}"
 socket = "{state}/agent.sock"
 http_trigger = ""
@@ -87,6 +88,7 @@ files_root = "{files_root}"
             port = srv.port(),
             identity = h.identity.display(),
             known_hosts = srv.known_hosts_for(srv.port()).display(),
+            trusted = srv.fleet().public_key().display(),
             state = state.display(),
             root = root.display(),
             files_root = files_root.display(),
