@@ -7,7 +7,6 @@ use crate::fleet_support as support;
 use std::fs;
 use support::*;
 use tiffin::fleet::{publish, HostResult, PublishOptions};
-use tiffin::sign::SecretKey;
 
 #[test]
 fn a_host_reaching_the_signing_key_keys_git_or_never_publish_is_refused_naming_the_link() {
@@ -24,10 +23,8 @@ fn a_host_reaching_the_signing_key_keys_git_or_never_publish_is_refused_naming_t
     ];
     let cfg: Vec<(&str, &str)> = hosts.iter().map(|h| (*h, "")).collect();
     f.write_config(&cfg, "never_publish = [\"secrets\", \"notes/admin.txt\"]\n");
-    SecretKey::generate()
-        .unwrap()
-        .save(&f.repo().join("keys/fleet-signing.key"), "test", false)
-        .unwrap();
+    // The signing key is where `fleet init` puts it (`write_config` made it).
+    assert!(f.repo().join("keys/fleet-signing.key").is_file());
     f.write(".git/config", "[core]\n");
     f.write("secrets/db/password", "hunter2\n");
     f.write("notes/admin.txt", "root password: x\n");

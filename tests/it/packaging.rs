@@ -1477,6 +1477,8 @@ fn agent_module_requires_a_trusted_key_or_allow_unsigned_and_writes_it() {
     let text = agent_toml_text(&unsigned);
     assert!(text.lines().any(|l| l == "allow_unsigned = true"), "{text}");
     assert!(text.lines().any(|l| l == "trusted_key = \"\""), "{text}");
+    let a = AgentConfig::parse(&text, "agent.toml").expect("the agent reads allow_unsigned");
+    assert!(a.allow_unsigned);
 
     let signed = eval_agent(&format!(
         "{server} trustedKey = \"/etc/tiffin/fleet-signing.pub\";"
@@ -1603,6 +1605,12 @@ fn agent_module_writes_max_age_and_timeouts_only_when_set() {
     assert_eq!(toml["max_age"].as_str(), Some("30d"), "{text}");
     assert_eq!(toml["build_timeout"].as_str(), Some("2h"), "{text}");
     assert_eq!(toml["activate_timeout"].as_str(), Some("10m"), "{text}");
+    // The agent itself reads them as written.
+    let a =
+        AgentConfig::parse(&text, "agent.toml").expect("the agent reads the module's agent.toml");
+    assert_eq!(a.max_age, Some(std::time::Duration::from_secs(30 * 86400)));
+    assert_eq!(a.build_timeout, std::time::Duration::from_secs(2 * 3600));
+    assert_eq!(a.activate_timeout, std::time::Duration::from_secs(600));
 
     let bad = eval_agent(&format!(
         r#"{server} maxAge = "a month"; buildTimeout = "soon";"#
@@ -1811,11 +1819,8 @@ fn the_server_modules_tmpfiles_and_publish_agree_and_hosts_cannot_read_each_othe
     for h in ["alpha", "beta"] {
         f.write(&format!("hosts/{h}/configuration.nix"), "{ }\n");
     }
-    let keygen = run(
-        Path::new(env!("CARGO_BIN_EXE_tiffin")),
-        &["fleet", "keygen", "--fleet", &f.repo().to_string_lossy()],
-    );
-    assert!(keygen.success(), "{}", keygen.describe_failure());
+    // `write_config` made the fleet's signing key, as `fleet init` does.
+    assert!(f.repo().join("keys/fleet-signing.key").is_file());
 
     // What the server does at boot: the module's tmpfiles rules for this fleet.toml.
     let rules = eval_ok(&format!(
