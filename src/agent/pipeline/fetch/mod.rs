@@ -6,7 +6,9 @@
 //! `trees/<N>.manifest.json`, and `tree -> trees/<N>` (the last complete fetch).
 //! A failed or partial download never changes `tree`.
 
-use super::store::{ContentStore, StoreError};
+pub mod store;
+pub mod trust;
+
 use crate::fsutil;
 use crate::hash::Sha256Hex;
 use crate::manifest::{EntryKind, Manifest, ManifestError, MAX_MANIFEST_BYTES};
@@ -17,6 +19,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use store::{ContentStore, StoreError};
 
 /// How many times a sync restarts when the server republished under it.
 const REPUBLISH_RETRIES: usize = 3;
@@ -77,7 +80,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
     }
 }
 
-pub use super::trust::TrustPolicy;
+pub use trust::TrustPolicy;
 
 /// The newest generation whose signature this agent ever verified, kept in
 /// `<state_dir>/verified.json`: a server that later serves an older (genuinely signed) generation

@@ -9,14 +9,17 @@
 //! - a request the browser marks as coming from a web page (`Sec-Fetch-Site` other than `none`
 //!   or `same-origin`, or an `Origin` other than the trigger's own) gets 403 and starts nothing;
 //! - each local uid gets at most [`MAX_CONNECTIONS_PER_UID`] of the [`MAX_CONNECTIONS`]
-//!   (the uid from the kernel's TCP table, [`super::tcp_owner`]).
+//!   (the uid from the kernel's TCP table, [`tcp_owner`]).
 //!
 //! The update it asks for is [`CycleRequest::Update`]: it never retries a generation marked "do
 //! not retry" (only an admin's `update` on the socket does). HTTP itself is hyper's job.
 
-use super::cycle::CycleRequest;
-use super::daemon::{Work, WorkerHandle};
-use super::status_cell::StatusCell;
+pub mod listen;
+pub mod tcp_owner;
+
+use crate::agent::cycle::CycleRequest;
+use crate::agent::daemon::status_cell::StatusCell;
+use crate::agent::daemon::worker::{Work, WorkerHandle};
 use crate::ipc::per_uid::PerUid;
 use crate::status::{unix_now, AgentStatus, Phase};
 use http_body_util::Full;
@@ -325,7 +328,7 @@ pub async fn serve(
         // The uid's share first: one user holding its share leaves the others theirs. Over a
         // limit the connection is dropped; a browser retries.
         let uid = local
-            .and_then(|l| super::tcp_owner::owner_uid(peer, l))
+            .and_then(|l| tcp_owner::owner_uid(peer, l))
             .unwrap_or(UNKNOWN_UID);
         let Some(uid_slot) = per_uid.try_acquire(uid) else {
             tracing::debug!(

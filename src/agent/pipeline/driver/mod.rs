@@ -10,18 +10,19 @@
 
 use super::activate;
 use super::build;
-use super::cycle::{CycleReport, CycleRequest, CycleRunner};
+use super::build::gcroot;
+use super::commit;
 use super::fetch::{self, SyncOutcome};
 use super::files;
-use super::gcroot;
 use super::outbox::Outbox;
-use super::report::{self, Report, Seen};
-use super::state::{
-    Attempt, Available, DoNotRetry, Journal, StateFile, Step, MAX_INTERRUPTED_ATTEMPTS,
-};
-use super::status_cell::StatusCell;
 use super::system;
 use super::verify;
+use crate::agent::cycle::{CycleReport, CycleRequest, CycleRunner};
+use crate::agent::daemon::status_cell::StatusCell;
+use crate::agent::report::{self, Report, Seen};
+use crate::agent::state::{
+    Attempt, Available, DoNotRetry, Journal, StateFile, Step, MAX_INTERRUPTED_ATTEMPTS,
+};
 use crate::config::{AgentConfig, Operation};
 use crate::runner::Runner;
 use crate::source;
@@ -507,14 +508,14 @@ impl Pipeline {
         journal_or_stop!(self.journal(cy, Step::Commit, Some(new)), Step::Commit);
         let t = Instant::now();
         let limit = self.config.activate_timeout;
-        let committed = activate::commit(&cy.runner, &self.config.system, new, limit);
+        let committed = commit::commit(&cy.runner, &self.config.system, new, limit);
         cy.took(Step::Commit, t);
         if let Err(why) = committed {
             if activated {
                 return self.roll_back(cy, g, prev, new, Some(Step::Commit), &why, false);
             }
             // Operation `boot`: nothing runs the new system; put the profile and files back.
-            let _ = activate::set_profile(&cy.runner, &self.config.system, prev, limit);
+            let _ = commit::set_profile(&cy.runner, &self.config.system, prev, limit);
             self.undo_files(cy);
             return self.block(Ending::failed(Step::Commit, why, true), g);
         }
@@ -597,9 +598,9 @@ impl Pipeline {
         if result.is_ok() && (commit_previous || failed == Some(Step::Commit)) {
             // The profile may already name the failed system: point it back.
             result = if commit_previous {
-                activate::commit(&cy.runner, &sys, prev, limit)
+                commit::commit(&cy.runner, &sys, prev, limit)
             } else {
-                activate::set_profile(&cy.runner, &sys, prev, limit)
+                commit::set_profile(&cy.runner, &sys, prev, limit)
             };
         }
         cy.took(Step::RollBack, t);
@@ -816,7 +817,7 @@ impl Pipeline {
                                 && system::resolve_system(&sys.profile).as_deref()
                                     == Some(n.as_str())
                             {
-                                if let Err(e) = activate::set_profile(&cy.runner, &sys, &p, limit) {
+                                if let Err(e) = commit::set_profile(&cy.runner, &sys, &p, limit) {
                                     cy.runner.note(&format!("putting the profile back: {e}"));
                                 }
                             }
