@@ -212,6 +212,7 @@ pub(super) fn report_time(now: u64, previous: Option<&Attempt>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::Outcome;
 
     pub(super) fn attempt(finished: u64) -> Attempt {
         Attempt {
