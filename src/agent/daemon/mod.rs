@@ -64,43 +64,18 @@ async fn serve(
         .context("cannot listen for SIGTERM")?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot listen for SIGINT")?;
-
-    // The trigger's port: a port already taken leaves the agent running without the trigger,
-    // trying again every minute (see `http::listen`).
-    let http_listener = if config.http_trigger.is_empty() {
-        if inherited.is_some() {
-            tracing::warn!("systemd passed a socket for the HTTP trigger but http_trigger is \"\"; not serving it");
-        }
-        None
-    } else {
-        Some(http::listen::open(&config.http_trigger, inherited, &status).await)
-    };
+    let http_listener = trigger_listener(&config, inherited, &status).await;
     let access = AccessPolicy::resolve(&config.socket_group, &config.admin_group)?;
     let listener = server::bind(&config.socket, access.socket_gid)?;
     let socket_id = server::socket_identity(&config.socket);
 
     let (shutdown_tx, _) = broadcast::channel::<()>(1);
-    let (worker, worker_task) = Worker::start(runner, status.clone(), shutdown_tx.subscribe());
-    let scheduler = tokio::spawn(scheduler::run(
-        scheduler::Schedule::from_config(&config),
-        worker.clone(),
-        status.clone(),
-        shutdown_tx.subscribe(),
-    ));
-    let http = http_listener.map(|l| {
-        tokio::spawn(http::listen::serve(
-            config.http_trigger.clone(),
-            l,
-            worker.clone(),
-            status.clone(),
-            shutdown_tx.subscribe(),
-        ))
-    });
+    let mut tasks = Tasks::start(&config, runner, &status, &shutdown_tx, http_listener);
+    let mut server_shutdown = shutdown_tx.subscribe();
     let service: Arc<dyn AgentService> = Arc::new(Api {
-        worker: worker.clone(),
+        worker: tasks.worker.clone(),
         status: status.clone(),
     });
-    let mut server_shutdown = shutdown_tx.subscribe();
     let socket_server = tokio::spawn(server::serve(
         listener,
         service,
@@ -110,7 +85,6 @@ async fn serve(
             let _ = server_shutdown.recv().await;
         },
     ));
-
     tracing::info!(
         socket = %config.socket.display(),
         http = %config.http_trigger,
@@ -119,12 +93,11 @@ async fn serve(
     );
     notify_systemd("READY=1");
 
-    let mut worker_task = worker_task;
     let mut exit_code = 0;
     let worker_done = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM: stopping"); false }
         _ = int.recv() => { tracing::info!("SIGINT: stopping"); false }
-        r = &mut worker_task => {
+        r = &mut tasks.worker_task => {
             // The runner panicked: without it no cycle can run. Exit non-zero so that systemd
             // restarts the agent.
             tracing::error!(result = ?r.err(), "the pipeline worker stopped; exiting");
@@ -134,16 +107,7 @@ async fn serve(
     };
     notify_systemd("STOPPING=1");
     let _ = shutdown_tx.send(());
-    // The worker lets a cycle in flight finish (an activation must not be cut in half).
-    if !worker_done {
-        if let Err(e) = worker_task.await {
-            tracing::error!(error = %e, "worker ended abnormally");
-        }
-    }
-    let _ = scheduler.await;
-    if let Some(h) = http {
-        let _ = h.await;
-    }
+    tasks.join(worker_done).await;
     let _ = socket_server.await;
     if socket_id.is_some() && server::socket_identity(&config.socket) == socket_id {
         if let Err(e) = std::fs::remove_file(&config.socket) {
@@ -152,6 +116,78 @@ async fn serve(
     }
     tracing::info!("stopped");
     Ok(exit_code)
+}
+
+/// The trigger's port: a port already taken leaves the agent running without the trigger,
+/// trying again every minute (see `http::listen`): `Some(None)`. `None` when `http_trigger` is
+/// "".
+async fn trigger_listener(
+    config: &AgentConfig,
+    inherited: Option<std::net::TcpListener>,
+    status: &StatusCell,
+) -> Option<Option<tokio::net::TcpListener>> {
+    if config.http_trigger.is_empty() {
+        if inherited.is_some() {
+            tracing::warn!("systemd passed a socket for the HTTP trigger but http_trigger is \"\"; not serving it");
+        }
+        return None;
+    }
+    Some(http::listen::open(&config.http_trigger, inherited, status).await)
+}
+
+/// The daemon's tasks besides the socket server: the worker, the scheduler and the trigger.
+struct Tasks {
+    worker: WorkerHandle,
+    worker_task: tokio::task::JoinHandle<()>,
+    scheduler: tokio::task::JoinHandle<()>,
+    http: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Tasks {
+    fn start(
+        config: &AgentConfig,
+        runner: Box<dyn CycleRunner>,
+        status: &StatusCell,
+        shutdown: &broadcast::Sender<()>,
+        http_listener: Option<Option<tokio::net::TcpListener>>,
+    ) -> Self {
+        let (worker, worker_task) = Worker::start(runner, status.clone(), shutdown.subscribe());
+        let scheduler = tokio::spawn(scheduler::run(
+            scheduler::Schedule::from_config(config),
+            worker.clone(),
+            status.clone(),
+            shutdown.subscribe(),
+        ));
+        let http = http_listener.map(|l| {
+            tokio::spawn(http::listen::serve(
+                config.http_trigger.clone(),
+                l,
+                worker.clone(),
+                status.clone(),
+                shutdown.subscribe(),
+            ))
+        });
+        Self {
+            worker,
+            worker_task,
+            scheduler,
+            http,
+        }
+    }
+
+    /// Waits for the tasks after shutdown was sent. The worker lets a cycle in flight finish
+    /// (an activation must not be cut in half); `worker_done`: it has ended already.
+    async fn join(self, worker_done: bool) {
+        if !worker_done {
+            if let Err(e) = self.worker_task.await {
+                tracing::error!(error = %e, "worker ended abnormally");
+            }
+        }
+        let _ = self.scheduler.await;
+        if let Some(h) = self.http {
+            let _ = h.await;
+        }
+    }
 }
 
 /// Tells systemd (`Type=notify`) about the agent's state; nothing without `$NOTIFY_SOCKET`.

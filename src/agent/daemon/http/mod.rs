@@ -211,6 +211,35 @@ fn ago(now: u64, at: u64) -> String {
 
 /// The page: what was done and the status, every value escaped.
 pub fn status_page(s: &AgentStatus, started: bool, now: u64) -> String {
+    let headline = if started {
+        "Update started."
+    } else if s.phase != Phase::Idle {
+        "An update is under way."
+    } else {
+        "An update was started less than a minute ago; showing the status."
+    };
+    let mut table = String::new();
+    for (k, v) in status_rows(s, now) {
+        table.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>\n",
+            escape(k),
+            escape(&v)
+        ));
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tiffin: {host}</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:1em}}</style>\
+         </head><body>\n<h1>{host}</h1>\n<p>{headline}</p>\n<table>\n{table}</table>\n\
+         <p><a href=\"/\">Reload</a> (starts another update if the last one began over a minute ago)</p>\n\
+         </body></html>\n",
+        host = escape(&s.host),
+        headline = escape(headline),
+    )
+}
+
+/// The rows of the page's table, unescaped: the state, generations, last check, update and
+/// rollback, and what the agent knows about the server.
+fn status_rows(s: &AgentStatus, now: u64) -> Vec<(&'static str, String)> {
     let mut rows: Vec<(&str, String)> = Vec::new();
     let phase = match (s.phase, s.progress) {
         (Phase::Downloading, Some(p)) => format!(
@@ -268,30 +297,7 @@ pub fn status_page(s: &AgentStatus, started: bool, now: u64) -> String {
     if let Some(r) = s.server_reachable {
         rows.push(("server", if r { "reachable" } else { "unreachable" }.into()));
     }
-    let headline = if started {
-        "Update started."
-    } else if s.phase != Phase::Idle {
-        "An update is under way."
-    } else {
-        "An update was started less than a minute ago; showing the status."
-    };
-    let mut table = String::new();
-    for (k, v) in rows {
-        table.push_str(&format!(
-            "<tr><th>{}</th><td>{}</td></tr>\n",
-            escape(k),
-            escape(&v)
-        ));
-    }
-    format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tiffin: {host}</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:1em}}</style>\
-         </head><body>\n<h1>{host}</h1>\n<p>{headline}</p>\n<table>\n{table}</table>\n\
-         <p><a href=\"/\">Reload</a> (starts another update if the last one began over a minute ago)</p>\n\
-         </body></html>\n",
-        host = escape(&s.host),
-        headline = escape(headline),
-    )
+    rows
 }
 
 /// Serves the trigger until shutdown.
