@@ -19,16 +19,21 @@
 //! change, what each path held is written to the state directory ([`undo`]).
 
 mod dirfd;
+pub mod error;
+pub mod record;
 pub mod undo;
 
+pub use error::FilesError;
+pub use record::{InstalledFile, InstalledRecord};
 pub use undo::{keep_pending, restore_pending, restore_previous};
 
-use crate::fsutil;
 use crate::hash;
 use crate::manifest::{check_relative_path, Manifest};
 use crate::runner::Runner;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use error::{io_at, refused};
+use record::RECORD;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -37,76 +42,12 @@ use std::path::{Path, PathBuf};
 pub const FILES_DIR: &str = "files";
 /// Owner and mode settings, at the top of the host's tree.
 pub const FILES_TOML: &str = "files.toml";
-const RECORD: &str = "installed-files.json";
-
-#[derive(Debug, thiserror::Error)]
-pub enum FilesError {
-    #[error("{place}: {why}")]
-    Refused { place: String, why: String },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-}
-
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FilesError + '_ {
-    move |source| FilesError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn refused(place: impl Into<String>, why: impl Into<String>) -> FilesError {
-    FilesError::Refused {
-        place: place.into(),
-        why: why.into(),
-    }
-}
-
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileRule {
     mode: Option<String>,
     owner: Option<String>,
     group: Option<String>,
-}
-
-/// One file tiffin installed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstalledFile {
-    pub sha256: String,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// What tiffin installed under `root`, by path relative to it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstalledRecord {
-    #[serde(default)]
-    pub root: PathBuf,
-    #[serde(default)]
-    pub files: BTreeMap<String, InstalledFile>,
-    /// Directories tiffin created (removed again when they become empty).
-    #[serde(default)]
-    pub dirs: BTreeSet<String>,
-}
-
-impl InstalledRecord {
-    pub fn load(state_dir: &Path) -> Result<Self, FilesError> {
-        let p = state_dir.join(RECORD);
-        match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| refused(p.display().to_string(), format!("not a valid record: {e}"))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(io_at(&p)(e)),
-        }
-    }
-
-    fn save(&self, state_dir: &Path) -> Result<(), FilesError> {
-        let p = state_dir.join(RECORD);
-        let mut b = serde_json::to_vec_pretty(self).map_err(|e| io_at(&p)(io::Error::other(e)))?;
-        b.push(b'\n');
-        fsutil::atomic_write(&p, &b, 0o600).map_err(io_at(&p))
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -36,4 +36,5 @@ pub mod system;
 
 pub mod driver;
 
-pub use driver::{exit_code, run_once, Pipeline};
+pub use driver::once::{exit_code, run_once};
+pub use driver::Pipeline;

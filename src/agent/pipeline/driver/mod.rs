@@ -101,13 +101,11 @@ macro_rules! journal_or_stop {
 
 mod apply;
 mod commit;
-mod once;
+pub mod once;
 mod policy;
 mod recovery;
 mod reports;
 mod rollback;
-
-pub use once::{exit_code, run_once};
 
 /// The agent's pipeline and everything it keeps between cycles.
 pub struct Pipeline {
