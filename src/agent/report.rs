@@ -2,7 +2,7 @@
 //! `.log.gz` with the output of every command), and `logs/seen.json`, refreshed at each check.
 //! Both go through the [`Outbox`], so a report that cannot be sent now is sent next time.
 
-use super::outbox::Outbox;
+use super::pipeline::outbox::Outbox;
 use crate::source::SourceError;
 use crate::status::Outcome;
 use flate2::write::GzEncoder;

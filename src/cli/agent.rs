@@ -36,7 +36,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
         );
         return Ok(EXIT_OK);
     }
-    crate::agent::nix_version::announce(&config.system);
+    crate::agent::pipeline::build::nix_version::announce(&config.system);
     if args.once {
         return Ok(crate::agent::run_once(config));
     }
@@ -45,7 +45,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
 
 /// The daemon: the socket, the schedule and the HTTP trigger around the pipeline.
 fn daemon(config: AgentConfig) -> anyhow::Result<u8> {
-    use crate::agent::{daemon, http_listen, status_cell::StatusCell, Pipeline};
+    use crate::agent::daemon::{self, http::listen as http_listen, status_cell::StatusCell};
+    use crate::agent::Pipeline;
     // First, before anything runs a command: systemd's sockets must not leak into commands.
     let inherited = http_listen::take_inherited();
     let status = StatusCell::new(crate::status::AgentStatus::default());

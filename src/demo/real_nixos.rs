@@ -5,7 +5,7 @@
 //! `$TIFFIN_STANDIN_ROOT` (set for the demo process and everything it starts).
 
 use super::fake_nixos::toml_string;
-use crate::agent::{activate, build};
+use crate::agent::{build, commit};
 use crate::config::SystemConfig;
 use crate::fsutil::{self, with_path};
 use crate::runner::Runner;
@@ -112,7 +112,7 @@ impl RealNixos {
         let result = self.root.join("init-result");
         let system = build::build_system(&runner, &sys, &view, host, &result, FIRST_SYSTEM_LIMIT)
             .map_err(|e| anyhow::anyhow!("building the laptop's first system: {e}"))?;
-        activate::set_profile(&runner, &sys, &system, FIRST_SYSTEM_LIMIT)
+        commit::set_profile(&runner, &sys, &system, FIRST_SYSTEM_LIMIT)
             .map_err(|e| anyhow::anyhow!("setting the laptop's profile: {e}"))?;
         for link in ["run/current-system", "run/booted-system", "boot-default"] {
             fsutil::atomic_symlink(Path::new(&system), &self.root.join(link))?;

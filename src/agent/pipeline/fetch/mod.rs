@@ -1,35 +1,38 @@
-//! Step 1–2 of the pipeline: the one-round-trip change check, the delta download into the
-//! content store, and the materialisation of the tree in staging, swapped in atomically.
+//! Step 1 of the pipeline: the one-round-trip change check and the delta download, under the
+//! [`trust`] policy. The objects go into the verified content [`store`]; [`staging`] builds the
+//! tree from them and swaps it in atomically; [`verified`] keeps a signed publication from being
+//! replayed.
 //!
-//! Local layout under the state directory:
+//! Local layout under the state directory ([`dirs`]):
 //! `store/<sha256>` (verified objects), `trees/<N>/` (materialised trees),
-//! `trees/<N>.manifest.json`, and `tree -> trees/<N>` (the last complete fetch).
+//! `trees/<N>.manifest.json`, `tree -> trees/<N>` (the last complete fetch) and `verified.json`.
 //! A failed or partial download never changes `tree`.
 
-use super::store::{ContentStore, StoreError};
-use crate::fsutil;
-use crate::hash::Sha256Hex;
-use crate::manifest::{EntryKind, Manifest, ManifestError, MAX_MANIFEST_BYTES};
+pub mod dirs;
+pub mod error;
+pub mod staging;
+pub mod store;
+pub mod trust;
+pub mod verified;
+
+pub use dirs::{FetchDirs, HighestVerified, LocalTree};
+pub use error::FetchError;
+pub use trust::TrustPolicy;
+
+use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use crate::source::{Source, SourceError};
 use crate::status::Progress;
+use error::io_at;
+use staging::{materialise, prune};
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use store::ContentStore;
+use verified::check_trust;
 
 /// How many times a sync restarts when the server republished under it.
 const REPUBLISH_RETRIES: usize = 3;
-/// How many materialised trees are kept (the newest and the one before).
-const KEEP_TREES: usize = 2;
-
-/// A tree present locally and checked against its manifest.
-#[derive(Clone, Debug)]
-pub struct LocalTree {
-    pub generation: u64,
-    pub manifest: Manifest,
-    pub tree: PathBuf,
-}
 
 /// What a sync found.
 #[derive(Clone, Debug)]
@@ -44,123 +47,6 @@ pub enum SyncOutcome {
         downloaded_files: u64,
         downloaded_bytes: u64,
     },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{place}: {why}")]
-    Refused { place: String, why: String },
-    /// agent.toml `max_age`: the publication was signed too long ago (status: "publication too
-    /// old").
-    #[error("{place}: {why}")]
-    TooOld { place: String, why: String },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-}
-
-impl FetchError {
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, FetchError::Source(e) if e.is_unreachable())
-    }
-}
-
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-pub use super::trust::TrustPolicy;
-
-/// The newest generation whose signature this agent ever verified, kept in
-/// `<state_dir>/verified.json`: a server that later serves an older (genuinely signed) generation
-/// is replaying it, and one that serves the same number with other content is lying.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HighestVerified {
-    pub generation: u64,
-    pub tree_hash: Sha256Hex,
-}
-
-const VERIFIED_FILE: &str = "verified.json";
-
-/// Paths of the fetch state under the agent's state directory.
-pub struct FetchDirs {
-    pub state_dir: PathBuf,
-}
-
-impl FetchDirs {
-    pub fn new(state_dir: &Path) -> Self {
-        Self {
-            state_dir: state_dir.to_path_buf(),
-        }
-    }
-    fn trees(&self) -> PathBuf {
-        self.state_dir.join("trees")
-    }
-    fn tree_link(&self) -> PathBuf {
-        self.state_dir.join("tree")
-    }
-    fn manifest_copy(&self, generation: u64) -> PathBuf {
-        self.trees().join(format!("{generation}.manifest.json"))
-    }
-
-    /// The newest verified generation; an unreadable record is an error (never "none", which
-    /// would re-open the door to a rollback).
-    pub fn highest_verified(&self) -> Result<Option<HighestVerified>, FetchError> {
-        let path = self.state_dir.join(VERIFIED_FILE);
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| FetchError::Refused {
-                    place: path.display().to_string(),
-                    why: format!("not a valid record of the newest verified generation ({e}); with a trusted key nothing is fetched until it is repaired or removed"),
-                }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_at(&path)(e)),
-        }
-    }
-
-    fn record_verified(&self, v: &HighestVerified) -> Result<(), FetchError> {
-        let path = self.state_dir.join(VERIFIED_FILE);
-        let mut bytes =
-            serde_json::to_vec_pretty(v).map_err(|e| io_at(&path)(io::Error::other(e)))?;
-        bytes.push(b'\n');
-        fsutil::atomic_write(&path, &bytes, 0o600).map_err(io_at(&path))
-    }
-
-    /// The last completely fetched tree, if any.
-    pub fn local_tree(&self) -> Result<Option<LocalTree>, FetchError> {
-        let link = self.tree_link();
-        let target = match fs::read_link(&link) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_at(&link)(e)),
-        };
-        let generation = target
-            .strip_prefix("trees")
-            .ok()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<u64>().ok())
-            .ok_or_else(|| FetchError::Refused {
-                place: link.display().to_string(),
-                why: format!("points to {}, not trees/<N>", target.display()),
-            })?;
-        let mpath = self.manifest_copy(generation);
-        let bytes = fs::read(&mpath).map_err(io_at(&mpath))?;
-        let manifest = Manifest::parse(&bytes, &mpath.display().to_string())?;
-        Ok(Some(LocalTree {
-            generation,
-            manifest,
-            tree: self.trees().join(generation.to_string()),
-        }))
-    }
 }
 
 /// Checks the server and fetches the current generation when it is not the local one.
@@ -348,59 +234,6 @@ fn read_manifest(
     Ok((manifest, origin))
 }
 
-/// With a trusted key: the manifest must be signed by it, and its generation must be neither
-/// older than the applied one nor older than (or a different tree under the same number as) the
-/// newest ever verified. A manifest that passes and is newer is recorded as the newest verified.
-fn check_trust(
-    dirs: &FetchDirs,
-    trust: &TrustPolicy,
-    manifest: &Manifest,
-    origin: &str,
-) -> Result<(), FetchError> {
-    let Some((key, key_file)) = &trust.key else {
-        return Ok(());
-    };
-    let g = manifest.generation;
-    let refuse = |why: String| FetchError::Refused {
-        place: origin.to_string(),
-        why: format!("generation {g} refused: {why}; nothing downloaded or applied"),
-    };
-    key.verify_manifest(manifest).map_err(|e| {
-        refuse(format!(
-            "{e} (trusted_key {} requires every manifest to be signed by key {})",
-            key_file.display(),
-            key.key_id()
-        ))
-    })?;
-    if let Some(applied) = trust.applied_generation.filter(|a| g < *a) {
-        return Err(refuse(format!(
-            "it is older than generation {applied}, which this machine applied (a replayed publication: the server may be compromised; to go back, publish the old configuration as a new generation)"
-        )));
-    }
-    let highest = dirs.highest_verified()?;
-    if let Some(h) = &highest {
-        if g < h.generation {
-            return Err(refuse(format!(
-                "it is older than generation {}, the newest this machine has verified (a replayed publication: the server may be compromised)",
-                h.generation
-            )));
-        }
-        if g == h.generation && manifest.tree_hash != h.tree_hash {
-            return Err(refuse(format!(
-                "this machine verified generation {g} with tree {} before; the server now shows tree {} under the same number",
-                h.tree_hash, manifest.tree_hash
-            )));
-        }
-    }
-    if highest.as_ref().map_or(true, |h| g > h.generation) {
-        dirs.record_verified(&HighestVerified {
-            generation: g,
-            tree_hash: manifest.tree_hash.clone(),
-        })?;
-    }
-    Ok(())
-}
-
 /// Bytes available to the agent on the state directory's filesystem.
 fn free_bytes(dir: &Path) -> Result<u64, FetchError> {
     let st = nix::sys::statvfs::statvfs(dir).map_err(|e| FetchError::Io {
@@ -410,152 +243,15 @@ fn free_bytes(dir: &Path) -> Result<u64, FetchError> {
     Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
 }
 
-/// Builds `trees/.staging-<N>`, then renames it to `trees/<N>`, writes the manifest copy and
-/// switches the `tree` link. Every step before the link switch is invisible.
-///
-/// A file the previous tree holds with the same hash and mode is hard-linked from it (and hashed
-/// again); every other file is copied from the store, verified on the way. Fetched trees are
-/// read-only by contract, so generations may share those inodes.
-fn materialise(
-    dirs: &FetchDirs,
-    store: &ContentStore,
-    manifest: &Manifest,
-    previous: Option<&LocalTree>,
-) -> Result<PathBuf, FetchError> {
-    let generation = manifest.generation;
-    let staging = dirs.trees().join(format!(".staging-{generation}"));
-    let final_dir = dirs.trees().join(generation.to_string());
-    for d in [&staging, &final_dir] {
-        if d.exists() {
-            fs::remove_dir_all(d).map_err(io_at(d))?;
-        }
-    }
-    fs::create_dir(&staging).map_err(io_at(&staging))?;
-    let guard = fsutil::DirGuard::new(staging.clone());
-    let mut dir_modes = Vec::new();
-    let mut copied = Vec::new();
-    for e in &manifest.entries {
-        // Paths were validated by the manifest parser: relative, normal, parents first.
-        let dest = staging.join(&e.path);
-        match e.kind {
-            EntryKind::Dir => {
-                fs::create_dir(&dest).map_err(io_at(&dest))?;
-                dir_modes.push((dest, e.mode));
-            }
-            EntryKind::File => {
-                if previous.is_some_and(|p| link_unchanged(p, e, &dest)) {
-                    continue;
-                }
-                let sha = e.sha256.as_deref().unwrap_or_default();
-                store.copy_out(sha, e.size.unwrap_or(0), &e.path, &dest)?;
-                fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))
-                    .map_err(io_at(&dest))?;
-                copied.push(dest);
-            }
-        }
-    }
-    // Directory modes last, deepest first, so that a read-only directory does not stop its children.
-    for (d, mode) in dir_modes.iter().rev() {
-        fs::set_permissions(d, fs::Permissions::from_mode(*mode | 0o700)).map_err(io_at(d))?;
-    }
-    let mut new_dirs: Vec<PathBuf> = dir_modes.into_iter().map(|(d, _)| d).collect();
-    new_dirs.push(staging.clone());
-    sync_tree(&staging, &copied, &new_dirs)?;
-    fs::rename(&staging, &final_dir).map_err(io_at(&final_dir))?;
-    guard.keep();
-    // Its fsync of trees/ also makes the rename above durable.
-    let mpath = dirs.manifest_copy(generation);
-    fsutil::atomic_write(&mpath, &manifest.to_bytes(), 0o600).map_err(io_at(&mpath))?;
-    fsutil::atomic_symlink(Path::new(&format!("trees/{generation}")), &dirs.tree_link())
-        .map_err(io_at(&dirs.tree_link()))?;
-    Ok(final_dir)
-}
-
-/// Hard-links `e` from the previous tree when that tree holds it with the same hash and mode,
-/// and the linked file still hashes right. False (and nothing left at `dest`) otherwise.
-fn link_unchanged(previous: &LocalTree, e: &crate::manifest::Entry, dest: &Path) -> bool {
-    let Some(old) = previous.manifest.entry(&e.path) else {
-        return false;
-    };
-    if old.kind != EntryKind::File || old.sha256 != e.sha256 || old.mode != e.mode {
-        return false;
-    }
-    let src = previous.tree.join(&e.path);
-    let is_plain_file = fs::symlink_metadata(&src).is_ok_and(|m| m.file_type().is_file());
-    if !is_plain_file || fs::hard_link(&src, dest).is_err() {
-        return false;
-    }
-    let intact = fs::metadata(dest).is_ok_and(|m| m.permissions().mode() & 0o7777 == e.mode)
-        && crate::hash::sha256_file(dest)
-            .is_ok_and(|(h, n)| Some(&h) == e.sha256.as_ref() && Some(n) == e.size);
-    if !intact {
-        let _ = fs::remove_file(dest);
-    }
-    intact
-}
-
-/// Makes a materialised tree durable before it is swapped in (a crash after the swap must not
-/// leave holes). Linked files are already durable; a few copied files are fsynced one by one,
-/// many with one `syncfs` of the state filesystem (300 fsyncs took over a second).
-fn sync_tree(root: &Path, copied: &[PathBuf], new_dirs: &[PathBuf]) -> Result<(), FetchError> {
-    const FSYNC_AT_MOST: usize = 32;
-    if copied.len() > FSYNC_AT_MOST {
-        use std::os::fd::AsRawFd;
-        let dir = fs::File::open(root).map_err(io_at(root))?;
-        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(io_at(root)(io::Error::last_os_error()));
-        }
-        return Ok(());
-    }
-    for f in copied {
-        fs::File::open(f)
-            .and_then(|f| f.sync_all())
-            .map_err(io_at(f))?;
-    }
-    for d in new_dirs.iter().rev() {
-        fsutil::fsync_dir(d).map_err(io_at(d))?;
-    }
-    Ok(())
-}
-
-/// Keeps the newest trees and the store objects they use; failures here only waste space.
-fn prune(dirs: &FetchDirs, store: &ContentStore, newest: u64) {
-    let Ok(rd) = fs::read_dir(dirs.trees()) else {
-        return;
-    };
-    let mut gens: Vec<u64> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-        .collect();
-    gens.sort_unstable_by(|a, b| b.cmp(a));
-    let keep: Vec<u64> = gens
-        .iter()
-        .copied()
-        .filter(|g| *g <= newest)
-        .take(KEEP_TREES)
-        .collect();
-    for g in gens.iter().filter(|g| !keep.contains(g)) {
-        let _ = fs::remove_dir_all(dirs.trees().join(g.to_string()));
-        let _ = fs::remove_file(dirs.manifest_copy(*g));
-    }
-    let manifests: Vec<Manifest> = keep
-        .iter()
-        .filter_map(|g| fs::read(dirs.manifest_copy(*g)).ok())
-        .filter_map(|b| Manifest::parse(&b, "").ok())
-        .collect();
-    let wanted: HashSet<&str> = manifests
-        .iter()
-        .flat_map(|m| m.files().filter_map(|e| e.sha256.as_deref()))
-        .collect();
-    let _ = store.prune(&wanted);
-}
-
 #[cfg(test)]
 mod tests {
+    use super::dirs::VERIFIED_FILE;
     use super::*;
+    use crate::fsutil;
+    use crate::manifest::EntryKind;
     use crate::manifest::{entries_of, walk_tree};
     use crate::source::FileSource;
+    use std::path::PathBuf;
 
     /// Lays out `gens/<N>/` from `src` the way a publication looks, and points `current` at it.
     fn publish(host_dir: &Path, src: &Path, generation: u64) -> Manifest {

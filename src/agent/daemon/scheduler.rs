@@ -8,9 +8,9 @@
 //! when the monotonic clock has run the whole delay, so a wall clock set back (NTP, an admin)
 //! does not put the next check off by as much as it went back.
 
-use super::cycle::CycleRequest;
-use super::daemon::{Work, WorkerHandle};
 use super::status_cell::StatusCell;
+use super::worker::{Work, WorkerHandle};
+use crate::agent::cycle::CycleRequest;
 use crate::config::AgentConfig;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;

@@ -5,7 +5,7 @@
 //! trusted key the signature is checked over those raw bytes, and only the signed bytes are
 //! parsed; then host, generation, age, and the replay checks in `fetch`.
 
-use super::fetch::FetchError;
+use super::error::FetchError;
 use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use crate::sign::PublicKey;
 use crate::status::PublicationNote;

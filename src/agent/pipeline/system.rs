@@ -62,6 +62,15 @@ pub fn command_failure_within(out: &CmdOutput, key: &str) -> Option<String> {
     })
 }
 
+/// `Ok` when `out` ran to a successful end, else why not (see [`command_failure_within`]).
+pub fn command_outcome(out: std::io::Result<CmdOutput>, key: &str) -> Result<(), String> {
+    let out = out.map_err(|e| e.to_string())?;
+    match command_failure_within(&out, key) {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,8 @@
 //! Step 3: build the fetched tree into a system store path, flake or not (DESIGN §3).
 
+pub mod gcroot;
+pub mod nix_version;
+
 use super::files::{FILES_DIR, FILES_TOML};
 use super::system::command_failure_within;
 use crate::config::SystemConfig;
@@ -32,7 +35,7 @@ impl BuildKind {
 
 /// Builds the tree and returns the system's store path (`nix build --json`'s out path, or the
 /// last line `nix-build` prints). The result is linked at `out_link`, a GC root (see
-/// [`super::gcroot`]). The build is killed (its whole process group) after `timeout`
+/// [`gcroot`]). The build is killed (its whole process group) after `timeout`
 /// (`build_timeout`).
 pub fn build_system(
     runner: &Runner,

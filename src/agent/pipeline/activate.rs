@@ -1,8 +1,8 @@
-//! Steps 4 and 6: test-activate a system, and commit it (system profile, then boot entry).
-//! The same [`activate_test`] re-activates the previous system on a rollback. Each command is
-//! killed, with everything it started, after `timeout` (`activate_timeout`).
+//! Step 4: test-activate a system. The same [`activate_test`] re-activates the previous system
+//! on a rollback. Each command is killed, with everything it started, after `timeout`
+//! (`activate_timeout`). Making it the boot default is [`super::commit`]'s.
 
-use super::system::command_failure_within;
+use super::system::command_outcome;
 use crate::config::SystemConfig;
 use crate::runner::{CmdOutput, Runner};
 use std::time::Duration;
@@ -47,38 +47,6 @@ pub fn activate_test(
     checked(out)
 }
 
-/// Makes `system` the boot default: `nix-env -p <profile> --set <system>`, then
-/// `<system>/bin/switch-to-configuration boot`.
-pub fn commit(
-    runner: &Runner,
-    sys: &SystemConfig,
-    system: &str,
-    timeout: Duration,
-) -> Result<(), String> {
-    set_profile(runner, sys, system, timeout)?;
-    let stc = format!("{system}/bin/switch-to-configuration");
-    checked(runner.run(&stc, &["boot"], Some(timeout)))
-}
-
-/// Points the system profile at `system` (a new profile generation).
-pub fn set_profile(
-    runner: &Runner,
-    sys: &SystemConfig,
-    system: &str,
-    timeout: Duration,
-) -> Result<(), String> {
-    let profile = sys.profile.to_string_lossy();
-    checked(runner.run(
-        &sys.nix_env,
-        &["-p", profile.as_ref(), "--set", system],
-        Some(timeout),
-    ))
-}
-
 fn checked(out: std::io::Result<CmdOutput>) -> Result<(), String> {
-    let out = out.map_err(|e| e.to_string())?;
-    match command_failure_within(&out, KEY) {
-        Some(why) => Err(why),
-        None => Ok(()),
-    }
+    command_outcome(out, KEY)
 }

@@ -19,16 +19,21 @@
 //! change, what each path held is written to the state directory ([`undo`]).
 
 mod dirfd;
+pub mod error;
+pub mod record;
 pub mod undo;
 
+pub use error::FilesError;
+pub use record::{InstalledFile, InstalledRecord};
 pub use undo::{keep_pending, restore_pending, restore_previous};
 
-use crate::fsutil;
 use crate::hash;
 use crate::manifest::{check_relative_path, Manifest};
 use crate::runner::Runner;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use error::{io_at, refused};
+use record::RECORD;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -37,76 +42,12 @@ use std::path::{Path, PathBuf};
 pub const FILES_DIR: &str = "files";
 /// Owner and mode settings, at the top of the host's tree.
 pub const FILES_TOML: &str = "files.toml";
-const RECORD: &str = "installed-files.json";
-
-#[derive(Debug, thiserror::Error)]
-pub enum FilesError {
-    #[error("{place}: {why}")]
-    Refused { place: String, why: String },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-}
-
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FilesError + '_ {
-    move |source| FilesError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn refused(place: impl Into<String>, why: impl Into<String>) -> FilesError {
-    FilesError::Refused {
-        place: place.into(),
-        why: why.into(),
-    }
-}
-
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileRule {
     mode: Option<String>,
     owner: Option<String>,
     group: Option<String>,
-}
-
-/// One file tiffin installed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstalledFile {
-    pub sha256: String,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// What tiffin installed under `root`, by path relative to it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstalledRecord {
-    #[serde(default)]
-    pub root: PathBuf,
-    #[serde(default)]
-    pub files: BTreeMap<String, InstalledFile>,
-    /// Directories tiffin created (removed again when they become empty).
-    #[serde(default)]
-    pub dirs: BTreeSet<String>,
-}
-
-impl InstalledRecord {
-    pub fn load(state_dir: &Path) -> Result<Self, FilesError> {
-        let p = state_dir.join(RECORD);
-        match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| refused(p.display().to_string(), format!("not a valid record: {e}"))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(io_at(&p)(e)),
-        }
-    }
-
-    fn save(&self, state_dir: &Path) -> Result<(), FilesError> {
-        let p = state_dir.join(RECORD);
-        let mut b = serde_json::to_vec_pretty(self).map_err(|e| io_at(&p)(io::Error::other(e)))?;
-        b.push(b'\n');
-        fsutil::atomic_write(&p, &b, 0o600).map_err(io_at(&p))
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +104,56 @@ pub fn plan(
     root: &Path,
     state_dir: &Path,
 ) -> Result<FilesPlan, FilesError> {
+    let prefix = format!("{FILES_DIR}/");
+    let in_tree: BTreeMap<&str, &crate::manifest::Entry> = manifest
+        .files()
+        .filter_map(|e| e.path.strip_prefix(&prefix).map(|rel| (rel, e)))
+        .collect();
+    let rules = load_rules(tree, &in_tree)?;
+    let record = load_record(state_dir, root)?;
+    let handle = if in_tree.is_empty() && record.files.is_empty() {
+        None
+    } else {
+        Some(dirfd::Dir::open_root(root)?)
+    };
+    let mut installs = Vec::new();
+    let mut dir_modes = BTreeMap::new();
+    for (rel, entry) in &in_tree {
+        check_relative_path(rel).map_err(|why| refused(format!("{FILES_DIR}/{rel}"), why))?;
+        let dir_mode = if rules.contains_key(*rel) {
+            0o755
+        } else {
+            0o700
+        };
+        let parts: Vec<&str> = rel.split('/').collect();
+        for n in 0..parts.len() - 1 {
+            let m = dir_modes.entry(parts[..=n].join("/")).or_insert(0o700);
+            *m |= dir_mode;
+        }
+        let handle = handle.as_ref().expect("opened when there are files");
+        let rule = rules.get(*rel);
+        installs.push(plan_install(tree, root, rel, entry, rule, handle, &record)?);
+    }
+    let removals = record
+        .files
+        .keys()
+        .filter(|k| !in_tree.contains_key(k.as_str()))
+        .cloned()
+        .collect();
+    Ok(FilesPlan {
+        root: root.to_path_buf(),
+        installs,
+        removals,
+        dir_modes,
+        record,
+    })
+}
+
+/// The tree's `files.toml` (none: no rules), each key checked against the files under `files/`.
+fn load_rules(
+    tree: &Path,
+    in_tree: &BTreeMap<&str, &crate::manifest::Entry>,
+) -> Result<BTreeMap<String, FileRule>, FilesError> {
     let rules_path = tree.join(FILES_TOML);
     let rules: BTreeMap<String, FileRule> = match fs::read_to_string(&rules_path) {
         Ok(text) => toml::from_str(&text).map_err(|e| {
@@ -174,11 +165,6 @@ pub fn plan(
         Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(io_at(&rules_path)(e)),
     };
-    let prefix = format!("{FILES_DIR}/");
-    let in_tree: BTreeMap<&str, &crate::manifest::Entry> = manifest
-        .files()
-        .filter_map(|e| e.path.strip_prefix(&prefix).map(|rel| (rel, e)))
-        .collect();
     for key in rules.keys() {
         check_relative_path(key).map_err(|why| {
             refused(
@@ -193,6 +179,11 @@ pub fn plan(
             ));
         }
     }
+    Ok(rules)
+}
+
+/// The record of installed files, for `root`: installed files pin `files_root`.
+fn load_record(state_dir: &Path, root: &Path) -> Result<InstalledRecord, FilesError> {
     let mut record = InstalledRecord::load(state_dir)?;
     if !record.files.is_empty() && record.root != root {
         return Err(refused(
@@ -205,86 +196,64 @@ pub fn plan(
         ));
     }
     record.root = root.to_path_buf();
-    let handle = if in_tree.is_empty() && record.files.is_empty() {
-        None
-    } else {
-        Some(dirfd::Dir::open_root(root)?)
-    };
+    Ok(record)
+}
 
-    let mut installs = Vec::new();
-    let mut dir_modes = BTreeMap::new();
-    for (rel, entry) in &in_tree {
-        check_relative_path(rel).map_err(|why| refused(format!("{FILES_DIR}/{rel}"), why))?;
-        let rule = rules.get(*rel);
-        let mode = match rule.and_then(|r| r.mode.as_ref()) {
-            Some(m) => parse_mode(m).ok_or_else(|| {
-                refused(
-                    format!("{FILES_TOML}: [{rel:?}] mode"),
-                    format!("{m:?} is not an octal mode like \"0600\""),
-                )
-            })?,
-            None => default_mode(entry.mode),
-        };
-        let rule = rule.cloned().unwrap_or_default();
-        let owner = rule.owner.unwrap_or_else(|| "root".into());
-        let group = rule.group.unwrap_or_else(|| "root".into());
-        let (uid, gid) = resolve_owner(&owner, &group)
-            .map_err(|why| refused(format!("{FILES_TOML}: [{rel:?}]"), why))?;
-        let dir_mode = if rules.contains_key(*rel) {
-            0o755
-        } else {
-            0o700
-        };
-        let parts: Vec<&str> = rel.split('/').collect();
-        for n in 0..parts.len() - 1 {
-            let m = dir_modes.entry(parts[..=n].join("/")).or_insert(0o700);
-            *m |= dir_mode;
-        }
-        let target = root.join(rel);
-        let sha256 = entry.sha256.clone().unwrap_or_default();
-        let handle = handle.as_ref().expect("opened when there are files");
-        let existing = match handle.parent_of(rel, Some(uid), None)? {
-            Some((dir, name)) => dir.read(name)?,
-            None => None,
-        };
-        let action = match existing {
-            None => Action::Create,
-            Some(_) if record.files.contains_key(*rel) => Action::Update,
-            Some(e) => {
-                if hash::sha256_bytes(&e.data) != sha256 {
-                    return Err(refused(
-                        target.display().to_string(),
-                        "exists and was not installed by tiffin; refusing to overwrite it \
-                         (remove it on the machine, or publish it with the same content first)",
-                    ));
-                }
-                Action::Adopt
+/// What to do with the file `rel` of the tree: its mode and owner (from `rule`), and whether it
+/// is created, updated (tiffin's), or adopted (there already, with the same content). A file
+/// that is there with other content and is not tiffin's is refused.
+fn plan_install(
+    tree: &Path,
+    root: &Path,
+    rel: &str,
+    entry: &crate::manifest::Entry,
+    rule: Option<&FileRule>,
+    handle: &dirfd::Dir,
+    record: &InstalledRecord,
+) -> Result<Install, FilesError> {
+    let mode = match rule.and_then(|r| r.mode.as_ref()) {
+        Some(m) => parse_mode(m).ok_or_else(|| {
+            refused(
+                format!("{FILES_TOML}: [{rel:?}] mode"),
+                format!("{m:?} is not an octal mode like \"0600\""),
+            )
+        })?,
+        None => default_mode(entry.mode),
+    };
+    let rule = rule.cloned().unwrap_or_default();
+    let owner = rule.owner.unwrap_or_else(|| "root".into());
+    let group = rule.group.unwrap_or_else(|| "root".into());
+    let (uid, gid) = resolve_owner(&owner, &group)
+        .map_err(|why| refused(format!("{FILES_TOML}: [{rel:?}]"), why))?;
+    let sha256 = entry.sha256.clone().unwrap_or_default();
+    let existing = match handle.parent_of(rel, Some(uid), None)? {
+        Some((dir, name)) => dir.read(name)?,
+        None => None,
+    };
+    let action = match existing {
+        None => Action::Create,
+        Some(_) if record.files.contains_key(rel) => Action::Update,
+        Some(e) => {
+            if hash::sha256_bytes(&e.data) != sha256 {
+                return Err(refused(
+                    root.join(rel).display().to_string(),
+                    "exists and was not installed by tiffin; refusing to overwrite it \
+                     (remove it on the machine, or publish it with the same content first)",
+                ));
             }
-        };
-        installs.push(Install {
-            rel: rel.to_string(),
-            source: tree.join(FILES_DIR).join(rel),
-            sha256,
-            mode,
-            owner,
-            group,
-            uid,
-            gid,
-            action,
-        });
-    }
-    let removals = record
-        .files
-        .keys()
-        .filter(|k| !in_tree.contains_key(k.as_str()))
-        .cloned()
-        .collect();
-    Ok(FilesPlan {
-        root: root.to_path_buf(),
-        installs,
-        removals,
-        dir_modes,
-        record,
+            Action::Adopt
+        }
+    };
+    Ok(Install {
+        rel: rel.to_string(),
+        source: tree.join(FILES_DIR).join(rel),
+        sha256,
+        mode,
+        owner,
+        group,
+        uid,
+        gid,
+        action,
     })
 }
 
@@ -397,64 +366,91 @@ fn apply_inner(
     runner: &Runner,
 ) -> Result<usize, FilesError> {
     let mut changed = 0;
+    for i in &plan.installs {
+        if install(plan, root, i, record, runner)? {
+            changed += 1;
+        }
+    }
+    changed += remove_gone(plan, root, record, runner)?;
+    remove_empty_dirs(root, record);
+    Ok(changed)
+}
+
+/// Installs one file (and the directories it needs); false when it was in place already.
+fn install(
+    plan: &FilesPlan,
+    root: &dirfd::Dir,
+    i: &Install,
+    record: &mut InstalledRecord,
+    runner: &Runner,
+) -> Result<bool, FilesError> {
     let dir_meta = |d: &str| dirfd::Meta {
         mode: plan.dir_modes.get(d).copied().unwrap_or(0o700),
         uid: 0,
         gid: 0,
     };
-    for i in &plan.installs {
-        let target = plan.root.join(&i.rel);
-        let place = target.display().to_string();
-        let wanted = wanted(i);
-        let mut made = Vec::new();
-        let create = dirfd::Create {
-            meta: &dir_meta,
-            made: &mut made,
-        };
-        let opened = root.parent_of(&i.rel, Some(i.uid), Some(create));
-        record.dirs.extend(made);
-        let (dir, name) = opened?.expect("missing directories are made");
-        let existing = dir.read(name)?;
-        if existing.as_ref().is_some_and(|e| matches(e, &wanted)) {
-            record.files.insert(i.rel.clone(), wanted);
-            continue;
-        }
-        if i.action == Action::Update {
-            if let (Some(old), Some(e)) = (record.files.get(&i.rel), &existing) {
-                if hash::sha256_bytes(&e.data) != old.sha256 {
-                    runner.note(&format!(
-                        "files: {place} was changed on this machine; replaced by the published one"
-                    ));
-                }
-            }
-        }
-        let data = fs::read(&i.source).map_err(io_at(&i.source))?;
-        if hash::sha256_bytes(&data) != i.sha256 {
-            return Err(refused(
-                i.source.display().to_string(),
-                "does not match its manifest hash; not installed",
-            ));
-        }
-        let meta = dirfd::Meta {
-            mode: i.mode,
-            uid: i.uid,
-            gid: i.gid,
-        };
-        dir.write(name, &data, meta)?;
-        runner.note(&format!(
-            "files: installed {place} ({:o} {}:{}){}",
-            i.mode,
-            i.owner,
-            i.group,
-            if i.action == Action::Adopt {
-                ", taken over: it already had this content"
-            } else {
-                ""
-            }
-        ));
+    let target = plan.root.join(&i.rel);
+    let place = target.display().to_string();
+    let wanted = wanted(i);
+    let mut made = Vec::new();
+    let create = dirfd::Create {
+        meta: &dir_meta,
+        made: &mut made,
+    };
+    let opened = root.parent_of(&i.rel, Some(i.uid), Some(create));
+    record.dirs.extend(made);
+    let (dir, name) = opened?.expect("missing directories are made");
+    let existing = dir.read(name)?;
+    if existing.as_ref().is_some_and(|e| matches(e, &wanted)) {
         record.files.insert(i.rel.clone(), wanted);
-        changed += 1;
+        return Ok(false);
     }
+    if i.action == Action::Update {
+        if let (Some(old), Some(e)) = (record.files.get(&i.rel), &existing) {
+            if hash::sha256_bytes(&e.data) != old.sha256 {
+                runner.note(&format!(
+                    "files: {place} was changed on this machine; replaced by the published one"
+                ));
+            }
+        }
+    }
+    let data = fs::read(&i.source).map_err(io_at(&i.source))?;
+    if hash::sha256_bytes(&data) != i.sha256 {
+        return Err(refused(
+            i.source.display().to_string(),
+            "does not match its manifest hash; not installed",
+        ));
+    }
+    let meta = dirfd::Meta {
+        mode: i.mode,
+        uid: i.uid,
+        gid: i.gid,
+    };
+    dir.write(name, &data, meta)?;
+    runner.note(&format!(
+        "files: installed {place} ({:o} {}:{}){}",
+        i.mode,
+        i.owner,
+        i.group,
+        if i.action == Action::Adopt {
+            ", taken over: it already had this content"
+        } else {
+            ""
+        }
+    ));
+    record.files.insert(i.rel.clone(), wanted);
+    Ok(true)
+}
+
+/// Removes the files gone from the repository that tiffin installed and nobody changed since;
+/// returns how many.
+fn remove_gone(
+    plan: &FilesPlan,
+    root: &dirfd::Dir,
+    record: &mut InstalledRecord,
+    runner: &Runner,
+) -> Result<usize, FilesError> {
+    let mut removed = 0;
     for rel in &plan.removals {
         let target = plan.root.join(rel);
         let Some(r) = record.files.remove(rel) else {
@@ -468,7 +464,7 @@ fn apply_inner(
                 "files: removed {} (gone from the repository)",
                 target.display()
             ));
-            changed += 1;
+            removed += 1;
         } else if root
             .parent_of(rel, None, None)
             .ok()
@@ -481,7 +477,11 @@ fn apply_inner(
             ));
         }
     }
-    // Directories tiffin created and that are now empty go too, deepest first.
+    Ok(removed)
+}
+
+/// Directories tiffin created and that are now empty go too, deepest first.
+fn remove_empty_dirs(root: &dirfd::Dir, record: &mut InstalledRecord) {
     let dirs: Vec<String> = record.dirs.iter().rev().cloned().collect();
     for d in dirs {
         let gone = match root.parent_of(&d, None, None) {
@@ -493,5 +493,4 @@ fn apply_inner(
             record.dirs.remove(&d);
         }
     }
-    Ok(changed)
 }

@@ -5,7 +5,7 @@
 //! and mode are set on the open file before the rename into place; nothing is ever chmodded,
 //! chowned, read or removed by path.
 
-use super::{io_at, refused, FilesError};
+use super::error::{io_at, refused, FilesError};
 use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Uid};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};

@@ -9,14 +9,17 @@
 //! - a request the browser marks as coming from a web page (`Sec-Fetch-Site` other than `none`
 //!   or `same-origin`, or an `Origin` other than the trigger's own) gets 403 and starts nothing;
 //! - each local uid gets at most [`MAX_CONNECTIONS_PER_UID`] of the [`MAX_CONNECTIONS`]
-//!   (the uid from the kernel's TCP table, [`super::tcp_owner`]).
+//!   (the uid from the kernel's TCP table, [`tcp_owner`]).
 //!
 //! The update it asks for is [`CycleRequest::Update`]: it never retries a generation marked "do
 //! not retry" (only an admin's `update` on the socket does). HTTP itself is hyper's job.
 
-use super::cycle::CycleRequest;
-use super::daemon::{Work, WorkerHandle};
-use super::status_cell::StatusCell;
+pub mod listen;
+pub mod tcp_owner;
+
+use crate::agent::cycle::CycleRequest;
+use crate::agent::daemon::status_cell::StatusCell;
+use crate::agent::daemon::worker::{Work, WorkerHandle};
 use crate::ipc::per_uid::PerUid;
 use crate::status::{unix_now, AgentStatus, Phase};
 use http_body_util::Full;
@@ -208,6 +211,35 @@ fn ago(now: u64, at: u64) -> String {
 
 /// The page: what was done and the status, every value escaped.
 pub fn status_page(s: &AgentStatus, started: bool, now: u64) -> String {
+    let headline = if started {
+        "Update started."
+    } else if s.phase != Phase::Idle {
+        "An update is under way."
+    } else {
+        "An update was started less than a minute ago; showing the status."
+    };
+    let mut table = String::new();
+    for (k, v) in status_rows(s, now) {
+        table.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>\n",
+            escape(k),
+            escape(&v)
+        ));
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tiffin: {host}</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:1em}}</style>\
+         </head><body>\n<h1>{host}</h1>\n<p>{headline}</p>\n<table>\n{table}</table>\n\
+         <p><a href=\"/\">Reload</a> (starts another update if the last one began over a minute ago)</p>\n\
+         </body></html>\n",
+        host = escape(&s.host),
+        headline = escape(headline),
+    )
+}
+
+/// The rows of the page's table, unescaped: the state, generations, last check, update and
+/// rollback, and what the agent knows about the server.
+fn status_rows(s: &AgentStatus, now: u64) -> Vec<(&'static str, String)> {
     let mut rows: Vec<(&str, String)> = Vec::new();
     let phase = match (s.phase, s.progress) {
         (Phase::Downloading, Some(p)) => format!(
@@ -265,30 +297,7 @@ pub fn status_page(s: &AgentStatus, started: bool, now: u64) -> String {
     if let Some(r) = s.server_reachable {
         rows.push(("server", if r { "reachable" } else { "unreachable" }.into()));
     }
-    let headline = if started {
-        "Update started."
-    } else if s.phase != Phase::Idle {
-        "An update is under way."
-    } else {
-        "An update was started less than a minute ago; showing the status."
-    };
-    let mut table = String::new();
-    for (k, v) in rows {
-        table.push_str(&format!(
-            "<tr><th>{}</th><td>{}</td></tr>\n",
-            escape(k),
-            escape(&v)
-        ));
-    }
-    format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tiffin: {host}</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:1em}}</style>\
-         </head><body>\n<h1>{host}</h1>\n<p>{headline}</p>\n<table>\n{table}</table>\n\
-         <p><a href=\"/\">Reload</a> (starts another update if the last one began over a minute ago)</p>\n\
-         </body></html>\n",
-        host = escape(&s.host),
-        headline = escape(headline),
-    )
+    rows
 }
 
 /// Serves the trigger until shutdown.
@@ -325,7 +334,7 @@ pub async fn serve(
         // The uid's share first: one user holding its share leaves the others theirs. Over a
         // limit the connection is dropped; a browser retries.
         let uid = local
-            .and_then(|l| super::tcp_owner::owner_uid(peer, l))
+            .and_then(|l| tcp_owner::owner_uid(peer, l))
             .unwrap_or(UNKNOWN_UID);
         let Some(uid_slot) = per_uid.try_acquire(uid) else {
             tracing::debug!(

@@ -1,173 +1,12 @@
-//! `tiffin agent`: the daemon loop. It wires the pieces together and owns their lifetimes:
-//!
-//! - one **worker** task owns the [`CycleRunner`]; every cycle and rollback goes through its
-//!   queue, so two pipelines never run at once, and requests that arrive during a cycle join it
-//!   or wait for the next one (see [`Worker`]);
-//! - the **scheduler** ([`super::scheduler`]) asks the worker for the periodic check;
-//! - the **socket server** ([`crate::ipc::server`]) and the **HTTP trigger** ([`super::http`])
-//!   turn client requests into worker requests;
-//! - shutdown (SIGTERM/SIGINT): stop accepting, let a cycle in flight finish, remove the socket,
-//!   exit 0.
+//! The worker: the one task that owns the [`CycleRunner`] and runs its cycles one at a time,
+//! merging the requests that arrive meanwhile.
 
-use super::cycle::{CycleReport, CycleRequest, CycleRunner};
 use super::status_cell::StatusCell;
-use crate::config::AgentConfig;
-use crate::ipc::server::{self, AccessPolicy, AgentService, Limits, ServiceError};
-use crate::ipc::{Command, ErrorCode};
-use crate::status::{AgentStatus, Outcome};
-use anyhow::Context;
+use crate::agent::cycle::{CycleReport, CycleRequest, CycleRunner};
+use crate::status::Outcome;
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-
-/// Runs the agent until SIGTERM or SIGINT. Returns the process exit code. `inherited`: the
-/// HTTP trigger's socket from systemd ([`super::http_listen::take_inherited`]).
-pub fn run(
-    config: AgentConfig,
-    runner: Box<dyn CycleRunner>,
-    status: StatusCell,
-    inherited: Option<std::net::TcpListener>,
-) -> anyhow::Result<u8> {
-    // One thread is plenty for a few hundred clients and keeps the idle agent's wake-ups low;
-    // the blocking pipeline runs on tokio's blocking pool.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(serve(config, runner, status, inherited))
-}
-
-async fn serve(
-    config: AgentConfig,
-    runner: Box<dyn CycleRunner>,
-    status: StatusCell,
-    inherited: Option<std::net::TcpListener>,
-) -> anyhow::Result<u8> {
-    status.update(|s| {
-        s.host = config.host.clone();
-        s.policy = config.policy;
-        s.admin_group = config.admin_group.clone();
-        s.phase = crate::status::Phase::Idle;
-        s.progress = None;
-    });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("cannot listen for SIGINT")?;
-
-    // The trigger's port: a port already taken leaves the agent running without the trigger,
-    // trying again every minute (see http_listen).
-    let http_listener = if config.http_trigger.is_empty() {
-        if inherited.is_some() {
-            tracing::warn!("systemd passed a socket for the HTTP trigger but http_trigger is \"\"; not serving it");
-        }
-        None
-    } else {
-        Some(super::http_listen::open(&config.http_trigger, inherited, &status).await)
-    };
-    let access = AccessPolicy::resolve(&config.socket_group, &config.admin_group)?;
-    let listener = server::bind(&config.socket, access.socket_gid)?;
-    let socket_id = server::socket_identity(&config.socket);
-
-    let (shutdown_tx, _) = broadcast::channel::<()>(1);
-    let (worker, worker_task) = Worker::start(runner, status.clone(), shutdown_tx.subscribe());
-    let scheduler = tokio::spawn(super::scheduler::run(
-        super::scheduler::Schedule::from_config(&config),
-        worker.clone(),
-        status.clone(),
-        shutdown_tx.subscribe(),
-    ));
-    let http = http_listener.map(|l| {
-        tokio::spawn(super::http_listen::serve(
-            config.http_trigger.clone(),
-            l,
-            worker.clone(),
-            status.clone(),
-            shutdown_tx.subscribe(),
-        ))
-    });
-    let service: Arc<dyn AgentService> = Arc::new(Api {
-        worker: worker.clone(),
-        status: status.clone(),
-    });
-    let mut server_shutdown = shutdown_tx.subscribe();
-    let socket_server = tokio::spawn(server::serve(
-        listener,
-        service,
-        access,
-        Limits::default(),
-        async move {
-            let _ = server_shutdown.recv().await;
-        },
-    ));
-
-    tracing::info!(
-        socket = %config.socket.display(),
-        http = %config.http_trigger,
-        host = %config.host,
-        "agent ready"
-    );
-    notify_systemd("READY=1");
-
-    let mut worker_task = worker_task;
-    let mut exit_code = 0;
-    let worker_done = tokio::select! {
-        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); false }
-        _ = int.recv() => { tracing::info!("SIGINT: stopping"); false }
-        r = &mut worker_task => {
-            // The runner panicked: without it no cycle can run. Exit non-zero so that systemd
-            // restarts the agent.
-            tracing::error!(result = ?r.err(), "the pipeline worker stopped; exiting");
-            exit_code = 1;
-            true
-        }
-    };
-    notify_systemd("STOPPING=1");
-    let _ = shutdown_tx.send(());
-    // The worker lets a cycle in flight finish (an activation must not be cut in half).
-    if !worker_done {
-        if let Err(e) = worker_task.await {
-            tracing::error!(error = %e, "worker ended abnormally");
-        }
-    }
-    let _ = scheduler.await;
-    if let Some(h) = http {
-        let _ = h.await;
-    }
-    let _ = socket_server.await;
-    if socket_id.is_some() && server::socket_identity(&config.socket) == socket_id {
-        if let Err(e) = std::fs::remove_file(&config.socket) {
-            tracing::warn!(socket = %config.socket.display(), error = %e, "cannot remove the socket");
-        }
-    }
-    tracing::info!("stopped");
-    Ok(exit_code)
-}
-
-/// Tells systemd (`Type=notify`) about the agent's state; nothing without `$NOTIFY_SOCKET`.
-fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sent = (|| -> std::io::Result<()> {
-        use std::os::unix::ffi::OsStrExt;
-        let sock = std::os::unix::net::UnixDatagram::unbound()?;
-        let bytes = path.as_bytes();
-        if let Some(name) = bytes.strip_prefix(b"@") {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            sock.send_to_addr(state.as_bytes(), &addr)?;
-        } else {
-            sock.send_to(state.as_bytes(), &path)?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "cannot notify systemd");
-    }
-}
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// What the worker does for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -399,51 +238,10 @@ fn merge(current: &mut Batch, queue: &mut VecDeque<Batch>, job: Job) {
     }
 }
 
-/// The socket's view of the agent.
-struct Api {
-    worker: WorkerHandle,
-    status: StatusCell,
-}
-
-impl AgentService for Api {
-    fn subscribe(&self) -> watch::Receiver<AgentStatus> {
-        self.status.subscribe()
-    }
-
-    fn last_log(&self) -> Option<String> {
-        self.worker.last_log()
-    }
-
-    fn run(
-        &self,
-        cmd: Command,
-        admin: bool,
-    ) -> Pin<Box<dyn Future<Output = Result<CycleReport, ServiceError>> + Send>> {
-        let worker = self.worker.clone();
-        Box::pin(async move {
-            let work = match cmd {
-                Command::Check => Work::Cycle(CycleRequest::Check),
-                Command::Update if admin => Work::Cycle(CycleRequest::Retry),
-                Command::Update => Work::Cycle(CycleRequest::Update),
-                Command::Rollback => Work::Rollback,
-                other => {
-                    return Err(ServiceError {
-                        code: ErrorCode::BadRequest,
-                        message: format!("{other:?} is not a long call"),
-                    })
-                }
-            };
-            worker.request(work).await.map_err(|e| ServiceError {
-                code: ErrorCode::Internal,
-                message: e.to_string(),
-            })
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::AgentStatus;
 
     fn job(work: Work) -> (Job, oneshot::Receiver<CycleReport>) {
         let (tx, rx) = oneshot::channel();

@@ -8,7 +8,8 @@
 //! manual `rollback` returns to.
 
 use super::dirfd::{Create, Dir, Meta};
-use super::{io_at, FilesError, InstalledRecord};
+use super::error::{io_at, FilesError};
+use super::record::InstalledRecord;
 use crate::fsutil;
 use crate::runner::Runner;
 use serde::{Deserialize, Serialize};
@@ -60,7 +61,7 @@ pub struct FilesUndo {
 fn load(path: &Path) -> Result<Option<FilesUndo>, FilesError> {
     match fs::read(path) {
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-            super::refused(
+            super::error::refused(
                 path.display().to_string(),
                 format!("not a valid undo record of files/: {e}"),
             )
