@@ -31,7 +31,13 @@ impl SourceUrl {
             url: s.to_string(),
             why,
         };
-        let url = ::url::Url::parse(s).map_err(|e| bad(format!("not a URL: {e}")))?;
+        let url = ::url::Url::parse(s).map_err(|e| {
+            bad(match e {
+                ::url::ParseError::EmptyHost => format!("no host: {SFTP_FORM}"),
+                ::url::ParseError::InvalidPort => "bad port: not a number from 1 to 65535".into(),
+                e => format!("not a URL: {e}"),
+            })
+        })?;
         if url.query().is_some() || url.fragment().is_some() {
             return Err(bad("a source has no ?query or #fragment".into()));
         }
@@ -100,10 +106,14 @@ fn sftp_parts(raw: &str, url: &::url::Url) -> Result<SourceUrl, String> {
             url.path()
         ));
     }
+    let port = url.port().unwrap_or(22);
+    if port == 0 {
+        return Err("bad port: not a number from 1 to 65535".into());
+    }
     Ok(SourceUrl::Sftp {
         user: user.to_string(),
         host,
-        port: url.port().unwrap_or(22),
+        port,
     })
 }
 
@@ -173,10 +183,11 @@ mod tests {
             ("sftp://@x", "empty user name"),
             ("sftp://@x:22/", "empty user name"),
             ("sftp://host:22/", "no user"),
-            ("sftp://a@/", "host"),
-            ("sftp://a@:22/", "host"),
-            ("sftp://a@h:port/", "port"),
-            ("sftp://a@h:99999/", "port"),
+            ("sftp://a@/", "no host"),
+            ("sftp://a@:22/", "no host"),
+            ("sftp://a@h:port/", "bad port"),
+            ("sftp://a@h:99999/", "bad port"),
+            ("sftp://a@h:0/", "bad port"),
             ("sftp://a@h:22/srv/x", "path \"/srv/x\""),
             ("sftp://a@h:22/?x=1", "query"),
             ("sftp://a:secret@h/", "password"),

@@ -101,8 +101,8 @@ fn agent_check_config_names_what_is_wrong_with_the_source() {
     for (source, why) in [
         ("sftp://@x", "empty user name"),
         ("sftp://a@:22/", "no host"),
-        ("sftp://a@h:70000/", "port"),
-        ("sftp://a@h:22/srv/a", "path \\\"/srv/a\\\""),
+        ("sftp://a@h:70000/", "bad port"),
+        ("sftp://a@h:22/srv/a", "path \"/srv/a\""),
         ("http://h/", "expected sftp://USER@HOST:PORT/"),
     ] {
         std::fs::write(&cfg, format!("host = \"a\"\nsource = \"{source}\"\n")).unwrap();
