@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tiffin::ipc::{Client, Command as AgentCommand, Event};
+use tiffin::ipc::Client;
 use tiffin::status::Phase;
 use tiffin::tray::view::LABEL_CHECK_NOW;
 
@@ -76,11 +76,11 @@ type Phases = Arc<Mutex<Vec<(f64, Phase)>>>;
 
 fn subscribe(agent: &RunningAgent) -> Result<Phases, String> {
     let mut c = Client::connect(&agent.socket).map_err(|e| e.to_string())?;
-    c.call(AgentCommand::Subscribe).map_err(|e| e.to_string())?;
+    c.subscribe().map_err(|e| e.to_string())?;
     let phases: Phases = Arc::default();
     let sink = phases.clone();
     std::thread::spawn(move || {
-        while let Ok(Event::Status(s)) = c.next_event() {
+        while let Ok(s) = c.next_status() {
             sink.lock().expect("phases").push((now_s(), s.phase));
         }
     });

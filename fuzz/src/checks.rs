@@ -19,6 +19,7 @@ use tiffin::ipc::codec::{decode_request, encode};
 use tiffin::ipc::protocol::MAX_LINE;
 use tiffin::ipc::{Response, PROTOCOL_VERSION};
 use tiffin::manifest::{apply_diff, tree_hash, Manifest, ManifestDiff};
+use tiffin::source::SourceUrl;
 
 /// A property check: panics when the input breaks a property.
 pub type Check = fn(&[u8]);
@@ -130,7 +131,13 @@ pub fn agent_toml(data: &[u8]) {
         Err(e) => return assert_names_origin(&e.to_string()),
     };
     assert!(!c.host.is_empty(), "empty host accepted");
-    assert!(c.source.starts_with("sftp://") || c.source.starts_with("file:///"));
+    // The source was parsed as the file loaded, and reads back as itself.
+    let again = SourceUrl::parse(&c.source.to_string());
+    assert_eq!(
+        again.ok().as_ref(),
+        Some(&c.source),
+        "source does not read back"
+    );
     assert!(!c.interval.is_zero() && !c.verify_timeout.is_zero());
     // The trigger serves only this machine: a loopback address or nothing.
     assert!(

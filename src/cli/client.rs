@@ -2,10 +2,9 @@
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_ROLLED_BACK};
 use crate::agent::cycle::CycleReport;
-use crate::ipc::report::{log_from_value, report_from_value};
-use crate::ipc::{Client, ClientError, Command, Event};
+use crate::ipc::{Client, ClientError, CycleCall};
 use crate::status::{unix_now, AgentStatus, CheckResult, Outcome, Phase};
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -43,10 +42,6 @@ fn connect(a: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::connect(&a.socket)?)
 }
 
-fn decode_report(v: serde_json::Value) -> anyhow::Result<CycleReport> {
-    report_from_value(v).map_err(|e| anyhow!(ClientError::Protocol(e)))
-}
-
 /// The exit code of a finished cycle: 0 up to date or updated, 1 failed, 3 rolled back.
 pub fn exit_code(outcome: Outcome) -> u8 {
     match outcome {
@@ -69,7 +64,7 @@ pub fn status(a: StatusArgs) -> anyhow::Result<u8> {
 
 pub fn check(a: ClientArgs) -> anyhow::Result<u8> {
     let mut c = connect(&a)?;
-    let report = decode_report(c.call(Command::Check)?)?;
+    let report = c.check()?;
     let s = c.status()?;
     match (report.outcome, s.available_generation) {
         (Outcome::Failed, _) => println!("check failed: {}", describe_failure(&report)),
@@ -88,12 +83,10 @@ pub fn update(a: ClientArgs) -> anyhow::Result<u8> {
     let mut c = connect(&a)?;
     // Subscribe first, on the same connection, so that the progress of the cycle arrives as
     // events before the answer to `update`.
-    let first = c.call(Command::Subscribe)?;
-    let mut shown = serde_json::from_value::<AgentStatus>(first)
-        .ok()
-        .map(|s| progress_line(&s));
+    let first = c.subscribe()?;
+    let mut shown = Some(progress_line(&first));
     let mut out = std::io::stdout();
-    let data = c.call_with(Command::Update, &mut |Event::Status(s)| {
+    let report = c.cycle(CycleCall::Update, &mut |s| {
         let line = progress_line(&s);
         if shown.as_ref() != Some(&line) {
             let _ = writeln!(out, "{line}");
@@ -101,7 +94,6 @@ pub fn update(a: ClientArgs) -> anyhow::Result<u8> {
             shown = Some(line);
         }
     })?;
-    let report = decode_report(data)?;
     println!("{}", outcome_line(&report));
     Ok(exit_code(report.outcome))
 }
@@ -133,7 +125,7 @@ pub fn rollback(a: RollbackArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_FAILED);
         }
     }
-    let report = decode_report(c.call(Command::Rollback)?)?;
+    let report = c.rollback()?;
     match report.outcome {
         Outcome::RolledBack | Outcome::Updated | Outcome::UpToDate => {
             println!("rolled back{}", msg_suffix(&report));
@@ -148,7 +140,7 @@ pub fn rollback(a: RollbackArgs) -> anyhow::Result<u8> {
 
 pub fn log(a: ClientArgs) -> anyhow::Result<u8> {
     let mut c = connect(&a)?;
-    match log_from_value(c.call(Command::Log)?).map_err(|e| anyhow!(e))? {
+    match c.log()? {
         Some(text) => {
             print!("{text}");
             if !text.ends_with('\n') {
@@ -196,15 +188,13 @@ enum WatchEnd {
 
 fn watch_once(a: &ClientArgs) -> Result<(), WatchEnd> {
     let mut c = Client::connect(&a.socket).map_err(WatchEnd::Connect)?;
-    let first = c.call(Command::Subscribe).map_err(|e| match e {
+    let first = c.subscribe().map_err(|e| match e {
         ClientError::Agent(_) => WatchEnd::Refused(e),
         e => WatchEnd::Lost(e),
     })?;
-    let first: AgentStatus = serde_json::from_value(first)
-        .map_err(|e| WatchEnd::Lost(ClientError::Protocol(e.to_string())))?;
     print_watch_line(&first);
     loop {
-        let Event::Status(s) = c.next_event().map_err(WatchEnd::Lost)?;
+        let s = c.next_status().map_err(WatchEnd::Lost)?;
         print_watch_line(&s);
     }
 }

@@ -21,8 +21,7 @@ use crate::demo::sshd::{self as demo_sshd, HostAccounts};
 use crate::demo::{Sandbox, DEMO_HOST, HOSTS};
 use crate::fleet::publish::HostResult;
 use crate::fleet::status::{render_table, Style};
-use crate::ipc::report::report_from_value;
-use crate::ipc::{Client, Command};
+use crate::ipc::{Client, CycleCall};
 use crate::status::{unix_now, AgentStatus, Outcome, Phase};
 use anyhow::{anyhow, Context};
 use clap::Args;
@@ -713,14 +712,12 @@ impl Demo {
         std::thread::spawn(move || {
             let end = (|| -> Result<(), crate::ipc::ClientError> {
                 let mut c = Client::connect(&socket)?;
-                let first = c.call(Command::Subscribe)?;
-                if let Ok(s) = serde_json::from_value::<AgentStatus>(first) {
-                    if tx.send(Event::Status(Box::new(s))).is_err() {
-                        return Ok(());
-                    }
+                let first = c.subscribe()?;
+                if tx.send(Event::Status(Box::new(first))).is_err() {
+                    return Ok(());
                 }
                 loop {
-                    let crate::ipc::Event::Status(s) = c.next_event()?;
+                    let s = c.next_status()?;
                     if tx.send(Event::Status(Box::new(s))).is_err() {
                         return Ok(());
                     }
@@ -739,15 +736,14 @@ impl Demo {
         c.status().ok()
     }
 
-    /// Sends `cmd` on its own connection; the answer arrives as [`Event::Answer`].
-    fn call(&self, cmd: Command) {
+    /// Sends `call` on its own connection; the answer arrives as [`Event::Answer`].
+    fn call(&self, call: CycleCall) {
         let socket = self.sandbox.socket();
         let tx = self.tx.clone();
         std::thread::spawn(move || {
             let answer = Client::connect(&socket)
-                .and_then(|mut c| c.call(cmd))
-                .map_err(|e| e.to_string())
-                .and_then(report_from_value);
+                .and_then(|mut c| c.cycle(call, &mut |_| {}))
+                .map_err(|e| e.to_string());
             let _ = tx.send(Event::Answer(answer));
         });
     }
@@ -812,7 +808,7 @@ impl Demo {
     /// `tiffin check`: the agent looks at the server; under policy notify it only tells.
     fn check(&mut self, g: u64) -> Step<()> {
         say!("  The agent checks the server (`tiffin check`; it also checks every 10 minutes):");
-        self.call(Command::Check);
+        self.call(CycleCall::Check);
         let r = self.answer()?;
         if r.outcome == Outcome::Failed {
             return Err(anyhow!("the check failed: {}", outcome_line(&r)).into());
@@ -881,7 +877,7 @@ impl Demo {
         }
         if !asked {
             say!("  The demo asks the agent to update (`tiffin update`):");
-            self.call(Command::Update);
+            self.call(CycleCall::Update);
         }
         self.follow(g, since)
     }

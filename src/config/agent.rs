@@ -6,6 +6,7 @@ use serde::Deserializer;
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     de_duration(d).map(Some)
 }
+use crate::source::{Login, SourceUrl};
 use crate::status::Policy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -57,8 +58,8 @@ impl Default for SystemConfig {
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     pub host: String,
-    /// `sftp://user@host:port/` or `file:///path`.
-    pub source: String,
+    /// `sftp://user@host:port/` or `file:///path`, parsed as the file loads.
+    pub source: SourceUrl,
     #[serde(default = "d::identity")]
     pub identity: PathBuf,
     #[serde(default = "d::known_hosts")]
@@ -162,6 +163,16 @@ pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 #[error("{0}")]
 pub struct AgentConfigError(pub String);
 
+impl<'a> From<&'a AgentConfig> for Login<'a> {
+    fn from(c: &'a AgentConfig) -> Self {
+        Login {
+            url: &c.source,
+            identity: &c.identity,
+            known_hosts: &c.known_hosts,
+        }
+    }
+}
+
 impl AgentConfig {
     /// Reads and validates the file.
     pub fn load(path: &Path) -> Result<Self, AgentConfigError> {
@@ -182,15 +193,6 @@ impl AgentConfig {
         let bad = |key: &str, why: String| AgentConfigError(format!("{origin}: {key}: {why}"));
         if self.host.is_empty() {
             return Err(bad("host", "must not be empty".into()));
-        }
-        if !(self.source.starts_with("sftp://") || self.source.starts_with("file:///")) {
-            return Err(bad(
-                "source",
-                format!(
-                    "{:?} is neither sftp://user@host:port/ nor file:///path",
-                    self.source
-                ),
-            ));
         }
         for (key, d) in [
             ("interval", self.interval),
@@ -431,5 +433,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("source") && e.contains("http://x"), "{e}");
+    }
+
+    #[test]
+    fn source_is_parsed_as_the_file_loads() {
+        let c = AgentConfig::parse(
+            "host = \"a\"\nsource = \"sftp://u@[::1]:2222/\"\n",
+            "agent.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.source,
+            SourceUrl::Sftp {
+                user: "u".into(),
+                host: "::1".into(),
+                port: 2222
+            }
+        );
+        let e = AgentConfig::parse("host = \"a\"\nsource = \"sftp://@x\"\n", "agent.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agent.toml:2:") && e.contains("source") && e.contains("empty user name"),
+            "{e}"
+        );
     }
 }

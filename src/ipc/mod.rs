@@ -11,5 +11,5 @@ pub mod protocol;
 pub mod report;
 pub mod server;
 
-pub use client::{Client, ClientError, Incoming};
+pub use client::{Client, ClientError, CycleCall};
 pub use protocol::{Command, ErrorCode, Event, Request, Response, WireError, PROTOCOL_VERSION};

@@ -6,85 +6,16 @@
 
 mod file;
 mod sftp;
+mod url;
 mod watchdog;
 
 pub use file::FileSource;
 pub use sftp::{fingerprint, SftpSource, SftpTarget, CONNECT_TIMEOUT, IO_TIMEOUT};
+pub use url::SourceUrl;
 pub use watchdog::{TransferLimits, TRANSFER_LIMITS};
 
 use std::io::Write;
-use std::path::PathBuf;
-
-/// A parsed `source` setting.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SourceUrl {
-    /// `file:///path`: the host's publication directory on a local disk.
-    File(PathBuf),
-    /// `sftp://user@host:port/path`: the host's chroot on the server (path usually `/`).
-    Sftp {
-        user: String,
-        host: String,
-        port: u16,
-        path: String,
-    },
-}
-
-impl SourceUrl {
-    pub fn parse(s: &str) -> Result<Self, SourceError> {
-        let bad = |why: &str| SourceError::BadUrl {
-            url: s.to_string(),
-            why: why.to_string(),
-        };
-        if let Some(p) = s.strip_prefix("file://") {
-            if !p.starts_with('/') {
-                return Err(bad(
-                    "a file source needs an absolute path: file:///srv/tiffin/HOST",
-                ));
-            }
-            return Ok(SourceUrl::File(PathBuf::from(p)));
-        }
-        let rest = s
-            .strip_prefix("sftp://")
-            .ok_or_else(|| bad("expected sftp://user@host:port/ or file:///path"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (user, hostport) = authority
-            .split_once('@')
-            .ok_or_else(|| bad("missing user: sftp://user@host:port/"))?;
-        if user.is_empty() {
-            return Err(bad("empty user name"));
-        }
-        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            // [v6]:port
-            let (h, after) = h.split_once(']').ok_or_else(|| bad("unclosed [ in host"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("port is not a number"))?,
-                None if after.is_empty() => 22,
-                None => return Err(bad("garbage after ]")),
-            };
-            (h.to_string(), port)
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_string(),
-                    p.parse().map_err(|_| bad("port is not a number"))?,
-                ),
-                None => (hostport.to_string(), 22),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("empty host"));
-        }
-        Ok(SourceUrl::Sftp {
-            user: user.to_string(),
-            host,
-            port,
-            path: path.to_string(),
-        })
-    }
-}
+use std::path::Path;
 
 /// Why a source operation failed. Each variant says what and where.
 #[derive(Debug, thiserror::Error)]
@@ -195,22 +126,29 @@ pub fn check_log_name(name: &str) -> Result<(), SourceError> {
     }
 }
 
-/// Opens the source of an agent configuration. For `sftp://` this connects and authenticates.
-pub fn open(config: &crate::config::AgentConfig) -> Result<Box<dyn Source>, SourceError> {
-    match SourceUrl::parse(&config.source)? {
-        SourceUrl::File(p) => Ok(Box::new(FileSource::new(p))),
-        SourceUrl::Sftp {
-            user,
-            host,
-            port,
-            path,
-        } => Ok(Box::new(SftpSource::connect(SftpTarget {
-            user,
-            host,
-            port,
-            path,
-            identity: config.identity.clone(),
-            known_hosts: config.known_hosts.clone(),
+/// What opening a source needs: where it is, and for sftp:// the keys to log in with and to
+/// check the server by. An agent configuration gives one (`source::open(&config)`).
+#[derive(Clone, Copy, Debug)]
+pub struct Login<'a> {
+    pub url: &'a SourceUrl,
+    /// The agent's private key.
+    pub identity: &'a Path,
+    /// The known_hosts file that pins the server's host key.
+    pub known_hosts: &'a Path,
+}
+
+/// Opens a source. For `sftp://` this connects and authenticates.
+pub fn open<'a>(login: impl Into<Login<'a>>) -> Result<Box<dyn Source>, SourceError> {
+    let login = login.into();
+    match login.url {
+        SourceUrl::File(p) => Ok(Box::new(FileSource::new(p.clone()))),
+        SourceUrl::Sftp { user, host, port } => Ok(Box::new(SftpSource::connect(SftpTarget {
+            user: user.clone(),
+            host: host.clone(),
+            port: *port,
+            path: "/".into(),
+            identity: login.identity.to_path_buf(),
+            known_hosts: login.known_hosts.to_path_buf(),
             connect_timeout: CONNECT_TIMEOUT,
             io_timeout: IO_TIMEOUT,
             limits: TRANSFER_LIMITS,
@@ -221,45 +159,6 @@ pub fn open(config: &crate::config::AgentConfig) -> Result<Box<dyn Source>, Sour
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_sftp_urls_with_defaults() {
-        assert_eq!(
-            SourceUrl::parse("sftp://laptop@fleet.example.org:2222/").unwrap(),
-            SourceUrl::Sftp {
-                user: "laptop".into(),
-                host: "fleet.example.org".into(),
-                port: 2222,
-                path: "/".into()
-            }
-        );
-        assert_eq!(
-            SourceUrl::parse("sftp://a@[::1]").unwrap(),
-            SourceUrl::Sftp {
-                user: "a".into(),
-                host: "::1".into(),
-                port: 22,
-                path: "/".into()
-            }
-        );
-        assert_eq!(
-            SourceUrl::parse("file:///srv/tiffin/a").unwrap(),
-            SourceUrl::File("/srv/tiffin/a".into())
-        );
-    }
-
-    #[test]
-    fn rejects_malformed_urls_with_the_reason() {
-        for (u, why) in [
-            ("sftp://host:22/", "missing user"),
-            ("sftp://a@h:port/", "port"),
-            ("file://relative", "absolute"),
-            ("https://x/", "expected"),
-        ] {
-            let e = SourceUrl::parse(u).unwrap_err().to_string();
-            assert!(e.contains(why) && e.contains(u), "{u}: {e}");
-        }
-    }
 
     #[test]
     fn current_target_must_be_a_generation() {

@@ -12,7 +12,7 @@ use super::view::{
     self, DownReason, MenuAction, MenuLine, Notification, NotificationAction, Notifier, TrayView,
     ViewContext,
 };
-use crate::ipc::{Client, Command};
+use crate::ipc::{Client, CycleCall};
 use crate::runner::Runner;
 use crate::status::{unix_now, AgentStatus};
 use anyhow::Context;
@@ -266,8 +266,8 @@ impl Tray {
                 self.redraw();
             }
             UserEvent::Menu(id) => match MenuAction::from_id(&id) {
-                Some(MenuAction::UpdateNow) => self.agent_action("Update", Command::Update),
-                Some(MenuAction::CheckNow) => self.agent_action("Check", Command::Check),
+                Some(MenuAction::UpdateNow) => self.agent_action("Update", CycleCall::Update),
+                Some(MenuAction::CheckNow) => self.agent_action("Check", CycleCall::Check),
                 Some(MenuAction::RollBack) => {
                     // Asks first; the answer comes back as a NotificationAction.
                     self.notify(view::rollback_confirmation(self.status.as_ref()));
@@ -286,8 +286,8 @@ impl Tray {
                 None => {}
             },
             UserEvent::NotificationAction(a) => match a {
-                NotificationAction::UpdateNow => self.agent_action("Update", Command::Update),
-                NotificationAction::RollBack => self.agent_action("Rollback", Command::Rollback),
+                NotificationAction::UpdateNow => self.agent_action("Update", CycleCall::Update),
+                NotificationAction::RollBack => self.agent_action("Rollback", CycleCall::Rollback),
                 NotificationAction::Restart => restart_machine(self.proxy.clone()),
                 NotificationAction::Cancel => {}
             },
@@ -458,13 +458,13 @@ impl Tray {
         }
     }
 
-    /// Sends `cmd` to the agent on a worker thread with its own connection.
-    fn agent_action(&self, what: &'static str, cmd: Command) {
+    /// Sends `call` to the agent on a worker thread with its own connection.
+    fn agent_action(&self, what: &'static str, call: CycleCall) {
         let socket = self.socket.clone();
         let proxy = self.proxy.clone();
         spawn_worker(what, proxy.clone(), move || {
             let mut client = Client::connect(&socket)?;
-            client.call(cmd)?;
+            client.cycle(call, &mut |_| {})?;
             Ok(())
         });
     }
@@ -474,13 +474,13 @@ impl Tray {
         let socket = self.socket.clone();
         spawn_worker("Show last log", self.proxy.clone(), move || {
             let mut client = Client::connect(&socket)?;
-            let data = client.call(Command::Log)?;
+            let log = client.log()?;
             let path = log_file_path();
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
-            crate::fsutil::atomic_write(&path, log_text(&data).as_bytes(), 0o600)
+            crate::fsutil::atomic_write(&path, log_text(log.as_deref()).as_bytes(), 0o600)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             let out = Runner::new().run_launcher("xdg-open", &[&path], Duration::from_secs(30))?;
             anyhow::ensure!(out.success(), "{}", out.describe_failure());
@@ -533,21 +533,12 @@ fn restart_machine(proxy: EventLoopProxy<UserEvent>) {
     });
 }
 
-/// The agent's `log` answer as text: a string as is (`null`: no cycle yet), else `text`/`log`
-/// fields, else JSON.
-fn log_text(data: &serde_json::Value) -> String {
-    if data.is_null() {
-        return "The agent has not run a cycle since it started: there is no log yet.\n".into();
+/// The text of the file "Show last log" opens: the agent's log, or why there is none.
+fn log_text(log: Option<&str>) -> String {
+    match log {
+        Some(text) => text.to_string(),
+        None => "The agent has not run a cycle since it started: there is no log yet.\n".into(),
     }
-    if let Some(s) = data.as_str() {
-        return s.to_string();
-    }
-    for key in ["text", "log"] {
-        if let Some(s) = data.get(key).and_then(|v| v.as_str()) {
-            return s.to_string();
-        }
-    }
-    serde_json::to_string_pretty(data).unwrap_or_default()
 }
 
 /// `$XDG_RUNTIME_DIR/tiffin-tray/last-log.txt`, else the temp dir (private to the user).
@@ -606,15 +597,11 @@ fn set_sni_title(icon: &TrayIcon, title: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn log_answer_becomes_text_whatever_its_shape() {
-        assert_eq!(log_text(&json!("line 1\nline 2\n")), "line 1\nline 2\n");
-        assert_eq!(log_text(&json!({"text": "a\n", "generation": 4})), "a\n");
-        assert_eq!(log_text(&json!({"log": "b"})), "b");
-        assert!(log_text(&serde_json::Value::Null).contains("no log yet"));
-        assert!(log_text(&json!({"lines": ["x"]})).contains("\"lines\""));
+    fn log_text_is_the_log_or_says_there_is_none() {
+        assert_eq!(log_text(Some("line 1\nline 2\n")), "line 1\nline 2\n");
+        assert!(log_text(None).contains("no log yet"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! down say so once and reconnect with backoff. Blocking reads on its own thread; no polling.
 
 use super::view::DownReason;
-use crate::ipc::{Client, ClientError, Command, Event};
+use crate::ipc::{Client, ClientError};
 use crate::status::AgentStatus;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -84,32 +84,14 @@ fn session(socket: &Path, sink: &mut dyn FnMut(AgentStatus) -> bool) -> Result<(
     // An agent that accepts but does not answer counts as unreachable; once subscribed, silence
     // is normal (events come only on change).
     client.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    let mut stop = false;
-    // The agent answers `subscribe` with the status now; an answer without one is followed by
-    // a `status` request (after subscribing, so that no change in between is missed).
-    let answer = client.call_with(Command::Subscribe, &mut |e| {
-        let Event::Status(s) = e;
-        stop |= !sink(s);
-    })?;
-    if stop {
-        return Ok(());
-    }
-    let current = match serde_json::from_value::<AgentStatus>(answer) {
-        Ok(s) => s,
-        Err(_) => {
-            let v = client.call_with(Command::Status, &mut |e| {
-                let Event::Status(s) = e;
-                stop |= !sink(s);
-            })?;
-            serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))?
-        }
-    };
-    if stop || !sink(current) {
+    // The status now, then every change.
+    let current = client.subscribe()?;
+    if !sink(current) {
         return Ok(());
     }
     client.set_read_timeout(None)?;
     loop {
-        let Event::Status(s) = client.next_event()?;
+        let s = client.next_status()?;
         if !sink(s) {
             return Ok(());
         }
@@ -144,7 +126,7 @@ pub fn user_may_rollback(admin_group: &str) -> bool {
 mod tests {
     use super::*;
     use crate::ipc::codec::{decode_request, encode};
-    use crate::ipc::Response;
+    use crate::ipc::{Command, Event, Response};
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixListener;
     use std::sync::mpsc;

@@ -93,3 +93,44 @@ fn agent_check_config_reports_the_line_of_a_bad_key() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn agent_check_config_names_what_is_wrong_with_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    for (source, why) in [
+        ("sftp://@x", "empty user name"),
+        ("sftp://a@:22/", "no host"),
+        ("sftp://a@h:70000/", "bad port"),
+        ("sftp://a@h:22/srv/a", "path \"/srv/a\""),
+        ("http://h/", "expected sftp://USER@HOST:PORT/"),
+    ] {
+        std::fs::write(&cfg, format!("host = \"a\"\nsource = \"{source}\"\n")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_tiffin"))
+            .args(["agent", "--check-config", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{source}: {err}");
+        assert!(
+            err.contains("agent.toml:2:") && err.contains("source") && err.contains(why),
+            "{source}: {err}"
+        );
+    }
+    // An IPv6 literal is a host like any other.
+    std::fs::write(&cfg, "host = \"a\"\nsource = \"sftp://u@[::1]:2222/\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tiffin"))
+        .args(["agent", "--check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("source sftp://u@[::1]:2222/"), "{said}");
+}

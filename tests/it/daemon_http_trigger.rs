@@ -375,7 +375,7 @@ fn the_http_trigger_never_overrides_do_not_retry_only_an_admin_does() {
 
     // An admin's (root's) update does.
     let mut c = agent.client();
-    let _ = c.call(tiffin::ipc::Command::Update);
+    let _ = c.update();
     assert_eq!(
         builds(),
         after_first + 1,

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
-use tiffin::ipc::{Command, Event};
+use tiffin::status::Outcome;
 
 fn raw(agent: &Agent) -> UnixStream {
     let s = UnixStream::connect(&agent.socket).unwrap();
@@ -36,11 +36,11 @@ fn hundred_subscribers_keep_receiving_events_despite_garbage_huge_lines_and_a_st
             let mut c = agent.client();
             let ready = ready.clone();
             std::thread::spawn(move || {
-                c.call(Command::Subscribe).unwrap();
+                c.subscribe().unwrap();
                 ready.wait();
                 let mut seen = Vec::new();
                 while !seen.contains(&3) {
-                    let Event::Status(s) = c.next_event().unwrap();
+                    let s = c.next_status().unwrap();
                     if let Some(g) = s.applied_generation {
                         if !seen.contains(&g) {
                             seen.push(g);
@@ -118,8 +118,8 @@ fn hundred_subscribers_keep_receiving_events_despite_garbage_huge_lines_and_a_st
         agent
             .publication
             .publish(g, &files(20, 4096, &format!("g{g}")));
-        let r = c.call(Command::Update).unwrap();
-        assert_eq!(r["outcome"], "updated", "{r}");
+        let r = c.update().unwrap();
+        assert_eq!(r.outcome, Outcome::Updated, "{r:?}");
     }
     for s in subscribers {
         let seen = s.join().unwrap();

@@ -536,7 +536,10 @@ fn rendered_agent_toml_passes_the_real_agents_check_with_every_value_kept() {
 
     let c = AgentConfig::parse(&text, "agent.toml").expect("the library parses it too");
     assert_eq!(c.host, "laptop");
-    assert_eq!(c.source, "sftp://laptop@fleet.example.org:2222/");
+    assert_eq!(
+        c.source.to_string(),
+        "sftp://laptop@fleet.example.org:2222/"
+    );
     assert_eq!(c.identity, PathBuf::from("/etc/tiffin/id_ed25519"));
     assert_eq!(c.known_hosts, PathBuf::from("/etc/tiffin/known_hosts"));
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/tiffin"));
@@ -962,7 +965,10 @@ fn agent_module_renders_a_config_the_real_agent_accepts_and_a_unit_a_switch_leav
     assert_eq!(check.code, Some(0), "{}\n{text}", check.describe_failure());
     let a = AgentConfig::parse(&text, "agent.toml").expect("valid agent.toml");
     assert_eq!(a.host, "laptop", "host defaults to networking.hostName");
-    assert_eq!(a.source, "sftp://laptop@fleet.example.org:2222/");
+    assert_eq!(
+        a.source.to_string(),
+        "sftp://laptop@fleet.example.org:2222/"
+    );
     assert_eq!(a.policy, tiffin::status::Policy::Notify);
     assert_eq!(a.system.nix_env, "/nix/store/nix/bin/nix-env");
     assert_eq!(a.system.systemd_run, "/nix/store/systemd/bin/systemd-run");
@@ -1435,7 +1441,7 @@ fn agent_module_pins_the_server_key_for_an_explicit_sftp_source() {
         json!(format!("[fd00::5]:2200 {blob}\n"))
     );
     let a = AgentConfig::parse(&agent_toml_text(&pinned), "agent.toml").expect("valid");
-    assert_eq!(a.source, "sftp://lap@[fd00::5]:2200/");
+    assert_eq!(a.source.to_string(), "sftp://lap@[fd00::5]:2200/");
 
     // Without the key: a build-time error naming the source's host and port, not a run-time one.
     let unpinned = eval_agent(source);

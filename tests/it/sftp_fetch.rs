@@ -201,3 +201,66 @@ fn a_republish_during_the_download_is_retried_from_the_new_manifest() {
         other => panic!("expected generation 3, got {other:?}"),
     }
 }
+
+/// An IPv6 literal host (`sftp://user@[::1]:port/`) reaches the real sshd, and its host key is
+/// checked under the name `[::1]:port`. The test sshd listens on 127.0.0.1 only, so a forwarder
+/// on [::1] stands in front of it (the agent's side is what is tested).
+#[test]
+fn an_ipv6_literal_source_reaches_the_server_and_checks_its_key() {
+    let Some(srv) = Sshd::start(&["alpha"]) else {
+        return;
+    };
+    let v6 = std::net::TcpListener::bind("[::1]:0");
+    let missing = v6
+        .as_ref()
+        .err()
+        .map(|e| format!("no IPv6 loopback address (::1): {e}"));
+    if !support::prerequisite("an_ipv6_literal_source", missing) {
+        return;
+    }
+    let v6 = v6.unwrap();
+    let v6_port = v6.local_addr().unwrap().port();
+    let sshd_port = srv.port();
+    std::thread::spawn(move || {
+        for client in v6.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", sshd_port)) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    let state = tempfile::tempdir().unwrap();
+    let pinned = fs::read_to_string(srv.known_hosts_for(sshd_port)).unwrap();
+    let known_hosts = state.path().join("known_hosts");
+    let key = pinned.split_once(' ').unwrap().1;
+    fs::write(&known_hosts, format!("[::1]:{v6_port} {key}")).unwrap();
+    let h = srv.host("alpha");
+    let text = format!(
+        "host = \"alpha\"\nsource = \"sftp://{user}@[::1]:{v6_port}/\"\nidentity = {id:?}\n\
+         known_hosts = {kh:?}\nstate_dir = {st:?}\nallow_unsigned = true\n",
+        user = h.user,
+        id = h.identity.display().to_string(),
+        kh = known_hosts.display().to_string(),
+        st = state.path().display().to_string(),
+    );
+    let cfg = tiffin::config::AgentConfig::parse(&text, "agent.toml").unwrap();
+    let mut s = source::open(&cfg).unwrap_or_else(|e| panic!("{e}\n{}", srv.log_text()));
+    assert_eq!(s.describe(), format!("sftp://{}@[::1]:{v6_port}/", h.user));
+    assert_eq!(s.current_generation().unwrap(), None);
+    drop(s);
+
+    // The same key pinned under another name is no pin for [::1].
+    fs::write(&known_hosts, &pinned).unwrap();
+    let e = source::open(&cfg)
+        .err()
+        .expect("a key pinned for 127.0.0.1 only");
+    assert!(e.to_string().contains("[::1]"), "{e}");
+}

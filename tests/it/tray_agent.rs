@@ -186,8 +186,8 @@ fn show_last_log_opens_the_real_agents_log() {
         Ok(std::fs::read_to_string(&opened).ok())
     });
     let mut c = agent.client();
-    let want = c.call(tiffin::ipc::Command::Log).expect("log");
-    match want.as_str() {
+    let want = c.log().expect("log");
+    match want.as_deref() {
         // The agent's log of its last cycle, as the agent gives it. The agent checks every 2 s,
         // so the cycle may be a later one than the tray fetched: compare the first lines.
         Some(log) => {

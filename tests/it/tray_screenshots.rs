@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support_tray::{Desktop, Proc};
-use tiffin::ipc::Command as AgentCommand;
 use tiffin::status::{AgentStatus, Phase};
 
 const SCREEN_W: u32 = 800;
@@ -58,7 +57,7 @@ fn wait_status(agent: &Agent, what: &str, ok: impl Fn(&AgentStatus) -> bool) {
 fn update(agent: &Agent) -> std::thread::JoinHandle<()> {
     let mut c = agent.client();
     std::thread::spawn(move || {
-        let _ = c.call(AgentCommand::Update);
+        let _ = c.update();
     })
 }
 

@@ -42,7 +42,7 @@ impl TrustPolicy {
         config: &crate::config::AgentConfig,
         applied_generation: Option<u64>,
     ) -> Result<Self, String> {
-        let sftp = config.source.starts_with("sftp://");
+        let sftp = config.source.is_sftp();
         let key = if config.trusted_key.is_empty() {
             None
         } else {
@@ -63,7 +63,7 @@ impl TrustPolicy {
         };
         // Before the server is even contacted.
         policy
-            .check_configured(&config.source)
+            .check_configured(&config.source.to_string())
             .map_err(|e| e.to_string())?;
         Ok(policy)
     }

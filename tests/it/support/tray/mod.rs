@@ -512,9 +512,10 @@ fn serve(conn: UnixStream, shared: Arc<Mutex<Shared>>) {
                 serde_json::to_value(&sh.status).expect("status json")
             }
             AgentCommand::Log => json!("generation 43: build ok\nactivate ok\nverify ok\n"),
+            // Like the daemon: a cycle's report (this fake runs none).
             other => {
                 sh.commands.push(other);
-                json!({"started": true})
+                json!({"outcome": "up_to_date"})
             }
         };
         // Answer under the lock so that no event overtakes it out of order.
