@@ -18,6 +18,7 @@ use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::agent::CycleReport;
 use crate::demo::sandbox::{primary_group, SftpServing};
 use crate::demo::sshd::{self as demo_sshd, HostAccounts};
+use crate::demo::supervise::supervise;
 use crate::demo::{Sandbox, DEMO_HOST, HOSTS};
 use crate::fleet::publish::HostResult;
 use crate::fleet::status::{render_table, Style};
@@ -29,7 +30,6 @@ use clap::Args;
 use nix::sys::signal::Signal;
 use std::fs;
 use std::io::BufRead;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -981,22 +981,6 @@ fn free_loopback_port() -> Option<std::net::SocketAddr> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .ok()
-}
-
-/// The demo's children: in their own process group, so that a Ctrl-C in the terminal reaches
-/// only the demo (which stops them in order), and sent SIGTERM by the kernel should the demo
-/// die without cleaning up.
-fn supervise(cmd: &mut std::process::Command) {
-    cmd.process_group(0);
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP become [`Event::Signal`]. Returns once the handlers are in place.

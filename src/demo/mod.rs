@@ -9,6 +9,7 @@ pub mod fake_nixos;
 pub mod real_nixos;
 pub mod sandbox;
 pub mod sshd;
+pub mod supervise;
 
 pub use fake_nixos::FakeNixos;
 pub use sandbox::{Sandbox, DEMO_HOST, HOSTS};
