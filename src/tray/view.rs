@@ -150,12 +150,12 @@ pub enum DownReason {
 }
 
 /// What the view depends on besides the status; gathered by the caller (the view does no I/O).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ViewContext {
     /// Unix seconds.
     pub now: u64,
-    /// Seconds east of UTC, for clock times such as "Rolled back at 14:02".
-    pub utc_offset: i64,
+    /// The local time zone, for clock times such as "Rolled back at 14:02".
+    pub tz: jiff::tz::TimeZone,
     /// Root, or a member of the status's `admin_group`.
     pub user_may_rollback: bool,
     /// The XDG autostart entry exists.
@@ -289,30 +289,7 @@ fn updating_line(s: &AgentStatus) -> String {
     line
 }
 
-/// "just now", "10 min ago", "3 h ago", "2 days ago".
-pub fn ago(then: u64, now: u64) -> String {
-    let d = now.saturating_sub(then);
-    match d {
-        0..=59 => "just now".into(),
-        60..=3599 => format!("{} min ago", d / 60),
-        3600..=86399 => format!("{} h ago", d / 3600),
-        _ if d < 2 * 86400 => "1 day ago".into(),
-        _ => format!("{} days ago", d / 86400),
-    }
-}
-
-/// "in 5 min", "in 3 h", "now" for times in the past.
-pub fn from_now(then: u64, now: u64) -> String {
-    let d = then.saturating_sub(now);
-    match d {
-        0 => "now".into(),
-        1..=59 => "in less than a minute".into(),
-        60..=3599 => format!("in {} min", d / 60),
-        3600..=86399 => format!("in {} h", d / 3600),
-        _ if d < 2 * 86400 => "in 1 day".into(),
-        _ => format!("in {} days", d / 86400),
-    }
-}
+pub use crate::timefmt::{ago, from_now};
 
 /// The longest status line, in characters: a panel menu as wide as a long error message is
 /// hard to use. The tooltip and the notification keep the whole text.
@@ -326,12 +303,6 @@ pub fn clip(line: &str) -> String {
     let mut out: String = line.chars().take(MAX_LINE_CHARS - 1).collect();
     out.push('…');
     out
-}
-
-/// "14:02" in local time.
-pub fn clock(at: u64, utc_offset: i64) -> String {
-    let local = (at as i64 + utc_offset).rem_euclid(86400);
-    format!("{:02}:{:02}", local / 3600, (local % 3600) / 60)
 }
 
 /// The rolled-back line, while the last update ended in a rollback.
@@ -348,7 +319,7 @@ fn rollback_line(s: &AgentStatus, ctx: &ViewContext) -> Option<String> {
     };
     // A clock time is only unambiguous within the day; older ones say how long ago.
     let when = if ctx.now.saturating_sub(r.at) < 20 * 3600 {
-        format!("at {}", clock(r.at, ctx.utc_offset))
+        format!("at {}", crate::timefmt::clock(r.at, &ctx.tz))
     } else {
         ago(r.at, ctx.now)
     };
@@ -749,7 +720,7 @@ impl Notifier {
                     summary: "tiffin agent not reachable".into(),
                     body: format!(
                         "No contact for {}; updates are not being applied.",
-                        ago(since, now).trim_end_matches(" ago")
+                        crate::timefmt::span(now.saturating_sub(since))
                     ),
                     actions: vec![],
                 }]

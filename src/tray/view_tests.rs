@@ -6,7 +6,7 @@ const NOW: u64 = 1_800_000_000;
 fn ctx() -> ViewContext {
     ViewContext {
         now: NOW,
-        utc_offset: 0,
+        tz: jiff::tz::TimeZone::UTC,
         user_may_rollback: true,
         start_at_login: false,
         down_reason: DownReason::NotRunning,
@@ -318,13 +318,37 @@ fn rolled_back_line_has_local_clock_time_and_reason() {
         Some(&rolled_back_43()),
         &ViewContext {
             now: at_1402() + 300,
-            utc_offset: 7200,
+            tz: jiff::tz::TimeZone::fixed(jiff::tz::offset(2)),
             ..ctx()
         },
     );
     assert_eq!(
         v2.status_lines().next(),
         Some("Rolled back at 16:02: lost contact with the server")
+    );
+}
+
+/// A rollback the night before Berlin's switch to summer time (2026-03-29), seen the next
+/// morning: the clock time is the one the wall clock showed then (CET), not today's offset
+/// applied to it.
+#[test]
+fn a_rollback_before_a_dst_change_shows_the_clock_time_of_that_night() {
+    let mut s = rolled_back_43();
+    let at = 1_774_740_600; // 2026-03-28 23:30 UTC: 00:30 CET
+    if let Some(r) = s.rollback.last.as_mut() {
+        r.at = at;
+    }
+    let v = view(
+        Some(&s),
+        &ViewContext {
+            now: at + 9 * 3600, // 10:30 CEST
+            tz: jiff::tz::TimeZone::get("Europe/Berlin").expect("the system's tz database"),
+            ..ctx()
+        },
+    );
+    assert_eq!(
+        v.status_lines().next(),
+        Some("Rolled back at 00:30: lost contact with the server")
     );
 }
 
@@ -460,8 +484,9 @@ fn relative_times_read_naturally() {
         "just now",
         "a clock skew is not negative"
     );
-    assert_eq!(clock(at_1402(), 0), "14:02");
-    assert_eq!(clock(at_1402(), -15 * 3600), "23:02");
+    let zone = |h| jiff::tz::TimeZone::fixed(jiff::tz::offset(h));
+    assert_eq!(crate::timefmt::clock(at_1402(), &zone(0)), "14:02");
+    assert_eq!(crate::timefmt::clock(at_1402(), &zone(-15)), "23:02");
 }
 
 #[test]
