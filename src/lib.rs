@@ -17,6 +17,7 @@ pub mod runner;
 pub mod sign;
 pub mod source;
 pub mod status;
+pub mod timefmt;
 pub mod tray;
 
 /// The version every report and `seen.json` carries.

@@ -285,17 +285,7 @@ pub fn outcome_line(r: &CycleReport) -> String {
 
 fn when(now: u64, at: u64) -> String {
     let t = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(at));
-    if at > now {
-        format!(
-            "{t} (in {})",
-            humantime::format_duration(Duration::from_secs(at - now))
-        )
-    } else {
-        format!(
-            "{t} ({} ago)",
-            humantime::format_duration(Duration::from_secs(now - at))
-        )
-    }
+    format!("{t} ({})", crate::timefmt::relative(at, now))
 }
 
 /// The human summary of `tiffin status`.
@@ -423,7 +413,7 @@ mod tests {
         let text = summary(&s, 1000);
         assert!(text.contains("laptop"), "{text}");
         assert!(text.contains("applied generation   7"), "{text}");
-        assert!(text.contains("in 10m"), "{text}");
+        assert!(text.contains("in 10 min"), "{text}");
         assert!(!text.contains("publication"), "{text}");
     }
 

@@ -16,7 +16,6 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -315,19 +314,10 @@ impl Server {
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            // Its own process group: a Ctrl-C in the terminal reaches only the demo.
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It ends sshd
+            .stderr(log);
+        // Its own process group (a Ctrl-C in the terminal reaches only the demo), and ended
         // should the demo die without cleaning up.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        super::supervise::supervise(&mut cmd);
         let mut child = cmd.spawn().with_context(|| format!("starting {SSHD}"))?;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {

@@ -503,12 +503,7 @@ pub fn resolve_host(config: &FleetConfig, host: &str) -> Result<bool, FleetViewE
 
 /// "42s", "7m", "3h", "5d".
 pub fn age(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
+    crate::timefmt::compact(secs)
 }
 
 /// How the table is drawn.

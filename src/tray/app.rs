@@ -555,23 +555,10 @@ fn context(status: Option<&AgentStatus>, may_rollback: bool, down: DownReason) -
     let now = unix_now();
     ViewContext {
         now,
-        utc_offset: local_utc_offset(now),
+        tz: crate::timefmt::local_zone(),
         user_may_rollback: status.is_some() && may_rollback,
         start_at_login: autostart::is_enabled(),
         down_reason: down,
-    }
-}
-
-/// Seconds east of UTC in the local time zone at `now`.
-fn local_utc_offset(now: u64) -> i64 {
-    let t = now as libc::time_t;
-    // SAFETY: localtime_r writes only into the `tm` we pass; both pointers are valid.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return 0;
-        }
-        tm.tm_gmtoff
     }
 }
 

@@ -608,7 +608,7 @@ fn a_frozen_publication_older_than_max_age_is_refused_and_status_says_too_old() 
         Some(status),
         &tiffin::tray::view::ViewContext {
             now: tiffin::status::unix_now(),
-            utc_offset: 0,
+            tz: jiff::tz::TimeZone::UTC,
             user_may_rollback: false,
             start_at_login: false,
             down_reason: Default::default(),

@@ -57,39 +57,24 @@ impl Schedule {
     }
 }
 
-/// A small xorshift generator: jitter needs spread, not secrecy.
-pub struct Jitter(u64);
+/// The jitter's random source (`fastrand`): jitter needs spread, not secrecy.
+pub struct Jitter(fastrand::Rng);
 
 impl Jitter {
-    /// Seeded from the time and the process id, so machines started together still spread.
+    /// Seeded by `fastrand` from the process's random state, so machines started together still
+    /// spread.
     pub fn seeded() -> Self {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Self::from_seed(t ^ (u64::from(std::process::id()) << 32))
+        Self(fastrand::Rng::new())
     }
 
     pub fn from_seed(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+        Self(fastrand::Rng::with_seed(seed))
     }
 
     /// Uniform in `0..=max` at millisecond resolution.
     pub fn up_to(&mut self, max: Duration) -> Duration {
         let ms = max.as_millis() as u64;
-        if ms == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_millis(self.next_u64() % (ms + 1))
+        Duration::from_millis(self.0.u64(0..=ms))
     }
 }
 

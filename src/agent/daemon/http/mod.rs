@@ -197,16 +197,7 @@ pub fn escape(s: &str) -> String {
 }
 
 fn ago(now: u64, at: u64) -> String {
-    if at > now {
-        return format!(
-            "in {}",
-            humantime::format_duration(Duration::from_secs(at - now))
-        );
-    }
-    format!(
-        "{} ago",
-        humantime::format_duration(Duration::from_secs(now - at))
-    )
+    crate::timefmt::relative(at, now)
 }
 
 /// The page: what was done and the status, every value escaped.

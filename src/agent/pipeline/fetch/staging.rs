@@ -108,10 +108,7 @@ fn sync_tree(root: &Path, copied: &[PathBuf], new_dirs: &[PathBuf]) -> Result<()
     if copied.len() > FSYNC_AT_MOST {
         use std::os::fd::AsRawFd;
         let dir = fs::File::open(root).map_err(io_at(root))?;
-        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(io_at(root)(io::Error::last_os_error()));
-        }
+        nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| io_at(root)(io::Error::from(e)))?;
         return Ok(());
     }
     for f in copied {

@@ -148,7 +148,7 @@ impl TrustPolicy {
         if age > max {
             return Err(too_old(format!(
                 "was signed at {at}, {} ago",
-                humantime::format_duration(Duration::from_secs(age.as_secs()))
+                crate::timefmt::span(age.as_secs())
             )));
         }
         Ok(())

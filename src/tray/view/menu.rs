@@ -1,0 +1,112 @@
+//! The tray menu: the status lines (clipped), then the actions, each enabled only when it can
+//! work (agent reachable, not busy, a previous system to roll back to, the user allowed).
+
+use super::ViewContext;
+use crate::status::{AgentStatus, Phase};
+
+/// What a clickable menu entry does. The string ids are the muda menu ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MenuAction {
+    UpdateNow,
+    CheckNow,
+    RollBack,
+    ShowLog,
+    StartAtLogin,
+    Quit,
+}
+
+impl MenuAction {
+    pub fn id(self) -> &'static str {
+        match self {
+            MenuAction::UpdateNow => "update-now",
+            MenuAction::CheckNow => "check-now",
+            MenuAction::RollBack => "roll-back",
+            MenuAction::ShowLog => "show-log",
+            MenuAction::StartAtLogin => "start-at-login",
+            MenuAction::Quit => "quit",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Self> {
+        [
+            MenuAction::UpdateNow,
+            MenuAction::CheckNow,
+            MenuAction::RollBack,
+            MenuAction::ShowLog,
+            MenuAction::StartAtLogin,
+            MenuAction::Quit,
+        ]
+        .into_iter()
+        .find(|a| a.id() == id)
+    }
+}
+
+/// One line of the tray menu, top to bottom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MenuLine {
+    /// A status line: shown, never clickable.
+    Status(String),
+    Separator,
+    Action {
+        action: MenuAction,
+        label: String,
+        enabled: bool,
+    },
+    Check {
+        action: MenuAction,
+        label: String,
+        checked: bool,
+    },
+}
+
+/// The labels of the actions; tests and the E2E harness find entries by them.
+pub const LABEL_UPDATE_NOW: &str = "Update now";
+pub const LABEL_CHECK_NOW: &str = "Check for updates";
+pub const LABEL_ROLL_BACK: &str = "Roll back to previous system…";
+pub const LABEL_SHOW_LOG: &str = "Show last log";
+pub const LABEL_START_AT_LOGIN: &str = "Start at login";
+pub const LABEL_QUIT: &str = "Quit";
+
+/// The menu under the status `lines`.
+pub(super) fn menu(
+    lines: &[String],
+    status: Option<&AgentStatus>,
+    ctx: &ViewContext,
+) -> Vec<MenuLine> {
+    let reachable = status.is_some();
+    let busy = status.is_some_and(|s| s.phase.is_busy());
+    let checking = status.is_some_and(|s| s.phase == Phase::Checking);
+    let rollback_possible = status.is_some_and(|s| s.rollback.previous_available);
+    let mut menu: Vec<MenuLine> = lines
+        .iter()
+        .map(|l| MenuLine::Status(super::clip(l)))
+        .collect();
+    let action = |action, label: &str, enabled| MenuLine::Action {
+        action,
+        label: label.into(),
+        enabled,
+    };
+    menu.extend([
+        MenuLine::Separator,
+        action(MenuAction::UpdateNow, LABEL_UPDATE_NOW, reachable && !busy),
+        action(
+            MenuAction::CheckNow,
+            LABEL_CHECK_NOW,
+            reachable && !busy && !checking,
+        ),
+        action(
+            MenuAction::RollBack,
+            LABEL_ROLL_BACK,
+            reachable && !busy && rollback_possible && ctx.user_may_rollback,
+        ),
+        action(MenuAction::ShowLog, LABEL_SHOW_LOG, reachable),
+        MenuLine::Separator,
+        MenuLine::Check {
+            action: MenuAction::StartAtLogin,
+            label: LABEL_START_AT_LOGIN.into(),
+            checked: ctx.start_at_login,
+        },
+        action(MenuAction::Quit, LABEL_QUIT, true),
+    ]);
+    menu
+}
