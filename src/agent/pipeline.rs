@@ -71,6 +71,9 @@ struct Cycle {
     system_before: Option<String>,
     system_after: Option<String>,
     server_reached: bool,
+    /// The built system differs from the publication's `expected_system` (both paths): said in
+    /// the report's message, whatever the outcome.
+    mismatch: Option<String>,
     /// The connection of the check, reused to upload the report when it still works.
     source: Option<Box<dyn source::Source>>,
 }
@@ -85,6 +88,7 @@ impl Cycle {
             system_before: None,
             system_after: None,
             server_reached: false,
+            mismatch: None,
             source: None,
         }
     }
@@ -407,9 +411,9 @@ impl Pipeline {
             if expected != new {
                 // Not fatal: a local build may differ (another nixpkgs channel, impure inputs),
                 // but the admin built something else before publishing.
-                cy.runner.note(&format!(
-                    "build: the publication expected {expected}; this machine built {new}"
-                ));
+                let said = format!("the publication expected {expected}; this machine built {new}");
+                cy.runner.note(&format!("build: {said}"));
+                cy.mismatch = Some(said);
             }
         }
 
@@ -900,7 +904,13 @@ impl Pipeline {
     }
 
     /// Ends a cycle: history, state, report, `seen.json`, status.
-    fn finish(&mut self, mut cy: Cycle, end: Ending) -> CycleReport {
+    fn finish(&mut self, mut cy: Cycle, mut end: Ending) -> CycleReport {
+        if let Some(said) = cy.mismatch.take() {
+            end.message = Some(match end.message.take() {
+                Some(m) => format!("{m} ({said})"),
+                None => said,
+            });
+        }
         // Committed (the profile holds it), rolled back or failed: the build's root goes.
         if let Err(e) = gcroot::release(&self.config.state_dir) {
             cy.runner
