@@ -462,6 +462,7 @@ fn a_manual_rollback_restores_the_files_of_the_generation_it_returns_to() {
     assert_eq!(fs::read(&secret).unwrap(), b"new secret\n");
     assert_eq!(owner_mode(&secret), (0o600, 0, 0));
 
+    let _standin = m.in_process();
     let mut p = Pipeline::new(m.config(), StatusCell::new(AgentStatus::default())).unwrap();
     let r = p.rollback("the user asked");
     assert_eq!(r.outcome, Outcome::RolledBack, "{r:?}");

@@ -2,6 +2,9 @@
 //! the machine ends on the old or the new system, never between; the state says what happened;
 //! no endless retry. The fake NixOS's scripts wait on marker files so that the test can kill
 //! `tiffin agent --once` at the right moment.
+//!
+//! These tests keep the fake NixOS (`Machine::fake`, assets/fake-nixos): real Nix has no point
+//! at which a build or an activation can be held and the agent killed there on cue.
 
 use crate::pipeline_support;
 
@@ -58,7 +61,7 @@ fn pair(o: &str, s: &str) -> (String, String) {
 
 #[test]
 fn killed_while_downloading_keeps_the_old_tree_then_resumes_and_applies() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { big = true; }\n");
     m.write("zz-big", "the last file to be downloaded\n");
     let g = m.publish();
@@ -97,7 +100,7 @@ fn killed_while_downloading_keeps_the_old_tree_then_resumes_and_applies() {
 
 #[test]
 fn killed_while_building_stays_on_the_old_system_then_applies_at_the_next_start() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { b = 1; }\n");
     let g = m.publish();
     m.pause("build");
@@ -123,7 +126,7 @@ fn killed_while_building_stays_on_the_old_system_then_applies_at_the_next_start(
 
 #[test]
 fn killed_twice_while_building_gives_up_on_that_generation_and_takes_a_newer_one() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { oom = true; }\n");
     let g = m.publish();
     for _ in 0..2 {
@@ -166,7 +169,7 @@ fn killed_twice_while_building_gives_up_on_that_generation_and_takes_a_newer_one
 
 #[test]
 fn killed_while_activating_a_switch_that_completed_is_verified_and_committed_at_restart() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { a = 1; }\n");
     let g = m.publish();
     m.pause("activate");
@@ -190,7 +193,7 @@ fn killed_while_activating_a_switch_that_completed_is_verified_and_committed_at_
 
 #[test]
 fn killed_while_activating_before_the_switch_returns_to_the_old_system_and_retries() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { a = 2; }\n");
     m.publish();
     m.pause("activate");
@@ -229,7 +232,7 @@ fn killed_while_verifying_re_verifies_and_commits_at_restart() {
             r = root.display()
         )
     };
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write_config(&probe(&m.root), "");
     m.write("configuration.nix", "{ ... }: { v = 1; }\n");
     let g = m.publish();
@@ -250,7 +253,7 @@ fn killed_while_verifying_re_verifies_and_commits_at_restart() {
 
 #[test]
 fn killed_while_verifying_a_system_that_cut_the_network_rolls_back_at_restart() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     // Long enough that the agent is surely killed while it still retries to reach the server.
     m.write_config("verify_timeout = \"60s\"", "");
     m.write("CUT_NETWORK", "");
@@ -281,7 +284,7 @@ fn killed_while_verifying_a_system_that_cut_the_network_rolls_back_at_restart() 
 
 #[test]
 fn killed_while_committing_finishes_the_commit_at_restart() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { c = 1; }\n");
     let g = m.publish();
     m.pause("boot");
@@ -308,7 +311,7 @@ fn killed_while_committing_finishes_the_commit_at_restart() {
 
 #[test]
 fn a_verification_that_keeps_killing_the_agent_is_rolled_back_after_two_tries() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write_config(
         &format!(
             r#"health_checks = ["echo $$ > {r}/paused-verify; while [ -e {r}/pause-verify ]; do sleep 0.05; done"]"#,
@@ -354,7 +357,7 @@ const NEW_SECRET: &str = "new secret\n";
 /// A machine on generation 1 with `etc/secret` (`nobody:65534 0640`, binary content); the host's
 /// tree then changes the system and the secret (`root:root 0600`), with `extra` more files.
 fn machine_with_a_changed_secret(extra: &[(String, String)]) -> (Machine, u64) {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { s = 1; }\n");
     fs::create_dir_all(m.repo.join("files/etc")).unwrap();
     fs::write(m.repo.join("files/etc/secret"), OLD_SECRET).unwrap();
