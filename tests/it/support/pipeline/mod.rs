@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use tiffin::manifest::{entries_of, walk_tree, EntryKind, Manifest};
 
 mod real;
-pub use real::{install_real_nixos, real_system_section};
 use crate::real_nix;
+pub use real::{install_real_nixos, real_system_section};
 
 pub const HOST: &str = "laptop";
 
