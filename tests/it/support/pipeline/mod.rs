@@ -18,7 +18,10 @@ use tiffin::manifest::{entries_of, walk_tree, EntryKind, Manifest};
 
 mod real;
 use crate::real_nix;
-pub use real::{install_real_nixos, real_system_section};
+pub use real::{
+    default_is_real, install_real_nixos, knob_file, knob_flake_nix, real_system_section,
+    FIRST_CONFIGURATION,
+};
 
 pub const HOST: &str = "laptop";
 

@@ -206,43 +206,51 @@ fn fake_knob_file(name: &str) -> &'static str {
     }
 }
 
+/// The file of a host's tree that turns knob `standin.<name>` on with `nix_value` (a Nix value),
+/// as `(path in the tree, content)`: a module under `knobs/` of the flake of [`knob_flake_nix`]
+/// on real Nix, the knob's file on the fake.
+pub fn knob_file(real: bool, name: &str, nix_value: &str) -> (String, String) {
+    let fake = fake_knob_file(name); // an unknown knob fails here, not in Nix
+    if real {
+        (
+            format!("knobs/{name}.nix"),
+            format!("{{ standin.{name} = {nix_value}; }}\n"),
+        )
+    } else if name == "kernel" {
+        (
+            fake.to_string(),
+            format!("{}\n", nix_value.trim_matches('"')),
+        )
+    } else {
+        (fake.to_string(), String::new())
+    }
+}
+
 impl Machine {
     /// Turns on the stand-in's knob `standin.<name>` (`failBuild`, `noSpace`, `failActivate`,
     /// `cutNetwork`, `cutSshd`, `noSpaceBoot`): a module of the host's flake on real Nix, the
     /// knob's file on the fake.
     pub fn knob(&self, name: &str) {
-        self.set_knob(name, "true", "");
+        self.set_knob(name, "true");
     }
 
     /// Makes the next system's kernel `version` (a store path of its own: "reboot needed").
     pub fn kernel(&self, version: &str) {
-        self.set_knob("kernel", &format!("\"{version}\""), &format!("{version}\n"));
+        self.set_knob("kernel", &format!("\"{version}\""));
     }
 
     /// Turns a knob off again.
     pub fn unknob(&self, name: &str) {
-        let p = if self.real {
-            self.repo.join(format!("knobs/{name}.nix"))
-        } else {
-            self.repo.join(fake_knob_file(name))
-        };
-        fs::remove_file(&p).unwrap_or_else(|e| panic!("removing {}: {e}", p.display()));
+        self.remove(&knob_file(self.real, name, "true").0);
     }
 
-    fn set_knob(&self, name: &str, nix_value: &str, fake_content: &str) {
-        if !self.real {
-            self.write(fake_knob_file(name), fake_content);
-            return;
-        }
+    fn set_knob(&self, name: &str, nix_value: &str) {
         assert!(
-            self.repo.join("flake.nix").exists(),
+            !self.real || self.repo.join("flake.nix").exists(),
             "standin.{name}: the knobs are modules of the host's flake.nix, which this tree lacks"
         );
-        fake_knob_file(name); // an unknown knob fails here, not in Nix
-        self.write(
-            &format!("knobs/{name}.nix"),
-            &format!("{{ standin.{name} = {nix_value}; }}\n"),
-        );
+        let (rel, content) = knob_file(self.real, name, nix_value);
+        self.write(&rel, &content);
     }
 }
 
