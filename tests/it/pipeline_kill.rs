@@ -3,8 +3,10 @@
 //! no endless retry. The fake NixOS's scripts wait on marker files so that the test can kill
 //! `tiffin agent --once` at the right moment.
 //!
-//! These tests keep the fake NixOS (`Machine::fake`, assets/fake-nixos): real Nix has no point
-//! at which a build or an activation can be held and the agent killed there on cue.
+//! The tests that kill the agent inside the download, the build, the activation or the commit
+//! keep the fake NixOS (`Machine::fake`, assets/fake-nixos): real Nix has no point at which such
+//! a step can be held and the agent killed there on cue. The ones that kill it while verifying
+//! (a health check of the test's own holds it) or installing files run on real Nix.
 
 use crate::pipeline_support;
 
@@ -232,7 +234,7 @@ fn killed_while_verifying_re_verifies_and_commits_at_restart() {
             r = root.display()
         )
     };
-    let mut m = Machine::fake();
+    let mut m = Machine::new();
     m.write_config(&probe(&m.root), "");
     m.write("configuration.nix", "{ ... }: { v = 1; }\n");
     let g = m.publish();
@@ -253,10 +255,10 @@ fn killed_while_verifying_re_verifies_and_commits_at_restart() {
 
 #[test]
 fn killed_while_verifying_a_system_that_cut_the_network_rolls_back_at_restart() {
-    let mut m = Machine::fake();
+    let mut m = Machine::new();
     // Long enough that the agent is surely killed while it still retries to reach the server.
     m.write_config("verify_timeout = \"60s\"", "");
-    m.write("CUT_NETWORK", "");
+    m.knob("cutNetwork");
     let g = m.publish();
     let mut agent = m.spawn_once();
     wait_for("the agent to be verifying", || {
@@ -311,7 +313,7 @@ fn killed_while_committing_finishes_the_commit_at_restart() {
 
 #[test]
 fn a_verification_that_keeps_killing_the_agent_is_rolled_back_after_two_tries() {
-    let mut m = Machine::fake();
+    let mut m = Machine::new();
     m.write_config(
         &format!(
             r#"health_checks = ["echo $$ > {r}/paused-verify; while [ -e {r}/pause-verify ]; do sleep 0.05; done"]"#,
@@ -356,8 +358,13 @@ const NEW_SECRET: &str = "new secret\n";
 
 /// A machine on generation 1 with `etc/secret` (`nobody:65534 0640`, binary content); the host's
 /// tree then changes the system and the secret (`root:root 0600`), with `extra` more files.
-fn machine_with_a_changed_secret(extra: &[(String, String)]) -> (Machine, u64) {
-    let mut m = Machine::fake();
+/// `fake`: on the fake NixOS (a test that holds a Nix step), else the default machine.
+fn machine_with_a_changed_secret(fake: bool, extra: &[(String, String)]) -> (Machine, u64) {
+    let mut m = if fake {
+        Machine::fake()
+    } else {
+        Machine::new()
+    };
     m.write("configuration.nix", "{ ... }: { s = 1; }\n");
     fs::create_dir_all(m.repo.join("files/etc")).unwrap();
     fs::write(m.repo.join("files/etc/secret"), OLD_SECRET).unwrap();
@@ -398,6 +405,7 @@ fn secret_now(m: &Machine) -> (Vec<u8>, u32, u32, u32) {
 
 /// The agent starting again: it resolves the journal the killed one left (and nothing more).
 fn restart(m: &Machine) {
+    let _standin = m.in_process();
     let _p = Pipeline::new(m.config(), StatusCell::new(AgentStatus::default())).unwrap();
     assert_eq!(journal_step(m), None, "the journal is resolved");
 }
@@ -413,7 +421,7 @@ fn killed_while_installing_files_the_old_secret_is_back_after_restart() {
     let fillers: Vec<(String, String)> = (0..400)
         .map(|n| (format!("files/var/filler/{n:04}"), format!("{n}\n")))
         .collect();
-    let (m, g) = machine_with_a_changed_secret(&fillers);
+    let (m, g) = machine_with_a_changed_secret(false, &fillers);
     let secret = m.files_root.join("etc/secret");
     let before = m.current();
     let activations = m.count_calls("switch-to-configuration");
@@ -454,7 +462,7 @@ fn killed_while_activating_the_old_secret_is_back_after_restart() {
     {
         return;
     }
-    let (m, g) = machine_with_a_changed_secret(&[]);
+    let (m, g) = machine_with_a_changed_secret(true, &[]);
     let before = m.current();
     m.pause("activate");
     let mut agent = m.spawn_once();
@@ -485,7 +493,9 @@ fn killed_while_verifying_a_bad_system_the_old_secret_is_back_after_restart() {
     ) {
         return;
     }
-    let (m, g) = machine_with_a_changed_secret(&[("CUT_NETWORK".into(), String::new())]);
+    let cut =
+        pipeline_support::knob_file(pipeline_support::default_is_real(), "cutNetwork", "true");
+    let (m, g) = machine_with_a_changed_secret(false, &[cut]);
     let before = m.current();
     m.write_config("verify_timeout = \"60s\"", "");
     let mut agent = m.spawn_once();
