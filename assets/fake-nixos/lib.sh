@@ -1,9 +1,11 @@
 # Shared helpers of the fake NixOS. Sourced by the fake commands; POSIX sh.
 #
 # Real Nix runs the pipeline, `fleet build`, `fleet diff` and the demo's real-Nix test on the NixOS
-# stand-in (assets/nixos-standin). These scripts remain for what real Nix cannot do on cue: stop a
-# step at an exact point (pause-<step>, for the kill and fault tests), log every command line (the
-# tests that count builds), and `tiffin demo` where Nix cannot build.
+# stand-in (assets/nixos-standin); the pipeline and faults tests' default machine is the stand-in.
+# These scripts remain for what real Nix cannot do on cue: stop a step at an exact point
+# (pause-<step>, for the kill tests and the few that hold a step), the daemon, tray and signing
+# tests' agent, `systemd-run` (no systemd in the test machine), and `tiffin demo` where Nix cannot
+# build.
 #
 # Everything lives under $FAKE_NIXOS_ROOT (a test's temp dir):
 #   store/                  the fake Nix store

@@ -16,6 +16,8 @@
 #   cutSshd       activating this system runs `$ROOT/cut-sshd-hook cut` (another: `restore`)
 #   noSpaceBoot   `switch-to-configuration boot` prints "No space left on device", exits 0
 #   kernel        the kernel version (default "6.1")
+#   buildSleep    seconds the system's builder sleeps first (a build that hangs)
+#   activateSleep seconds `switch-to-configuration test` sleeps first (an activation that hangs)
 rec {
   # Attribute sets merged recursively, lists concatenated, anything else: the later wins.
   merge = a: b:
@@ -63,6 +65,7 @@ rec {
       knobs = builtins.filter on [ "failActivate" "cutNetwork" "cutSshd" "noSpaceBoot" ];
       kernel = kernelOf system (s.kernel or "6.1");
       host = config.networking.hostName or "nixos";
+      sleepFor = k: toString (s.${k} or 0);
       warn = if on "noSpace" then builtins.trace "error: writing to file: No space left on device" else (x: x);
     in warn (derivation {
       name = "nixos-system-${host}";
@@ -71,9 +74,11 @@ rec {
       PATH = "/usr/bin:/bin";
       configuration = builtins.toJSON config;
       knobs = toString knobs;
+      activateSleep = sleepFor "activateSleep";
       stc = ./switch-to-configuration.sh;
       args = [ "-c" ''
         set -e
+        ${if s ? buildSleep then "sleep ${sleepFor "buildSleep"}" else ""}
         ${if on "failBuild" then ''
           echo "error: the stand-in system of ${host} fails to build (standin.failBuild)" >&2
           exit 1
@@ -86,6 +91,7 @@ rec {
         ln -s ${kernel}/lib "$out/kernel-modules"
         printf '%s\n' "$configuration" > "$out/configuration.json"
         for k in $knobs; do : > "$out/standin/$k"; done
+        if [ "$activateSleep" != 0 ]; then echo "$activateSleep" > "$out/standin/activateSleep"; fi
       '' ];
     });
 

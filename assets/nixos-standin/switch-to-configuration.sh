@@ -24,6 +24,7 @@ set_link() {
 
 activate() {
     echo "activating the configuration..."
+    if [ -f "$sys/standin/activateSleep" ]; then sleep "$(cat "$sys/standin/activateSleep")"; fi
     if [ -f "$ROOT/publication" ]; then
         pub=$(cat "$ROOT/publication")
         if [ -e "$sys/standin/cutNetwork" ]; then

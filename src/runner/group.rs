@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// How long the output pipes may stay open after the command ended or was killed; a process
 /// that left the group (`setsid`) and still holds them is not waited for longer.
 pub const GRACE: Duration = Duration::from_millis(500);
+/// At a deadline, how long the group has to end on SIGTERM before SIGKILL: Nix stops the builders
+/// it started on SIGTERM, and they are in sessions of their own, out of reach of a group kill.
+pub const TERM_GRACE: Duration = Duration::from_secs(2);
 /// The longest pause between two looks at the child.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -72,7 +75,7 @@ pub fn run(mut cmd: Command, timeout: Option<Duration>, leftovers: Leftovers) ->
             } else if deadline.is_some_and(|d| Instant::now() >= d) {
                 timed_out = true;
                 if leftovers == Leftovers::Kill {
-                    kill_group(pid);
+                    stop_group(pid);
                     ended = Some(reap(&mut child, Instant::now() + GRACE));
                 } else {
                     ended = Some(None);
@@ -126,6 +129,22 @@ fn exited(child: &mut Child, pid: Pid, leftovers: Leftovers) -> io::Result<Optio
             Ok(status)
         }
     }
+}
+
+/// At the deadline: SIGTERM to the group, so that a command can stop what it started outside
+/// it (Nix its builders); SIGKILL to what is left once the child has exited or [`TERM_GRACE`]
+/// has passed. The child is not reaped here, so its group id cannot be reused meanwhile.
+fn stop_group(pgid: Pid) {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let until = Instant::now() + TERM_GRACE;
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    while Instant::now() < until {
+        match waitid(Id::Pid(pgid), flags) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+            _ => break,
+        }
+    }
+    kill_group(pgid);
 }
 
 fn kill_group(pgid: Pid) {

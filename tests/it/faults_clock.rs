@@ -107,6 +107,7 @@ fn a_wall_clock_jumping_back_or_forward_neither_skips_nor_doubles_scheduled_chec
     c.args(["agent", "--config"])
         .arg(&m.config_path)
         .env("RUST_LOG", "warn")
+        .env(faults_support::STANDIN_ROOT, &m.root)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     with_fake_clock(&mut c, &lib, &offset);
@@ -164,7 +165,8 @@ fn reports_stay_in_the_order_they_happened_when_the_clock_jumps() {
         let mut c = Command::new(env!("CARGO_BIN_EXE_tiffin"));
         c.args(["agent", "--once", "--config"])
             .arg(&m.config_path)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .env(faults_support::STANDIN_ROOT, &m.root);
         with_fake_clock(&mut c, &lib, &offset);
         let out = c.output().expect("run tiffin agent --once");
         assert!(out.status.success(), "clock {off}: {out:?}");

@@ -125,6 +125,10 @@ fn fifty_cycles_with_the_link_cut_at_random_points_leave_one_system_and_lose_no_
         "partial uploads left on the server: {partial:?}"
     );
     let built = m.assert_every_built_tree_was_published();
+    assert!(
+        built > 0,
+        "no tree built by this machine was found in the store"
+    );
     eprintln!(
         "faults_connection: {CYCLES} cycles, {} connections cut, exits {exits:?}, {} generations \
          published, {built} trees built, {} reports delivered",

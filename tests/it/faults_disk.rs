@@ -130,7 +130,7 @@ fn a_state_dir_that_fills_up_during_staging_fails_clearly_keeps_the_old_tree_and
     let builds_before = fs::read_to_string(m.root.join("calls.log"))
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.starts_with("nix "))
+        .filter(|l| l.starts_with("nix build"))
         .count();
 
     for i in 0..FILES {
@@ -165,7 +165,7 @@ fn a_state_dir_that_fills_up_during_staging_fails_clearly_keeps_the_old_tree_and
     let builds_after = fs::read_to_string(m.root.join("calls.log"))
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.starts_with("nix "))
+        .filter(|l| l.starts_with("nix build"))
         .count();
     assert_eq!(builds_after, builds_before, "nothing was built");
 

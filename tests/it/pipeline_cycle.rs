@@ -1,5 +1,6 @@
 //! The agent's rebuild pipeline, end to end: the real `tiffin agent --once` (or the library's
-//! `Pipeline`) against a fake NixOS (assets/fake-nixos) and a `file://` publication.
+//! `Pipeline`) against the NixOS stand-in on real Nix (real store paths, a real `nix-env`
+//! profile; only activation is simulated) and a `file://` publication.
 
 use crate::pipeline_support;
 
@@ -65,7 +66,7 @@ fn happy_path_one_cycle_puts_profile_current_link_and_boot_default_on_the_new_sy
 #[test]
 fn build_failure_activates_nothing_and_reports_failed_at_build_with_the_log() {
     let mut m = Machine::new();
-    m.write("FAIL_BUILD", "");
+    m.knob("failBuild");
     let g = m.publish();
     let (code, out) = m.run_once();
     assert_eq!(code, 1, "{out}");
@@ -79,7 +80,7 @@ fn build_failure_activates_nothing_and_reports_failed_at_build_with_the_log() {
     let (report, log) = m.report(g, "failed");
     assert_eq!(report["failed_step"], "build");
     assert!(
-        log.contains("FAIL_BUILD"),
+        log.contains("standin.failBuild") || log.contains("FAIL_BUILD"),
         "the log carries the build's output: {log}"
     );
     assert!(
@@ -94,7 +95,7 @@ fn build_failure_activates_nothing_and_reports_failed_at_build_with_the_log() {
 #[test]
 fn no_space_left_with_exit_code_zero_is_a_failure() {
     let mut m = Machine::new();
-    m.write("NO_SPACE", "");
+    m.knob("noSpace");
     let g = m.publish();
     let (code, out) = m.run_once();
     assert_eq!(code, 1, "{out}");
@@ -114,7 +115,7 @@ fn no_space_left_with_exit_code_zero_is_a_failure() {
 #[test]
 fn no_space_left_while_committing_rolls_back_and_the_profile_points_back() {
     let mut m = Machine::new();
-    m.write("NO_SPACE_BOOT", "");
+    m.knob("noSpaceBoot");
     let g = m.publish();
     let (code, out) = m.run_once();
     assert_eq!(code, 3, "{out}");
@@ -128,7 +129,7 @@ fn no_space_left_while_committing_rolls_back_and_the_profile_points_back() {
 #[test]
 fn activation_that_cuts_the_machine_off_is_rolled_back_and_that_generation_is_not_retried() {
     let mut m = Machine::new();
-    m.write("CUT_NETWORK", "");
+    m.knob("cutNetwork");
     let bad = m.publish();
     let (code, out) = m.run_once();
     assert_eq!(code, 3, "{out}");
@@ -170,7 +171,7 @@ fn activation_that_cuts_the_machine_off_is_rolled_back_and_that_generation_is_no
     assert_eq!(m.current(), m.initial_system);
 
     // A newer generation is applied normally.
-    m.remove("CUT_NETWORK");
+    m.unknob("cutNetwork");
     m.write("configuration.nix", "{ ... }: { fixed = true; }\n");
     let good = m.publish();
     let (code, out) = m.run_once();
@@ -186,7 +187,7 @@ fn activation_that_cuts_the_machine_off_is_rolled_back_and_that_generation_is_no
 #[test]
 fn failed_activation_re_activates_the_previous_system() {
     let mut m = Machine::new();
-    m.write("FAIL_ACTIVATE", "");
+    m.knob("failActivate");
     let g = m.publish();
     let (code, out) = m.run_once();
     assert_eq!(code, 3, "{out}");
@@ -194,7 +195,7 @@ fn failed_activation_re_activates_the_previous_system() {
     assert_eq!(m.profile(), m.initial_system);
     let (report, log) = m.report(g, "rolled_back");
     assert_eq!(report["failed_step"], "activate");
-    assert!(log.contains("fake-broken.service"), "{log}");
+    assert!(log.contains("-broken.service"), "{log}");
     assert!(m
         .calls()
         .contains(&format!("systemd-run unit=tiffin-rollback-{g}")));
@@ -271,7 +272,7 @@ fn same_system_as_running_is_up_to_date_and_activates_nothing() {
 #[test]
 fn a_new_kernel_means_reboot_needed() {
     let mut m = Machine::new();
-    m.write("NEW_KERNEL", "6.7\n");
+    m.kernel("6.7");
     let g = m.publish();
     let (code, out) = m.run_once();
     assert_eq!(code, 0, "{out}");
@@ -331,6 +332,7 @@ fn policy_notify_announces_the_generation_and_applies_it_on_update() {
     assert!(deadline > tiffin::status::unix_now() + 3000);
 
     let status = StatusCell::new(AgentStatus::default());
+    let _standin = m.in_process();
     let mut p = Pipeline::new(m.config(), status.clone()).unwrap();
     let s = status.get();
     assert_eq!(s.available_generation, Some(g));
@@ -382,6 +384,7 @@ fn manual_rollback_returns_to_the_previous_system_and_makes_it_the_boot_default(
     m.write("configuration.nix", "{ ... }: { r = 1; }\n");
     let g = m.publish();
     let status = StatusCell::new(AgentStatus::default());
+    let _standin = m.in_process();
     let mut p = Pipeline::new(m.config(), status.clone()).unwrap();
     assert_eq!(
         p.run_cycle(CycleRequest::Scheduled).outcome,

@@ -1,5 +1,6 @@
 //! files/ (DESIGN §4): installed outside the store with owner and mode, paths validated,
-//! removed only when tiffin installed them, and a file tiffin did not install left alone.
+//! removed only when tiffin installed them, and a file tiffin did not install left alone. On the
+//! NixOS stand-in and real Nix, but for the one test that holds activation at its start.
 
 use crate::pipeline_support;
 
@@ -21,7 +22,9 @@ fn a_secret_lands_with_mode_0600_root_root_outside_the_store() {
         return;
     }
     let mut m = Machine::new();
-    m.write("files/etc/secret", "hunter2\n");
+    // A secret no store path holds yet, to look for in the store afterwards.
+    let hunter2 = crate::real_nix::unique_marker("secret");
+    m.write("files/etc/secret", &format!("{hunter2}\n"));
     m.write("files/etc/motd", "welcome\n");
     fs::set_permissions(
         m.repo.join("files/etc/motd"),
@@ -38,7 +41,7 @@ fn a_secret_lands_with_mode_0600_root_root_outside_the_store() {
     let (code, out) = m.run_once();
     assert_eq!(code, 0, "{out}");
     let secret = m.files_root.join("etc/secret");
-    assert_eq!(fs::read_to_string(&secret).unwrap(), "hunter2\n");
+    assert_eq!(fs::read_to_string(&secret).unwrap(), format!("{hunter2}\n"));
     assert_eq!(mode_of(&secret), 0o600);
     let meta = fs::metadata(&secret).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (0, 0));
@@ -52,17 +55,25 @@ fn a_secret_lands_with_mode_0600_root_root_outside_the_store() {
     assert_eq!(mode_of(&m.files_root.join("etc/motd")), 0o600);
     // The system did not change (files/ is not part of it): nothing was activated.
     assert_eq!(m.count_calls("switch-to-configuration"), 0, "{}", m.calls());
-    // Nix never saw it: the tree the fake `nix build` copied into its store has no files/.
+    // Nix never saw it: no store path holds the secret (on the fake: the trees its `nix build`
+    // copied into its store).
+    let store = if m.real {
+        std::path::PathBuf::from("/nix/store")
+    } else {
+        m.root.join("store")
+    };
     let stored = std::process::Command::new("grep")
-        .args(["-rl", "hunter2"])
-        .arg(m.root.join("store"))
+        .args(["-rl", "-F", "--", &hunter2])
+        .arg(&store)
         .output()
         .unwrap();
     assert!(
         stored.stdout.is_empty(),
         "the secret is in the store: {stored:?}"
     );
-    assert!(m.root.join("store").read_dir().unwrap().count() >= 2);
+    if !m.real {
+        assert!(m.root.join("store").read_dir().unwrap().count() >= 2);
+    }
     let (_, log) = m.report(g, "updated");
     assert!(
         log.contains("installed") && log.contains("etc/secret"),
@@ -239,7 +250,7 @@ fn files_of_a_generation_that_is_rolled_back_are_put_back() {
     m.write("files/etc/motd", "v2\n");
     m.write("files/srv/new/conf", "new\n");
     m.remove("files/etc/gone");
-    m.write("CUT_NETWORK", "");
+    m.knob("cutNetwork");
     let g = m.publish();
     let (code, out) = m.run_once();
     assert_eq!(code, 3, "{out}");
@@ -411,7 +422,9 @@ fn files_are_in_place_before_the_new_system_is_activated() {
     if !pipeline_support::have_root("files_are_in_place_before_the_new_system_is_activated") {
         return;
     }
-    let mut m = Machine::new();
+    // The fake NixOS (`Machine::fake`): the test looks at the files while activation is held at
+    // its start, a point real Nix's stand-in cannot stop at.
+    let mut m = Machine::fake();
     m.write(
         "configuration.nix",
         "{ ... }: { services.app.enable = true; }\n",
@@ -462,6 +475,7 @@ fn a_manual_rollback_restores_the_files_of_the_generation_it_returns_to() {
     assert_eq!(fs::read(&secret).unwrap(), b"new secret\n");
     assert_eq!(owner_mode(&secret), (0o600, 0, 0));
 
+    let _standin = m.in_process();
     let mut p = Pipeline::new(m.config(), StatusCell::new(AgentStatus::default())).unwrap();
     let r = p.rollback("the user asked");
     assert_eq!(r.outcome, Outcome::RolledBack, "{r:?}");

@@ -2,6 +2,11 @@
 //! the machine ends on the old or the new system, never between; the state says what happened;
 //! no endless retry. The fake NixOS's scripts wait on marker files so that the test can kill
 //! `tiffin agent --once` at the right moment.
+//!
+//! The tests that kill the agent inside the download, the build, the activation or the commit
+//! keep the fake NixOS (`Machine::fake`, assets/fake-nixos): real Nix has no point at which such
+//! a step can be held and the agent killed there on cue. The ones that kill it while verifying
+//! (a health check of the test's own holds it) or installing files run on real Nix.
 
 use crate::pipeline_support;
 
@@ -58,7 +63,7 @@ fn pair(o: &str, s: &str) -> (String, String) {
 
 #[test]
 fn killed_while_downloading_keeps_the_old_tree_then_resumes_and_applies() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { big = true; }\n");
     m.write("zz-big", "the last file to be downloaded\n");
     let g = m.publish();
@@ -97,7 +102,7 @@ fn killed_while_downloading_keeps_the_old_tree_then_resumes_and_applies() {
 
 #[test]
 fn killed_while_building_stays_on_the_old_system_then_applies_at_the_next_start() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { b = 1; }\n");
     let g = m.publish();
     m.pause("build");
@@ -123,7 +128,7 @@ fn killed_while_building_stays_on_the_old_system_then_applies_at_the_next_start(
 
 #[test]
 fn killed_twice_while_building_gives_up_on_that_generation_and_takes_a_newer_one() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { oom = true; }\n");
     let g = m.publish();
     for _ in 0..2 {
@@ -166,7 +171,7 @@ fn killed_twice_while_building_gives_up_on_that_generation_and_takes_a_newer_one
 
 #[test]
 fn killed_while_activating_a_switch_that_completed_is_verified_and_committed_at_restart() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { a = 1; }\n");
     let g = m.publish();
     m.pause("activate");
@@ -190,7 +195,7 @@ fn killed_while_activating_a_switch_that_completed_is_verified_and_committed_at_
 
 #[test]
 fn killed_while_activating_before_the_switch_returns_to_the_old_system_and_retries() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { a = 2; }\n");
     m.publish();
     m.pause("activate");
@@ -253,7 +258,7 @@ fn killed_while_verifying_a_system_that_cut_the_network_rolls_back_at_restart() 
     let mut m = Machine::new();
     // Long enough that the agent is surely killed while it still retries to reach the server.
     m.write_config("verify_timeout = \"60s\"", "");
-    m.write("CUT_NETWORK", "");
+    m.knob("cutNetwork");
     let g = m.publish();
     let mut agent = m.spawn_once();
     wait_for("the agent to be verifying", || {
@@ -281,7 +286,7 @@ fn killed_while_verifying_a_system_that_cut_the_network_rolls_back_at_restart() 
 
 #[test]
 fn killed_while_committing_finishes_the_commit_at_restart() {
-    let mut m = Machine::new();
+    let mut m = Machine::fake();
     m.write("configuration.nix", "{ ... }: { c = 1; }\n");
     let g = m.publish();
     m.pause("boot");
@@ -353,8 +358,13 @@ const NEW_SECRET: &str = "new secret\n";
 
 /// A machine on generation 1 with `etc/secret` (`nobody:65534 0640`, binary content); the host's
 /// tree then changes the system and the secret (`root:root 0600`), with `extra` more files.
-fn machine_with_a_changed_secret(extra: &[(String, String)]) -> (Machine, u64) {
-    let mut m = Machine::new();
+/// `fake`: on the fake NixOS (a test that holds a Nix step), else the default machine.
+fn machine_with_a_changed_secret(fake: bool, extra: &[(String, String)]) -> (Machine, u64) {
+    let mut m = if fake {
+        Machine::fake()
+    } else {
+        Machine::new()
+    };
     m.write("configuration.nix", "{ ... }: { s = 1; }\n");
     fs::create_dir_all(m.repo.join("files/etc")).unwrap();
     fs::write(m.repo.join("files/etc/secret"), OLD_SECRET).unwrap();
@@ -395,6 +405,7 @@ fn secret_now(m: &Machine) -> (Vec<u8>, u32, u32, u32) {
 
 /// The agent starting again: it resolves the journal the killed one left (and nothing more).
 fn restart(m: &Machine) {
+    let _standin = m.in_process();
     let _p = Pipeline::new(m.config(), StatusCell::new(AgentStatus::default())).unwrap();
     assert_eq!(journal_step(m), None, "the journal is resolved");
 }
@@ -410,7 +421,7 @@ fn killed_while_installing_files_the_old_secret_is_back_after_restart() {
     let fillers: Vec<(String, String)> = (0..400)
         .map(|n| (format!("files/var/filler/{n:04}"), format!("{n}\n")))
         .collect();
-    let (m, g) = machine_with_a_changed_secret(&fillers);
+    let (m, g) = machine_with_a_changed_secret(false, &fillers);
     let secret = m.files_root.join("etc/secret");
     let before = m.current();
     let activations = m.count_calls("switch-to-configuration");
@@ -451,7 +462,7 @@ fn killed_while_activating_the_old_secret_is_back_after_restart() {
     {
         return;
     }
-    let (m, g) = machine_with_a_changed_secret(&[]);
+    let (m, g) = machine_with_a_changed_secret(true, &[]);
     let before = m.current();
     m.pause("activate");
     let mut agent = m.spawn_once();
@@ -482,7 +493,9 @@ fn killed_while_verifying_a_bad_system_the_old_secret_is_back_after_restart() {
     ) {
         return;
     }
-    let (m, g) = machine_with_a_changed_secret(&[("CUT_NETWORK".into(), String::new())]);
+    let cut =
+        pipeline_support::knob_file(pipeline_support::default_is_real(), "cutNetwork", "true");
+    let (m, g) = machine_with_a_changed_secret(false, &[cut]);
     let before = m.current();
     m.write_config("verify_timeout = \"60s\"", "");
     let mut agent = m.spawn_once();

@@ -224,14 +224,13 @@ fn after_publish_build_the_machine_runs_exactly_the_expected_system_and_logs_a_m
     std::fs::write(&mpath, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
     let (code, out) = m.run_once();
     assert_eq!(code, 0, "{out}");
-    let (_, log) = m.report(2, "updated");
+    let (report, log) = m.report(2, "updated");
     let built = m.current().display().to_string();
-    assert!(
-        log.contains(&format!(
-            "the publication expected {expected}; this machine built {built}"
-        )),
-        "{log}"
-    );
+    let said = format!("the publication expected {expected}; this machine built {built}");
+    assert!(log.contains(&said), "{log}");
+    // The report's message says it too (what `fleet logs` and `tiffin status` show).
+    let message = report["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&said), "{report}");
 }
 
 #[test]

@@ -1,16 +1,21 @@
-//! The agent's rebuild pipeline through the real sshd and the fake NixOS: `tiffin agent --once`
+//! The agent's rebuild pipeline through the real sshd on real Nix: `tiffin agent --once`
 //! fetches from an `sftp://` source (pinned host key, the host's own user and key, its chroot
-//! made by `tiffin fleet publish`), builds and activates on the fake NixOS (assets/fake-nixos),
+//! made by `tiffin fleet publish`), builds the NixOS stand-in with real Nix into a real profile
+//! and activates it (assets/nixos-standin; without Nix, outside CI, on the fake NixOS),
 //! verifies by logging in to the server again, and uploads its report into the chroot's `logs/`
-//! through SFTP. An activation that cuts the machine off does so at the server: the fake
-//! `switch-to-configuration` runs a script that makes the test sshd refuse the host.
+//! through SFTP. An activation that cuts the machine off does so at the server: the stand-in's
+//! `switch-to-configuration` runs a script that makes the test sshd refuse the host. The kill
+//! tests stop the agent where the server or a health check holds it, not inside a Nix step.
 //!
 //! Needs root and `/usr/sbin/sshd` (fails under `CI=true` without them, skips otherwise).
 
 use crate::pipeline_support;
 use crate::support;
 
-use pipeline_support::{fake_system_section, install_fake_nixos, wait_for};
+use pipeline_support::{
+    default_is_real, fake_system_section, install_fake_nixos, install_real_nixos, knob_file,
+    knob_flake_nix, real_system_section, wait_for, FIRST_CONFIGURATION,
+};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -20,11 +25,13 @@ use support::sshd::Sshd;
 
 const HOST: &str = "laptop";
 
-/// A NixOS machine (fake) whose agent reaches a real sshd.
+/// A NixOS machine (the stand-in on real Nix) whose agent reaches a real sshd.
 struct SshMachine {
+    /// On real Nix (else the fake NixOS).
+    real: bool,
     srv: Sshd,
     _dir: tempfile::TempDir,
-    /// The fake NixOS's root ($FAKE_NIXOS_ROOT).
+    /// The machine's root: the stand-in's sandbox root ($TIFFIN_STANDIN_ROOT), or the fake's.
     root: PathBuf,
     state: PathBuf,
     files_root: PathBuf,
@@ -47,12 +54,20 @@ impl SshMachine {
             fs::create_dir_all(d).unwrap();
         }
         let repo = srv.fleet().host_dir(HOST);
-        fs::write(repo.join("flake.nix"), "{ outputs = { self }: { }; }\n").unwrap();
-        fs::write(repo.join("configuration.nix"), "{ ... }: { }\n").unwrap();
-        // No file:// publication here: CUT_NETWORK has nothing to move.
+        // No file:// publication here: cutNetwork has nothing to move.
         let no_publication = dir.path().join("no-file-publication");
-        let initial_system = install_fake_nixos(&root, &no_publication, &repo, HOST);
+        let real = default_is_real();
+        let initial_system = if real {
+            fs::write(repo.join("flake.nix"), knob_flake_nix(HOST)).unwrap();
+            fs::write(repo.join("configuration.nix"), FIRST_CONFIGURATION).unwrap();
+            install_real_nixos(&root, &no_publication, &repo)
+        } else {
+            fs::write(repo.join("flake.nix"), "{ outputs = { self }: { }; }\n").unwrap();
+            fs::write(repo.join("configuration.nix"), "{ ... }: { }\n").unwrap();
+            install_fake_nixos(&root, &no_publication, &repo, HOST)
+        };
         let m = Self {
+            real,
             state: dir.path().join("state"),
             config_path: dir.path().join("agent.toml"),
             srv,
@@ -100,12 +115,26 @@ http_trigger = ""
             identity = h.identity.display(),
             known_hosts = self.srv.known_hosts_for(self.srv.port()).display(),
             state = self.state.display(),
-            system = fake_system_section(&self.root, &self.files_root),
+            system = if self.real {
+                real_system_section(&self.root, &self.files_root)
+            } else {
+                fake_system_section(&self.root, &self.files_root)
+            },
         );
         fs::write(&self.config_path, text).unwrap();
     }
 
-    /// Makes CUT_SSHD systems cut this host off the test sshd when activated.
+    /// Turns on the stand-in's knob `standin.<name>` (on the fake: its file).
+    fn knob(&self, name: &str) {
+        let (rel, content) = knob_file(self.real, name, "true");
+        self.write(&rel, content.as_bytes());
+    }
+
+    fn unknob(&self, name: &str) {
+        self.remove(&knob_file(self.real, name, "true").0);
+    }
+
+    /// Makes cutSshd systems cut this host off the test sshd when activated.
     fn arm_cut_script(&self) {
         let script = self.srv.write_cut_script(HOST);
         fs::write(
@@ -147,7 +176,9 @@ http_trigger = ""
         let mut c = Command::new(env!("CARGO_BIN_EXE_tiffin"));
         c.args(["agent", "--once", "--config"])
             .arg(&self.config_path)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            // The sandbox root the stand-in's switch-to-configuration acts on.
+            .env("TIFFIN_STANDIN_ROOT", &self.root);
         c
     }
 
@@ -385,7 +416,7 @@ fn happy_path_over_sftp_puts_the_new_system_in_place_and_uploads_the_report_into
 #[test]
 fn build_failure_over_sftp_activates_nothing_and_uploads_a_failed_at_build_report_with_its_log() {
     let Some(m) = SshMachine::new() else { return };
-    m.write("FAIL_BUILD", b"");
+    m.knob("failBuild");
     let g = m.publish();
     let (code, out) = m.run_once();
     assert_eq!(code, 1, "{out}");
@@ -399,7 +430,7 @@ fn build_failure_over_sftp_activates_nothing_and_uploads_a_failed_at_build_repor
     let (report, log) = m.report(g, "failed");
     assert_eq!(report["failed_step"], "build");
     assert!(
-        log.contains("FAIL_BUILD"),
+        log.contains("standin.failBuild") || log.contains("FAIL_BUILD"),
         "the log carries the build's output: {log}"
     );
     assert!(
@@ -416,7 +447,7 @@ fn build_failure_over_sftp_activates_nothing_and_uploads_a_failed_at_build_repor
 fn an_activation_that_makes_sshd_refuse_the_host_is_rolled_back_reported_and_not_retried() {
     let Some(m) = SshMachine::new() else { return };
     m.arm_cut_script();
-    m.write("CUT_SSHD", b"");
+    m.knob("cutSshd");
     let bad = m.publish();
     let (code, out) = m.run_once();
     assert_eq!(code, 3, "{out}");
@@ -464,7 +495,7 @@ fn an_activation_that_makes_sshd_refuse_the_host_is_rolled_back_reported_and_not
     assert_eq!(m.current(), m.initial_system);
 
     // A newer generation is applied normally.
-    m.remove("CUT_SSHD");
+    m.unknob("cutSshd");
     m.write("configuration.nix", b"{ ... }: { fixed = true; }\n");
     let good = m.publish();
     assert!(good > bad);
@@ -559,7 +590,7 @@ fn killed_while_verifying_a_system_that_sshd_refuses_rolls_back_at_restart() {
     m.arm_cut_script();
     // Long enough that the agent is surely killed while it still retries to log in.
     m.write_config("verify_timeout = \"60s\"");
-    m.write("CUT_SSHD", b"");
+    m.knob("cutSshd");
     let g = m.publish();
     let mut agent = m.spawn_once();
     wait_for("the agent to be verifying", || {

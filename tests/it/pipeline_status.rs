@@ -1,5 +1,6 @@
 //! Every step is visible in the agent's status as it happens (DESIGN §3), with download
-//! progress: the fake NixOS holds each step until the test has looked.
+//! progress: the fake NixOS holds each step until the test has looked (the only test here that
+//! keeps the fake); the persisted state is the real-Nix machine's.
 
 use crate::pipeline_support;
 
@@ -13,7 +14,8 @@ use tiffin::status::{AgentStatus, CheckResult, Outcome, Phase};
 
 #[test]
 fn status_shows_each_phase_with_download_progress_as_it_happens() {
-    let mut m = Machine::new();
+    // The fake NixOS (`Machine::fake`): each step is held until the test has looked at it.
+    let mut m = Machine::fake();
     m.write_config(
         &format!(
             r#"health_checks = ["echo $$ > {r}/paused-verify; while [ -e {r}/pause-verify ]; do sleep 0.05; done; rm -f {r}/paused-verify"]"#,
@@ -92,7 +94,7 @@ fn status_shows_each_phase_with_download_progress_as_it_happens() {
 #[test]
 fn a_new_pipeline_shows_the_persisted_state_at_once() {
     let mut m = Machine::new();
-    m.write("CUT_NETWORK", "");
+    m.knob("cutNetwork");
     let g = m.publish();
     assert_eq!(m.run_once().0, 3);
     let status = StatusCell::new(AgentStatus::default());

@@ -11,16 +11,27 @@ use std::time::{Duration, Instant};
 /// Pause between two tries.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// Verifies the running system; the error says what failed last.
+/// What a try cut off by the deadline says.
+const NO_ANSWER: &str = "no answer from the server";
+
+/// Verifies the running system; the error says what failed last (the server's last answer when
+/// the deadline cut the last try short: "refused the key" says more than "no answer").
 pub fn verify(config: &AgentConfig, runner: &Runner) -> Result<(), String> {
     let deadline = Instant::now() + config.verify_timeout;
+    let mut answered: Option<String> = None;
     let mut last_error = loop {
         let err = match reconnect(config, deadline) {
             Ok(()) => break None,
             Err(e) => e,
         };
         if Instant::now() + RETRY_PAUSE >= deadline {
-            break Some(err);
+            break Some(match answered.take() {
+                Some(a) if err == NO_ANSWER => format!("{a} (the last try got no answer)"),
+                _ => err,
+            });
+        }
+        if err != NO_ANSWER {
+            answered = Some(err);
         }
         std::thread::sleep(RETRY_PAUSE);
     };
@@ -69,6 +80,6 @@ fn reconnect(config: &AgentConfig, deadline: Instant) -> Result<(), String> {
     let left = deadline.saturating_duration_since(Instant::now());
     match rx.recv_timeout(left) {
         Ok(r) => r,
-        Err(_) => Err("no answer from the server".into()),
+        Err(_) => Err(NO_ANSWER.into()),
     }
 }

@@ -92,9 +92,9 @@ impl Pipeline {
             if expected != new {
                 // Not fatal: a local build may differ (another nixpkgs channel, impure inputs),
                 // but the admin built something else before publishing.
-                cy.runner.note(&format!(
-                    "build: the publication expected {expected}; this machine built {new}"
-                ));
+                let said = format!("the publication expected {expected}; this machine built {new}");
+                cy.runner.note(&format!("build: {said}"));
+                cy.mismatch = Some(said);
             }
         }
         Ok(new)

@@ -66,6 +66,9 @@ struct Cycle {
     system_before: Option<String>,
     system_after: Option<String>,
     server_reached: bool,
+    /// The built system differs from the publication's `expected_system` (both paths): said in
+    /// the report's message, whatever the outcome.
+    mismatch: Option<String>,
     /// The connection of the check, reused to upload the report when it still works.
     source: Option<Box<dyn source::Source>>,
 }
@@ -80,6 +83,7 @@ impl Cycle {
             system_before: None,
             system_after: None,
             server_reached: false,
+            mismatch: None,
             source: None,
         }
     }

@@ -12,7 +12,13 @@ use crate::status::{unix_now, LastUpdate, Phase};
 
 impl Pipeline {
     /// Ends a cycle: history, state, report, `seen.json`, status.
-    pub(super) fn finish(&mut self, mut cy: Cycle, end: Ending) -> CycleReport {
+    pub(super) fn finish(&mut self, mut cy: Cycle, mut end: Ending) -> CycleReport {
+        if let Some(said) = cy.mismatch.take() {
+            end.message = Some(match end.message.take() {
+                Some(m) => format!("{m} ({said})"),
+                None => said,
+            });
+        }
         // Committed (the profile holds it), rolled back or failed: the build's root goes.
         if let Err(e) = gcroot::release(&self.config.state_dir) {
             cy.runner

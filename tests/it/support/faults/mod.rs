@@ -1,5 +1,6 @@
-//! Shared by the fault-injection tests (`tests/faults_*.rs`): one machine running the fake NixOS
-//! whose agent fetches over a real chrooted sshd, a fleet repository published with the library
+//! Shared by the fault-injection tests (`tests/faults_*.rs`): one machine running the NixOS
+//! stand-in on real Nix (without Nix, outside CI, the fake NixOS) whose agent fetches over a real
+//! chrooted sshd, a fleet repository published with the library
 //! publisher (`tiffin::fleet::publish`), a seeded random generator whose seed is printed so a
 //! failure can be replayed, and the checks every fault test ends with (a consistent system, no
 //! half-written tree ever used, no report lost).
@@ -7,7 +8,10 @@
 //! Use it with `mod support; mod pipeline_support; mod faults_support;` from a test file.
 #![allow(dead_code)]
 
-use crate::pipeline_support::{fake_system_section, install_fake_nixos};
+use crate::pipeline_support::{
+    default_is_real, fake_system_section, install_fake_nixos, install_real_nixos,
+    real_system_section, FIRST_CONFIGURATION,
+};
 use crate::support::sshd::Sshd;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -61,13 +65,17 @@ impl Rng {
     }
 }
 
-/// A machine on the fake NixOS whose agent reaches a real sshd, and the admin's fleet repository
-/// that publishes to that server's chroot.
+/// A machine on the NixOS stand-in and real Nix (or the fake NixOS) whose agent reaches a real
+/// sshd, and the admin's fleet repository that publishes to that server's chroot.
 pub struct SshMachine {
+    /// On real Nix (else the fake NixOS).
+    pub real: bool,
+    /// A string only this machine's flake.nix holds: it finds the trees Nix copied to its store.
+    marker: String,
     /// Dropped last: the chroot and the system users go with it.
     pub srv: Sshd,
     pub dir: tempfile::TempDir,
-    /// The fake NixOS's root ($FAKE_NIXOS_ROOT).
+    /// The machine's root: the stand-in's sandbox root ($TIFFIN_STANDIN_ROOT), or the fake's.
     pub root: PathBuf,
     /// The admin's fleet repository (fleet.toml, hosts/laptop/).
     pub fleet: PathBuf,
@@ -115,6 +123,8 @@ impl SshMachine {
             .and_then(|k| k.save(&fleet.join(DEFAULT_SIGNING_KEY), "faults fleet", false))
             .expect("the fleet's signing key");
         let mut m = Self {
+            real: default_is_real(),
+            marker: crate::real_nix::unique_marker("faults"),
             config_path: dir.path().join("agent.toml"),
             srv,
             dir,
@@ -125,10 +135,16 @@ impl SshMachine {
             published: BTreeMap::new(),
             initial_store: BTreeSet::new(),
         };
-        m.write("flake.nix", "{ outputs = { self }: { }; }\n");
-        m.write("configuration.nix", "{ ... }: { }\n");
-        install_fake_nixos(&m.root, &m.host_dir(), &m.host_tree(), HOST);
-        m.initial_store = names_in(&m.root.join("store")).into_iter().collect();
+        if m.real {
+            m.write("flake.nix", &tree_flake_nix(&m.marker));
+            m.write("configuration.nix", FIRST_CONFIGURATION);
+            install_real_nixos(&m.root, &m.host_dir(), &m.host_tree());
+        } else {
+            m.write("flake.nix", "{ outputs = { self }: { }; }\n");
+            m.write("configuration.nix", "{ ... }: { }\n");
+            install_fake_nixos(&m.root, &m.host_dir(), &m.host_tree(), HOST);
+            m.initial_store = names_in(&m.root.join("store")).into_iter().collect();
+        }
         m.write_config(m.srv.port(), "");
         Some(m)
     }
@@ -164,7 +180,11 @@ impl SshMachine {
             kh = self.srv.known_hosts_for(port).display(),
             state = self.state.display(),
             sock = self.dir.path().join("agent.sock").display(),
-            system = fake_system_section(&self.root, &self.files_root),
+            system = if self.real {
+                real_system_section(&self.root, &self.files_root)
+            } else {
+                fake_system_section(&self.root, &self.files_root)
+            },
         );
         fs::write(&self.config_path, text).expect("write agent.toml");
     }
@@ -204,6 +224,7 @@ impl SshMachine {
             .args(["agent", "--once", "--config"])
             .arg(&self.config_path)
             .env("RUST_LOG", "warn")
+            .env(STANDIN_ROOT, &self.root)
             .output()
             .expect("running tiffin agent --once");
         let text = format!(
@@ -263,28 +284,46 @@ impl SshMachine {
         assert!(problems.is_empty(), "{when}: tree g{g}: {problems:?}");
     }
 
-    /// Every tree the fake Nix was ever given to build (it keeps a copy of each in its store,
-    /// `store/<hash>-source`) is exactly a published generation's tree, `files/` aside: the
-    /// agent never built from a partial or mixed tree.
+    /// Every tree Nix was ever given to build (it copies each into its store as
+    /// `<hash>-source`: on real Nix the ones whose flake.nix holds this machine's marker) is
+    /// exactly a published generation's tree, `files/` aside (and the `flake.lock` real Nix
+    /// writes): the agent never built from a partial or mixed tree.
     pub fn assert_every_built_tree_was_published(&self) -> usize {
-        let store = self.root.join("store");
+        let store = if self.real {
+            PathBuf::from("/nix/store")
+        } else {
+            self.root.join("store")
+        };
+        let differences = |dir: &Path, m: &Manifest| -> Vec<String> {
+            let mut d = tree_differences(dir, m, true);
+            if self.real {
+                d.retain(|p| p != "flake.lock: not in the manifest");
+            }
+            d
+        };
         let mut n = 0;
-        for e in fs::read_dir(&store).expect("fake store").flatten() {
+        for e in fs::read_dir(&store).expect("the store").flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !name.ends_with("-source") || self.initial_store.contains(&name) {
+                continue;
+            }
+            if self.real
+                && !fs::read_to_string(e.path().join("flake.nix"))
+                    .is_ok_and(|f| f.contains(&self.marker))
+            {
                 continue;
             }
             n += 1;
             let matches = self
                 .published
                 .values()
-                .any(|m| tree_differences(&e.path(), m, true).is_empty());
+                .any(|m| differences(&e.path(), m).is_empty());
             assert!(
                 matches,
                 "store/{name} matches no published generation; closest differences: {:?}",
                 self.published
                     .iter()
-                    .map(|(g, m)| (g, tree_differences(&e.path(), m, true)))
+                    .map(|(g, m)| (g, differences(&e.path(), m)))
                     .min_by_key(|(_, d)| d.len())
             );
         }
@@ -324,6 +363,30 @@ impl SshMachine {
         }
         v
     }
+}
+
+/// The variable naming the stand-in's sandbox root to whoever runs the agent.
+pub const STANDIN_ROOT: &str = "TIFFIN_STANDIN_ROOT";
+
+/// The host's flake.nix on the stand-in: every tree is a system of its own (the configuration
+/// names the flake's source, as the fake NixOS hashes the whole tree), and `marker` finds the
+/// trees Nix copied into its store.
+fn tree_flake_nix(marker: &str) -> String {
+    format!(
+        r#"# {marker}
+{{
+  inputs.nixpkgs.url = "path:{standin}";
+  outputs = {{ self, nixpkgs }}: {{
+    nixosConfigurations.{HOST} = nixpkgs.lib.nixosSystem {{
+      system = "{system}";
+      modules = [ ./configuration.nix {{ standin.tree = "${{self}}"; }} ];
+    }};
+  }};
+}}
+"#,
+        standin = crate::real_nix::standin_dir().display(),
+        system = crate::real_nix::nix_system(),
+    )
 }
 
 pub fn read_manifest(gen_dir: &Path) -> Manifest {

@@ -1,8 +1,11 @@
-//! A machine for the pipeline tests: a fake NixOS (assets/fake-nixos) under a temp dir, a
-//! `file://` publication laid out as DESIGN §2 describes, the host's source tree to edit and
-//! publish, and the agent's configuration pointing at all of it. `Machine::on_real_nix`
-//! (`real.rs`) is the same machine on real Nix and the NixOS stand-in; the fake stays for the
-//! tests that pause or kill a step at an exact point, or count the commands it logs.
+//! A machine for the pipeline tests: by default the NixOS stand-in (assets/nixos-standin) on
+//! real Nix (`real.rs`: real `nix build`/`nix-build`, real store paths, a real `nix-env` profile;
+//! only activation is simulated, on a sandbox root), a `file://` publication laid out as DESIGN §2
+//! describes, the host's source tree to edit and publish, and the agent's configuration pointing
+//! at all of it. [`Machine::fake`] is the same machine on the fake shell scripts of
+//! assets/fake-nixos, for the tests that pause or kill a step at an exact point (`pause-<step>`);
+//! they say so at their top. Without Nix the default machine falls back to the fake, saying so,
+//! except under `CI=true`, where a missing Nix fails the test.
 #![allow(dead_code)]
 
 use std::fs;
@@ -15,6 +18,11 @@ use tiffin::manifest::{entries_of, walk_tree, EntryKind, Manifest};
 
 mod real;
 use crate::real_nix;
+#[allow(unused_imports)] // not every user (the benches) needs all of it
+pub use real::{
+    default_is_real, install_real_nixos, knob_file, knob_flake_nix, real_system_section,
+    FIRST_CONFIGURATION,
+};
 
 pub const HOST: &str = "laptop";
 
@@ -92,6 +100,8 @@ pub struct Machine {
     /// The system the machine ran before tiffin's first cycle.
     pub initial_system: PathBuf,
     next_generation: u64,
+    /// On real Nix and the stand-in (else on the fake scripts).
+    pub real: bool,
 }
 
 impl Machine {
@@ -101,7 +111,21 @@ impl Machine {
         Self::with_config("", "")
     }
 
+    /// Like [`Machine::new`], with agent.toml's extras.
     pub fn with_config(extra: &str, system_extra: &str) -> Self {
+        Self::build(extra, system_extra, real::default_is_real())
+    }
+
+    /// A machine on the fake NixOS, for a test that pauses or kills a step at an exact point.
+    pub fn fake() -> Self {
+        Self::fake_with_config("", "")
+    }
+
+    pub fn fake_with_config(extra: &str, system_extra: &str) -> Self {
+        Self::build(extra, system_extra, false)
+    }
+
+    fn build(extra: &str, system_extra: &str, real: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tiffin-pipeline-")
             .tempdir()
@@ -115,9 +139,15 @@ impl Machine {
             fs::create_dir_all(d).unwrap();
         }
         fs::create_dir_all(publication.join("logs")).unwrap();
-        fs::write(repo.join("flake.nix"), "{ outputs = { self }: { }; }\n").unwrap();
-        fs::write(repo.join("configuration.nix"), "{ ... }: { }\n").unwrap();
-        let initial_system = install_fake_nixos(&root, &publication, &repo, HOST);
+        let initial_system = if real {
+            fs::write(repo.join("flake.nix"), real::knob_flake_nix(HOST)).unwrap();
+            fs::write(repo.join("configuration.nix"), real::FIRST_CONFIGURATION).unwrap();
+            real::install_real_nixos(&root, &publication, &repo)
+        } else {
+            fs::write(repo.join("flake.nix"), "{ outputs = { self }: { }; }\n").unwrap();
+            fs::write(repo.join("configuration.nix"), "{ ... }: { }\n").unwrap();
+            install_fake_nixos(&root, &publication, &repo, HOST)
+        };
         let m = Self {
             config_path: dir.path().join("agent.toml"),
             dir,
@@ -128,6 +158,7 @@ impl Machine {
             repo,
             initial_system,
             next_generation: 1,
+            real,
         };
         m.write_config(extra, system_extra);
         m
@@ -153,7 +184,11 @@ http_trigger = ""
 "#,
             publication = self.publication.display(),
             state = self.state.display(),
-            system = fake_system_section(&self.root, &self.files_root),
+            system = if self.real {
+                real::real_system_section(&self.root, &self.files_root)
+            } else {
+                fake_system_section(&self.root, &self.files_root)
+            },
         )
     }
 
@@ -232,8 +267,14 @@ http_trigger = ""
             .expect("starting tiffin")
     }
 
-    /// Makes a fake step (`build`, `activate`, `boot`) wait until [`Machine::resume`].
+    /// Makes a fake step (`build`, `activate`, `boot`) wait until [`Machine::resume`]. Only the
+    /// fake has those pause points: such a test runs on [`Machine::fake`]. `verify` is the test's
+    /// own health check (see `pipeline_kill`), on either machine.
     pub fn pause(&self, step: &str) {
+        assert!(
+            !self.real || step == "verify",
+            "pause-{step}: the real-Nix machine has no pause points; use Machine::fake()"
+        );
         fs::write(self.root.join(format!("pause-{step}")), "").unwrap();
     }
 
@@ -295,7 +336,8 @@ http_trigger = ""
         v
     }
 
-    /// The fake commands run so far, one per line.
+    /// The commands run so far, one per line (on real Nix: the logging wrappers of `root/bin`
+    /// and the stand-in's switch-to-configuration).
     pub fn calls(&self) -> String {
         fs::read_to_string(self.root.join("calls.log")).unwrap_or_default()
     }

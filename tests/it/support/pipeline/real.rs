@@ -6,8 +6,8 @@
 use super::real_nix;
 use super::{Machine, HOST};
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 impl Machine {
@@ -63,6 +63,7 @@ impl Machine {
             repo,
             initial_system,
             next_generation: 1,
+            real: true,
         };
         m.write_real_config(extra);
         Some(m)
@@ -144,4 +145,215 @@ fn set_profile(profile: &Path, system: &Path) {
         .output()
         .expect("nix-env --set");
     assert!(out.status.success(), "nix-env --set: {out:?}");
+}
+
+/// True when the default machine runs on real Nix: always under `CI=true` (a missing Nix fails
+/// the test there); elsewhere the fake NixOS stands in when Nix is missing, and says so.
+pub fn default_is_real() -> bool {
+    static REAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REAL.get_or_init(|| match real_nix::missing() {
+        None => {
+            real_nix::set_process_env();
+            true
+        }
+        Some(why) => {
+            assert!(
+                !crate::support::in_ci(),
+                "the pipeline tests' machine {why}; CI=true forbids falling back to the fake NixOS"
+            );
+            eprintln!("pipeline tests: the fake NixOS (assets/fake-nixos) stands in: {why}");
+            false
+        }
+    })
+}
+
+/// The host's configuration before any test changes it (the machine's initial system).
+pub const FIRST_CONFIGURATION: &str = "{ ... }: { networking.hostName = \"laptop\"; }\n";
+
+/// A host's `flake.nix` on the stand-in whose modules are ./configuration.nix and every file of
+/// ./knobs (one `{ standin.<knob> = …; }` each, written by [`Machine::knob`]).
+pub fn knob_flake_nix(attr: &str) -> String {
+    format!(
+        r#"{{
+  inputs.nixpkgs.url = "path:{standin}";
+  outputs = {{ self, nixpkgs }}: {{
+    nixosConfigurations.{attr} = nixpkgs.lib.nixosSystem {{
+      system = "{system}";
+      modules = [ ./configuration.nix ]
+        ++ (if builtins.pathExists ./knobs
+            then map (n: ./knobs + "/${{n}}") (builtins.attrNames (builtins.readDir ./knobs))
+            else [ ]);
+    }};
+  }};
+}}
+"#,
+        standin = real_nix::standin_dir().display(),
+        system = real_nix::nix_system(),
+    )
+}
+
+/// The stand-in's knob `name` as the fake NixOS's knob file.
+fn fake_knob_file(name: &str) -> &'static str {
+    match name {
+        "failBuild" => "FAIL_BUILD",
+        "noSpace" => "NO_SPACE",
+        "failActivate" => "FAIL_ACTIVATE",
+        "cutNetwork" => "CUT_NETWORK",
+        "cutSshd" => "CUT_SSHD",
+        "noSpaceBoot" => "NO_SPACE_BOOT",
+        "kernel" => "NEW_KERNEL",
+        other => panic!("no knob standin.{other} (see assets/nixos-standin/lib.nix)"),
+    }
+}
+
+/// The file of a host's tree that turns knob `standin.<name>` on with `nix_value` (a Nix value),
+/// as `(path in the tree, content)`: a module under `knobs/` of the flake of [`knob_flake_nix`]
+/// on real Nix, the knob's file on the fake.
+pub fn knob_file(real: bool, name: &str, nix_value: &str) -> (String, String) {
+    let fake = fake_knob_file(name); // an unknown knob fails here, not in Nix
+    if real {
+        (
+            format!("knobs/{name}.nix"),
+            format!("{{ standin.{name} = {nix_value}; }}\n"),
+        )
+    } else if name == "kernel" {
+        (
+            fake.to_string(),
+            format!("{}\n", nix_value.trim_matches('"')),
+        )
+    } else {
+        (fake.to_string(), String::new())
+    }
+}
+
+impl Machine {
+    /// Turns on the stand-in's knob `standin.<name>` (`failBuild`, `noSpace`, `failActivate`,
+    /// `cutNetwork`, `cutSshd`, `noSpaceBoot`): a module of the host's flake on real Nix, the
+    /// knob's file on the fake.
+    pub fn knob(&self, name: &str) {
+        self.set_knob(name, "true");
+    }
+
+    /// Makes the next system's kernel `version` (a store path of its own: "reboot needed").
+    pub fn kernel(&self, version: &str) {
+        self.set_knob("kernel", &format!("\"{version}\""));
+    }
+
+    /// Turns a knob off again.
+    pub fn unknob(&self, name: &str) {
+        self.remove(&knob_file(self.real, name, "true").0);
+    }
+
+    fn set_knob(&self, name: &str, nix_value: &str) {
+        assert!(
+            !self.real || self.repo.join("flake.nix").exists(),
+            "standin.{name}: the knobs are modules of the host's flake.nix, which this tree lacks"
+        );
+        let (rel, content) = knob_file(self.real, name, nix_value);
+        self.write(&rel, &content);
+    }
+}
+
+/// A command of `PATH` as an absolute path.
+fn in_path(cmd: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{cmd} is not in PATH"))
+}
+
+/// Installs the machine's real-Nix side under `root`: `bin/` with `nix`, `nix-build` and
+/// `nix-env` wrappers that log their command line into `calls.log` (the tests count builds)
+/// and run the real command with the tests' Nix settings, the fake `systemd-run` (it logs the
+/// unit and runs the command: no systemd here), the system built by real Nix from
+/// `tree/configuration.nix` set as profile generation 1 (real `nix-env --set`), running and
+/// booted. `publication` is what `standin.cutNetwork` moves aside. Returns the initial system.
+pub fn install_real_nixos(root: &Path, publication: &Path, tree: &Path) -> PathBuf {
+    for d in ["bin", "run", "profiles"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(
+        root.join("publication"),
+        format!("{}\n", publication.display()),
+    )
+    .unwrap();
+    let settings: String = real_nix::env()
+        .into_iter()
+        .map(|(k, v)| format!("export {k}='{v}'\n"))
+        .collect();
+    let log = root.join("calls.log");
+    for cmd in ["nix", "nix-build", "nix-env"] {
+        let w = root.join("bin").join(cmd);
+        fs::write(
+            &w,
+            format!(
+                "#!/bin/sh\n# Logs the command line (without nix's feature flags), then runs the real {cmd}.\n{settings}( if [ \"${{1:-}}\" = --extra-experimental-features ]; then shift 2; fi; printf '%s\\n' \"{cmd} $*\" ) >> '{log}'\nexec '{real}' \"$@\"\n",
+                log = log.display(),
+                real = in_path(cmd).display(),
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&w, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let w = root.join("bin/systemd-run");
+    fs::write(
+        &w,
+        format!(
+            "#!/bin/sh\nFAKE_NIXOS_ROOT='{}' exec '{}' \"$@\"\n",
+            root.display(),
+            super::fake_nixos_dir().join("systemd-run").display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&w, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let initial = real_nix::build_classic(&tree.join("configuration.nix"));
+    let out = Command::new(root.join("bin/nix-env"))
+        .arg("-p")
+        .arg(root.join("profiles/system"))
+        .arg("--set")
+        .arg(&initial)
+        .output()
+        .expect("nix-env --set");
+    assert!(out.status.success(), "nix-env --set: {out:?}");
+    for l in ["run/current-system", "run/booted-system", "boot-default"] {
+        symlink(&initial, root.join(l)).unwrap();
+    }
+    initial
+}
+
+/// The `[system]` table of an agent.toml for the machine of [`install_real_nixos`].
+pub fn real_system_section(root: &Path, files_root: &Path) -> String {
+    let bin = root.join("bin");
+    format!(
+        r#"[system]
+nix = "{bin}/nix"
+nix_build = "{bin}/nix-build"
+nix_env = "{bin}/nix-env"
+systemd_run = "{bin}/systemd-run"
+profile = "{root}/profiles/system"
+current_system = "{root}/run/current-system"
+booted_system = "{root}/run/booted-system"
+files_root = "{files_root}"
+"#,
+        bin = bin.display(),
+        root = root.display(),
+        files_root = files_root.display(),
+    )
+}
+
+static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Machine {
+    /// For a test that runs the library's `Pipeline` in this process: the stand-in's
+    /// switch-to-configuration finds its sandbox root in the environment (TIFFIN_STANDIN_ROOT),
+    /// which is this process's, so one such test runs at a time, holding the guard.
+    pub fn in_process(&self) -> std::sync::MutexGuard<'static, ()> {
+        let guard = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("TIFFIN_STANDIN_ROOT", &self.root);
+        guard
+    }
 }

@@ -37,6 +37,11 @@ pub fn set_process_env() {
 /// True when real Nix (`nix`, `nix-build`, `nix-env`, `nix-store`) runs; false (skip, with the
 /// reason printed) when not, except under `CI=true`, where a missing Nix fails the test.
 pub fn available(test: &str) -> bool {
+    crate::support::prerequisite(test, missing())
+}
+
+/// `None` when real Nix (`nix`, `nix-build`, `nix-env`, `nix-store`) runs, else why not.
+pub fn missing() -> Option<String> {
     let ok = Command::new("nix")
         .arg("--version")
         .envs(env())
@@ -49,7 +54,7 @@ pub fn available(test: &str) -> bool {
                 .is_ok_and(|o| o.status.success())
         });
     let why = "needs real Nix (nix, nix-build, nix-env, nix-store; `packaging/deps.sh` installs Debian's nix-bin)";
-    crate::support::prerequisite(test, (!ok).then(|| why.to_string()))
+    (!ok).then(|| why.to_string())
 }
 
 /// The `system` Nix builds for here (`x86_64-linux`, `aarch64-linux`…).
