@@ -20,6 +20,14 @@ impl Response {
             error: None,
         }
     }
+    /// An answer whose data is `data` serialised (a status, a report, a log; null if it
+    /// cannot be).
+    pub fn ok_with<T: Serialize>(id: u64, data: &T) -> Self {
+        Self::ok(
+            id,
+            serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+        )
+    }
     pub fn err(id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             id,

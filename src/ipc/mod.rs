@@ -8,7 +8,7 @@ pub mod client;
 pub mod codec;
 pub mod per_uid;
 pub mod protocol;
-pub mod report;
+pub(crate) mod report;
 pub mod server;
 
 pub use client::{Client, ClientError, CycleCall};

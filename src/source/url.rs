@@ -193,6 +193,7 @@ mod tests {
             ("sftp://a:secret@h/", "password"),
             ("sftp://a b@h/", "user"),
             ("sftp://a@[::1/", "not a URL"),
+            ("sftp://a@fe80::1:22/", "bad port"),
             ("file://relative", "three slashes"),
             ("file:///", "absolute path"),
             ("https://x/", "expected sftp://USER@HOST:PORT/"),

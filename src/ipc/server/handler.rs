@@ -116,13 +116,13 @@ impl Handler {
         let answer = match req.cmd {
             Command::Status => {
                 let status = self.service.subscribe().borrow().clone();
-                Response::ok(req.id, status_value(&status))
+                Response::ok_with(req.id, &status)
             }
             Command::Subscribe => {
                 let mut rx = self.service.subscribe();
                 let status = rx.borrow_and_update().clone();
                 self.subscription = Some(rx);
-                Response::ok(req.id, status_value(&status))
+                Response::ok_with(req.id, &status)
             }
             Command::Log => {
                 let log = self.service.last_log().map(|mut l| {
@@ -135,7 +135,7 @@ impl Handler {
                     }
                     l
                 });
-                Response::ok(req.id, serde_json::Value::from(log))
+                Response::ok_with(req.id, &log)
             }
             Command::Check | Command::Update | Command::Rollback => {
                 if self.calls.len() >= self.limits.max_calls {
@@ -206,10 +206,6 @@ fn peer_closed(w: &OwnedWriteHalf) -> bool {
         && fds[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLHUP))
-}
-
-fn status_value(s: &AgentStatus) -> serde_json::Value {
-    serde_json::to_value(s).unwrap_or(serde_json::Value::Null)
 }
 
 async fn changed_or_pending(
