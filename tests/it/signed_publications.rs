@@ -1,12 +1,16 @@
 //! Signed publications end to end: `tiffin fleet keygen` and `publish` through the real binary,
 //! publications made by the library's `fleet::publish` into a `file://` chroot, and the agent's
-//! real pipeline against the fake NixOS (assets/fake-nixos), with and without `trusted_key`.
+//! real pipeline on real Nix (the NixOS stand-in, a real profile), with and without
+//! `trusted_key`. (Without Nix, outside CI only, the fake NixOS of assets/fake-nixos stands in.)
 
 use crate::fleet_support;
 use crate::pipeline_support;
 
 use fleet_support::TestFleet;
-use pipeline_support::{fake_system_section, install_fake_nixos};
+use pipeline_support::{
+    default_is_real, fake_system_section, in_process, install_fake_nixos, install_real_nixos,
+    real_system_section,
+};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -37,10 +41,12 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A fleet repository with one host, its chroot publication, and that host: a fake NixOS and an
-/// agent state directory, all under one temp dir.
+/// A fleet repository with one host, its chroot publication, and that host: its NixOS (real Nix
+/// with the stand-in; the fake when Nix is missing outside CI) and an agent state directory, all
+/// under one temp dir.
 struct Site {
     fleet: TestFleet,
+    real: bool,
     nixos: PathBuf,
     state: PathBuf,
     files_root: PathBuf,
@@ -52,23 +58,27 @@ impl Site {
     fn new(top: &str) -> Self {
         let fleet = TestFleet::new();
         fleet.write_config(&[(HOST, "")], top);
-        fleet.write(
-            &format!("hosts/{HOST}/flake.nix"),
-            "{ outputs = { self }: { }; }\n",
-        );
+        let real = default_is_real();
+        let flake = if real {
+            crate::real_nix::flake_nix(HOST)
+        } else {
+            "{ outputs = { self }: { }; }\n".to_string()
+        };
+        fleet.write(&format!("hosts/{HOST}/flake.nix"), &flake);
         fleet.write(&format!("hosts/{HOST}/configuration.nix"), "{ ... }: { }\n");
         let dir = fleet.tmp.path().to_path_buf();
         let (nixos, state, files_root) = (dir.join("nixos"), dir.join("state"), dir.join("fsroot"));
         fs::create_dir_all(&files_root).unwrap();
         let publication = fleet.host_pub(HOST);
-        let initial_system = install_fake_nixos(
-            &nixos,
-            &publication,
-            &fleet.repo().join(format!("hosts/{HOST}")),
-            HOST,
-        );
+        let tree = fleet.repo().join(format!("hosts/{HOST}"));
+        let initial_system = if real {
+            install_real_nixos(&nixos, &publication, &tree)
+        } else {
+            install_fake_nixos(&nixos, &publication, &tree, HOST)
+        };
         Self {
             fleet,
+            real,
             nixos,
             state,
             files_root,
@@ -142,7 +152,11 @@ impl Site {
                 self.publication().display(),
                 self.state.display(),
                 self.state.display(),
-                fake_system_section(&self.nixos, &self.files_root),
+                if self.real {
+                    real_system_section(&self.nixos, &self.files_root)
+                } else {
+                    fake_system_section(&self.nixos, &self.files_root)
+                },
             ),
         )
         .unwrap();
@@ -168,6 +182,7 @@ impl Site {
     ) -> (Outcome, Option<String>, AgentStatus) {
         let config = tiffin::config::AgentConfig::load(&self.agent_config_with(trusted_key, extra))
             .expect("agent.toml");
+        let _one_at_a_time = in_process(&self.nixos);
         let mut p =
             Pipeline::new(config, StatusCell::new(AgentStatus::default())).expect("pipeline");
         let r = p.run_cycle(req);

@@ -20,8 +20,8 @@ mod real;
 use crate::real_nix;
 #[allow(unused_imports)] // not every user (the benches) needs all of it
 pub use real::{
-    default_is_real, install_real_nixos, knob_file, knob_flake_nix, real_system_section,
-    FIRST_CONFIGURATION,
+    default_is_real, in_process, install_real_nixos, knob_file, knob_flake_nix,
+    real_system_section, FIRST_CONFIGURATION,
 };
 
 pub const HOST: &str = "laptop";

@@ -347,13 +347,19 @@ files_root = "{files_root}"
 
 static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// For a test that runs the library's `Pipeline` in this process on the machine at `root`: the
+/// stand-in's switch-to-configuration finds its sandbox root in the environment
+/// (TIFFIN_STANDIN_ROOT), which is this process's, so one such test runs at a time, holding the
+/// guard.
+pub fn in_process(root: &Path) -> std::sync::MutexGuard<'static, ()> {
+    let guard = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::set_var("TIFFIN_STANDIN_ROOT", root);
+    guard
+}
+
 impl Machine {
-    /// For a test that runs the library's `Pipeline` in this process: the stand-in's
-    /// switch-to-configuration finds its sandbox root in the environment (TIFFIN_STANDIN_ROOT),
-    /// which is this process's, so one such test runs at a time, holding the guard.
+    /// [`in_process`] for this machine.
     pub fn in_process(&self) -> std::sync::MutexGuard<'static, ()> {
-        let guard = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
-        std::env::set_var("TIFFIN_STANDIN_ROOT", &self.root);
-        guard
+        in_process(&self.root)
     }
 }
