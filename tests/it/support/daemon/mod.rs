@@ -19,7 +19,27 @@ use crate::pipeline_support;
 pub const TIFFIN: &str = env!("CARGO_BIN_EXE_tiffin");
 
 /// Every published tree is a buildable (fake) NixOS configuration.
-const CONFIGURATION_NIX: &str = "{ ... }: { }\n";
+/// The fake NixOS's knob files (a file of that name in the tree) and the stand-in's knob each
+/// becomes on real Nix.
+const KNOBS: [(&str, &str); 6] = [
+    ("FAIL_BUILD", "failBuild"),
+    ("NO_SPACE", "noSpace"),
+    ("FAIL_ACTIVATE", "failActivate"),
+    ("CUT_NETWORK", "cutNetwork"),
+    ("CUT_SSHD", "cutSshd"),
+    ("NO_SPACE_BOOT", "noSpaceBoot"),
+];
+
+/// Generation `n`'s configuration: each generation is a system of its own, with the stand-in's
+/// knobs for the fake's knob files among `files`.
+fn configuration_nix(n: u64, files: &[(String, Vec<u8>)]) -> String {
+    let knobs: String = KNOBS
+        .iter()
+        .filter(|(file, _)| files.iter().any(|(p, _)| p == file))
+        .map(|(_, knob)| format!(" standin.{knob} = true;"))
+        .collect();
+    format!("{{ ... }}: {{ tiffin.generation = {n};{knobs} }}\n")
+}
 
 /// True when the test may run; false (with a printed reason) when it must skip. Under CI a
 /// missing prerequisite fails.
@@ -178,7 +198,7 @@ impl Publication {
         let gen = self.root.join("gens").join(n.to_string());
         let tree = gen.join("tree");
         fs::create_dir_all(&tree).unwrap();
-        fs::write(tree.join("configuration.nix"), CONFIGURATION_NIX).unwrap();
+        fs::write(tree.join("configuration.nix"), configuration_nix(n, files)).unwrap();
         for (path, data) in files {
             let p = tree.join(path);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -260,12 +280,18 @@ impl Agent {
         publication.publish(1, &files(3, 100, "g1"));
         let socket = dir.path().join("run").join("agent.sock");
         let config = dir.path().join("agent.toml");
-        // The agent runs the real pipeline against the fake NixOS of assets/fake-nixos.
+        // The agent runs the real pipeline on real Nix (the NixOS stand-in; the fake NixOS of
+        // assets/fake-nixos only where Nix is missing outside CI).
         let nixos = dir.path().join("nixos");
         let initial = dir.path().join("initial-tree");
         fs::create_dir_all(&initial).unwrap();
-        fs::write(initial.join("configuration.nix"), CONFIGURATION_NIX).unwrap();
-        pipeline_support::install_fake_nixos(&nixos, &publication.root, &initial, host);
+        fs::write(initial.join("configuration.nix"), configuration_nix(0, &[])).unwrap();
+        let real = pipeline_support::default_is_real();
+        if real {
+            pipeline_support::install_real_nixos(&nixos, &publication.root, &initial);
+        } else {
+            pipeline_support::install_fake_nixos(&nixos, &publication.root, &initial, host);
+        }
         let files_root = dir.path().join("fsroot");
         fs::create_dir_all(&files_root).unwrap();
         let text = format!(
@@ -280,7 +306,11 @@ impl Agent {
             opts.interval,
             opts.http_trigger,
         ) + "verify_timeout = \"5s\"\n"
-            + &pipeline_support::fake_system_section(&nixos, &files_root);
+            + &if real {
+                pipeline_support::real_system_section(&nixos, &files_root)
+            } else {
+                pipeline_support::fake_system_section(&nixos, &files_root)
+            };
         fs::write(&config, text).unwrap();
         let log = dir.path().join("agent.log");
         Self {
@@ -290,7 +320,8 @@ impl Agent {
             log,
             publication,
             child: None,
-            env: Vec::new(),
+            // The stand-in's switch-to-configuration acts on this machine's root.
+            env: vec![("TIFFIN_STANDIN_ROOT".into(), nixos.display().to_string())],
         }
     }
 
