@@ -69,43 +69,13 @@ pub(super) const CYCLE_LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs the demo; how it ended decides the exit code.
 pub fn run(a: &DemoOptions) -> anyhow::Result<Ending> {
-    if a.sftp {
-        if let Some(why) = demo_sshd::missing_prerequisite() {
-            warn!("tiffin demo: --sftp {why}; run it as root, or run `tiffin demo` without it (file://)");
-            return Ok(Ending::Usage);
-        }
-        if let Some(d) = &a.dir {
-            // sshd refuses a chroot below a directory others may write: say so before starting.
-            let existing = d.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-            if let Err(e) = fs::canonicalize(existing)
-                .map_err(anyhow::Error::from)
-                .and_then(|p| demo_sshd::check_root_owned_path(&p))
-            {
-                warn!("tiffin demo: --dir {}: {e:#}", d.display());
-                return Ok(Ending::Usage);
-            }
-        }
+    if a.sftp && !sftp_possible(a) {
+        return Ok(Ending::Usage);
     }
     let (tx, rx) = mpsc::channel();
     // First, so that a Ctrl-C from here on cleans up instead of killing the demo half-way.
     watch_signals(tx.clone())?;
-    let (dir, created) = match &a.dir {
-        Some(d) => (prepare_given_dir(d)?, false),
-        None => {
-            let mut b = tempfile::Builder::new();
-            b.prefix("tiffin-demo-");
-            let t = if a.sftp {
-                // The chroot must be root-owned in every component, so never under /tmp.
-                let parent = Path::new(SFTP_DEMO_PARENT);
-                demo_sshd::root_dir(parent, 0o755)?;
-                b.tempdir_in(parent)
-            } else {
-                b.tempdir()
-            }
-            .context("creating the demo directory")?;
-            (t.keep(), true)
-        }
-    };
+    let (dir, created) = demo_dir(a)?;
     let mut sandbox = Sandbox::new(&dir)?;
     let probe = if a.simulated_nix {
         Err("--simulated-nix".to_string())
@@ -158,6 +128,48 @@ pub fn run(a: &DemoOptions) -> anyhow::Result<Ending> {
     // The agent and the tray stop, and the directory goes (when the demo made it).
     drop(demo);
     Ok(code)
+}
+
+/// `--sftp` can run here: as root, and with a `--dir` sshd accepts as a chroot (said on stderr
+/// when not).
+fn sftp_possible(a: &DemoOptions) -> bool {
+    if let Some(why) = demo_sshd::missing_prerequisite() {
+        warn!(
+            "tiffin demo: --sftp {why}; run it as root, or run `tiffin demo` without it (file://)"
+        );
+        return false;
+    }
+    if let Some(d) = &a.dir {
+        // sshd refuses a chroot below a directory others may write: say so before starting.
+        let existing = d.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+        if let Err(e) = fs::canonicalize(existing)
+            .map_err(anyhow::Error::from)
+            .and_then(|p| demo_sshd::check_root_owned_path(&p))
+        {
+            warn!("tiffin demo: --dir {}: {e:#}", d.display());
+            return false;
+        }
+    }
+    true
+}
+
+/// The demo directory, and whether the demo made it (then it goes at the end).
+fn demo_dir(a: &DemoOptions) -> anyhow::Result<(PathBuf, bool)> {
+    if let Some(d) = &a.dir {
+        return Ok((prepare_given_dir(d)?, false));
+    }
+    let mut b = tempfile::Builder::new();
+    b.prefix("tiffin-demo-");
+    let t = if a.sftp {
+        // The chroot must be root-owned in every component, so never under /tmp.
+        let parent = Path::new(SFTP_DEMO_PARENT);
+        demo_sshd::root_dir(parent, 0o755)?;
+        b.tempdir_in(parent)
+    } else {
+        b.tempdir()
+    }
+    .context("creating the demo directory")?;
+    Ok((t.keep(), true))
 }
 
 /// Where `--sftp` makes its demo directory.
