@@ -24,9 +24,10 @@ fn a_host_reaching_the_signing_key_keys_git_or_never_publish_is_refused_naming_t
     ];
     let cfg: Vec<(&str, &str)> = hosts.iter().map(|h| (*h, "")).collect();
     f.write_config(&cfg, "never_publish = [\"secrets\", \"notes/admin.txt\"]\n");
+    // `write_config` made the fleet's key already (signed by default); a fresh one replaces it.
     SecretKey::generate()
         .unwrap()
-        .save(&f.repo().join("keys/fleet-signing.key"), "test", false)
+        .save(&f.repo().join("keys/fleet-signing.key"), "test", true)
         .unwrap();
     f.write(".git/config", "[core]\n");
     f.write("secrets/db/password", "hunter2\n");
