@@ -30,6 +30,7 @@ macro_rules! warn {
 }
 
 mod events;
+mod session;
 pub mod supervise;
 pub mod walkthrough;
 

@@ -1,4 +1,5 @@
-//! The walk-through of `tiffin demo`: the whole system on one machine, for someone trying tiffin for the first time.
+//! The walk-through of `tiffin demo`: the whole system on one machine, for someone trying tiffin
+//! for the first time.
 //!
 //! It builds the sandbox (`crate::demo`), starts the demo host's agent (and the tray when there
 //! is a display), and walks through: a change is published → update available → update → up to
@@ -9,43 +10,29 @@
 //! wait, and the cleanup (stop the agent and the tray, remove the demo directory when the demo
 //! made it) runs on the main thread, in `Drop`.
 //!
-//! `events` carries that channel and follows the agent's cycles; `supervise` starts and stops
-//! the agent, the tray and sshd. `cli::demo` only parses the arguments.
+//! `events` is that channel; `session` holds the demo's state (`Demo`, `Cleanup`) and the steps
+//! the acts are told with (start the agent, tray and sshd, follow a cycle, wait for Enter);
+//! `supervise` runs the children. `cli::demo` only parses the arguments.
 //!
 //! With `--sftp` (root only) a real sshd on a loopback port serves the publication
 //! (`crate::demo::sshd`): the demo adds a group and a system user per host, keys, an sshd, and
 //! removes them all at the end.
 
-use super::events::{read_enter_keys, watch_signals, Event, Step, Stop};
-use super::supervise::{free_loopback_port, Cleanup};
+use super::events::{read_enter_keys, watch_signals, Step, Stop};
+pub use super::session::DemoOptions;
+use super::session::{Cleanup, Demo};
+use super::supervise::free_loopback_port;
 use crate::cli::client::summary;
 use crate::demo::sandbox::{primary_group, SftpServing};
 use crate::demo::sshd::{self as demo_sshd, HostAccounts};
 use crate::demo::{Sandbox, DEMO_HOST, HOSTS};
-use crate::fleet::publish::HostResult;
-use crate::fleet::status::{render_table, Style};
-use crate::status::{unix_now, AgentStatus, Outcome};
+use crate::fleet::status::Style;
+use crate::status::{unix_now, Outcome};
 use anyhow::{anyhow, Context};
 use nix::sys::signal::Signal;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::Duration;
-
-/// What `tiffin demo` was asked for (`cli::demo` fills it from the command line).
-#[derive(Clone, Debug, Default)]
-pub struct DemoOptions {
-    /// Where the demo keeps everything (default: a new temporary directory, removed at the end).
-    pub dir: Option<PathBuf>,
-    /// Do not start the tray app even when a display is present.
-    pub no_tray: bool,
-    /// Run without waiting for Enter or clicks.
-    pub script: bool,
-    /// Serve the publication through a real local sshd (root only).
-    pub sftp: bool,
-    /// Use the embedded shell scripts even when the Nix installed here can build.
-    pub simulated_nix: bool,
-}
+use std::sync::mpsc;
 
 /// How the demo ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,52 +47,15 @@ pub enum Ending {
     Signal(Signal),
 }
 
-/// How long the agent may take to start and finish its first check.
-pub(super) const AGENT_START: Duration = Duration::from_secs(30);
-/// How long a stopping agent may take: it finishes a cycle in flight (verification included).
-pub(super) const AGENT_STOP: Duration = Duration::from_secs(30);
-/// How long one cycle of the walk-through may take before the demo gives up on it.
-pub(super) const CYCLE_LIMIT: Duration = Duration::from_secs(120);
-
 /// Runs the demo; how it ended decides the exit code.
 pub fn run(a: &DemoOptions) -> anyhow::Result<Ending> {
-    if a.sftp {
-        if let Some(why) = demo_sshd::missing_prerequisite() {
-            warn!("tiffin demo: --sftp {why}; run it as root, or run `tiffin demo` without it (file://)");
-            return Ok(Ending::Usage);
-        }
-        if let Some(d) = &a.dir {
-            // sshd refuses a chroot below a directory others may write: say so before starting.
-            let existing = d.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-            if let Err(e) = fs::canonicalize(existing)
-                .map_err(anyhow::Error::from)
-                .and_then(|p| demo_sshd::check_root_owned_path(&p))
-            {
-                warn!("tiffin demo: --dir {}: {e:#}", d.display());
-                return Ok(Ending::Usage);
-            }
-        }
+    if a.sftp && !sftp_possible(a) {
+        return Ok(Ending::Usage);
     }
     let (tx, rx) = mpsc::channel();
     // First, so that a Ctrl-C from here on cleans up instead of killing the demo half-way.
     watch_signals(tx.clone())?;
-    let (dir, created) = match &a.dir {
-        Some(d) => (prepare_given_dir(d)?, false),
-        None => {
-            let mut b = tempfile::Builder::new();
-            b.prefix("tiffin-demo-");
-            let t = if a.sftp {
-                // The chroot must be root-owned in every component, so never under /tmp.
-                let parent = Path::new(SFTP_DEMO_PARENT);
-                demo_sshd::root_dir(parent, 0o755)?;
-                b.tempdir_in(parent)
-            } else {
-                b.tempdir()
-            }
-            .context("creating the demo directory")?;
-            (t.keep(), true)
-        }
-    };
+    let (dir, created) = demo_dir(a)?;
     let mut sandbox = Sandbox::new(&dir)?;
     let probe = if a.simulated_nix {
         Err("--simulated-nix".to_string())
@@ -160,6 +110,48 @@ pub fn run(a: &DemoOptions) -> anyhow::Result<Ending> {
     Ok(code)
 }
 
+/// `--sftp` can run here: as root, and with a `--dir` sshd accepts as a chroot (said on stderr
+/// when not).
+fn sftp_possible(a: &DemoOptions) -> bool {
+    if let Some(why) = demo_sshd::missing_prerequisite() {
+        warn!(
+            "tiffin demo: --sftp {why}; run it as root, or run `tiffin demo` without it (file://)"
+        );
+        return false;
+    }
+    if let Some(d) = &a.dir {
+        // sshd refuses a chroot below a directory others may write: say so before starting.
+        let existing = d.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+        if let Err(e) = fs::canonicalize(existing)
+            .map_err(anyhow::Error::from)
+            .and_then(|p| demo_sshd::check_root_owned_path(&p))
+        {
+            warn!("tiffin demo: --dir {}: {e:#}", d.display());
+            return false;
+        }
+    }
+    true
+}
+
+/// The demo directory, and whether the demo made it (then it goes at the end).
+fn demo_dir(a: &DemoOptions) -> anyhow::Result<(PathBuf, bool)> {
+    if let Some(d) = &a.dir {
+        return Ok((prepare_given_dir(d)?, false));
+    }
+    let mut b = tempfile::Builder::new();
+    b.prefix("tiffin-demo-");
+    let t = if a.sftp {
+        // The chroot must be root-owned in every component, so never under /tmp.
+        let parent = Path::new(SFTP_DEMO_PARENT);
+        demo_sshd::root_dir(parent, 0o755)?;
+        b.tempdir_in(parent)
+    } else {
+        b.tempdir()
+    }
+    .context("creating the demo directory")?;
+    Ok((t.keep(), true))
+}
+
 /// Where `--sftp` makes its demo directory.
 const SFTP_DEMO_PARENT: &str = "/var/lib/tiffin-demo";
 
@@ -205,24 +197,6 @@ fn prepare_given_dir(d: &Path) -> anyhow::Result<PathBuf> {
     }
     Ok(fs::canonicalize(d)?)
 }
-pub(super) struct Demo {
-    pub(super) sandbox: Sandbox,
-    pub(super) cleanup: Cleanup,
-    pub(super) tx: Sender<Event>,
-    pub(super) rx: Receiver<Event>,
-    /// The agent's latest status, from the subscription.
-    pub(super) latest: Option<AgentStatus>,
-    /// Waits for the user between steps (not `--script`).
-    pub(super) waits: bool,
-    pub(super) input_open: bool,
-    pub(super) style: Style,
-    pub(super) http: Option<std::net::SocketAddr>,
-    /// The tray's exit was reported.
-    pub(super) tray_noted: bool,
-    /// How the user runs this tiffin, for the commands the demo suggests.
-    pub(super) tiffin: String,
-}
-
 impl Demo {
     fn walk(&mut self, a: &DemoOptions) -> Step<()> {
         let s = self.sandbox.clone();
@@ -430,44 +404,6 @@ impl Demo {
              `tiffin status`, `tiffin log`, `tiffin rollback` or the tray's menu. Press Enter to stop\n\
              and clean up.",
         )?;
-        Ok(())
-    }
-
-    pub(super) fn heading(&self, n: &str, title: &str) {
-        if self.style.colour {
-            say!("\n\x1b[1m[{n}] {title}\x1b[0m");
-        } else {
-            say!("\n[{n}] {title}");
-        }
-    }
-
-    fn publish(&mut self, hosts: &[&str]) -> Step<()> {
-        let reports = self.sandbox.publish(hosts)?;
-        for h in reports {
-            let what = match h.result {
-                HostResult::Published { generation, .. } => format!("generation {generation}"),
-                HostResult::Unchanged { generation } => {
-                    format!("unchanged, still generation {generation}")
-                }
-                HostResult::WouldPublish { generation } => format!("would be {generation}"),
-                HostResult::Failed { error } => format!("failed: {error}"),
-            };
-            say!(
-                "  published {:<8} {what} ({} files, {} bytes)",
-                h.host,
-                h.files,
-                h.bytes
-            );
-        }
-        self.poll()
-    }
-
-    fn fleet_table(&self) -> Step<()> {
-        let view = self.sandbox.fleet_status()?;
-        say!();
-        for line in render_table(&view, self.style).lines() {
-            say!("  {line}");
-        }
         Ok(())
     }
 }

@@ -3,9 +3,9 @@
 //! `current` in one rename. Any failure before the switch removes the incoming directory and
 //! leaves `current` where it was.
 
+use super::outcome::{HostError, GEN_DIR_MODE, GEN_FILE_MODE, HOST_DIR_MODE, LOGS_MODE};
 use super::prune::PRUNING_PREFIX;
 use super::stage::{materialize, set_owner_mode, Modes, Reuse};
-use super::{HostError, GEN_DIR_MODE, GEN_FILE_MODE, HOST_DIR_MODE, LOGS_MODE};
 use crate::fleet::layout::{Publication, INCOMING_PREFIX, TREE};
 use crate::fleet::users::Ownership;
 use crate::fsutil::{self, with_path, DirGuard};

@@ -1,7 +1,7 @@
 //! What a publish run deletes: generations beyond `keep_generations` (never the live one), and
 //! with `--prune` the publications of hosts no longer in fleet.toml.
 
-use super::{push, Orphan, PublishError, PublishOptions};
+use super::outcome::{push, Orphan, PublishError, PublishOptions};
 use crate::config::FleetConfig;
 use crate::fleet::layout::Publication;
 use crate::fsutil::with_path;

@@ -1,7 +1,7 @@
 //! The chroot root: created when missing, checked against what sshd wants of a chroot path, and
 //! locked so that two publish runs on one root do not interleave.
 
-use super::{PublishError, PublishOptions, HOST_DIR_MODE};
+use super::outcome::{PublishError, PublishOptions, HOST_DIR_MODE};
 use crate::config::FleetConfig;
 use crate::fleet::users;
 use std::fs::{self, File};

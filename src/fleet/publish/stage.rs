@@ -3,7 +3,7 @@
 //! every copied byte checked against the walk, unchanged files hard-linked from the live
 //! generation.
 
-use super::{StageError, GEN_DIR_MODE, GEN_FILE_MODE};
+use super::outcome::{StageError, GEN_DIR_MODE, GEN_FILE_MODE};
 use crate::config::FleetConfig;
 use crate::fleet::users::Ownership;
 use crate::fsutil::{self, with_path};

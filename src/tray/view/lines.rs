@@ -1,8 +1,9 @@
 //! The status lines at the top of the menu and the tooltip: what the agent is doing, what it
 //! last did and when, and what the user may need to know (restart, publication notes).
 
+use super::context::{DownReason, ViewContext};
+use super::icon::IconKind;
 use super::icon::{headline, pending_generation};
-use super::{DownReason, IconKind, ViewContext};
 use crate::status::{AgentStatus, CheckResult, Outcome, Phase, Policy, PublicationNote};
 use crate::timefmt::{ago, from_now};
 

@@ -1,7 +1,8 @@
 //! The tray menu: the status lines (clipped), then the actions, each enabled only when it can
 //! work (agent reachable, not busy, a previous system to roll back to, the user allowed).
 
-use super::ViewContext;
+use super::context::ViewContext;
+use super::lines::clip;
 use crate::status::{AgentStatus, Phase};
 
 /// What a clickable menu entry does. The string ids are the muda menu ids.
@@ -77,10 +78,7 @@ pub(super) fn menu(
     let busy = status.is_some_and(|s| s.phase.is_busy());
     let checking = status.is_some_and(|s| s.phase == Phase::Checking);
     let rollback_possible = status.is_some_and(|s| s.rollback.previous_available);
-    let mut menu: Vec<MenuLine> = lines
-        .iter()
-        .map(|l| MenuLine::Status(super::clip(l)))
-        .collect();
+    let mut menu: Vec<MenuLine> = lines.iter().map(|l| MenuLine::Status(clip(l))).collect();
     let action = |action, label: &str, enabled| MenuLine::Action {
         action,
         label: label.into(),

@@ -2,7 +2,7 @@
 //! confirmation before a rollback, a failed action, and the agent gone for too long.
 
 use super::icon::waiting_generation;
-use crate::status::{AgentStatus, Outcome, Policy};
+use crate::status::{AgentStatus, LastUpdate, Outcome, Policy};
 
 /// After this long without the agent, the user is told once (DESIGN §6).
 pub const UNREACHABLE_NOTIFY_AFTER: u64 = 5 * 60;
@@ -79,76 +79,10 @@ pub fn transition_notifications(
     next: &AgentStatus,
     may_restart: bool,
 ) -> Vec<Notification> {
-    let mut out = Vec::new();
-
-    if let Some(p) = prev {
-        let rollback_new = next.rollback.last.is_some()
-            && next.rollback.last.as_ref().map(|r| r.at) != p.rollback.last.as_ref().map(|r| r.at);
-        let update_new = next.last_update.is_some()
-            && next
-                .last_update
-                .as_ref()
-                .map(|u| (u.at, u.generation, u.outcome))
-                != p.last_update
-                    .as_ref()
-                    .map(|u| (u.at, u.generation, u.outcome));
-        if rollback_new {
-            if let Some(r) = &next.rollback.last {
-                out.push(Notification {
-                    kind: NotificationKind::RolledBack,
-                    summary: format!("Generation {} was rolled back", r.generation),
-                    body: r.reason.clone(),
-                    actions: vec![],
-                });
-            }
-        }
-        if let (true, Some(u)) = (update_new, &next.last_update) {
-            match u.outcome {
-                Outcome::Updated if next.reboot_needed => out.push(Notification {
-                    kind: NotificationKind::UpdatedRestartNeeded,
-                    summary: format!("Updated to generation {}", u.generation),
-                    body: "Restart to finish the update.".into(),
-                    actions: if may_restart {
-                        vec![NotificationAction::Restart]
-                    } else {
-                        vec![]
-                    },
-                }),
-                Outcome::Updated => out.push(Notification {
-                    kind: NotificationKind::Updated,
-                    summary: format!("Updated to generation {}", u.generation),
-                    body: "The system is up to date.".into(),
-                    actions: vec![],
-                }),
-                Outcome::Failed | Outcome::Interrupted => {
-                    let step = u
-                        .failed_step
-                        .as_ref()
-                        .map(|s| format!("Failed at {s}"))
-                        .unwrap_or_else(|| "Failed".into());
-                    let body = match &u.message {
-                        Some(m) => format!("{step}: {m}"),
-                        None => format!("{step}."),
-                    };
-                    out.push(Notification {
-                        kind: NotificationKind::UpdateFailed,
-                        summary: format!("Update to generation {} failed", u.generation),
-                        body,
-                        actions: vec![],
-                    })
-                }
-                // Said once above, from the rollback record; this covers an agent that
-                // reports the outcome without one.
-                Outcome::RolledBack if !rollback_new => out.push(Notification {
-                    kind: NotificationKind::RolledBack,
-                    summary: format!("Generation {} was rolled back", u.generation),
-                    body: u.message.clone().unwrap_or_default(),
-                    actions: vec![],
-                }),
-                Outcome::RolledBack | Outcome::UpToDate => {}
-            }
-        }
-    }
+    let mut out = match prev {
+        Some(p) => ended_notifications(p, next, may_restart),
+        None => Vec::new(),
+    };
 
     // A pending update is announced when it is new and waits for the user (policy `notify`);
     // under `auto` the agent applies it at once and "Updated" follows.
@@ -176,6 +110,101 @@ pub fn transition_notifications(
         }
     }
     out
+}
+
+/// What changed between two statuses: a new rollback record, a new update outcome.
+fn ended_notifications(
+    p: &AgentStatus,
+    next: &AgentStatus,
+    may_restart: bool,
+) -> Vec<Notification> {
+    let mut out = Vec::new();
+    let rollback_new = next.rollback.last.is_some()
+        && next.rollback.last.as_ref().map(|r| r.at) != p.rollback.last.as_ref().map(|r| r.at);
+    let update_new = next.last_update.is_some()
+        && next
+            .last_update
+            .as_ref()
+            .map(|u| (u.at, u.generation, u.outcome))
+            != p.last_update
+                .as_ref()
+                .map(|u| (u.at, u.generation, u.outcome));
+    if rollback_new {
+        if let Some(r) = &next.rollback.last {
+            out.push(Notification {
+                kind: NotificationKind::RolledBack,
+                summary: format!("Generation {} was rolled back", r.generation),
+                body: r.reason.clone(),
+                actions: vec![],
+            });
+        }
+    }
+    if let (true, Some(u)) = (update_new, &next.last_update) {
+        out.extend(outcome_notification(
+            u,
+            next.reboot_needed,
+            rollback_new,
+            may_restart,
+        ));
+    }
+    out
+}
+
+/// What the user is told of an update's outcome (`None`: nothing, or said already from the
+/// rollback record).
+fn outcome_notification(
+    u: &LastUpdate,
+    reboot_needed: bool,
+    rollback_new: bool,
+    may_restart: bool,
+) -> Option<Notification> {
+    let (kind, summary, body) = match u.outcome {
+        Outcome::Updated if reboot_needed => (
+            NotificationKind::UpdatedRestartNeeded,
+            format!("Updated to generation {}", u.generation),
+            "Restart to finish the update.".to_string(),
+        ),
+        Outcome::Updated => (
+            NotificationKind::Updated,
+            format!("Updated to generation {}", u.generation),
+            "The system is up to date.".to_string(),
+        ),
+        Outcome::Failed | Outcome::Interrupted => {
+            let step = u
+                .failed_step
+                .as_ref()
+                .map(|s| format!("Failed at {s}"))
+                .unwrap_or_else(|| "Failed".into());
+            let body = match &u.message {
+                Some(m) => format!("{step}: {m}"),
+                None => format!("{step}."),
+            };
+            (
+                NotificationKind::UpdateFailed,
+                format!("Update to generation {} failed", u.generation),
+                body,
+            )
+        }
+        // Said from the rollback record when there is a new one; this covers an agent that
+        // reports the outcome without one.
+        Outcome::RolledBack if !rollback_new => (
+            NotificationKind::RolledBack,
+            format!("Generation {} was rolled back", u.generation),
+            u.message.clone().unwrap_or_default(),
+        ),
+        Outcome::RolledBack | Outcome::UpToDate => return None,
+    };
+    let actions = if kind == NotificationKind::UpdatedRestartNeeded && may_restart {
+        vec![NotificationAction::Restart]
+    } else {
+        vec![]
+    };
+    Some(Notification {
+        kind,
+        summary,
+        body,
+        actions,
+    })
 }
 
 /// The question asked before a rollback.

@@ -371,3 +371,18 @@ fn refresh_is_at_the_next_minute_and_only_when_times_are_shown() {
     assert_eq!(next_refresh(None, NOW), None);
     assert_eq!(next_refresh(Some(&AgentStatus::default()), NOW), None);
 }
+
+#[test]
+fn an_unsigned_or_too_old_publication_is_said_in_the_tooltip_and_the_menu() {
+    let mut s = up_to_date();
+    s.publication = Some(crate::status::PublicationNote::Unsigned);
+    let v = view(Some(&s), &ctx());
+    assert!(v.tooltip.contains("unsigned"), "{}", v.tooltip);
+    assert!(v.status_lines().any(|l| l.contains("unsigned")));
+    s.publication = Some(crate::status::PublicationNote::TooOld);
+    let v = view(Some(&s), &ctx());
+    assert!(v.tooltip.contains("Publication too old"), "{}", v.tooltip);
+    s.publication = None;
+    let v = view(Some(&s), &ctx());
+    assert!(!v.tooltip.contains("ublication"), "{}", v.tooltip);
+}

@@ -335,18 +335,3 @@ fn a_rolled_back_generation_is_not_promised_for_the_deadline() {
     let v = view(Some(&s), &ctx());
     assert!(!v.status_lines().any(|l| l.starts_with("Applies by itself")));
 }
-
-#[test]
-fn an_unsigned_or_too_old_publication_is_said_in_the_tooltip_and_the_menu() {
-    let mut s = up_to_date();
-    s.publication = Some(crate::status::PublicationNote::Unsigned);
-    let v = view(Some(&s), &ctx());
-    assert!(v.tooltip.contains("unsigned"), "{}", v.tooltip);
-    assert!(v.status_lines().any(|l| l.contains("unsigned")));
-    s.publication = Some(crate::status::PublicationNote::TooOld);
-    let v = view(Some(&s), &ctx());
-    assert!(v.tooltip.contains("Publication too old"), "{}", v.tooltip);
-    s.publication = None;
-    let v = view(Some(&s), &ctx());
-    assert!(!v.tooltip.contains("ublication"), "{}", v.tooltip);
-}
