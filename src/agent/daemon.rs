@@ -350,7 +350,7 @@ impl Worker {
                 let report = CycleReport {
                     outcome: Outcome::Failed,
                     generation: None,
-                    failed_step: Some("agent".into()),
+                    failed_step: Some(crate::status::Step::Agent),
                     message: Some(format!("the cycle panicked: {e}")),
                 };
                 for w in current.waiters {

@@ -27,5 +27,5 @@ pub mod http_listen;
 pub mod scheduler;
 pub mod tcp_owner;
 
-pub use cycle::{CycleReport, CycleRequest};
+pub use crate::cycle::{CycleReport, CycleRequest};
 pub use pipeline::{run_once, Pipeline};

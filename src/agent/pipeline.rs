@@ -17,7 +17,7 @@ use super::gcroot;
 use super::outbox::Outbox;
 use super::report::{self, Report, Seen};
 use super::state::{
-    Attempt, Available, DoNotRetry, Journal, StateFile, Step, MAX_INTERRUPTED_ATTEMPTS,
+    Attempt, Available, DoNotRetry, Journal, StateFile, MAX_INTERRUPTED_ATTEMPTS,
 };
 use super::status_cell::StatusCell;
 use super::system;
@@ -27,6 +27,7 @@ use crate::runner::Runner;
 use crate::source;
 use crate::status::{
     unix_now, AgentStatus, CheckResult, LastCheck, LastUpdate, Outcome, Phase, Policy, RollbackInfo,
+    Step,
 };
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -306,7 +307,7 @@ impl Pipeline {
                 let reported = self.state.state.history.last().is_some_and(|a| {
                     a.generation == cy.generation
                         && a.outcome == Outcome::Failed
-                        && a.failed_step.as_deref() == Some(Step::Fetch.name())
+                        && a.failed_step == Some(Step::Fetch)
                 });
                 let attempted = cy.generation.is_some() && !reported;
                 return Ending::failed(Step::Fetch, e.to_string(), attempted);
@@ -929,7 +930,7 @@ impl Pipeline {
                 started: cy.started,
                 finished: reported_at,
                 outcome: end.outcome,
-                failed_step: end.failed_step.map(|s| s.name().to_string()),
+                failed_step: end.failed_step,
                 message: end.message.clone(),
             });
             if let Some(g) = cy.generation {
@@ -937,7 +938,7 @@ impl Pipeline {
                     at: reported_at,
                     generation: g,
                     outcome: end.outcome,
-                    failed_step: end.failed_step.map(|s| s.name().to_string()),
+                    failed_step: end.failed_step,
                     message: end.message.clone(),
                 });
             }
@@ -954,7 +955,7 @@ impl Pipeline {
                     host: self.config.host.clone(),
                     generation: g,
                     outcome: end.outcome,
-                    failed_step: end.failed_step.map(|s| s.name().to_string()),
+                    failed_step: end.failed_step,
                     message: end.message.clone(),
                     started: report::rfc3339(cy.started),
                     finished: report::rfc3339(reported_at),
@@ -963,7 +964,7 @@ impl Pipeline {
                     reboot_needed,
                     durations: cy.durations.clone(),
                     agent_version: crate::VERSION.to_string(),
-                    log: format!("{base}.log.gz"),
+                    log: report::log_name(&base),
                     publication: self.status.get().publication,
                 };
                 if let Err(e) = report::enqueue_report(&self.outbox, &r, &log) {
@@ -1002,7 +1003,7 @@ impl Pipeline {
         CycleReport {
             outcome: end.outcome,
             generation: cy.generation,
-            failed_step: end.failed_step.map(|s| s.name().to_string()),
+            failed_step: end.failed_step,
             message: end.message,
         }
     }
@@ -1128,7 +1129,6 @@ pub fn run_once(config: AgentConfig) -> u8 {
             .unwrap_or_default(),
         report::outcome_word(r.outcome),
         r.failed_step
-            .as_deref()
             .map(|s| format!(" at {s}"))
             .unwrap_or_default(),
         r.message

@@ -15,7 +15,7 @@
 
 use super::client::{outcome_line, progress_line, summary};
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
-use crate::agent::CycleReport;
+use crate::cycle::CycleReport;
 use crate::demo::sandbox::{primary_group, SftpServing};
 use crate::demo::sshd::{self as demo_sshd, HostAccounts};
 use crate::demo::{Sandbox, DEMO_HOST, HOSTS};
@@ -941,7 +941,7 @@ fn finished(s: &AgentStatus, g: u64, since: u64) -> Option<CycleReport> {
     (s.phase == Phase::Idle && u.generation == g && u.at >= since).then(|| CycleReport {
         outcome: u.outcome,
         generation: Some(u.generation),
-        failed_step: u.failed_step.clone(),
+        failed_step: u.failed_step,
         message: u.message.clone(),
     })
 }

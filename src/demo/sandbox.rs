@@ -331,7 +331,7 @@ impl Sandbox {
                     0o644,
                 )?;
             }
-            return m.init(&live.join(crate::fleet::layout::TREE), DEMO_HOST);
+            return m.init(&live.join(crate::publication::TREE), DEMO_HOST);
         }
         let machine = FakeNixos::install(
             &self.dir.join("fake-nixos"),
@@ -346,7 +346,7 @@ impl Sandbox {
                 0o644,
             )?;
         }
-        machine.init(&live.join(crate::fleet::layout::TREE), DEMO_HOST)
+        machine.init(&live.join(crate::publication::TREE), DEMO_HOST)
     }
 
     /// Writes agent.toml for the demo host: everything inside the demo directory, policy

@@ -8,7 +8,6 @@ pub mod build;
 pub mod diff;
 pub mod inert;
 pub mod init;
-pub mod layout;
 pub mod logs;
 pub mod never_publish;
 pub mod publish;
@@ -19,7 +18,7 @@ pub mod status;
 pub mod users;
 
 pub use build::{build_hosts, BuildMode, BuildOptions, BuildReport, HostBuild};
-pub use layout::Publication;
+pub use crate::publication::Publication;
 pub use publish::{
     publish, publish_host, publish_with_progress, HostReport, HostResult, PublishOptions,
     PublishReport,

@@ -7,7 +7,7 @@
 //! tree. Any failure removes the incoming directory and leaves `current` where it was.
 
 use super::build::{build_system, BuildError, BuildMode};
-use super::layout::{Publication, PublicationError, INCOMING_PREFIX, TREE};
+use crate::publication::{Publication, PublicationError, INCOMING_PREFIX, TREE};
 use super::signing::{load_signing_key, resign, signature_is_stale};
 use super::users::{self, MissingUser, Ownership, UserCheck};
 use crate::config::FleetConfig;

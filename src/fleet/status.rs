@@ -13,7 +13,7 @@
 //! only from regular files, and only up to a size cap.
 
 use super::inert::first_line;
-use crate::agent::report::{self, Report, Seen, SEEN_NAME};
+use crate::publication::report::{self, parse_report, parse_seen, parse_time, Report, ReportName, Seen, SEEN_NAME};
 use crate::config::fleet::{check_unix_name, FleetConfig, FleetConfigError};
 use crate::manifest::Manifest;
 use crate::source::parse_current_target;
@@ -122,62 +122,6 @@ impl HostState {
             HostState::UpToDate => "32",
         }
     }
-}
-
-/// A report known by its file name, `<UTC time>-g<N>-<outcome>.json`: enough to place it
-/// without opening it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportName {
-    /// Unix seconds of the time in the name (when the cycle finished).
-    pub time: u64,
-    pub generation: u64,
-    pub outcome: Outcome,
-    pub file: String,
-}
-
-impl ReportName {
-    /// `None` for anything that is not a report's name (`seen.json`, logs, stray files).
-    pub fn parse(file: &str) -> Option<Self> {
-        let base = file.strip_suffix(".json")?;
-        let (rest, outcome) = base.rsplit_once('-')?;
-        let (time, generation) = rest.rsplit_once("-g")?;
-        if generation.is_empty() || !generation.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let generation = generation.parse().ok()?;
-        let outcome: Outcome =
-            serde_json::from_value(serde_json::Value::String(outcome.into())).ok()?;
-        let time = parse_time(time)?;
-        Some(Self {
-            time,
-            generation,
-            outcome,
-            file: file.to_string(),
-        })
-    }
-
-    /// The order of events: the report's own time, then its generation; never its arrival.
-    fn key(&self) -> (u64, u64) {
-        (self.time, self.generation)
-    }
-}
-
-/// RFC 3339 UTC to Unix seconds.
-pub fn parse_time(s: &str) -> Option<u64> {
-    humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-}
-
-/// Reads a host's `logs/seen.json` from its bytes.
-pub fn parse_seen(bytes: &[u8]) -> Result<Seen, serde_json::Error> {
-    serde_json::from_slice(bytes)
-}
-
-/// Reads one of a host's reports (`logs/<UTC time>-g<N>-<outcome>.json`) from its bytes.
-pub fn parse_report(bytes: &[u8]) -> Result<Report, serde_json::Error> {
-    serde_json::from_slice(bytes)
 }
 
 /// Everything in one host's chroot that the fleet view reads.
@@ -560,8 +504,7 @@ fn note(h: &HostStatus) -> String {
         if matches!(h.state, HostState::Failing | HostState::RolledBack) {
             let step = r
                 .failed_step
-                .as_deref()
-                .map(|s| format!(" at {}", first_line(s, 40)))
+                .map(|s| format!(" at {s}"))
                 .unwrap_or_default();
             let msg = r
                 .message
@@ -828,24 +771,6 @@ pub fn watch(
 mod tests {
     use super::*;
 
-    #[test]
-    fn report_names_give_time_generation_and_outcome() {
-        let n = ReportName::parse("2025-11-25T10:00:00Z-g7-rolled_back.json").unwrap();
-        assert_eq!(
-            (n.time, n.generation, n.outcome),
-            (1_764_064_800, 7, Outcome::RolledBack)
-        );
-        for bad in [
-            "seen.json",
-            "2025-11-25T10:00:00Z-g7-rolled_back.log.gz",
-            "2025-11-25T10:00:00Z-gx-failed.json",
-            "2025-11-25T10:00:00Z-g7-exploded.json",
-            "yesterday-g7-failed.json",
-        ] {
-            assert!(ReportName::parse(bad).is_none(), "{bad}");
-        }
-    }
-
     fn seen(interval_secs: Option<u64>) -> Seen {
         Seen {
             host: "a".into(),
@@ -887,7 +812,7 @@ mod tests {
             host: "a".into(),
             generation: 4,
             outcome: Outcome::Failed,
-            failed_step: Some("build\nb  up to date".into()),
+            failed_step: Some(crate::status::Step::Build),
             message: Some("failed\u{1b}[31m red\rover".into()),
             started: "2025-11-25T10:00:00Z".into(),
             finished: "2025-11-25T10:00:00Z".into(),

@@ -20,7 +20,7 @@ use super::codec::{decode_request, encode};
 use super::per_uid::{PerUid, UidSlot};
 use super::protocol::{Command, ErrorCode, Event, Response, MAX_LINE};
 use super::report::report_to_value;
-use crate::agent::cycle::CycleReport;
+use crate::cycle::CycleReport;
 use crate::status::AgentStatus;
 use nix::unistd::{Gid, Group, Uid, User};
 use std::ffi::CString;

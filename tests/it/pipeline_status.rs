@@ -102,7 +102,7 @@ fn a_new_pipeline_shows_the_persisted_state_at_once() {
     assert_eq!(s.phase, Phase::Idle);
     let u = s.last_update.expect("last update");
     assert_eq!((u.generation, u.outcome), (g, Outcome::RolledBack));
-    assert_eq!(u.failed_step.as_deref(), Some("verify"));
+    assert_eq!(u.failed_step, Some(tiffin::status::Step::Verify));
     let rb = s.rollback.last.expect("last rollback");
     assert_eq!(rb.to_system, m.initial_system.to_str().unwrap());
     assert!(
