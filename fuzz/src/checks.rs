@@ -16,10 +16,10 @@ use tiffin::fleet::status::{
 use tiffin::ipc::codec::{decode_request, encode};
 use tiffin::ipc::protocol::MAX_LINE;
 use tiffin::ipc::{Response, PROTOCOL_VERSION};
+use tiffin::manifest::{apply_diff, tree_hash, Manifest, ManifestDiff};
 use tiffin::publication::report::{
     parse_report, parse_seen, parse_time, report_base, rfc3339, Report, ReportName,
 };
-use tiffin::manifest::{apply_diff, tree_hash, Manifest, ManifestDiff};
 
 /// A property check: panics when the input breaks a property.
 pub type Check = fn(&[u8]);

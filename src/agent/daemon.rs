@@ -11,6 +11,8 @@
 
 use super::cycle::{CycleReport, CycleRequest, CycleRunner};
 use super::status_cell::StatusCell;
+use super::work::Job;
+use super::work::{Work, WorkerHandle};
 use crate::config::AgentConfig;
 use crate::ipc::server::{self, AccessPolicy, AgentService, Limits, ServiceError};
 use crate::ipc::{Command, ErrorCode};
@@ -166,71 +168,6 @@ fn notify_systemd(state: &str) {
     })();
     if let Err(e) = sent {
         tracing::warn!(error = %e, "cannot notify systemd");
-    }
-}
-
-/// What the worker does for one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Work {
-    Cycle(CycleRequest),
-    Rollback,
-}
-
-impl Work {
-    /// How much a cycle does, to merge queued cycles into the one that does the most.
-    fn weight(self) -> u8 {
-        match self {
-            Work::Cycle(CycleRequest::Check) => 1,
-            Work::Cycle(CycleRequest::Scheduled) => 2,
-            Work::Cycle(CycleRequest::Update) => 3,
-            Work::Cycle(CycleRequest::Retry) => 4,
-            Work::Rollback => 0,
-        }
-    }
-}
-
-struct Job {
-    work: Work,
-    reply: Option<oneshot::Sender<CycleReport>>,
-}
-
-/// The worker has stopped (the agent is shutting down).
-#[derive(Debug, thiserror::Error)]
-#[error("the agent is shutting down")]
-pub struct WorkerGone;
-
-/// The handle through which everything asks for cycles.
-#[derive(Clone)]
-pub struct WorkerHandle {
-    tx: mpsc::Sender<Job>,
-    /// The last cycle's log, readable while the runner is busy in the next one.
-    last_log: Arc<Mutex<Option<String>>>,
-}
-
-impl WorkerHandle {
-    /// Asks for `work` and waits until the cycle that serves it has finished.
-    pub async fn request(&self, work: Work) -> Result<CycleReport, WorkerGone> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job {
-                work,
-                reply: Some(reply),
-            })
-            .await
-            .map_err(|_| WorkerGone)?;
-        rx.await.map_err(|_| WorkerGone)
-    }
-
-    /// The log of the last cycle, if one ran.
-    pub fn last_log(&self) -> Option<String> {
-        self.last_log.lock().ok().and_then(|l| l.clone())
-    }
-
-    /// Asks for `work` without waiting for it.
-    pub fn trigger(&self, work: Work) -> Result<(), WorkerGone> {
-        self.tx
-            .try_send(Job { work, reply: None })
-            .map_err(|_| WorkerGone)
     }
 }
 

@@ -15,8 +15,8 @@
 //! not retry" (only an admin's `update` on the socket does). HTTP itself is hyper's job.
 
 use super::cycle::CycleRequest;
-use super::daemon::{Work, WorkerHandle};
 use super::status_cell::StatusCell;
+use super::work::{Work, WorkerHandle};
 use crate::ipc::per_uid::PerUid;
 use crate::status::{unix_now, AgentStatus, Phase};
 use http_body_util::Full;

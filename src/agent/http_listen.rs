@@ -8,8 +8,8 @@
 //!   runs without the trigger, says so in its log and in the status (`http_trigger_error`), and
 //!   tries again every [`RETRY_BIND`].
 
-use super::daemon::WorkerHandle;
 use super::status_cell::StatusCell;
+use super::work::WorkerHandle;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{getsockopt, sockopt};
 use std::net::SocketAddr;

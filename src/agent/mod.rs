@@ -21,6 +21,7 @@ pub mod store;
 pub mod system;
 pub mod trust;
 pub mod verify;
+pub mod work;
 
 pub mod http;
 pub mod http_listen;

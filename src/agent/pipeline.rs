@@ -16,9 +16,7 @@ use super::files;
 use super::gcroot;
 use super::outbox::Outbox;
 use super::report::{self, Report, Seen};
-use super::state::{
-    Attempt, Available, DoNotRetry, Journal, StateFile, MAX_INTERRUPTED_ATTEMPTS,
-};
+use super::state::{Attempt, Available, DoNotRetry, Journal, StateFile, MAX_INTERRUPTED_ATTEMPTS};
 use super::status_cell::StatusCell;
 use super::system;
 use super::verify;
@@ -26,8 +24,8 @@ use crate::config::{AgentConfig, Operation};
 use crate::runner::Runner;
 use crate::source;
 use crate::status::{
-    unix_now, AgentStatus, CheckResult, LastCheck, LastUpdate, Outcome, Phase, Policy, RollbackInfo,
-    Step,
+    unix_now, AgentStatus, CheckResult, LastCheck, LastUpdate, Outcome, Phase, Policy,
+    RollbackInfo, Step,
 };
 use anyhow::Context;
 use std::collections::BTreeMap;

@@ -9,8 +9,8 @@
 //! does not put the next check off by as much as it went back.
 
 use super::cycle::CycleRequest;
-use super::daemon::{Work, WorkerHandle};
 use super::status_cell::StatusCell;
+use super::work::{Work, WorkerHandle};
 use crate::config::AgentConfig;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;

@@ -4,8 +4,8 @@
 
 use super::inert::{first_line, inert_text};
 use super::status::{read_host_file, resolve_host, FleetViewError, HostRecords, MAX_LOG_TEXT};
-use crate::publication::report;
 use crate::config::fleet::FleetConfig;
+use crate::publication::report;
 use crate::source::check_log_name;
 use flate2::read::GzDecoder;
 use std::io::Read;

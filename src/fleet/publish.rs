@@ -6,8 +6,7 @@
 //! and only then linked from `current`, so a reader following `current` never sees a partial
 //! tree. Any failure removes the incoming directory and leaves `current` where it was.
 
-use super::build::{build_system, BuildError, BuildMode};
-use crate::publication::{Publication, PublicationError, INCOMING_PREFIX, TREE};
+use super::nix_build::{build_system, BuildError, BuildMode};
 use super::signing::{load_signing_key, resign, signature_is_stale};
 use super::users::{self, MissingUser, Ownership, UserCheck};
 use crate::config::FleetConfig;
@@ -17,6 +16,7 @@ use crate::manifest::{
     entries_of, tree_hash, walk_tree, EntryKind, Manifest, WalkError, WalkedEntry, MANIFEST_FILE,
     MAX_MANIFEST_BYTES,
 };
+use crate::publication::{Publication, PublicationError, INCOMING_PREFIX, TREE};
 use crate::runner::Runner;
 use crate::sign::{SecretKey, SignError};
 use std::collections::HashMap;

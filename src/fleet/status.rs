@@ -13,9 +13,11 @@
 //! only from regular files, and only up to a size cap.
 
 use super::inert::first_line;
-use crate::publication::report::{self, parse_report, parse_seen, parse_time, Report, ReportName, Seen, SEEN_NAME};
 use crate::config::fleet::{check_unix_name, FleetConfig, FleetConfigError};
 use crate::manifest::Manifest;
+use crate::publication::report::{
+    self, parse_report, parse_seen, parse_time, Report, ReportName, Seen, SEEN_NAME,
+};
 use crate::source::parse_current_target;
 use crate::status::Outcome;
 use serde::Serialize;

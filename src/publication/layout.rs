@@ -178,7 +178,15 @@ mod tests {
         assert_eq!(parse_link(Path::new("other/1")), None);
         assert_eq!(parse_current_target("gens/42"), Some(42));
         assert_eq!(parse_current_target("gens/42/"), Some(42));
-        for t in ["gens/../etc", "/etc", "gens/", "gens/1x", "tree", "gens/0", "gens"] {
+        for t in [
+            "gens/../etc",
+            "/etc",
+            "gens/",
+            "gens/1x",
+            "tree",
+            "gens/0",
+            "gens",
+        ] {
             assert_eq!(parse_current_target(t), None, "{t}");
         }
         assert_eq!(manifest_rel(3), "gens/3/manifest.json");

@@ -1,8 +1,8 @@
 //! `file:///path`: a publication on a local disk (the embedded default for demos and tests).
 
 use super::{check_log_name, parse_current_target, Source, SourceError};
-use crate::publication::layout::{self, CURRENT};
 use crate::fsutil;
+use crate::publication::layout::{self, CURRENT};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;

@@ -12,8 +12,8 @@ pub use file::FileSource;
 pub use sftp::{fingerprint, SftpSource, SftpTarget, CONNECT_TIMEOUT, IO_TIMEOUT};
 pub use watchdog::{TransferLimits, TRANSFER_LIMITS};
 
-use std::io::Write;
 use crate::publication;
+use std::io::Write;
 use std::path::PathBuf;
 
 /// A parsed `source` setting.
@@ -164,9 +164,9 @@ pub trait Source: Send {
 /// Parses the target of the `current` link: `gens/<N>` ([`publication::parse_current_target`]).
 pub fn parse_current_target(target: &str, place: &str) -> Result<u64, SourceError> {
     publication::parse_current_target(target).ok_or_else(|| SourceError::Layout {
-            place: place.to_string(),
-            why: format!("`current` points to {target:?}, not gens/<number>"),
-        })
+        place: place.to_string(),
+        why: format!("`current` points to {target:?}, not gens/<number>"),
+    })
 }
 
 /// Checks that a log name is a plain file name ([`publication::is_log_name`]).

@@ -7,8 +7,8 @@
 use super::file::copy_bounded;
 use super::watchdog::{Meter, TransferLimits, Watchdog};
 use super::{check_log_name, parse_current_target, Source, SourceError};
-use crate::publication::layout::{self, CURRENT};
 use crate::hash;
+use crate::publication::layout::{self, CURRENT};
 use base64::Engine;
 use ssh2::{
     CheckResult, ErrorCode, KnownHostFileKind, MethodType, OpenFlags, OpenType, Session, Sftp,

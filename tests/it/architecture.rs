@@ -51,9 +51,9 @@ fn no_import_cycles_long_files_or_long_functions() {
 
     for cycle in tree.cycles() {
         let files: BTreeSet<&str> = cycle.iter().map(|&i| tree.files[i].rel.as_str()).collect();
-        let known = allowed(&|e| {
-            matches!(e, Exception::Cycle(set) if set.iter().copied().collect::<BTreeSet<_>>() == files)
-        });
+        let known = allowed(
+            &|e| matches!(e, Exception::Cycle(set) if set.iter().copied().collect::<BTreeSet<_>>() == files),
+        );
         if known {
             continue;
         }
@@ -62,7 +62,11 @@ fn no_import_cycles_long_files_or_long_functions() {
             files.len(),
             files.iter().copied().collect::<Vec<_>>().join(", ")
         );
-        for e in tree.edges.iter().filter(|e| cycle.contains(&e.from) && cycle.contains(&e.to)) {
+        for e in tree
+            .edges
+            .iter()
+            .filter(|e| cycle.contains(&e.from) && cycle.contains(&e.to))
+        {
             let _ = writeln!(
                 s,
                 "    {}:{}: uses {} ({})",
@@ -131,14 +135,20 @@ fn the_checker_finds_cycles_through_uses_code_and_macros_but_not_facades() {
             "pub mod x;\npub mod y;\npub use x::X;\npub fn top() {}\n",
         ),
         ("a/x.rs", "pub struct X;\nfn f() { super::y::g(); }\n"),
-        ("a/y.rs", "pub fn g() { tracing::info!(\"{}\", crate::a::X::new()); }\n"),
+        (
+            "a/y.rs",
+            "pub fn g() { tracing::info!(\"{}\", crate::a::X::new()); }\n",
+        ),
         ("b.rs", "use crate::c::C;\npub struct B;\n"),
         ("c.rs", "pub struct C;\nfn f() -> crate::b::B { todo!() }\n"),
     ];
     for (p, text) in files {
         std::fs::write(src.join(p), text).unwrap();
     }
-    let long = format!("pub fn long() {{\n{}}}\n", "    let _ = 1;\n".repeat(MAX_FN_LINES));
+    let long = format!(
+        "pub fn long() {{\n{}}}\n",
+        "    let _ = 1;\n".repeat(MAX_FN_LINES)
+    );
     std::fs::write(src.join("d.rs"), long).unwrap();
 
     let tree = SourceTree::load(dir.path());
@@ -155,10 +165,16 @@ fn the_checker_finds_cycles_through_uses_code_and_macros_but_not_facades() {
     // b.rs → c.rs (use), c.rs → b.rs (a type in code). a/mod.rs's `pub use x::X` is no edge.
     assert_eq!(
         cycles,
-        BTreeSet::from([vec!["src/a/x.rs", "src/a/y.rs"], vec!["src/b.rs", "src/c.rs"]])
+        BTreeSet::from([
+            vec!["src/a/x.rs", "src/a/y.rs"],
+            vec!["src/b.rs", "src/c.rs"]
+        ])
     );
     let d = tree.files.iter().find(|f| f.rel == "src/d.rs").unwrap();
-    assert_eq!(d.functions[0].end - d.functions[0].start + 1, MAX_FN_LINES + 2);
+    assert_eq!(
+        d.functions[0].end - d.functions[0].start + 1,
+        MAX_FN_LINES + 2
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,9 +226,8 @@ impl SourceTree {
                 continue; // crate roots of their own: they use the library by its name
             }
             let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{rel}: {e}"));
-            let ast = syn::parse_file(&text).unwrap_or_else(|e| {
-                panic!("{rel}:{}: {e}", e.span().start().line)
-            });
+            let ast = syn::parse_file(&text)
+                .unwrap_or_else(|e| panic!("{rel}:{}: {e}", e.span().start().line));
             let module = module_of(p.strip_prefix(&src).unwrap());
             let first_test_mod = ast.items.iter().find_map(|i| match i {
                 syn::Item::Mod(m) if is_cfg_test(&m.attrs) => Some(m.attrs[0].span().start().line),
@@ -271,7 +286,11 @@ impl SourceTree {
                     Some(p) => {
                         let dir = root.join(&f.rel);
                         let file = dir.parent().unwrap().join(p);
-                        let rel = file.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                        let rel = file
+                            .strip_prefix(root)
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned();
                         self.files.iter().position(|g| g.rel == rel)
                     }
                     None => {
@@ -299,8 +318,7 @@ impl SourceTree {
                 let mut leaves = Vec::new();
                 flatten_use(&u.tree, &mut Vec::new(), &mut leaves);
                 for leaf in leaves {
-                    let (Some(name), Some(abs)) =
-                        (leaf.name, self.absolute(&f.module, &leaf.path))
+                    let (Some(name), Some(abs)) = (leaf.name, self.absolute(&f.module, &leaf.path))
                     else {
                         continue;
                     };
@@ -516,7 +534,11 @@ fn flatten_use(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut Vec<UseL
             if name != "self" {
                 path.push(name.clone());
             }
-            let name = if name == "self" { prefix.last().cloned() } else { Some(name) };
+            let name = if name == "self" {
+                prefix.last().cloned()
+            } else {
+                Some(name)
+            };
             out.push(UseLeaf { path, name });
         }
         syn::UseTree::Rename(r) => {
@@ -592,7 +614,8 @@ impl Collector {
                 i += 1;
                 continue;
             }
-            let starts = matches!(&tts[i], Tt::Ident(id) if id == "crate" || id == "super" || id == "self");
+            let starts =
+                matches!(&tts[i], Tt::Ident(id) if id == "crate" || id == "super" || id == "self");
             if !starts {
                 i += 1;
                 continue;
