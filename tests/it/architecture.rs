@@ -31,7 +31,59 @@ enum Exception {
 }
 
 /// The known exceptions, each with the reason it is still here.
-const ALLOWED: &[(Exception, &str)] = &[];
+const ALLOWED: &[(Exception, &str)] = &[
+    // Import cycles.
+    (
+        Exception::Cycle(&["src/agent/files.rs", "src/agent/files/dirfd.rs", "src/agent/files/undo.rs"]),
+        "dirfd and undo use FilesError, io_at and refused from files.rs: they move to a leaf module with the agent/ split",
+    ),
+    (
+        Exception::Cycle(&["src/agent/fetch.rs", "src/agent/trust.rs"]),
+        "trust returns fetch's FetchError: the error moves out of fetch.rs with the agent/ split",
+    ),
+    (
+        Exception::Cycle(&["src/fleet/publish.rs", "src/fleet/signing.rs"]),
+        "signing uses PublishOptions, PublishError and set_owner_mode: they move out of publish.rs with its split",
+    ),
+    // Files over the limit, split by the work under way.
+    (Exception::LongFile("src/agent/pipeline.rs"), "split into agent/pipeline/, one file per step"),
+    (Exception::LongFile("src/cli/demo.rs"), "the walk-through and supervision move to demo/"),
+    (Exception::LongFile("src/fleet/publish.rs"), "split into stage / generation / prune"),
+    (Exception::LongFile("src/ipc/server.rs"), "split with the typed client"),
+    (Exception::LongFile("src/tray/view.rs"), "split along icon, menu and notifications"),
+    // Functions over the limit.
+    (Exception::LongFn("src/agent/daemon.rs", "serve"), "the agent/ split"),
+    (Exception::LongFn("src/agent/files.rs", "plan"), "the agent/ split"),
+    (Exception::LongFn("src/agent/files.rs", "apply_inner"), "the agent/ split"),
+    (Exception::LongFn("src/agent/http.rs", "status_page"), "the agent/ split"),
+    (Exception::LongFn("src/agent/pipeline.rs", "Pipeline::cycle"), "the agent/ split"),
+    (Exception::LongFn("src/agent/pipeline.rs", "Pipeline::apply"), "the agent/ split"),
+    (Exception::LongFn("src/agent/pipeline.rs", "Pipeline::roll_back"), "the agent/ split"),
+    (Exception::LongFn("src/agent/pipeline.rs", "Pipeline::resolve_journal"), "the agent/ split"),
+    (Exception::LongFn("src/agent/pipeline.rs", "Pipeline::finish"), "the agent/ split"),
+    (Exception::LongFn("src/cli/client.rs", "summary"), "the typed client's users in cli"),
+    (Exception::LongFn("src/cli/demo.rs", "run"), "the demo's move out of cli"),
+    (Exception::LongFn("src/cli/demo.rs", "Demo::walk"), "the demo's move out of cli"),
+    (Exception::LongFn("src/fleet/publish.rs", "RunContext::try_publish_host"), "publish.rs's split"),
+    (Exception::LongFn("src/tray/view.rs", "view"), "view.rs's split"),
+    (Exception::LongFn("src/tray/view.rs", "transition_notifications"), "view.rs's split"),
+    (
+        Exception::LongFn("src/config/agent.rs", "AgentConfig::validate"),
+        "one check per setting in a row; not split yet",
+    ),
+    (
+        Exception::LongFn("src/manifest/mod.rs", "Manifest::validate"),
+        "one check per rule of the format in a row; not split yet",
+    ),
+    (
+        Exception::LongFn("src/manifest/walk.rs", "Walker::visit"),
+        "one match over the kinds of directory entry; not split yet",
+    ),
+    (Exception::LongFn("src/fleet/logs.rs", "show_logs"), "not split yet"),
+    (Exception::LongFn("src/fleet/status/assess.rs", "assess"), "not split yet"),
+    (Exception::LongFn("src/fleet/status/table.rs", "render_table"), "not split yet"),
+    (Exception::LongFn("src/fleet/status/watch.rs", "watch"), "not split yet"),
+];
 
 #[test]
 fn no_import_cycles_long_files_or_long_functions() {
