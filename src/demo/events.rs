@@ -4,7 +4,7 @@
 //! cycles the walk-through starts, or someone else starts, are followed here.
 
 use super::walkthrough::{Demo, CYCLE_LIMIT};
-use crate::agent::CycleReport;
+use crate::cycle::CycleReport;
 use crate::cli::client::{outcome_line, progress_line};
 use crate::ipc::{Client, CycleCall};
 use crate::status::{unix_now, AgentStatus, Outcome, Phase};
@@ -275,7 +275,7 @@ fn finished(s: &AgentStatus, g: u64, since: u64) -> Option<CycleReport> {
     (s.phase == Phase::Idle && u.generation == g && u.at >= since).then(|| CycleReport {
         outcome: u.outcome,
         generation: Some(u.generation),
-        failed_step: u.failed_step.clone(),
+        failed_step: u.failed_step,
         message: u.message.clone(),
     })
 }

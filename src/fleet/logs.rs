@@ -4,8 +4,8 @@
 
 use super::inert::{first_line, inert_text};
 use super::status::{read_host_file, resolve_host, FleetViewError, HostRecords, MAX_LOG_TEXT};
-use crate::agent::report;
 use crate::config::fleet::FleetConfig;
+use crate::publication::report;
 use crate::source::check_log_name;
 use flate2::read::GzDecoder;
 use std::io::Read;
@@ -59,7 +59,7 @@ pub fn show_logs(
                     message = format!("[{}] {message}", n.label());
                 }
                 let cells = (
-                    first_line(r.failed_step.as_deref().unwrap_or("-"), 40),
+                    first_line(r.failed_step.map_or("-", |s| s.name()), 40),
                     message.trim_end().to_string(),
                 );
                 newest = Some(r);

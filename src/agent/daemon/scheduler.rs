@@ -10,7 +10,7 @@
 
 use super::status_cell::StatusCell;
 use super::worker::{Work, WorkerHandle};
-use crate::agent::cycle::CycleRequest;
+use crate::cycle::CycleRequest;
 use crate::config::AgentConfig;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;

@@ -19,8 +19,8 @@ mod stage;
 pub(crate) use stage::set_owner_mode;
 pub use stage::stage_host;
 
-use super::build::{build_system, BuildError, BuildMode};
-use super::layout::{Publication, PublicationError, TREE};
+use super::nix_build::{build_system, BuildError, BuildMode};
+use crate::publication::{Publication, PublicationError, TREE};
 use super::signing::{load_signing_key, resign, signature_is_stale};
 use super::users::{self, MissingUser, Ownership, UserCheck};
 use crate::config::FleetConfig;

@@ -3,7 +3,7 @@
 
 use super::{push, Orphan, PublishError, PublishOptions};
 use crate::config::FleetConfig;
-use crate::fleet::layout::Publication;
+use crate::publication::Publication;
 use crate::fsutil::with_path;
 use std::fs;
 use std::sync::Mutex;

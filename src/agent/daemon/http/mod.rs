@@ -17,7 +17,7 @@
 pub mod listen;
 pub mod tcp_owner;
 
-use crate::agent::cycle::CycleRequest;
+use crate::cycle::CycleRequest;
 use crate::agent::daemon::status_cell::StatusCell;
 use crate::agent::daemon::worker::{Work, WorkerHandle};
 use crate::ipc::per_uid::PerUid;
