@@ -4,8 +4,8 @@
 //! cycles the walk-through starts, or someone else starts, are followed here.
 
 use super::walkthrough::{Demo, CYCLE_LIMIT};
-use crate::cycle::CycleReport;
 use crate::cli::client::{outcome_line, progress_line};
+use crate::cycle::CycleReport;
 use crate::ipc::{Client, CycleCall};
 use crate::status::{unix_now, AgentStatus, Outcome, Phase};
 use anyhow::{anyhow, Context};

@@ -15,8 +15,8 @@
 
 use super::fake_nixos::{toml_string, FakeNixos};
 use crate::agent::Pipeline;
-use crate::cycle::{CycleReport, CycleRequest};
 use crate::config::{AgentConfig, FleetConfig};
+use crate::cycle::{CycleReport, CycleRequest};
 use crate::fleet::publish::{publish, HostReport, HostResult, PublishOptions};
 use crate::fleet::status::{fleet_status, FleetStatus};
 use crate::fleet::Publication;

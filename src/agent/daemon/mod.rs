@@ -19,8 +19,8 @@ pub mod worker;
 pub use worker::{Work, Worker, WorkerGone, WorkerHandle};
 
 use super::cycle::CycleRunner;
-use crate::cycle::{CycleReport, CycleRequest};
 use crate::config::AgentConfig;
+use crate::cycle::{CycleReport, CycleRequest};
 use crate::ipc::server::{self, AccessPolicy, AgentService, Limits, ServiceError};
 use crate::ipc::{Command, ErrorCode};
 use crate::status::AgentStatus;

@@ -20,11 +20,11 @@ pub(crate) use stage::set_owner_mode;
 pub use stage::stage_host;
 
 use super::nix_build::{build_system, BuildError, BuildMode};
-use crate::publication::{Publication, PublicationError, TREE};
 use super::signing::{load_signing_key, resign, signature_is_stale};
 use super::users::{self, MissingUser, Ownership, UserCheck};
 use crate::config::FleetConfig;
 use crate::manifest::{entries_of, tree_hash, EntryKind, Manifest, WalkError, WalkedEntry};
+use crate::publication::{Publication, PublicationError, TREE};
 use crate::runner::Runner;
 use crate::sign::{SecretKey, SignError};
 use generation::{ensure_skeleton, NewGeneration};

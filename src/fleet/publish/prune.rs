@@ -3,8 +3,8 @@
 
 use super::{push, Orphan, PublishError, PublishOptions};
 use crate::config::FleetConfig;
-use crate::publication::Publication;
 use crate::fsutil::with_path;
+use crate::publication::Publication;
 use std::fs;
 use std::sync::Mutex;
 

@@ -16,13 +16,13 @@
 
 use super::outbox::Outbox;
 use crate::agent::cycle::CycleRunner;
-use crate::cycle::{CycleReport, CycleRequest};
 use crate::agent::daemon::status_cell::StatusCell;
 use crate::agent::state::{Journal, StateFile};
-use crate::status::Step;
 use crate::config::AgentConfig;
+use crate::cycle::{CycleReport, CycleRequest};
 use crate::runner::Runner;
 use crate::source;
+use crate::status::Step;
 use crate::status::{unix_now, Outcome, Phase};
 use anyhow::Context;
 use std::collections::BTreeMap;

@@ -1,10 +1,10 @@
 //! `tiffin agent --once`: one cycle, printed, and its exit code.
 
 use super::Pipeline;
-use crate::cycle::CycleRequest;
 use crate::agent::daemon::status_cell::StatusCell;
 use crate::agent::report;
 use crate::config::AgentConfig;
+use crate::cycle::CycleRequest;
 use crate::status::{AgentStatus, Outcome};
 
 /// The exit code of `tiffin agent --once` for an outcome.

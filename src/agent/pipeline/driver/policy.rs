@@ -3,13 +3,13 @@
 //! `notify` before its deadline), or apply.
 
 use super::{Cycle, Ending, Pipeline};
-use crate::cycle::CycleRequest;
 use crate::agent::pipeline::fetch::{self, LocalTree, SyncOutcome};
 use crate::agent::pipeline::system;
 use crate::agent::report;
 use crate::agent::state::Available;
-use crate::status::Step;
+use crate::cycle::CycleRequest;
 use crate::source;
+use crate::status::Step;
 use crate::status::{unix_now, CheckResult, LastCheck, Outcome, Phase, Policy};
 use std::time::Instant;
 

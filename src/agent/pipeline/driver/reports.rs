@@ -2,11 +2,11 @@
 //! outbox and uploaded), and the status the clients see.
 
 use super::{Cycle, Ending, Pipeline};
-use crate::cycle::CycleReport;
 use crate::agent::pipeline::build::gcroot;
 use crate::agent::pipeline::system;
 use crate::agent::report::{self, Report, Seen};
 use crate::agent::state::Attempt;
+use crate::cycle::CycleReport;
 use crate::source;
 use crate::status::{unix_now, LastUpdate, Phase};
 
