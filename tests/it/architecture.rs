@@ -24,8 +24,6 @@ const MAX_FN_LINES: usize = 80;
 enum Exception {
     /// Files that form an import cycle (exactly this set, as a strongly connected component).
     Cycle(&'static [&'static str]),
-    /// A file over [`MAX_FILE_LINES`] before its tests.
-    LongFile(&'static str),
     /// A function over [`MAX_FN_LINES`]: `file`, `Type::name` or `name`.
     LongFn(&'static str, &'static str),
 }
@@ -152,9 +150,7 @@ fn no_import_cycles_long_files_or_long_functions() {
     }
 
     for f in tree.files.iter().filter(|f| !f.test_only) {
-        if f.lines_before_tests > MAX_FILE_LINES
-            && !allowed(&|e| matches!(e, Exception::LongFile(p) if *p == f.rel))
-        {
+        if f.lines_before_tests > MAX_FILE_LINES {
             problems.push(format!(
                 "{}:1: {} lines before its tests (at most {MAX_FILE_LINES})",
                 f.rel, f.lines_before_tests
@@ -179,7 +175,6 @@ fn no_import_cycles_long_files_or_long_functions() {
         if !used[i] {
             let what = match e {
                 Exception::Cycle(files) => format!("the cycle {files:?}"),
-                Exception::LongFile(p) => format!("the long file {p}"),
                 Exception::LongFn(p, n) => format!("the long fn {p}: {n}"),
             };
             problems.push(format!(
