@@ -80,9 +80,6 @@ const ALLOWED: &[(Exception, &str)] = &[
         "one match over the kinds of directory entry; not split yet",
     ),
     (Exception::LongFn("src/fleet/logs.rs", "show_logs"), "not split yet"),
-    (Exception::LongFn("src/fleet/status/assess.rs", "assess"), "not split yet"),
-    (Exception::LongFn("src/fleet/status/table.rs", "render_table"), "not split yet"),
-    (Exception::LongFn("src/fleet/status/watch.rs", "watch"), "not split yet"),
 ];
 
 #[test]
