@@ -79,7 +79,6 @@ const ALLOWED: &[(Exception, &str)] = &[
         Exception::LongFn("src/manifest/walk.rs", "Walker::visit"),
         "one match over the kinds of directory entry; not split yet",
     ),
-    (Exception::LongFn("src/fleet/logs.rs", "show_logs"), "not split yet"),
 ];
 
 #[test]
