@@ -100,10 +100,6 @@ const ALLOWED: &[(Exception, &str)] = &[
         Exception::LongFn("src/manifest/walk.rs", "Walker::visit"),
         "one match over the kinds of directory entry; not split yet",
     ),
-    (Exception::LongFn("src/fleet/logs.rs", "show_logs"), "not split yet"),
-    (Exception::LongFn("src/fleet/status/assess.rs", "assess"), "not split yet"),
-    (Exception::LongFn("src/fleet/status/table.rs", "render_table"), "not split yet"),
-    (Exception::LongFn("src/fleet/status/watch.rs", "watch"), "not split yet"),
 ];
 
 #[test]

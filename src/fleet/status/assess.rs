@@ -131,48 +131,16 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         problems.push("seen.json: last_seen is not an RFC 3339 time".into());
     }
     let latest = rec.reports.last();
-    let mut last_report = None;
-    if let Some(l) = latest {
-        match rec.load_report(l) {
-            Ok(r) => last_report = Some(r),
-            Err(e) => problems.push(e),
-        }
-    }
+    let last_report = latest.and_then(|l| rec.load_report(l).map_err(|e| problems.push(e)).ok());
 
-    // What it runs: seen.json, unless a success was reported after seen.json was written.
-    let mut running_generation = seen.and_then(|s| s.applied_generation);
-    let mut running_system = seen.and_then(|s| s.running_system.clone());
-    for r in rec
-        .reports
-        .iter()
-        .filter(|r| seen_at.map_or(true, |s| r.time > s))
-        .filter(|r| matches!(r.outcome, Outcome::Updated | Outcome::UpToDate))
-    {
-        running_generation = Some(r.generation);
-        match rec.load_report(r) {
-            Ok(full) => running_system = full.system_after.or(running_system),
-            Err(e) => problems.push(e),
-        }
-    }
+    let (running_generation, running_system) = what_runs(rec, seen_at, &mut problems);
 
-    // Updating until a report for that generation ends the cycle the seen.json announced.
-    let updating_to = seen.and_then(|s| s.updating_to).filter(|g| {
-        !rec.reports
-            .iter()
-            .any(|r| r.generation == *g && seen_at.is_some_and(|s| r.time >= s))
-    });
+    let updating_to = updating_to(rec, seen_at);
 
-    let reboot_needed = match (seen.and_then(|s| s.reboot_needed), latest) {
-        (Some(b), Some(l)) if seen_at.is_some_and(|s| s >= l.time) => b,
-        (Some(b), None) => b,
-        _ => last_report.as_ref().is_some_and(|r| r.reboot_needed),
-    };
+    let reboot_needed = reboot_needed(rec, seen_at, last_report.as_ref());
 
     let published = rec.published;
-    let interval_secs = seen
-        .and_then(|s| s.interval_secs)
-        .filter(|&i| i > 0)
-        .unwrap_or(DEFAULT_INTERVAL_SECS);
+    let interval_secs = interval_secs(rec);
     let last_contact = seen_at.max(latest.map(|l| l.time));
     let runs_published = published.is_some() && running_generation == published;
     let verdict_on_published = published
@@ -188,21 +156,13 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         HostState::NotSeen
     } else if updating_to.is_some() {
         HostState::Updating
-    } else if !runs_published
-        && matches!(
-            verdict_on_published,
-            Some(Outcome::Failed | Outcome::Interrupted)
-        )
-    {
-        HostState::Failing
-    } else if !runs_published && verdict_on_published == Some(Outcome::RolledBack) {
-        HostState::RolledBack
-    } else if published.is_some() && !runs_published {
-        HostState::UpdatePending
-    } else if reboot_needed {
-        HostState::RestartNeeded
     } else {
-        HostState::UpToDate
+        seen_state(
+            published,
+            runs_published,
+            verdict_on_published,
+            reboot_needed,
+        )
     };
 
     let pending_generation = published.filter(|p| !runs_published && updating_to != Some(*p));
@@ -210,10 +170,10 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         .manifest
         .as_ref()
         .and_then(|m| m.expected_system.clone());
-    let system_matches = match (&running_system, &expected_system) {
-        (Some(r), Some(e)) => Some(r == e),
-        _ => None,
-    };
+    let system_matches = running_system
+        .as_ref()
+        .zip(expected_system.as_ref())
+        .map(|(r, e)| r == e);
     let published_at = rec.manifest.as_ref().map(|m| m.published.clone());
     HostStatus {
         host: rec.host.clone(),
@@ -239,6 +199,87 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         last_report_age_secs: latest.map(|l| now.saturating_sub(l.time)),
         last_report,
         problems,
+    }
+}
+
+/// Updating until a report for that generation ends the cycle the seen.json announced.
+fn updating_to(rec: &HostRecords, seen_at: Option<u64>) -> Option<u64> {
+    let seen = rec.seen.as_ref();
+    seen.and_then(|s| s.updating_to).filter(|g| {
+        !rec.reports
+            .iter()
+            .any(|r| r.generation == *g && seen_at.is_some_and(|s| r.time >= s))
+    })
+}
+
+/// The agent's interval, or the default when it did not say.
+fn interval_secs(rec: &HostRecords) -> u64 {
+    rec.seen
+        .as_ref()
+        .and_then(|s| s.interval_secs)
+        .filter(|&i| i > 0)
+        .unwrap_or(DEFAULT_INTERVAL_SECS)
+}
+
+/// Whether a restart is needed: seen.json's word when it is newer than the latest report (or
+/// there is none), else the latest report's.
+fn reboot_needed(rec: &HostRecords, seen_at: Option<u64>, last_report: Option<&Report>) -> bool {
+    match (
+        rec.seen.as_ref().and_then(|s| s.reboot_needed),
+        rec.reports.last(),
+    ) {
+        (Some(b), Some(l)) if seen_at.is_some_and(|s| s >= l.time) => b,
+        (Some(b), None) => b,
+        _ => last_report.is_some_and(|r| r.reboot_needed),
+    }
+}
+
+/// What a host runs: what seen.json says, unless a success was reported after it was written.
+fn what_runs(
+    rec: &HostRecords,
+    seen_at: Option<u64>,
+    problems: &mut Vec<String>,
+) -> (Option<u64>, Option<String>) {
+    let seen = rec.seen.as_ref();
+    let mut running_generation = seen.and_then(|s| s.applied_generation);
+    let mut running_system = seen.and_then(|s| s.running_system.clone());
+    for r in rec
+        .reports
+        .iter()
+        .filter(|r| seen_at.map_or(true, |s| r.time > s))
+        .filter(|r| matches!(r.outcome, Outcome::Updated | Outcome::UpToDate))
+    {
+        running_generation = Some(r.generation);
+        match rec.load_report(r) {
+            Ok(full) => running_system = full.system_after.or(running_system),
+            Err(e) => problems.push(e),
+        }
+    }
+    (running_generation, running_system)
+}
+
+/// The state of a host seen lately and not updating: how the published generation fared.
+fn seen_state(
+    published: Option<u64>,
+    runs_published: bool,
+    verdict_on_published: Option<Outcome>,
+    reboot_needed: bool,
+) -> HostState {
+    if !runs_published
+        && matches!(
+            verdict_on_published,
+            Some(Outcome::Failed | Outcome::Interrupted)
+        )
+    {
+        HostState::Failing
+    } else if !runs_published && verdict_on_published == Some(Outcome::RolledBack) {
+        HostState::RolledBack
+    } else if published.is_some() && !runs_published {
+        HostState::UpdatePending
+    } else if reboot_needed {
+        HostState::RestartNeeded
+    } else {
+        HostState::UpToDate
     }
 }
 

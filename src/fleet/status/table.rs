@@ -91,25 +91,7 @@ fn outcome_words(o: Outcome) -> String {
 
 /// The table `fleet status` prints: a summary line, a header, one row per host.
 pub fn render_table(status: &FleetStatus, style: Style) -> String {
-    let mut counts = std::collections::BTreeMap::new();
-    for h in &status.hosts {
-        *counts.entry(h.state).or_insert(0usize) += 1;
-    }
-    let summary: Vec<String> = HostState::ALL
-        .iter()
-        .filter_map(|s| counts.get(s).map(|n| format!("{n} {}", s.label())))
-        .collect();
-    let mut out = format!(
-        "{} hosts: {}   (at {}, chroot {})\n",
-        status.hosts.len(),
-        if summary.is_empty() {
-            "none".to_string()
-        } else {
-            summary.join(", ")
-        },
-        status.generated_at,
-        status.chroot.display()
-    );
+    let mut out = summary_line(status);
     let header = [
         "HOST",
         "STATE",
@@ -120,71 +102,20 @@ pub fn render_table(status: &FleetStatus, style: Style) -> String {
         "SEEN",
         "NOTE",
     ];
-    let rows: Vec<(HostState, [String; 8])> = status
-        .hosts
-        .iter()
-        .map(|h| {
-            let published = match (h.published_generation, h.publish_age_secs) {
-                (Some(g), Some(a)) => format!("g{g} {} ago", age(a)),
-                (g, _) => gen(g),
-            };
-            let system = match h.system_matches {
-                Some(true) => "expected",
-                Some(false) => "differs",
-                None => "-",
-            };
-            let last = match (&h.last_report, h.last_report_age_secs) {
-                (Some(r), Some(a)) => format!(
-                    "g{} {} {} ago",
-                    r.generation,
-                    outcome_words(r.outcome),
-                    age(a)
-                ),
-                _ => "-".into(),
-            };
-            let seen = h
-                .last_seen_age_secs
-                .map(|a| format!("{} ago", age(a)))
-                .unwrap_or_else(|| "-".into());
-            (
-                h.state,
-                [
-                    h.host.clone(),
-                    h.state.label().to_string(),
-                    published,
-                    gen(h.running_generation),
-                    system.to_string(),
-                    last,
-                    seen,
-                    note(h),
-                ],
-            )
-        })
-        .collect();
+    let rows: Vec<(HostState, [String; 8])> =
+        status.hosts.iter().map(|h| (h.state, row(h))).collect();
     let mut widths = header.map(|h| h.chars().count());
     for (_, cells) in &rows {
         for (w, c) in widths.iter_mut().zip(cells) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: &[String; 8]| -> String {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(c);
-                s.push_str(&" ".repeat(w - c.chars().count() + 2));
-            }
-        }
-        s.trim_end().to_string()
-    };
     let lead = if style.colour { "  " } else { "" };
     out.push_str(lead);
-    out.push_str(&line(&header.map(String::from)));
+    out.push_str(&aligned(&header.map(String::from), &widths));
     out.push('\n');
     for (state, cells) in &rows {
-        let text = line(cells);
+        let text = aligned(cells, &widths);
         if style.colour {
             out.push_str(&format!(
                 "\x1b[{}m{} {text}\x1b[0m\n",
@@ -197,4 +128,77 @@ pub fn render_table(status: &FleetStatus, style: Style) -> String {
         }
     }
     out
+}
+
+/// `5 hosts: 1 failing, 4 up to date   (at …, chroot …)`.
+fn summary_line(status: &FleetStatus) -> String {
+    let mut counts = std::collections::BTreeMap::new();
+    for h in &status.hosts {
+        *counts.entry(h.state).or_insert(0usize) += 1;
+    }
+    let summary: Vec<String> = HostState::ALL
+        .iter()
+        .filter_map(|s| counts.get(s).map(|n| format!("{n} {}", s.label())))
+        .collect();
+    format!(
+        "{} hosts: {}   (at {}, chroot {})\n",
+        status.hosts.len(),
+        if summary.is_empty() {
+            "none".to_string()
+        } else {
+            summary.join(", ")
+        },
+        status.generated_at,
+        status.chroot.display()
+    )
+}
+
+/// One host's cells, in the header's order.
+fn row(h: &HostStatus) -> [String; 8] {
+    let published = match (h.published_generation, h.publish_age_secs) {
+        (Some(g), Some(a)) => format!("g{g} {} ago", age(a)),
+        (g, _) => gen(g),
+    };
+    let system = match h.system_matches {
+        Some(true) => "expected",
+        Some(false) => "differs",
+        None => "-",
+    };
+    let last = match (&h.last_report, h.last_report_age_secs) {
+        (Some(r), Some(a)) => format!(
+            "g{} {} {} ago",
+            r.generation,
+            outcome_words(r.outcome),
+            age(a)
+        ),
+        _ => "-".into(),
+    };
+    let seen = h
+        .last_seen_age_secs
+        .map(|a| format!("{} ago", age(a)))
+        .unwrap_or_else(|| "-".into());
+    [
+        h.host.clone(),
+        h.state.label().to_string(),
+        published,
+        gen(h.running_generation),
+        system.to_string(),
+        last,
+        seen,
+        note(h),
+    ]
+}
+
+/// The cells padded to their column's width (two spaces apart), the last one as it is.
+fn aligned(cells: &[String; 8], widths: &[usize; 8]) -> String {
+    let mut s = String::new();
+    for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+        if i + 1 == cells.len() {
+            s.push_str(c);
+        } else {
+            s.push_str(c);
+            s.push_str(&" ".repeat(w - c.chars().count() + 2));
+        }
+    }
+    s.trim_end().to_string()
 }
