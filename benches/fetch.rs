@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use support::publication::{module_text, write_config_tree};
 use support::relay::Relay;
 use support::sshd::Sshd;
-use tiffin::agent::fetch::{sync, SyncOutcome};
+use tiffin::agent::pipeline::fetch::{sync, SyncOutcome};
 use tiffin::runner::Runner;
 use tiffin::source;
 

@@ -12,8 +12,9 @@ mod support;
 
 use pipeline_support::Machine;
 use std::time::Instant;
-use tiffin::agent::status_cell::StatusCell;
-use tiffin::agent::{CycleRequest, Pipeline};
+use tiffin::agent::daemon::status_cell::StatusCell;
+use tiffin::agent::Pipeline;
+use tiffin::cycle::CycleRequest;
 use tiffin::status::{AgentStatus, Outcome};
 
 const FILES: usize = 2_000;

@@ -21,7 +21,7 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::sshd::Sshd;
-use tiffin::agent::scheduler::{Jitter, Schedule};
+use tiffin::agent::daemon::scheduler::{Jitter, Schedule};
 use tiffin::config::AgentConfig;
 use tiffin::runner::Runner;
 use tiffin::source::{self, SourceError};

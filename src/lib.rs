@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod cycle;
 pub mod demo;
 pub mod fleet;
 pub mod fsutil;
@@ -13,6 +14,7 @@ pub mod hash;
 pub mod ipc;
 pub mod manifest;
 pub mod nixcli;
+pub mod publication;
 pub mod runner;
 pub mod sign;
 pub mod source;

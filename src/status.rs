@@ -48,6 +48,43 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// A step of a cycle, as written in the agent's journal, the reports and `failed_step` (the
+/// wire and report JSON carry [`Step::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Fetch,
+    Build,
+    Files,
+    Activate,
+    Verify,
+    Commit,
+    RollBack,
+    /// Not a pipeline step: the agent itself failed (its cycle panicked).
+    Agent,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Fetch => "fetch",
+            Step::Build => "build",
+            Step::Files => "files",
+            Step::Activate => "activate",
+            Step::Verify => "verify",
+            Step::Commit => "commit",
+            Step::RollBack => "roll_back",
+            Step::Agent => "agent",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The result of the last check against the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -103,7 +140,7 @@ pub struct LastUpdate {
     pub outcome: Outcome,
     /// The step that failed (`build`, `activate`, …) when the outcome is not a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_step: Option<String>,
+    pub failed_step: Option<Step>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -7,18 +7,19 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tiffin::agent::http::{escape, is_loopback_host};
-use tiffin::agent::report::{report_base, rfc3339, Report};
+use tiffin::agent::daemon::http::{escape, is_loopback_host};
 use tiffin::config::fleet::{check_nix_attr, check_ssh_public_key, check_unix_name};
 use tiffin::config::{AgentConfig, FleetConfig};
 use tiffin::fleet::status::{
-    assess, parse_report, parse_seen, parse_time, render_table, FleetStatus, HostRecords,
-    HostState, ReportName, Style, STALE_INTERVALS,
+    assess, render_table, FleetStatus, HostRecords, HostState, Style, STALE_INTERVALS,
 };
 use tiffin::ipc::codec::{decode_request, encode};
 use tiffin::ipc::protocol::MAX_LINE;
 use tiffin::ipc::{Response, PROTOCOL_VERSION};
 use tiffin::manifest::{apply_diff, tree_hash, Manifest, ManifestDiff};
+use tiffin::publication::report::{
+    parse_report, parse_seen, parse_time, report_base, rfc3339, Report, ReportName,
+};
 use tiffin::source::SourceUrl;
 
 /// A property check: panics when the input breaks a property.

@@ -18,13 +18,4 @@ pub mod pipeline;
 pub mod report;
 pub mod state;
 
-pub use cycle::{CycleReport, CycleRequest};
 pub use pipeline::{run_once, Pipeline};
-
-// The paths the rest of the crate, the tests and the benches used before the split into
-// `pipeline/` and `daemon/`; each names the module where the code now lives.
-pub use daemon::http::{self, listen as http_listen, tcp_owner};
-pub use daemon::{scheduler, status_cell};
-pub use pipeline::build::{self, gcroot, nix_version};
-pub use pipeline::fetch::{self, store, trust};
-pub use pipeline::{activate, commit, files, outbox, system, verify};

@@ -5,7 +5,7 @@
 //! resolves it (finish or roll back) instead of starting over blindly.
 
 use crate::fsutil;
-use crate::status::{LastUpdate, Outcome, RollbackInfo};
+use crate::status::{LastUpdate, Outcome, RollbackInfo, Step};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,33 +16,6 @@ use std::path::{Path, PathBuf};
 pub const HISTORY_LEN: usize = 20;
 /// After this many interrupted attempts a generation is not tried again.
 pub const MAX_INTERRUPTED_ATTEMPTS: u32 = 2;
-
-/// A pipeline step, as written in the journal, the reports and `failed_step`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    Fetch,
-    Build,
-    Files,
-    Activate,
-    Verify,
-    Commit,
-    RollBack,
-}
-
-impl Step {
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::Fetch => "fetch",
-            Step::Build => "build",
-            Step::Files => "files",
-            Step::Activate => "activate",
-            Step::Verify => "verify",
-            Step::Commit => "commit",
-            Step::RollBack => "roll_back",
-        }
-    }
-}
 
 /// The step in progress, written before it starts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +43,7 @@ pub struct Attempt {
     pub finished: u64,
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_step: Option<String>,
+    pub failed_step: Option<Step>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -211,7 +184,7 @@ mod tests {
                 started: g,
                 finished: g,
                 outcome: Outcome::Failed,
-                failed_step: Some("build".into()),
+                failed_step: Some(Step::Build),
                 message: None,
             });
         }

@@ -1,7 +1,7 @@
 //! `tiffin status|check|update|rollback|log|watch`: clients of the local agent's socket.
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_ROLLED_BACK};
-use crate::agent::cycle::CycleReport;
+use crate::cycle::CycleReport;
 use crate::ipc::{Client, ClientError, CycleCall};
 use crate::status::{unix_now, AgentStatus, CheckResult, Outcome, Phase};
 use anyhow::Context;
@@ -262,7 +262,7 @@ fn msg_suffix(r: &CycleReport) -> String {
 fn describe_failure(r: &CycleReport) -> String {
     match (&r.failed_step, &r.message) {
         (Some(step), Some(m)) => format!("{step}: {m}"),
-        (Some(step), None) => step.clone(),
+        (Some(step), None) => step.to_string(),
         (None, Some(m)) => m.clone(),
         (None, None) => "no reason given".into(),
     }
@@ -320,7 +320,7 @@ pub fn summary(s: &AgentStatus, now: u64) -> String {
         let r = CycleReport {
             outcome: u.outcome,
             generation: Some(u.generation),
-            failed_step: u.failed_step.clone(),
+            failed_step: u.failed_step,
             message: u.message.clone(),
         };
         row(

@@ -4,19 +4,13 @@
 pub mod agent;
 pub mod client;
 pub mod demo;
+pub mod exit;
 pub mod fleet;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// Exit code: success (up to date or updated).
-pub const EXIT_OK: u8 = 0;
-/// Exit code: the operation failed.
-pub const EXIT_FAILED: u8 = 1;
-/// Exit code: bad configuration or usage.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code: the update was rolled back.
-pub const EXIT_ROLLED_BACK: u8 = 3;
+pub use exit::{EXIT_FAILED, EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE};
 
 /// Keep a fleet of NixOS machines on the configuration kept in one repository.
 ///

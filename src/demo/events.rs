@@ -3,7 +3,7 @@
 //! (a small tokio runtime on its own thread). Every wait can be interrupted by a signal; the
 //! cycles the walk-through starts, or someone else starts, are followed here.
 
-use crate::agent::CycleReport;
+use crate::cycle::CycleReport;
 use crate::status::{AgentStatus, Phase};
 use anyhow::{anyhow, Context};
 use nix::sys::signal::Signal;
@@ -49,7 +49,7 @@ pub(super) fn finished(s: &AgentStatus, g: u64, since: u64) -> Option<CycleRepor
     (s.phase == Phase::Idle && u.generation == g && u.at >= since).then(|| CycleReport {
         outcome: u.outcome,
         generation: Some(u.generation),
-        failed_step: u.failed_step.clone(),
+        failed_step: u.failed_step,
         message: u.message.clone(),
     })
 }

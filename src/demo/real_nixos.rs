@@ -5,7 +5,7 @@
 //! `$TIFFIN_STANDIN_ROOT` (set for the demo process and everything it starts).
 
 use super::fake_nixos::toml_string;
-use crate::agent::{build, commit};
+use crate::agent::pipeline::{build, commit};
 use crate::config::SystemConfig;
 use crate::fsutil::{self, with_path};
 use crate::runner::Runner;

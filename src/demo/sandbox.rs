@@ -14,8 +14,9 @@
 //! ```
 
 use super::fake_nixos::{toml_string, FakeNixos};
-use crate::agent::{CycleReport, CycleRequest, Pipeline};
+use crate::agent::Pipeline;
 use crate::config::{AgentConfig, FleetConfig};
+use crate::cycle::{CycleReport, CycleRequest};
 use crate::fleet::publish::{publish, HostReport, HostResult, PublishOptions};
 use crate::fleet::status::{fleet_status, FleetStatus};
 use crate::fleet::Publication;
@@ -331,7 +332,7 @@ impl Sandbox {
                     0o644,
                 )?;
             }
-            return m.init(&live.join(crate::fleet::layout::TREE), DEMO_HOST);
+            return m.init(&live.join(crate::publication::TREE), DEMO_HOST);
         }
         let machine = FakeNixos::install(
             &self.dir.join("fake-nixos"),
@@ -346,7 +347,7 @@ impl Sandbox {
                 0o644,
             )?;
         }
-        machine.init(&live.join(crate::fleet::layout::TREE), DEMO_HOST)
+        machine.init(&live.join(crate::publication::TREE), DEMO_HOST)
     }
 
     /// Writes agent.toml for the demo host: everything inside the demo directory, policy
@@ -407,7 +408,7 @@ impl Sandbox {
     /// The demo host's first cycle, in this process: it applies generation 1, which builds the
     /// system the machine already runs. Afterwards the machine is a managed, up-to-date host.
     pub fn enroll(&self, config: AgentConfig) -> anyhow::Result<CycleReport> {
-        let status = crate::agent::status_cell::StatusCell::new(AgentStatus::default());
+        let status = crate::agent::daemon::status_cell::StatusCell::new(AgentStatus::default());
         let mut pipeline = Pipeline::new(config, status)?;
         let r = crate::agent::cycle::CycleRunner::run_cycle(&mut pipeline, CycleRequest::Update);
         if !matches!(r.outcome, Outcome::UpToDate | Outcome::Updated) {

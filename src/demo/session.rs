@@ -5,8 +5,8 @@
 
 use super::events::{finished, started, Event, Step, Stop};
 use super::supervise::{stop_child, supervise};
-use crate::agent::CycleReport;
 use crate::cli::client::{outcome_line, progress_line};
+use crate::cycle::CycleReport;
 use crate::demo::sshd::{self as demo_sshd, HostAccounts};
 use crate::demo::{Sandbox, DEMO_HOST};
 use crate::fleet::publish::HostResult;

@@ -41,7 +41,7 @@ pub fn systems(config: &FleetConfig, host: &str) -> Result<(String, String), Fle
     let running = st.running_system.ok_or_else(|| {
         FleetViewError::Unknown(format!(
             "{host}: its running system is unknown: its agent has not uploaded {} with a running system yet",
-            Path::new("logs").join(crate::agent::report::SEEN_NAME).display()
+            Path::new("logs").join(crate::publication::SEEN_NAME).display()
         ))
     })?;
     Ok((running, expected))

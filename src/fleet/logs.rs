@@ -4,9 +4,9 @@
 
 use super::inert::{first_line, inert_text};
 use super::status::{read_host_file, resolve_host, FleetViewError, HostRecords, MAX_LOG_TEXT};
-use crate::agent::report;
 use crate::config::fleet::FleetConfig;
-use crate::source::check_log_name;
+use crate::publication;
+use crate::publication::report::{self, Report, ReportName};
 use flate2::read::GzDecoder;
 use std::io::Read;
 
@@ -19,20 +19,16 @@ pub fn show_logs(
 ) -> Result<(), FleetViewError> {
     resolve_host(config, host)?;
     let rec = HostRecords::read(&config.chroot, host);
-    let io = |e: std::io::Error| FleetViewError::Io {
-        place: "stdout".into(),
-        source: e,
-    };
     for p in &rec.problems {
-        writeln!(out, "warning: {}", inert_text(p)).map_err(io)?;
+        writeln!(out, "warning: {}", inert_text(p)).map_err(stdout_err)?;
     }
     if rec.reports.is_empty() {
         writeln!(
             out,
             "{host} has uploaded no reports yet (looked in {})",
-            rec.dir.join("logs").display()
+            rec.dir.join(publication::LOGS).display()
         )
-        .map_err(io)?;
+        .map_err(stdout_err)?;
         return Ok(());
     }
     let shown = &rec.reports[rec.reports.len().saturating_sub(last.max(1))..];
@@ -42,7 +38,31 @@ pub fn show_logs(
         shown.len(),
         rec.reports.len()
     )
-    .map_err(io)?;
+    .map_err(stdout_err)?;
+    let (rows, newest) = report_rows(&rec, shown);
+    write_aligned(&rows, out)?;
+
+    // The newest report's log: the name it gives, or the one beside it.
+    let Some(last_name) = shown.last() else {
+        return Ok(());
+    };
+    let log_name = newest
+        .map(|r| r.log)
+        .filter(|l| publication::is_log_name(l) && l.ends_with(".log.gz"))
+        .unwrap_or_else(|| publication::log_name(last_name.file.trim_end_matches(".json")));
+    write_log(&rec.dir.join(publication::LOGS).join(&log_name), out)
+}
+
+fn stdout_err(e: std::io::Error) -> FleetViewError {
+    FleetViewError::Io {
+        place: "stdout".into(),
+        source: e,
+    }
+}
+
+/// The listing's rows (a header, then one per report), and the newest report when it could be
+/// read.
+fn report_rows(rec: &HostRecords, shown: &[ReportName]) -> (Vec<[String; 5]>, Option<Report>) {
     let mut rows = vec![[
         "FINISHED".to_string(),
         "GEN".into(),
@@ -59,7 +79,7 @@ pub fn show_logs(
                     message = format!("[{}] {message}", n.label());
                 }
                 let cells = (
-                    first_line(r.failed_step.as_deref().unwrap_or("-"), 40),
+                    first_line(r.failed_step.map_or("-", |s| s.name()), 40),
                     message.trim_end().to_string(),
                 );
                 newest = Some(r);
@@ -78,13 +98,18 @@ pub fn show_logs(
             message,
         ]);
     }
+    (rows, newest)
+}
+
+/// The rows in columns two spaces apart.
+fn write_aligned(rows: &[[String; 5]], out: &mut dyn std::io::Write) -> Result<(), FleetViewError> {
     let mut widths = [0usize; 5];
-    for r in &rows {
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    for r in &rows {
+    for r in rows {
         let mut line = String::new();
         for (i, (c, w)) in r.iter().zip(widths).enumerate() {
             line.push_str(c);
@@ -92,28 +117,23 @@ pub fn show_logs(
                 line.push_str(&" ".repeat(w - c.chars().count() + 2));
             }
         }
-        writeln!(out, "{}", line.trim_end()).map_err(io)?;
+        writeln!(out, "{}", line.trim_end()).map_err(stdout_err)?;
     }
+    Ok(())
+}
 
-    // The newest report's log: the name it gives, or the one beside it.
-    let Some(last_name) = shown.last() else {
-        return Ok(());
-    };
-    let log_name = newest
-        .map(|r| r.log)
-        .filter(|l| check_log_name(l).is_ok() && l.ends_with(".log.gz"))
-        .unwrap_or_else(|| last_name.file.trim_end_matches(".json").to_string() + ".log.gz");
-    let path = rec.dir.join("logs").join(&log_name);
-    writeln!(out, "\n── {} ──", path.display()).map_err(io)?;
-    match read_log(&path) {
+/// The log at `path` under a rule with its name, inert.
+fn write_log(path: &std::path::Path, out: &mut dyn std::io::Write) -> Result<(), FleetViewError> {
+    writeln!(out, "\n── {} ──", path.display()).map_err(stdout_err)?;
+    match read_log(path) {
         Ok(text) => {
             let text = inert_text(&text);
-            out.write_all(text.as_bytes()).map_err(io)?;
+            out.write_all(text.as_bytes()).map_err(stdout_err)?;
             if !text.ends_with('\n') {
-                writeln!(out).map_err(io)?;
+                writeln!(out).map_err(stdout_err)?;
             }
         }
-        Err(e) => writeln!(out, "(no log: {})", inert_text(&e.to_string())).map_err(io)?,
+        Err(e) => writeln!(out, "(no log: {})", inert_text(&e.to_string())).map_err(stdout_err)?,
     }
     Ok(())
 }

@@ -8,9 +8,9 @@ pub mod build;
 pub mod diff;
 pub mod inert;
 pub mod init;
-pub mod layout;
 pub mod logs;
 pub mod never_publish;
+pub mod nix_build;
 pub mod publish;
 pub mod report;
 pub mod signing;
@@ -18,8 +18,9 @@ pub mod sshd;
 pub mod status;
 pub mod users;
 
-pub use build::{build_hosts, BuildMode, BuildOptions, BuildReport, HostBuild};
-pub use layout::Publication;
+pub use crate::publication::Publication;
+pub use build::{build_hosts, BuildOptions, BuildReport, HostBuild};
+pub use nix_build::BuildMode;
 pub use publish::{
     publish, publish_host, publish_with_progress, HostReport, HostResult, PublishOptions,
     PublishReport,

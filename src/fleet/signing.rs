@@ -2,12 +2,12 @@
 //! unchanged live generation whose signature got old, so that agents with `max_age` keep
 //! accepting a fleet whose configuration did not change.
 
-use super::layout::Publication;
 use super::publish::{set_owner_mode, PublishError, PublishOptions, GEN_FILE_MODE};
 use super::users::Ownership;
 use crate::config::FleetConfig;
 use crate::fsutil;
 use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::publication::Publication;
 use crate::sign::SecretKey;
 use std::fs;
 use std::io;

@@ -7,7 +7,7 @@
 use super::codec::encode;
 use super::protocol::{Command, Event, Request, Response, WireError, MAX_LINE, PROTOCOL_VERSION};
 use super::report::{log_from_value, report_from_value};
-use crate::agent::cycle::CycleReport;
+use crate::cycle::CycleReport;
 use crate::status::AgentStatus;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};

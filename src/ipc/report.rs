@@ -1,8 +1,8 @@
 //! The wire form of a cycle's report: the data of the answers to `check`, `update` and
 //! `rollback`.
 
-use crate::agent::cycle::CycleReport;
-use crate::status::Outcome;
+use crate::cycle::CycleReport;
+use crate::status::{Outcome, Step};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -11,7 +11,7 @@ struct ReportWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     generation: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    failed_step: Option<String>,
+    failed_step: Option<Step>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message: Option<String>,
 }
@@ -21,7 +21,7 @@ pub fn report_to_value(r: &CycleReport) -> serde_json::Value {
     serde_json::to_value(ReportWire {
         outcome: r.outcome,
         generation: r.generation,
-        failed_step: r.failed_step.clone(),
+        failed_step: r.failed_step,
         message: r.message.clone(),
     })
     .unwrap_or(serde_json::Value::Null)
@@ -52,7 +52,7 @@ mod tests {
         let r = CycleReport {
             outcome: Outcome::Failed,
             generation: Some(4),
-            failed_step: Some("fetch".into()),
+            failed_step: Some(Step::Fetch),
             message: Some("hash mismatch".into()),
         };
         assert_eq!(report_from_value(report_to_value(&r)).unwrap(), r);

@@ -2,6 +2,7 @@
 
 use super::{check_log_name, parse_current_target, Source, SourceError};
 use crate::fsutil;
+use crate::publication::layout::{self, CURRENT};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -71,19 +72,19 @@ impl Source for FileSource {
     }
 
     fn current_generation(&mut self) -> Result<Option<u64>, SourceError> {
-        match fs::read_link(self.root.join("current")) {
-            Ok(t) => parse_current_target(&t.to_string_lossy(), &self.place("current")).map(Some),
+        match fs::read_link(self.root.join(CURRENT)) {
+            Ok(t) => parse_current_target(&t.to_string_lossy(), &self.place(CURRENT)).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // No `current` yet: nothing published, as long as the host directory exists.
                 fs::metadata(&self.root).map_err(|e| self.map_io("", e))?;
                 Ok(None)
             }
-            Err(e) => Err(self.map_io("current", e)),
+            Err(e) => Err(self.map_io(CURRENT, e)),
         }
     }
 
     fn read_manifest(&mut self, generation: u64, limit: u64) -> Result<Vec<u8>, SourceError> {
-        let rel = format!("gens/{generation}/manifest.json");
+        let rel = layout::manifest_rel(generation);
         let mut f = fs::File::open(self.root.join(&rel)).map_err(|e| self.map_io(&rel, e))?;
         let mut v = Vec::new();
         copy_bounded(&mut f, &mut v, limit, &self.place(&rel))?;
@@ -97,13 +98,13 @@ impl Source for FileSource {
         out: &mut dyn Write,
         limit: u64,
     ) -> Result<u64, SourceError> {
-        let rel = format!("gens/{generation}/tree/{path}");
+        let rel = layout::tree_rel(generation, path);
         let mut f = fs::File::open(self.root.join(&rel)).map_err(|e| self.map_io(&rel, e))?;
         copy_bounded(&mut f, out, limit, &self.place(&rel))
     }
 
     fn check_tree_path(&mut self, generation: u64, path: &str) -> Result<(), SourceError> {
-        let mut at = self.root.join(format!("gens/{generation}/tree"));
+        let mut at = self.root.join(layout::tree_dir_rel(generation));
         for part in path.split('/') {
             at.push(part);
             let meta = fs::symlink_metadata(&at).map_err(|e| {
@@ -122,7 +123,7 @@ impl Source for FileSource {
 
     fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError> {
         check_log_name(name)?;
-        let rel = format!("logs/{name}");
+        let rel = layout::log_rel(name);
         fsutil::atomic_write(&self.root.join(&rel), data, 0o600).map_err(|e| self.map_io(&rel, e))
     }
 }

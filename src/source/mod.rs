@@ -14,6 +14,7 @@ pub use sftp::{fingerprint, SftpSource, SftpTarget, CONNECT_TIMEOUT, IO_TIMEOUT}
 pub use url::SourceUrl;
 pub use watchdog::{TransferLimits, TRANSFER_LIMITS};
 
+use crate::publication;
 use std::io::Write;
 use std::path::Path;
 
@@ -91,36 +92,21 @@ pub trait Source: Send {
     fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError>;
 }
 
-/// Parses the target of the `current` link: `gens/<N>`.
+/// Parses the target of the `current` link: `gens/<N>` ([`publication::parse_current_target`]).
 pub fn parse_current_target(target: &str, place: &str) -> Result<u64, SourceError> {
-    target
-        .trim_end_matches('/')
-        .strip_prefix("gens/")
-        .and_then(|n| {
-            if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() && n.len() < 20 {
-                n.parse().ok()
-            } else {
-                None
-            }
-        })
-        .ok_or_else(|| SourceError::Layout {
-            place: place.to_string(),
-            why: format!("`current` points to {target:?}, not gens/<number>"),
-        })
+    publication::parse_current_target(target).ok_or_else(|| SourceError::Layout {
+        place: place.to_string(),
+        why: format!("`current` points to {target:?}, not gens/<number>"),
+    })
 }
 
-/// Checks that a log name is a plain file name (no directories, no hidden files).
+/// Checks that a log name is a plain file name ([`publication::is_log_name`]).
 pub fn check_log_name(name: &str) -> Result<(), SourceError> {
-    let ok = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+".contains(&b));
-    if ok {
+    if publication::is_log_name(name) {
         Ok(())
     } else {
         Err(SourceError::Layout {
-            place: format!("logs/{name}"),
+            place: publication::layout::log_rel(name),
             why: "not a plain log file name".into(),
         })
     }

@@ -8,6 +8,7 @@ use super::file::copy_bounded;
 use super::watchdog::{Meter, TransferLimits, Watchdog};
 use super::{check_log_name, parse_current_target, Source, SourceError};
 use crate::hash;
+use crate::publication::layout::{self, CURRENT};
 use base64::Engine;
 use ssh2::{
     CheckResult, ErrorCode, KnownHostFileKind, MethodType, OpenFlags, OpenType, Session, Sftp,
@@ -442,8 +443,8 @@ fn map_read_err(e: SourceError) -> SourceError {
 /// The requests themselves; [`Source`] runs each under the watchdog.
 impl SftpSource {
     fn current_generation_unwatched(&mut self) -> Result<Option<u64>, SourceError> {
-        let place = self.place("current");
-        match self.sftp.readlink(&self.remote("current")) {
+        let place = self.place(CURRENT);
+        match self.sftp.readlink(&self.remote(CURRENT)) {
             Ok(t) => parse_current_target(&t.to_string_lossy(), &place).map(Some),
             Err(e) => match map_err(e, &place) {
                 // No `current`: nothing is published yet, as long as the host's directory is
@@ -465,7 +466,7 @@ impl SftpSource {
         generation: u64,
         limit: u64,
     ) -> Result<Vec<u8>, SourceError> {
-        let rel = format!("gens/{generation}/manifest.json");
+        let rel = layout::manifest_rel(generation);
         let place = self.place(&rel);
         let f = self
             .sftp
@@ -483,7 +484,7 @@ impl SftpSource {
         out: &mut dyn Write,
         limit: u64,
     ) -> Result<u64, SourceError> {
-        let rel = format!("gens/{generation}/tree/{path}");
+        let rel = layout::tree_rel(generation, path);
         let place = self.place(&rel);
         let remote = self.remote(&rel);
         let f = self.sftp.open(&remote).map_err(|e| map_err(e, &place))?;
@@ -496,7 +497,7 @@ impl SftpSource {
         generation: u64,
         path: &str,
     ) -> Result<(), SourceError> {
-        let rel = format!("gens/{generation}/tree/{path}");
+        let rel = layout::tree_rel(generation, path);
         let place = self.place(&rel);
         let remote = self.remote(&rel);
         let real = self
@@ -517,9 +518,9 @@ impl SftpSource {
 
     fn upload_log_unwatched(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError> {
         check_log_name(name)?;
-        let rel = format!("logs/{name}");
+        let rel = layout::log_rel(name);
         let place = self.place(&rel);
-        let tmp = self.remote(&format!("logs/.{name}.tmp"));
+        let tmp = self.remote(&layout::log_tmp_rel(name));
         let dest = self.remote(&rel);
         let mut f = self
             .sftp

@@ -399,9 +399,9 @@ fn one_uid_cannot_take_every_http_connection() {
         "daemon_http_trigger::daemon_http_trigger_helper",
         &hog,
         Target::Tcp(port),
-        tiffin::agent::http::MAX_CONNECTIONS + 8,
+        tiffin::agent::daemon::http::MAX_CONNECTIONS + 8,
     );
-    assert_eq!(held.ok, tiffin::agent::http::MAX_CONNECTIONS + 8);
+    assert_eq!(held.ok, tiffin::agent::daemon::http::MAX_CONNECTIONS + 8);
     std::thread::sleep(std::time::Duration::from_millis(500));
     // Everyone else is still served.
     for _ in 0..3 {

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::publication::module_text;
-use tiffin::agent::fetch::{sync, FetchError, SyncOutcome};
+use tiffin::agent::pipeline::fetch::{sync, FetchError, SyncOutcome};
 use tiffin::source::{self, SourceError};
 
 const FILES: u64 = 400;

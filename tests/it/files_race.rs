@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tiffin::agent::files;
+use tiffin::agent::pipeline::files;
 use tiffin::manifest::{entries_of, walk_tree, Manifest};
 use tiffin::runner::Runner;
 

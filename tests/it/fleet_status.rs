@@ -150,7 +150,7 @@ fn every_state_is_recognised_and_rows_sort_by_urgency() {
     let failing = row(&st.hosts, "failing");
     let last = failing.last_report.as_ref().expect("its report");
     assert_eq!((last.generation, last.outcome), (5, Outcome::Failed));
-    assert_eq!(last.failed_step.as_deref(), Some("build"));
+    assert_eq!(last.failed_step, Some(tiffin::status::Step::Build));
     assert_eq!(failing.system_matches, Some(false));
 
     assert_eq!(row(&st.hosts, "updating").updating_to, Some(5));

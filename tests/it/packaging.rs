@@ -742,7 +742,10 @@ fn systemd_socket_unit_holds_the_trigger_port_for_the_agent() {
         .http_trigger;
     for line in [
         format!("ListenStream={default_trigger}"),
-        format!("FileDescriptorName={}", tiffin::agent::http_listen::FD_NAME),
+        format!(
+            "FileDescriptorName={}",
+            tiffin::agent::daemon::http::listen::FD_NAME
+        ),
         "Service=tiffin-agent.service".to_string(),
         "WantedBy=sockets.target".to_string(),
     ] {

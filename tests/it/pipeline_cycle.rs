@@ -6,8 +6,9 @@ use crate::pipeline_support;
 
 use pipeline_support::{Machine, HOST};
 use std::fs;
-use tiffin::agent::status_cell::StatusCell;
-use tiffin::agent::{CycleRequest, Pipeline};
+use tiffin::agent::daemon::status_cell::StatusCell;
+use tiffin::agent::Pipeline;
+use tiffin::cycle::CycleRequest;
 use tiffin::status::{AgentStatus, Outcome, Phase};
 
 #[test]

@@ -8,7 +8,7 @@ use pipeline_support::Machine;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
-use tiffin::agent::status_cell::StatusCell;
+use tiffin::agent::daemon::status_cell::StatusCell;
 use tiffin::agent::Pipeline;
 use tiffin::status::{AgentStatus, Outcome};
 

@@ -14,7 +14,7 @@ use pipeline_support::{wait_for, Machine};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::process::Child;
-use tiffin::agent::status_cell::StatusCell;
+use tiffin::agent::daemon::status_cell::StatusCell;
 use tiffin::agent::Pipeline;
 use tiffin::status::AgentStatus;
 

@@ -71,7 +71,9 @@ fn flake_and_classic_hosts_update_and_roll_back_on_real_nix_with_a_real_profile(
         let (report, _) = m.report(g, "rolled_back");
         assert_eq!(report["failed_step"], "activate", "{kind}: {report}");
         assert!(
-            !m.state.join(tiffin::agent::gcroot::RESULT_LINK).exists(),
+            !m.state
+                .join(tiffin::agent::pipeline::build::gcroot::RESULT_LINK)
+                .exists(),
             "{kind}: the build's GC root outlived the cycle"
         );
     }
@@ -107,7 +109,10 @@ fn the_built_system_survives_the_garbage_collector_during_verification() {
     assert_eq!(m.profile(), new);
     m.report(g, "updated");
     // Committed: the profile holds the system now, and the build's root is gone.
-    assert!(!m.state.join(tiffin::agent::gcroot::RESULT_LINK).exists());
+    assert!(!m
+        .state
+        .join(tiffin::agent::pipeline::build::gcroot::RESULT_LINK)
+        .exists());
 }
 
 #[test]

@@ -8,8 +8,9 @@ use pipeline_support::{wait_for, Machine};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use tiffin::agent::status_cell::StatusCell;
-use tiffin::agent::{CycleRequest, Pipeline};
+use tiffin::agent::daemon::status_cell::StatusCell;
+use tiffin::agent::Pipeline;
+use tiffin::cycle::CycleRequest;
 use tiffin::status::{AgentStatus, CheckResult, Outcome, Phase};
 
 #[test]
@@ -104,7 +105,7 @@ fn a_new_pipeline_shows_the_persisted_state_at_once() {
     assert_eq!(s.phase, Phase::Idle);
     let u = s.last_update.expect("last update");
     assert_eq!((u.generation, u.outcome), (g, Outcome::RolledBack));
-    assert_eq!(u.failed_step.as_deref(), Some("verify"));
+    assert_eq!(u.failed_step, Some(tiffin::status::Step::Verify));
     let rb = s.rollback.last.expect("last rollback");
     assert_eq!(rb.to_system, m.initial_system.to_str().unwrap());
     assert!(

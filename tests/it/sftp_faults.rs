@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use support::publication::{set_owner_mode, write_config_tree, write_manifest};
 use support::sshd::Sshd;
-use tiffin::agent::fetch::{sync, FetchDirs, SyncOutcome};
+use tiffin::agent::pipeline::fetch::{sync, FetchDirs, SyncOutcome};
 use tiffin::hash;
 use tiffin::manifest::{tree_hash, Entry, Manifest};
 use tiffin::source;
@@ -40,14 +40,14 @@ impl Fixture {
         Some(f)
     }
 
-    fn sync(&self) -> Result<SyncOutcome, tiffin::agent::fetch::FetchError> {
+    fn sync(&self) -> Result<SyncOutcome, tiffin::agent::pipeline::fetch::FetchError> {
         self.sync_with(&mut quiet())
     }
 
     fn sync_with(
         &self,
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<SyncOutcome, tiffin::agent::fetch::FetchError> {
+    ) -> Result<SyncOutcome, tiffin::agent::pipeline::fetch::FetchError> {
         let cfg = self
             .srv
             .agent_config("alpha", self.srv.port(), self.state.path());

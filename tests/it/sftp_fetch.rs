@@ -7,8 +7,8 @@ use std::fs;
 use support::publication::write_config_tree;
 use support::relay::Relay;
 use support::sshd::Sshd;
-use tiffin::agent::fetch::{sync, FetchDirs, SyncOutcome};
-use tiffin::agent::outbox::Outbox;
+use tiffin::agent::pipeline::fetch::{sync, FetchDirs, SyncOutcome};
+use tiffin::agent::pipeline::outbox::Outbox;
 use tiffin::source;
 use tiffin::status::Progress;
 

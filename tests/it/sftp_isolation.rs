@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use support::publication::write_config_tree;
 use support::sshd::Sshd;
-use tiffin::agent::fetch::FetchDirs;
+use tiffin::agent::pipeline::fetch::FetchDirs;
 use tiffin::source::{self, SourceError};
 
 const SFTP_NO_SUCH_FILE: i32 = 2;

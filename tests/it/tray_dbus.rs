@@ -342,7 +342,7 @@ fn a_rolled_back_update_shows_icon_line_and_notification_with_the_reason() {
         at,
         generation: 43,
         outcome: Outcome::RolledBack,
-        failed_step: Some("verify".into()),
+        failed_step: Some(tiffin::status::Step::Verify),
         message: Some("lost contact with the server".into()),
     });
     rolled.rollback.last = Some(RollbackInfo {
@@ -556,7 +556,7 @@ fn a_failed_update_shows_the_failed_icon_and_notifies_step_and_message() {
         at: unix_now(),
         generation: 43,
         outcome: Outcome::Failed,
-        failed_step: Some("build".into()),
+        failed_step: Some(tiffin::status::Step::Build),
         message: Some("nix-build exited with status 1".into()),
     });
     agent.set_status(failed);

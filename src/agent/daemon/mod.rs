@@ -18,8 +18,9 @@ pub mod worker;
 
 pub use worker::{Work, Worker, WorkerGone, WorkerHandle};
 
-use super::cycle::{CycleReport, CycleRequest, CycleRunner};
+use super::cycle::CycleRunner;
 use crate::config::AgentConfig;
+use crate::cycle::{CycleReport, CycleRequest};
 use crate::ipc::server::{self, AccessPolicy, AgentService, Limits, ServiceError};
 use crate::ipc::{Command, ErrorCode};
 use crate::status::AgentStatus;

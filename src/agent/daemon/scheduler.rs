@@ -10,8 +10,8 @@
 
 use super::status_cell::StatusCell;
 use super::worker::{Work, WorkerHandle};
-use crate::agent::cycle::CycleRequest;
 use crate::config::AgentConfig;
+use crate::cycle::CycleRequest;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 

@@ -2,7 +2,8 @@
 //! merging the requests that arrive meanwhile.
 
 use super::status_cell::StatusCell;
-use crate::agent::cycle::{CycleReport, CycleRequest, CycleRunner};
+use crate::agent::cycle::CycleRunner;
+use crate::cycle::{CycleReport, CycleRequest};
 use crate::status::Outcome;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -189,7 +190,7 @@ impl Worker {
                 let report = CycleReport {
                     outcome: Outcome::Failed,
                     generation: None,
-                    failed_step: Some("agent".into()),
+                    failed_step: Some(crate::status::Step::Agent),
                     message: Some(format!("the cycle panicked: {e}")),
                 };
                 for w in current.waiters {

@@ -6,10 +6,10 @@
 use super::outcome::{HostError, GEN_DIR_MODE, GEN_FILE_MODE, HOST_DIR_MODE, LOGS_MODE};
 use super::prune::PRUNING_PREFIX;
 use super::stage::{materialize, set_owner_mode, Modes, Reuse};
-use crate::fleet::layout::{Publication, INCOMING_PREFIX, TREE};
 use crate::fleet::users::Ownership;
 use crate::fsutil::{self, with_path, DirGuard};
 use crate::manifest::{Entry, Manifest, WalkedEntry, MANIFEST_FILE, MAX_MANIFEST_BYTES};
+use crate::publication::{Publication, INCOMING_PREFIX, TREE};
 use crate::sign::SecretKey;
 use std::fs::{self, File};
 use std::io;

@@ -26,12 +26,12 @@ pub use outcome::{
 pub(crate) use stage::set_owner_mode;
 pub use stage::stage_host;
 
-use super::build::{build_system, BuildMode};
-use super::layout::{Publication, TREE};
+use super::nix_build::{build_system, BuildMode};
 use super::signing::{load_signing_key, resign, signature_is_stale};
 use super::users::{self, Ownership, UserCheck};
 use crate::config::FleetConfig;
 use crate::manifest::{entries_of, tree_hash, EntryKind, Manifest, WalkedEntry};
+use crate::publication::{Publication, TREE};
 use crate::runner::Runner;
 use crate::sign::SecretKey;
 use generation::{ensure_skeleton, NewGeneration};

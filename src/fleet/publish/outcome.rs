@@ -2,10 +2,10 @@
 //! `HostReport` per host, orphans), its errors, and the modes of a publication. Every part of
 //! `publish` uses these; this file uses none of them.
 
-use crate::fleet::build::{BuildError, BuildMode};
-use crate::fleet::layout::PublicationError;
+use crate::fleet::nix_build::{BuildError, BuildMode};
 use crate::fleet::users::{self, MissingUser};
 use crate::manifest::WalkError;
+use crate::publication::PublicationError;
 use crate::sign::SignError;
 use std::io;
 use std::path::PathBuf;

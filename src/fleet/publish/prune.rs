@@ -3,8 +3,8 @@
 
 use super::outcome::{push, Orphan, PublishError, PublishOptions};
 use crate::config::FleetConfig;
-use crate::fleet::layout::Publication;
 use crate::fsutil::with_path;
+use crate::publication::Publication;
 use std::fs;
 use std::sync::Mutex;
 

@@ -41,7 +41,7 @@ pub(super) fn walk_host(
 pub(super) fn build_view(walked: &[WalkedEntry]) -> Vec<WalkedEntry> {
     walked
         .iter()
-        .filter(|w| !crate::agent::build::left_out_of_build(&w.entry.path))
+        .filter(|w| !crate::agent::pipeline::build::left_out_of_build(&w.entry.path))
         .cloned()
         .collect()
 }

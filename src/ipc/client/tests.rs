@@ -76,7 +76,7 @@ fn each_cycle_call_answers_with_a_report() {
     let r = c.check().unwrap();
     assert_eq!(r.outcome, Outcome::Failed);
     assert_eq!(r.generation, Some(4));
-    assert_eq!(r.failed_step.as_deref(), Some("fetch"));
+    assert_eq!(r.failed_step, Some(crate::status::Step::Fetch));
     assert_eq!(r.message.as_deref(), Some("hash mismatch"));
     assert_eq!(c.update().unwrap().generation, Some(5));
     assert_eq!(c.rollback().unwrap().outcome, Outcome::RolledBack);

@@ -33,7 +33,7 @@ pub use listener::serve;
 pub use socket::{bind, socket_identity};
 
 use super::protocol::{Command, ErrorCode};
-use crate::agent::cycle::CycleReport;
+use crate::cycle::CycleReport;
 use crate::status::AgentStatus;
 use std::future::Future;
 use std::io;

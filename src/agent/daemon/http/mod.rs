@@ -17,9 +17,9 @@
 pub mod listen;
 pub mod tcp_owner;
 
-use crate::agent::cycle::CycleRequest;
 use crate::agent::daemon::status_cell::StatusCell;
 use crate::agent::daemon::worker::{Work, WorkerHandle};
+use crate::cycle::CycleRequest;
 use crate::ipc::per_uid::PerUid;
 use crate::status::{unix_now, AgentStatus, Phase};
 use http_body_util::Full;

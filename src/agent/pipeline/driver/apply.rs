@@ -4,9 +4,9 @@
 use super::{Cycle, Ending, Pipeline};
 use crate::agent::pipeline::build::{self, gcroot};
 use crate::agent::pipeline::{activate, files, system, verify};
-use crate::agent::state::Step;
 use crate::config::Operation;
 use crate::manifest::Manifest;
+use crate::status::Step;
 use crate::status::{Outcome, Phase};
 use std::path::Path;
 use std::time::Instant;

@@ -3,7 +3,7 @@
 
 use super::{Cycle, Ending, Pipeline};
 use crate::agent::pipeline::{commit, files, system};
-use crate::agent::state::Step;
+use crate::status::Step;
 use crate::status::{unix_now, Outcome, Phase};
 use std::time::Instant;
 

@@ -15,12 +15,14 @@
 //! history, report, `seen.json`, status) and [`once`] (`tiffin agent --once`).
 
 use super::outbox::Outbox;
-use crate::agent::cycle::{CycleReport, CycleRequest, CycleRunner};
+use crate::agent::cycle::CycleRunner;
 use crate::agent::daemon::status_cell::StatusCell;
-use crate::agent::state::{Journal, StateFile, Step};
+use crate::agent::state::{Journal, StateFile};
 use crate::config::AgentConfig;
+use crate::cycle::{CycleReport, CycleRequest};
 use crate::runner::Runner;
 use crate::source;
+use crate::status::Step;
 use crate::status::{unix_now, Outcome, Phase};
 use anyhow::Context;
 use std::collections::BTreeMap;

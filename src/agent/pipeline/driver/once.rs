@@ -1,10 +1,10 @@
 //! `tiffin agent --once`: one cycle, printed, and its exit code.
 
 use super::Pipeline;
-use crate::agent::cycle::CycleRequest;
 use crate::agent::daemon::status_cell::StatusCell;
 use crate::agent::report;
 use crate::config::AgentConfig;
+use crate::cycle::CycleRequest;
 use crate::status::{AgentStatus, Outcome};
 
 /// The exit code of `tiffin agent --once` for an outcome.
@@ -36,7 +36,6 @@ pub fn run_once(config: AgentConfig) -> u8 {
             .unwrap_or_default(),
         report::outcome_word(r.outcome),
         r.failed_step
-            .as_deref()
             .map(|s| format!(" at {s}"))
             .unwrap_or_default(),
         r.message

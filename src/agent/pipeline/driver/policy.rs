@@ -3,12 +3,13 @@
 //! `notify` before its deadline), or apply.
 
 use super::{Cycle, Ending, Pipeline};
-use crate::agent::cycle::CycleRequest;
 use crate::agent::pipeline::fetch::{self, LocalTree, SyncOutcome};
 use crate::agent::pipeline::system;
 use crate::agent::report;
-use crate::agent::state::{Available, Step};
+use crate::agent::state::Available;
+use crate::cycle::CycleRequest;
 use crate::source;
+use crate::status::Step;
 use crate::status::{unix_now, CheckResult, LastCheck, Outcome, Phase, Policy};
 use std::time::Instant;
 
@@ -136,7 +137,7 @@ impl Pipeline {
         let reported = self.state.state.history.last().is_some_and(|a| {
             a.generation == cy.generation
                 && a.outcome == Outcome::Failed
-                && a.failed_step.as_deref() == Some(Step::Fetch.name())
+                && a.failed_step == Some(Step::Fetch)
         });
         let attempted = cy.generation.is_some() && !reported;
         Ending::failed(Step::Fetch, e.to_string(), attempted)

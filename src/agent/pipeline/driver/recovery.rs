@@ -4,8 +4,9 @@
 
 use super::{Cycle, Ending, Pipeline};
 use crate::agent::pipeline::{activate, commit, system};
-use crate::agent::state::{Journal, Step, MAX_INTERRUPTED_ATTEMPTS};
+use crate::agent::state::{Journal, MAX_INTERRUPTED_ATTEMPTS};
 use crate::status::Outcome;
+use crate::status::Step;
 
 /// The interrupted step of generation `g`, and how often it was interrupted.
 struct Interrupted {

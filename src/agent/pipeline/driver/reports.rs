@@ -2,11 +2,11 @@
 //! outbox and uploaded), and the status the clients see.
 
 use super::{Cycle, Ending, Pipeline};
-use crate::agent::cycle::CycleReport;
 use crate::agent::pipeline::build::gcroot;
 use crate::agent::pipeline::system;
 use crate::agent::report::{self, Report, Seen};
 use crate::agent::state::Attempt;
+use crate::cycle::CycleReport;
 use crate::source;
 use crate::status::{unix_now, LastUpdate, Phase};
 
@@ -62,7 +62,7 @@ impl Pipeline {
         CycleReport {
             outcome: end.outcome,
             generation: cy.generation,
-            failed_step: end.failed_step.map(|s| s.name().to_string()),
+            failed_step: end.failed_step,
             message: end.message,
         }
     }
@@ -79,7 +79,7 @@ impl Pipeline {
                 started: cy.started,
                 finished: reported_at,
                 outcome: end.outcome,
-                failed_step: end.failed_step.map(|s| s.name().to_string()),
+                failed_step: end.failed_step,
                 message: end.message.clone(),
             });
             if let Some(g) = cy.generation {
@@ -87,7 +87,7 @@ impl Pipeline {
                     at: reported_at,
                     generation: g,
                     outcome: end.outcome,
-                    failed_step: end.failed_step.map(|s| s.name().to_string()),
+                    failed_step: end.failed_step,
                     message: end.message.clone(),
                 });
             }
@@ -114,7 +114,7 @@ impl Pipeline {
             host: self.config.host.clone(),
             generation: g,
             outcome: end.outcome,
-            failed_step: end.failed_step.map(|s| s.name().to_string()),
+            failed_step: end.failed_step,
             message: end.message.clone(),
             started: report::rfc3339(cy.started),
             finished: report::rfc3339(reported_at),
@@ -123,7 +123,7 @@ impl Pipeline {
             reboot_needed,
             durations: cy.durations.clone(),
             agent_version: crate::VERSION.to_string(),
-            log: format!("{base}.log.gz"),
+            log: report::log_name(&base),
             publication: self.status.get().publication,
         };
         if let Err(e) = report::enqueue_report(&self.outbox, &r, log) {

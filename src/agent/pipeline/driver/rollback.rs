@@ -2,10 +2,11 @@
 //! request (then also the boot default); the generation is not retried.
 
 use super::{Cycle, Ending, Pipeline};
-use crate::agent::cycle::CycleReport;
 use crate::agent::pipeline::{activate, commit, files, system};
 use crate::agent::report;
-use crate::agent::state::{DoNotRetry, Journal, Step};
+use crate::agent::state::{DoNotRetry, Journal};
+use crate::cycle::CycleReport;
+use crate::status::Step;
 use crate::status::{unix_now, Outcome, Phase, RollbackInfo};
 use std::time::Instant;
 

@@ -94,7 +94,7 @@ fn failed_43() -> AgentStatus {
         at: NOW - 5,
         generation: 43,
         outcome: Outcome::Failed,
-        failed_step: Some("build".into()),
+        failed_step: Some(crate::status::Step::Build),
         message: Some("nix-build exited with 1".into()),
     });
     s
@@ -112,7 +112,7 @@ fn rolled_back_43() -> AgentStatus {
         at,
         generation: 43,
         outcome: Outcome::RolledBack,
-        failed_step: Some("verify".into()),
+        failed_step: Some(crate::status::Step::Verify),
         message: Some("lost contact with the server".into()),
     });
     s.rollback.last = Some(RollbackInfo {

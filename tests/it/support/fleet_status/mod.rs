@@ -77,7 +77,7 @@ impl Fleet {
             host: host.into(),
             generation: r.generation,
             outcome: r.outcome,
-            failed_step: r.failed_step.map(str::to_string),
+            failed_step: None,
             message: r.message.map(str::to_string),
             started: rfc3339(r.finished.saturating_sub(30)),
             finished: rfc3339(r.finished),
@@ -96,7 +96,10 @@ impl Fleet {
         let path = logs.join(format!("{base}.json"));
         // Written aside and renamed in, as the agent's upload does.
         let tmp = logs.join(format!(".{base}.json.part"));
-        fs::write(&tmp, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+        // The step as the spec gives it, even one no agent writes (a hostile host's).
+        let mut json = serde_json::to_value(&report).unwrap();
+        json["failed_step"] = r.failed_step.into();
+        fs::write(&tmp, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
         fs::rename(&tmp, &path).unwrap();
         path
     }

@@ -3,6 +3,10 @@
 //! ```text
 //! <chroot>/<host>/            current -> gens/<N>, gens/<N>/{manifest.json,tree/}, logs/
 //! ```
+//!
+//! The relative paths (`manifest_rel`, `tree_rel`, `log_rel`) are what a `Source` asks its
+//! server for, inside the host's directory; [`Publication`] is the same layout on the admin's
+//! disk.
 
 use crate::fsutil::with_path;
 use crate::manifest::{Manifest, ManifestError, MANIFEST_FILE};
@@ -114,19 +118,47 @@ impl Publication {
 
 /// `gens/<N>` → N.
 fn parse_link(target: &Path) -> Option<u64> {
-    let mut parts = target.components();
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(std::path::Component::Normal(g)), Some(std::path::Component::Normal(n)), None)
-            if g == GENS =>
-        {
-            n.to_str().and_then(parse_generation)
-        }
-        _ => None,
-    }
+    parse_current_target(target.to_str()?)
+}
+
+/// The target of the `current` link, `gens/<N>` (a trailing `/` is tolerated), → N; `None` for
+/// anything else (`..`, absolute paths, deeper paths, a number with leading zeros).
+pub fn parse_current_target(target: &str) -> Option<u64> {
+    let n = target
+        .strip_suffix('/')
+        .unwrap_or(target)
+        .strip_prefix(GENS)?
+        .strip_prefix('/')?;
+    parse_generation(n)
+}
+
+/// `gens/<N>/manifest.json`, inside the host's directory.
+pub fn manifest_rel(generation: u64) -> String {
+    format!("{GENS}/{generation}/{MANIFEST_FILE}")
+}
+
+/// `gens/<N>/tree`, inside the host's directory.
+pub fn tree_dir_rel(generation: u64) -> String {
+    format!("{GENS}/{generation}/{TREE}")
+}
+
+/// `gens/<N>/tree/<path>` (a manifest path), inside the host's directory.
+pub fn tree_rel(generation: u64, path: &str) -> String {
+    format!("{GENS}/{generation}/{TREE}/{path}")
+}
+
+/// `logs/<name>`, inside the host's directory.
+pub fn log_rel(name: &str) -> String {
+    format!("{LOGS}/{name}")
+}
+
+/// `logs/.<name>.tmp`: where an upload is written before it is renamed to its name.
+pub fn log_tmp_rel(name: &str) -> String {
+    format!("{LOGS}/.{name}.tmp")
 }
 
 /// A generation directory name: a positive decimal number without leading zeros.
-fn parse_generation(name: &str) -> Option<u64> {
+pub fn parse_generation(name: &str) -> Option<u64> {
     if name.is_empty() || name.starts_with('0') || !name.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -144,6 +176,22 @@ mod tests {
         assert_eq!(parse_link(Path::new("/gens/1")), None);
         assert_eq!(parse_link(Path::new("gens/1/x")), None);
         assert_eq!(parse_link(Path::new("other/1")), None);
+        assert_eq!(parse_current_target("gens/42"), Some(42));
+        assert_eq!(parse_current_target("gens/42/"), Some(42));
+        for t in [
+            "gens/../etc",
+            "/etc",
+            "gens/",
+            "gens/1x",
+            "tree",
+            "gens/0",
+            "gens",
+        ] {
+            assert_eq!(parse_current_target(t), None, "{t}");
+        }
+        assert_eq!(manifest_rel(3), "gens/3/manifest.json");
+        assert_eq!(tree_rel(3, "etc/x"), "gens/3/tree/etc/x");
+        assert_eq!(log_tmp_rel("seen.json"), "logs/.seen.json.tmp");
     }
 
     #[test]
