@@ -1,11 +1,11 @@
-//! The agent's status: the single source of truth for every UI (DESIGN §5).
+//! The agent's status: the single source of truth for every UI (docs/protocol.md).
 //!
 //! Plain data with serde derives; the wire encoding around it lives in `ipc`. Times are Unix
 //! seconds (UTC) so that every UI can say "10 min ago" against its own clock.
 
 use serde::{Deserialize, Serialize};
 
-/// Where the agent's pipeline is (DESIGN §3).
+/// Where the agent's pipeline is (docs/agent.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -27,7 +27,7 @@ impl Phase {
     }
 }
 
-/// When a new generation is applied (DESIGN §3, policy per host).
+/// When a new generation is applied (docs/agent.md, policy per host).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {

@@ -1,4 +1,4 @@
-# services.tiffin.agent: the pull agent on each machine of the fleet (DESIGN §3, §10).
+# services.tiffin.agent: the pull agent on each machine of the fleet (docs/agent.md, §10).
 # Renders /etc/tiffin/agent.toml and /etc/tiffin/known_hosts (the server's pinned key) from the
 # options through ./lib.nix, checks agent.toml with the package's own parser at build time, and
 # runs `tiffin agent` as a notify service that a switch neither restarts nor stops (it may be the
@@ -367,7 +367,7 @@ in
       wants = [ "network-online.target" ] ++ triggerUnits;
       after = [ "network-online.target" "nix-daemon.socket" ] ++ triggerUnits;
       # A switch must not restart the agent, nor stop it when the new configuration has no agent:
-      # it may be the process running that switch (DESIGN §3; NixOS's own upgrade service does
+      # it may be the process running that switch (docs/agent.md; NixOS's own upgrade service does
       # the same). The new agent starts at the next boot or `systemctl restart`.
       restartIfChanged = false;
       unitConfig.X-StopOnRemoval = false;

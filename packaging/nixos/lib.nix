@@ -101,7 +101,7 @@ let
     else if isList v then "[" + concatStringsSep ", " (map (renderValue where) v) + "]"
     else fail where "cannot write a ${typeOf v} into agent.toml";
 
-  # agent.toml's keys in the order of DESIGN §10.
+  # agent.toml's keys in the order of docs/configuration.md.
   agentKeyOrder = [
     "host" "source" "identity" "known_hosts" "state_dir" "socket" "socket_group" "admin_group"
     "interval" "jitter" "policy" "deadline" "operation" "verify_timeout" "health_checks"
@@ -114,7 +114,7 @@ rec {
   readFleet = fleetFile: checkFleetFrom (toString fleetFile) (builtins.fromTOML (builtins.readFile fleetFile));
 
   /* Checks a parsed fleet (unknown keys, host and user names, keys, duplicate users) and fills
-     in the defaults of DESIGN §10. */
+     in the defaults of docs/configuration.md. */
   checkFleet = checkFleetFrom "fleet.toml";
 
   /* checkFleet, naming `origin` (the file) in errors. */
@@ -227,7 +227,7 @@ rec {
     let start = max 10 n;
     in "${toString start}:30:${toString (max 100 (2 * start))}";
 
-  /* systemd.tmpfiles rules for the publication layout (DESIGN §2): every chroot component
+  /* systemd.tmpfiles rules for the publication layout (docs/publication.md): every chroot component
      root-owned 0755 (sshd demands it); logs/ the only place a host may write. */
   tmpfilesRules = fleet:
     [ "d ${fleet.chroot} 0755 root root -" ]

@@ -1,4 +1,4 @@
-# services.tiffin.server: the central SFTP server of a tiffin fleet (DESIGN §2, §7).
+# services.tiffin.server: the central SFTP server of a tiffin fleet (docs/publication.md, §7).
 # fleet.toml is read with builtins.fromTOML, so the host keys live in one place: the admin's
 # fleet repository. Each host gets a system user with a primary group of its own (which alone may
 # read its publication), also in the shared group `tiffin`; its key in

@@ -1,4 +1,4 @@
-# services.tiffin.tray: the tray app in every graphical session of this machine (DESIGN §6).
+# services.tiffin.tray: the tray app in every graphical session of this machine (docs/tray.md).
 # The tray is a client of the local agent, so this module imports agent.nix and lends the agent
 # its package (one build with the tray instead of two).
 { config, lib, pkgs, ... }:

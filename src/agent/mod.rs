@@ -1,4 +1,4 @@
-//! The agent (DESIGN §3): the privileged helper on each machine, in two layers.
+//! The agent (docs/agent.md): the privileged helper on each machine, in two layers.
 //!
 //! - [`pipeline`]: the blocking steps of one cycle (fetch, build, files, activate, verify,
 //!   commit, report through the outbox), and the [`Pipeline`] that drives them, writes the

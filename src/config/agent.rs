@@ -34,7 +34,7 @@ pub struct SystemConfig {
     pub profile: PathBuf,
     pub current_system: PathBuf,
     pub booted_system: PathBuf,
-    /// Where the tree's `files/` subtree is installed (DESIGN §4).
+    /// Where the tree's `files/` subtree is installed (docs/agent.md#files).
     pub files_root: PathBuf,
 }
 

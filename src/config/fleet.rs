@@ -1,4 +1,4 @@
-//! `fleet.toml` at the root of the admin's repository (DESIGN §7, §10).
+//! `fleet.toml` at the root of the admin's repository (docs/publication.md, §10).
 
 use super::{line_col, toml_error};
 use serde::Deserialize;

@@ -1,4 +1,4 @@
-//! The two configuration files (DESIGN §10): `fleet.toml` for the admin's side and `agent.toml`
+//! The two configuration files (docs/configuration.md): `fleet.toml` for the admin's side and `agent.toml`
 //! for each machine. Strict parsing (unknown keys are errors) with messages that name the file,
 //! the line and the column. No I/O beyond reading the file.
 

@@ -1,4 +1,4 @@
-//! `tiffin demo` (DESIGN §8): the whole system in one directory on one machine — a fleet
+//! `tiffin demo` (docs/pieces.md): the whole system in one directory on one machine — a fleet
 //! repository, its publication (`file://`, standing in for the central SFTP server), a simulated
 //! NixOS machine with its agent — for someone trying tiffin for the first time.
 //!

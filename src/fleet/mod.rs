@@ -1,4 +1,4 @@
-//! The admin's side (DESIGN §2, §7): `fleet init`, `publish`, `build`, `status`, `diff`,
+//! The admin's side (docs/publication.md, §7): `fleet init`, `publish`, `build`, `status`, `diff`,
 //! `sshd-config`. Turns the fleet repository into per-host publications under the chroot root.
 //!
 //! Must not write outside the chroot root (and, for `init`, the new repository); must never leave

@@ -1,4 +1,4 @@
-//! Building a host's system with Nix (DESIGN §3 step 3), for `fleet build` and
+//! Building a host's system with Nix (docs/agent.md step 3), for `fleet build` and
 //! `fleet publish --build/--dry-build`. Flake when the host's tree has a `flake.nix`, else
 //! `nix-build '<nixpkgs/nixos>'` on its `configuration.nix`. Every command goes through the runner.
 

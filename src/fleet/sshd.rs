@@ -1,5 +1,5 @@
 //! `tiffin fleet sshd-config`: the sshd `Match` block per host and the user setup for a
-//! non-NixOS server (the contract in DESIGN §9 and the NixOS server module).
+//! non-NixOS server (the contract in README, "How it is tested" and the NixOS server module).
 
 use super::users::{setup_commands, AUTHORIZED_KEYS_DIR};
 use crate::config::FleetConfig;

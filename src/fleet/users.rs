@@ -1,4 +1,4 @@
-//! The hosts' system users on the server, who owns what in a publication (DESIGN §2), and the
+//! The hosts' system users on the server, who owns what in a publication (docs/publication.md), and the
 //! commands that create the users on a non-NixOS server.
 
 use crate::config::{FleetConfig, HostConfig};
@@ -16,7 +16,7 @@ pub const NOLOGIN_SHELL: &str = "/usr/sbin/nologin";
 /// Who the files of a publication belong to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ownership {
-    /// Running as root: the tree is root:`gid`, `logs/` is `uid`:`gid` (DESIGN §2).
+    /// Running as root: the tree is root:`gid`, `logs/` is `uid`:`gid` (docs/publication.md).
     Host { uid: u32, gid: u32 },
     /// Not root (a developer machine): everything stays owned by the publisher; modes still apply.
     Publisher,

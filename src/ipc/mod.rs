@@ -1,4 +1,4 @@
-//! The socket protocol between the agent and its clients (DESIGN §5).
+//! The socket protocol between the agent and its clients (docs/protocol.md).
 //!
 //! Owns the wire format: newline-delimited JSON envelopes, their limits and their errors. Only
 //! this module turns bytes into requests and statuses into bytes; the rest of the code speaks the

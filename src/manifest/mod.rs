@@ -1,4 +1,4 @@
-//! The manifest: the contract between `tiffin fleet publish` and the agent (DESIGN §2).
+//! The manifest: the contract between `tiffin fleet publish` and the agent (docs/publication.md).
 //!
 //! Owns the manifest format, its strict parser, the directory walk that produces it, and the diff
 //! of two manifests. It does no network I/O and knows nothing of chroots or agents; both sides

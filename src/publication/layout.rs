@@ -1,4 +1,4 @@
-//! Where a host's publication lives under the chroot root (DESIGN §2), and how to read it.
+//! Where a host's publication lives under the chroot root (docs/publication.md), and how to read it.
 //!
 //! ```text
 //! <chroot>/<host>/            current -> gens/<N>, gens/<N>/{manifest.json,tree/}, logs/

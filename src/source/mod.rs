@@ -1,4 +1,4 @@
-//! Where the agent reads its publication from (DESIGN §3 step 1): `sftp://user@host:port/` over
+//! Where the agent reads its publication from (docs/agent.md step 1): `sftp://user@host:port/` over
 //! ssh2 with a pinned host key, or `file:///path` with the same layout on a local disk.
 //!
 //! Knows the publication layout (`current`, `gens/<N>/manifest.json`, `gens/<N>/tree/…`, `logs/`)

@@ -1,4 +1,4 @@
-//! The tray app (DESIGN §6). `view` is the pure view model (agent status in; icon, tooltip, menu
+//! The tray app (docs/tray.md). `view` is the pure view model (agent status in; icon, tooltip, menu
 //! and notifications out) and is always compiled so its tests run without GTK. `connection`
 //! follows the agent over its socket and `autostart` owns the XDG autostart entry; `app` draws the
 //! view with tray-icon/tao and sends notifications, behind the `tray` feature.

@@ -1,4 +1,4 @@
-//! Ownership and modes of a publication (DESIGN §2, the sshd contract), checked by stat with
+//! Ownership and modes of a publication (docs/publication.md, the sshd contract), checked by stat with
 //! real system users. Needs root: fails under CI=true without it, skips elsewhere.
 
 use crate::fleet_support as support;

@@ -1,4 +1,4 @@
-//! files/ (DESIGN §4): installed outside the store with owner and mode, paths validated,
+//! files/ (docs/agent.md#files): installed outside the store with owner and mode, paths validated,
 //! removed only when tiffin installed them, and a file tiffin did not install left alone. On the
 //! NixOS stand-in and real Nix, but for the one test that holds activation at its start.
 

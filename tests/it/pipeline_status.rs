@@ -1,4 +1,4 @@
-//! Every step is visible in the agent's status as it happens (DESIGN §3), with download
+//! Every step is visible in the agent's status as it happens (docs/agent.md), with download
 //! progress: the fake NixOS holds each step until the test has looked (the only test here that
 //! keeps the fake); the persisted state is the real-Nix machine's.
 

@@ -1,5 +1,5 @@
 //! End to end with the real agent: `tiffin agent --config …` running the real pipeline against
-//! the fake NixOS (tests/fake-nixos) on a `file://` publication laid out per DESIGN §2
+//! the fake NixOS (tests/fake-nixos) on a `file://` publication laid out per docs/publication.md
 //! (tests/daemon_support), and the real `tiffin-tray` under Xvfb on a private D-Bus session with
 //! the test StatusNotifierWatcher and notification server (tests/support_tray).
 

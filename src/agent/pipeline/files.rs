@@ -1,4 +1,4 @@
-//! Plain files and secrets (DESIGN §4): the tree's `files/` subtree is installed under
+//! Plain files and secrets (docs/agent.md#files): the tree's `files/` subtree is installed under
 //! `[system] files_root` (default `/`), outside the Nix store, with owner and mode from an optional
 //! `files.toml` at the top of the host's tree:
 //!

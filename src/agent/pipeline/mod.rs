@@ -1,4 +1,4 @@
-//! The blocking pipeline (DESIGN §3): one module per step, in the order a cycle runs them, and
+//! The blocking pipeline (docs/agent.md): one module per step, in the order a cycle runs them, and
 //! the [`driver`] that takes a generation through them.
 //!
 //! 1. [`fetch`]: the one-round-trip change check, the delta download into the verified content

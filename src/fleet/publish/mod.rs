@@ -1,6 +1,6 @@
 //! `tiffin fleet publish`: each host's directory, symlinks resolved, becomes a new immutable
 //! generation under `<chroot>/<host>/gens/<N>` when its content changed; `current` then switches
-//! to it in one rename (DESIGN §2, §7).
+//! to it in one rename (docs/publication.md, §7).
 //!
 //! A generation is written as `gens/.incoming-<N>-<pid>/`, made durable, renamed to `gens/<N>`
 //! and only then linked from `current`, so a reader following `current` never sees a partial

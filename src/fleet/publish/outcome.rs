@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Modes inside a generation (DESIGN §2): the host's group may read, never write. The manifest
+/// Modes inside a generation (docs/publication.md): the host's group may read, never write. The manifest
 /// keeps the source modes, which the agent applies on the machine.
 pub(super) const GEN_DIR_MODE: u32 = 0o750;
 pub(crate) const GEN_FILE_MODE: u32 = 0o640;

@@ -25,7 +25,7 @@ pub enum Permission {
     Admin,
 }
 
-/// The permission each command needs (DESIGN §5).
+/// The permission each command needs (docs/protocol.md).
 pub fn permission_of(cmd: Command) -> Permission {
     match cmd {
         Command::Status | Command::Subscribe | Command::Log => Permission::Connected,

@@ -1,4 +1,4 @@
-//! The agent's side of the socket (DESIGN §5): binding the socket with its owner and mode, the
+//! The agent's side of the socket (docs/protocol.md): binding the socket with its owner and mode, the
 //! accept loop, and one handler per connection.
 //!
 //! Shape (after mini-redis), one job per file:

@@ -3,7 +3,7 @@
 
 use crate::status::{AgentStatus, CheckResult, Outcome, Phase};
 
-/// The states with a distinct icon (DESIGN §6).
+/// The states with a distinct icon (docs/tray.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IconKind {
     UpToDate,

@@ -4,7 +4,7 @@
 use super::icon::waiting_generation;
 use crate::status::{AgentStatus, LastUpdate, Outcome, Policy};
 
-/// After this long without the agent, the user is told once (DESIGN §6).
+/// After this long without the agent, the user is told once (docs/tray.md).
 pub const UNREACHABLE_NOTIFY_AFTER: u64 = 5 * 60;
 
 /// The kinds of notification the tray sends.

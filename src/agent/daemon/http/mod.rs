@@ -1,4 +1,4 @@
-//! The HTTP trigger (DESIGN §5): the "UPDATE MY MACHINE" bookmark on `127.0.0.1:9999`.
+//! The HTTP trigger (docs/protocol.md): the "UPDATE MY MACHINE" bookmark on `127.0.0.1:9999`.
 //!
 //! `GET /` starts an update, at most one new cycle a minute (further requests only show the
 //! status), and answers a small HTML page with the current status. It serves the person at the

@@ -1,4 +1,4 @@
-//! Step 3: build the fetched tree into a system store path, flake or not (DESIGN §3).
+//! Step 3: build the fetched tree into a system store path, flake or not (docs/agent.md).
 
 pub mod gcroot;
 pub mod nix_version;

@@ -1,4 +1,4 @@
-//! The driver (DESIGN §3): [`Pipeline`] takes a generation through the steps — fetch → build →
+//! The driver (docs/agent.md): [`Pipeline`] takes a generation through the steps — fetch → build →
 //! install files → activate (test) → verify → commit, or roll back (the system and its files
 //! together); then report. One [`Pipeline`] lives as long as the agent; each
 //! [`Pipeline::run_cycle`] is one pass.

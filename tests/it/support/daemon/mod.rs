@@ -1,5 +1,5 @@
 //! Shared harness for the daemon and client tests: a `file://` publication laid out as in
-//! DESIGN §2, real groups and users with random suffixes, the real `tiffin agent` process, and
+//! docs/publication.md, real groups and users with random suffixes, the real `tiffin agent` process, and
 //! client processes started under other uids.
 #![allow(dead_code)]
 
@@ -178,7 +178,7 @@ pub fn output_text(o: &Output) -> (String, String) {
     )
 }
 
-/// A host's publication on disk (DESIGN §2).
+/// A host's publication on disk (docs/publication.md).
 pub struct Publication {
     pub root: PathBuf,
     pub host: String,

@@ -1,5 +1,5 @@
 //! A synthetic fleet for `fleet status|diff|logs` tests and the benchmark: a fleet.toml and a
-//! chroot in a temp dir, filled with real files in the publication layout (DESIGN §2), written
+//! chroot in a temp dir, filled with real files in the publication layout (docs/publication.md), written
 //! with the agent's own `Report`/`Seen` types and name helpers.
 #![allow(dead_code)]
 

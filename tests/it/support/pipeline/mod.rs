@@ -1,6 +1,6 @@
 //! A machine for the pipeline tests: by default the NixOS stand-in (assets/nixos-standin) on
 //! real Nix (`real.rs`: real `nix build`/`nix-build`, real store paths, a real `nix-env` profile;
-//! only activation is simulated, on a sandbox root), a `file://` publication laid out as DESIGN §2
+//! only activation is simulated, on a sandbox root), a `file://` publication laid out as docs/publication.md
 //! describes, the host's source tree to edit and publish, and the agent's configuration pointing
 //! at all of it. [`Machine::fake`] is the same machine on the fake shell scripts of
 //! assets/fake-nixos, for the tests that pause or kill a step at an exact point (`pause-<step>`);
