@@ -7,9 +7,7 @@ use crate::source::SourceError;
 use flate2::write::GzEncoder;
 use std::io::Write;
 
-pub use crate::publication::report::{
-    log_name, outcome_word, report_base, rfc3339, Report, Seen, SEEN_NAME,
-};
+use crate::publication::report::{Report, Seen, SEEN_NAME};
 
 /// Queues the report and its gzip'd log; returns the JSON's name.
 pub fn enqueue_report(outbox: &Outbox, report: &Report, log: &str) -> Result<String, SourceError> {

@@ -105,7 +105,7 @@ fn fifty_cycles_with_the_link_cut_at_random_points_leave_one_system_and_lose_no_
         .filter(|n| n.ends_with(".json") && *n != "seen.json")
     {
         let p = m.host_dir().join("logs").join(name);
-        let r: tiffin::agent::report::Report =
+        let r: tiffin::publication::report::Report =
             serde_json::from_slice(&std::fs::read(&p).expect("read a report"))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(

@@ -161,9 +161,9 @@ fn fleet_diff_runs_the_real_diff_closures_and_names_both_kernels() {
     // What the agent would have uploaded: the system it runs.
     let logs = f.host_pub("web").join("logs");
     let now = tiffin::status::unix_now();
-    let seen = tiffin::agent::report::Seen {
+    let seen = tiffin::publication::report::Seen {
         host: "web".into(),
-        last_seen: tiffin::agent::report::rfc3339(now),
+        last_seen: tiffin::publication::report::rfc3339(now),
         applied_generation: Some(1),
         running_system: Some(running.display().to_string()),
         booted_system: Some(running.display().to_string()),

@@ -2,9 +2,9 @@
 
 use super::Pipeline;
 use crate::agent::daemon::status_cell::StatusCell;
-use crate::agent::report;
 use crate::config::AgentConfig;
 use crate::cycle::CycleRequest;
+use crate::publication::report;
 use crate::status::{AgentStatus, Outcome};
 
 /// The exit code of `tiffin agent --once` for an outcome.

@@ -5,9 +5,9 @@
 use super::{Cycle, Ending, Pipeline};
 use crate::agent::pipeline::fetch::{self, LocalTree, SyncOutcome};
 use crate::agent::pipeline::system;
-use crate::agent::report;
 use crate::agent::state::Available;
 use crate::cycle::CycleRequest;
+use crate::publication::report;
 use crate::source;
 use crate::status::Step;
 use crate::status::{unix_now, CheckResult, LastCheck, Outcome, Phase, Policy};

@@ -4,9 +4,10 @@
 use super::{Cycle, Ending, Pipeline};
 use crate::agent::pipeline::build::gcroot;
 use crate::agent::pipeline::system;
-use crate::agent::report::{self, Report, Seen};
+use crate::agent::report::{enqueue_report, enqueue_seen};
 use crate::agent::state::Attempt;
 use crate::cycle::CycleReport;
+use crate::publication::report::{self, Report, Seen};
 use crate::source;
 use crate::status::{unix_now, LastUpdate, Phase};
 
@@ -47,7 +48,7 @@ impl Pipeline {
         if cy.server_reached {
             // The cycle is over: whatever it applied is in the report.
             let seen = self.seen(now, None, reboot_needed);
-            if let Err(e) = report::enqueue_seen(&self.outbox, &seen) {
+            if let Err(e) = enqueue_seen(&self.outbox, &seen) {
                 tracing::error!("queueing seen.json: {e}");
             }
         }
@@ -126,7 +127,7 @@ impl Pipeline {
             log: report::log_name(&base),
             publication: self.status.get().publication,
         };
-        if let Err(e) = report::enqueue_report(&self.outbox, &r, log) {
+        if let Err(e) = enqueue_report(&self.outbox, &r, log) {
             tracing::error!("queueing the report: {e}");
         }
     }
@@ -174,7 +175,7 @@ impl Pipeline {
             Some(g),
             system::reboot_needed(&self.config.system),
         );
-        if let Err(e) = report::enqueue_seen(&self.outbox, &seen) {
+        if let Err(e) = enqueue_seen(&self.outbox, &seen) {
             tracing::warn!("queueing seen.json: {e}");
             return;
         }

@@ -3,9 +3,9 @@
 
 use super::{Cycle, Ending, Pipeline};
 use crate::agent::pipeline::{activate, commit, files, system};
-use crate::agent::report;
 use crate::agent::state::{DoNotRetry, Journal};
 use crate::cycle::CycleReport;
+use crate::publication::report;
 use crate::status::Step;
 use crate::status::{unix_now, Outcome, Phase, RollbackInfo};
 use std::time::Instant;

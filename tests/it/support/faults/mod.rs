@@ -358,7 +358,7 @@ impl SshMachine {
                 serde_json::from_value(a["outcome"].clone()).expect("an outcome");
             v.insert(format!(
                 "{}.json",
-                tiffin::agent::report::report_base(fin, g, outcome)
+                tiffin::publication::report::report_base(fin, g, outcome)
             ));
         }
         v

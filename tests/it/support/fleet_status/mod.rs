@@ -9,9 +9,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
-use tiffin::agent::report::{report_base, rfc3339, Report, Seen, SEEN_NAME};
 use tiffin::config::fleet::FleetConfig;
 use tiffin::manifest::Manifest;
+use tiffin::publication::report::{report_base, rfc3339, Report, Seen, SEEN_NAME};
 use tiffin::status::Outcome;
 
 pub const KEY: &str =
