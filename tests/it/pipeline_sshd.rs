@@ -13,8 +13,8 @@ use crate::pipeline_support;
 use crate::support;
 
 use pipeline_support::{
-    default_is_real, fake_system_section, install_fake_nixos, install_real_nixos, knob_file,
-    knob_flake_nix, real_system_section, wait_for, FIRST_CONFIGURATION,
+    default_is_real, install_fake_nixos, install_real_nixos, knob_file, knob_flake_nix,
+    system_section, wait_for, FIRST_CONFIGURATION,
 };
 use std::fs;
 use std::io::Read;
@@ -115,11 +115,7 @@ http_trigger = ""
             identity = h.identity.display(),
             known_hosts = self.srv.known_hosts_for(self.srv.port()).display(),
             state = self.state.display(),
-            system = if self.real {
-                real_system_section(&self.root, &self.files_root)
-            } else {
-                fake_system_section(&self.root, &self.files_root)
-            },
+            system = system_section(&self.root, &self.files_root),
         );
         fs::write(&self.config_path, text).unwrap();
     }

@@ -8,8 +8,7 @@ use crate::pipeline_support;
 
 use fleet_support::TestFleet;
 use pipeline_support::{
-    default_is_real, fake_system_section, in_process, install_fake_nixos, install_real_nixos,
-    real_system_section,
+    default_is_real, in_process, install_fake_nixos, install_real_nixos, system_section,
 };
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -47,7 +46,6 @@ fn text(o: &Output) -> String {
 /// under one temp dir.
 struct Site {
     fleet: TestFleet,
-    real: bool,
     nixos: PathBuf,
     state: PathBuf,
     files_root: PathBuf,
@@ -79,7 +77,6 @@ impl Site {
         };
         Self {
             fleet,
-            real,
             nixos,
             state,
             files_root,
@@ -153,11 +150,7 @@ impl Site {
                 self.publication().display(),
                 self.state.display(),
                 self.state.display(),
-                if self.real {
-                    real_system_section(&self.nixos, &self.files_root)
-                } else {
-                    fake_system_section(&self.nixos, &self.files_root)
-                },
+                system_section(&self.nixos, &self.files_root),
             ),
         )
         .unwrap();

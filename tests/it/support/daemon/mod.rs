@@ -306,11 +306,7 @@ impl Agent {
             opts.interval,
             opts.http_trigger,
         ) + "verify_timeout = \"5s\"\n"
-            + &if real {
-                pipeline_support::real_system_section(&nixos, &files_root)
-            } else {
-                pipeline_support::fake_system_section(&nixos, &files_root)
-            };
+            + &pipeline_support::system_section(&nixos, &files_root);
         fs::write(&config, text).unwrap();
         let log = dir.path().join("agent.log");
         Self {

@@ -9,8 +9,7 @@
 #![allow(dead_code)]
 
 use crate::pipeline_support::{
-    default_is_real, fake_system_section, install_fake_nixos, install_real_nixos,
-    real_system_section, FIRST_CONFIGURATION,
+    default_is_real, install_fake_nixos, install_real_nixos, system_section, FIRST_CONFIGURATION,
 };
 use crate::support::sshd::Sshd;
 use std::collections::{BTreeMap, BTreeSet};
@@ -180,11 +179,7 @@ impl SshMachine {
             kh = self.srv.known_hosts_for(port).display(),
             state = self.state.display(),
             sock = self.dir.path().join("agent.sock").display(),
-            system = if self.real {
-                real_system_section(&self.root, &self.files_root)
-            } else {
-                fake_system_section(&self.root, &self.files_root)
-            },
+            system = system_section(&self.root, &self.files_root),
         );
         fs::write(&self.config_path, text).expect("write agent.toml");
     }

@@ -20,8 +20,7 @@ mod real;
 use crate::real_nix;
 #[allow(unused_imports)] // not every user (the benches) needs all of it
 pub use real::{
-    default_is_real, in_process, install_real_nixos, knob_file, knob_flake_nix,
-    real_system_section, FIRST_CONFIGURATION,
+    default_is_real, in_process, install_real_nixos, knob_file, knob_flake_nix, FIRST_CONFIGURATION,
 };
 
 pub const HOST: &str = "laptop";
@@ -65,8 +64,10 @@ pub fn install_fake_nixos(root: &Path, publication: &Path, tree: &Path, host: &s
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-/// The `[system]` table of an agent.toml pointing at the fake NixOS under `root`.
-pub fn fake_system_section(root: &Path, files_root: &Path) -> String {
+/// The `[system]` table of an agent.toml for the machine under `root`, real Nix's
+/// ([`install_real_nixos`]) or the fake's ([`install_fake_nixos`]): both lay out `bin/`,
+/// `profiles/` and `run/` alike.
+pub fn system_section(root: &Path, files_root: &Path) -> String {
     let bin = root.join("bin");
     format!(
         r#"[system]
@@ -184,11 +185,7 @@ http_trigger = ""
 "#,
             publication = self.publication.display(),
             state = self.state.display(),
-            system = if self.real {
-                real::real_system_section(&self.root, &self.files_root)
-            } else {
-                fake_system_section(&self.root, &self.files_root)
-            },
+            system = system_section(&self.root, &self.files_root),
         )
     }
 

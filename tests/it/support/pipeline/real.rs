@@ -325,26 +325,6 @@ pub fn install_real_nixos(root: &Path, publication: &Path, tree: &Path) -> PathB
     initial
 }
 
-/// The `[system]` table of an agent.toml for the machine of [`install_real_nixos`].
-pub fn real_system_section(root: &Path, files_root: &Path) -> String {
-    let bin = root.join("bin");
-    format!(
-        r#"[system]
-nix = "{bin}/nix"
-nix_build = "{bin}/nix-build"
-nix_env = "{bin}/nix-env"
-systemd_run = "{bin}/systemd-run"
-profile = "{root}/profiles/system"
-current_system = "{root}/run/current-system"
-booted_system = "{root}/run/booted-system"
-files_root = "{files_root}"
-"#,
-        bin = bin.display(),
-        root = root.display(),
-        files_root = files_root.display(),
-    )
-}
-
 static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// For a test that runs the library's `Pipeline` in this process on the machine at `root`: the
