@@ -228,7 +228,7 @@ rec {
     in "${toString start}:30:${toString (max 100 (2 * start))}";
 
   /* systemd.tmpfiles rules for the publication layout (docs/publication.md): every chroot component
-     root-owned 0755 (sshd demands it); logs/ the only place a host may write. */
+     root-owned 0755 (sshd demands it); logs/ and backup/ the only places a host may write. */
   tmpfilesRules = fleet:
     [ "d ${fleet.chroot} 0755 root root -" ]
     ++ builtins.concatMap
@@ -236,6 +236,7 @@ rec {
         "d ${h.chrootDir} 0755 root root -"
         "d ${h.chrootDir}/gens 0755 root root -"
         "d ${h.chrootDir}/logs 0700 ${h.user} ${h.user} -"
+        "d ${h.chrootDir}/backup 0700 ${h.user} ${h.user} -"
       ])
       fleet.hosts;
 

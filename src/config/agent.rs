@@ -107,6 +107,9 @@ pub struct AgentConfig {
     pub max_age: Option<Duration>,
     #[serde(default)]
     pub system: SystemConfig,
+    /// `[backup]` (docs/backup.md); absent: no backups.
+    #[serde(default)]
+    pub backup: Option<super::backup::BackupConfig>,
 }
 
 mod d {
@@ -278,6 +281,23 @@ impl AgentConfig {
                     ))
                 }
                 Ok(_) => {}
+            }
+        }
+        self.validate_backup(origin)
+    }
+
+    fn validate_backup(&self, origin: &str) -> Result<(), AgentConfigError> {
+        let Some(b) = &self.backup else {
+            return Ok(());
+        };
+        b.validate(MAX_DURATION)
+            .map_err(|(key, why)| AgentConfigError(format!("{origin}: {key}: {why}")))?;
+        for (key, p) in [("identity", &self.identity), ("known_hosts", &self.known_hosts)] {
+            if !super::backup::sftp_command_safe(p) {
+                return Err(AgentConfigError(format!(
+                    "{origin}: {key}: {} holds a space or quote, which restic's sftp.command cannot pass (needed by [backup])",
+                    p.display()
+                )));
             }
         }
         Ok(())

@@ -3,9 +3,11 @@
 //! the line and the column. No I/O beyond reading the file.
 
 pub mod agent;
+pub mod backup;
 pub mod fleet;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
+pub use backup::{BackupConfig, KeepPolicy};
 pub use fleet::{BuildConfig, FleetConfig, HostConfig};
 
 use serde::{Deserialize, Deserializer};

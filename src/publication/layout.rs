@@ -1,7 +1,7 @@
 //! Where a host's publication lives under the chroot root (docs/publication.md), and how to read it.
 //!
 //! ```text
-//! <chroot>/<host>/            current -> gens/<N>, gens/<N>/{manifest.json,tree/}, logs/
+//! <chroot>/<host>/            current -> gens/<N>, gens/<N>/{manifest.json,tree/}, logs/, backup/
 //! ```
 //!
 //! The relative paths (`manifest_rel`, `tree_rel`, `log_rel`) are what a `Source` asks its
@@ -20,6 +20,8 @@ pub const CURRENT: &str = "current";
 pub const GENS: &str = "gens";
 /// The only directory the host may write.
 pub const LOGS: &str = "logs";
+/// The host's restic repository: like `logs/`, writable by the host alone (docs/backup.md).
+pub const BACKUP: &str = "backup";
 /// The tree inside a generation.
 pub const TREE: &str = "tree";
 /// Prefix of a generation being written (never the target of `current`).
@@ -56,6 +58,9 @@ impl Publication {
     }
     pub fn logs(&self) -> PathBuf {
         self.dir.join(LOGS)
+    }
+    pub fn backup(&self) -> PathBuf {
+        self.dir.join(BACKUP)
     }
     pub fn generation_dir(&self, n: u64) -> PathBuf {
         self.gens().join(n.to_string())

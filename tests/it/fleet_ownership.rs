@@ -74,6 +74,11 @@ fn chroot_tree_and_logs_have_the_owners_and_modes_sshd_needs() {
             "{host}: logs"
         );
         assert_eq!(
+            owner_mode(&dir.join("backup")),
+            (user.uid, user.gid, 0o700),
+            "{host}: backup"
+        );
+        assert_eq!(
             fs::read_link(dir.join("current")).unwrap(),
             Path::new("gens").join(gen.to_string())
         );

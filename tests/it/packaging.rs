@@ -268,9 +268,11 @@ fn fleet_toml_becomes_the_chroot_layout_as_tmpfiles_rules() {
             "d /srv/tiffin-test/builder 0755 root root -",
             "d /srv/tiffin-test/builder/gens 0755 root root -",
             "d /srv/tiffin-test/builder/logs 0700 tiffin-builder tiffin-builder -",
+            "d /srv/tiffin-test/builder/backup 0700 tiffin-builder tiffin-builder -",
             "d /srv/tiffin-test/laptop 0755 root root -",
             "d /srv/tiffin-test/laptop/gens 0755 root root -",
             "d /srv/tiffin-test/laptop/logs 0700 laptop laptop -",
+            "d /srv/tiffin-test/laptop/backup 0700 laptop laptop -",
         ])
     );
 }

@@ -118,13 +118,15 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// `<chroot>/<host>/` root 0755, `gens/` root 0755, `logs/` the host's user 0700; created when
+/// `<chroot>/<host>/` root 0755, `gens/` root 0755, `logs/` and `backup/` the host's user 0700; created when
 /// missing and corrected when wrong, untouched when right.
 pub(super) fn ensure_skeleton(p: &Publication, owner: Ownership) -> io::Result<()> {
     for (dir, ids, mode) in [
         (p.dir.clone(), owner.root(), HOST_DIR_MODE),
         (p.gens(), owner.root(), HOST_DIR_MODE),
         (p.logs(), owner.logs(), LOGS_MODE),
+        // The host's restic repository: the host's alone, like logs/.
+        (p.backup(), owner.logs(), LOGS_MODE),
     ] {
         match fs::DirBuilder::new().mode(mode).create(&dir) {
             Ok(()) => {}
