@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod agent;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod cycle;

@@ -30,6 +30,7 @@ fn desktop_available(test: &str) -> bool {
 }
 
 mod architecture;
+mod backup_restic;
 mod cli_help;
 mod client_update;
 mod client_watch_restart;
