@@ -205,6 +205,9 @@ pub struct AgentStatus {
     /// "unsigned" or "publication too old", as of the last check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publication: Option<PublicationNote>,
+    /// The machine's backups, when agent.toml has `[backup]` (docs/backup.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupStatus>,
 }
 
 /// Now, as Unix seconds.

@@ -10,9 +10,11 @@
 //! The daemon side (schedule, power, never during an update cycle) is `agent::daemon::backup`.
 
 pub mod password;
+pub mod power;
 pub mod record;
 pub mod restic;
 pub mod run;
+pub mod state;
 
 pub use record::{BackupOutcome, BackupRun, BackupStatus, Snapshot};
 pub use run::Backup;

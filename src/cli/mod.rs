@@ -2,6 +2,7 @@
 //! into the library; nothing in `cli` does the work itself.
 
 pub mod agent;
+pub mod backup;
 pub mod client;
 pub mod demo;
 pub mod exit;
@@ -48,6 +49,8 @@ pub enum Command {
     Log(client::ClientArgs),
     /// Follow the agent's status as it changes.
     Watch(client::ClientArgs),
+    /// This machine's backups: `now`, `status` (default), `snapshots`.
+    Backup(backup::BackupArgs),
     /// A self-contained fleet sandbox on this machine: publish, update, roll back, with nothing to set up.
     Demo(demo::DemoArgs),
 }
@@ -64,6 +67,7 @@ The whole command tree:
   tiffin fleet sshd-config                    sshd Match blocks and user setup
   tiffin agent [--config FILE] [--once]       the privileged agent (root)
   tiffin status|check|update|rollback|log|watch   talk to the local agent
+  tiffin backup [now|status|snapshots]        this machine's backups
   tiffin demo                                 the whole system in a sandbox
   tiffin-tray                                 the desktop tray app
 
@@ -83,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Log(a) => client::log(a),
         Command::Watch(a) => client::watch(a),
         Command::Demo(a) => demo::run(a),
+        Command::Backup(a) => backup::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

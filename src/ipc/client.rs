@@ -261,5 +261,7 @@ fn decode_status(data: serde_json::Value) -> Result<AgentStatus, ClientError> {
     serde_json::from_value(data).map_err(|e| ClientError::Protocol(format!("bad status: {e}")))
 }
 
+mod backup;
+
 #[cfg(test)]
 mod tests;

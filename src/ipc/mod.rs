@@ -4,6 +4,7 @@
 //! this module turns bytes into requests and statuses into bytes; the rest of the code speaks the
 //! Rust types of [`protocol`] and [`crate::status`].
 
+pub mod backup;
 pub mod client;
 pub mod codec;
 pub mod per_uid;

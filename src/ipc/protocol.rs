@@ -18,6 +18,10 @@ pub enum Command {
     Rollback,
     Subscribe,
     Log,
+    /// Run a backup now (docs/backup.md).
+    Backup,
+    /// List the backup repository's snapshots.
+    Snapshots,
 }
 
 /// `{"id":N,"cmd":"status"}`; `v` is optional and defaults to the current version.

@@ -10,6 +10,7 @@
 //! Used by `fleet` (writes publications, reads reports), `source` (reads publications, uploads
 //! into `logs/`) and `agent` (writes reports). Knows no I/O beyond the admin's own disk.
 
+pub mod backup_report;
 pub mod layout;
 pub mod report;
 

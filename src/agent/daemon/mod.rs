@@ -11,6 +11,7 @@
 //! - shutdown (SIGTERM/SIGINT): stop accepting, let a cycle in flight finish, remove the socket,
 //!   exit 0.
 
+pub mod backup;
 pub mod http;
 pub mod scheduler;
 pub mod status_cell;
@@ -76,6 +77,7 @@ async fn serve(
     let service: Arc<dyn AgentService> = Arc::new(Api {
         worker: tasks.worker.clone(),
         status: status.clone(),
+        backup: tasks.backup.as_ref().map(|(h, _)| h.clone()),
     });
     let socket_server = tokio::spawn(server::serve(
         listener,
@@ -142,6 +144,8 @@ struct Tasks {
     worker_task: tokio::task::JoinHandle<()>,
     scheduler: tokio::task::JoinHandle<()>,
     http: Option<tokio::task::JoinHandle<()>>,
+    /// `[backup]`'s task (docs/backup.md), when configured.
+    backup: Option<(backup::BackupHandle, tokio::task::JoinHandle<()>)>,
 }
 
 impl Tasks {
@@ -168,11 +172,13 @@ impl Tasks {
                 shutdown.subscribe(),
             ))
         });
+        let backup = backup::start(config, worker.clone(), status.clone(), shutdown.subscribe());
         Self {
             worker,
             worker_task,
             scheduler,
             http,
+            backup,
         }
     }
 
@@ -186,6 +192,9 @@ impl Tasks {
         }
         let _ = self.scheduler.await;
         if let Some(h) = self.http {
+            let _ = h.await;
+        }
+        if let Some((_, h)) = self.backup {
             let _ = h.await;
         }
     }
@@ -218,9 +227,17 @@ fn notify_systemd(state: &str) {
 struct Api {
     worker: WorkerHandle,
     status: StatusCell,
+    backup: Option<backup::BackupHandle>,
 }
 
 impl AgentService for Api {
+    fn backup(&self, cmd: Command) -> crate::ipc::backup::BackupCall {
+        match &self.backup {
+            Some(b) => backup::answer(b.clone(), cmd),
+            None => crate::ipc::backup::not_configured(),
+        }
+    }
+
     fn subscribe(&self) -> watch::Receiver<AgentStatus> {
         self.status.subscribe()
     }

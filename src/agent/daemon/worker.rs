@@ -45,6 +45,8 @@ pub struct WorkerHandle {
     tx: mpsc::Sender<Job>,
     /// The last cycle's log, readable while the runner is busy in the next one.
     last_log: Arc<Mutex<Option<String>>>,
+    /// Held by every cycle while it runs, and by a backup: the two never overlap.
+    exclusive: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl WorkerHandle {
@@ -64,6 +66,12 @@ impl WorkerHandle {
     /// The log of the last cycle, if one ran.
     pub fn last_log(&self) -> Option<String> {
         self.last_log.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// The lock every cycle holds while it runs: a backup takes it too, so that it never runs
+    /// during an update cycle (and a cycle waits for a backup in progress).
+    pub fn exclusive(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.exclusive.clone()
     }
 
     /// Asks for `work` without waiting for it.
@@ -92,6 +100,7 @@ pub struct Worker {
     rx: mpsc::Receiver<Job>,
     shutdown: broadcast::Receiver<()>,
     cycles_started: u64,
+    exclusive: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Worker {
@@ -103,6 +112,7 @@ impl Worker {
     ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(64);
         let last_log = Arc::new(Mutex::new(runner.last_log()));
+        let exclusive = Arc::new(tokio::sync::Mutex::new(()));
         let worker = Worker {
             runner: Some(runner),
             status,
@@ -110,8 +120,14 @@ impl Worker {
             rx,
             shutdown,
             cycles_started: 0,
+            exclusive: exclusive.clone(),
         };
-        (WorkerHandle { tx, last_log }, tokio::spawn(worker.run()))
+        let handle = WorkerHandle {
+            tx,
+            last_log,
+            exclusive,
+        };
+        (handle, tokio::spawn(worker.run()))
     }
 
     async fn run(mut self) {
@@ -145,7 +161,10 @@ impl Worker {
         let number = self.cycles_started;
         let work = current.work;
         tracing::info!(cycle = number, ?work, "cycle started");
+        let exclusive = self.exclusive.clone();
         let mut task = tokio::task::spawn_blocking(move || {
+            // A backup in progress finishes first (docs/backup.md).
+            let _exclusive = exclusive.blocking_lock();
             let report = match work {
                 Work::Cycle(req) => runner.run_cycle(req),
                 Work::Rollback => runner.rollback("asked for by a user"),

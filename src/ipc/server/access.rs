@@ -30,6 +30,7 @@ pub fn permission_of(cmd: Command) -> Permission {
     match cmd {
         Command::Status | Command::Subscribe | Command::Log => Permission::Connected,
         Command::Check | Command::Update => Permission::Member,
+        Command::Backup | Command::Snapshots => Permission::Member,
         Command::Rollback => Permission::Admin,
     }
 }

@@ -137,6 +137,17 @@ impl Handler {
                 });
                 Response::ok_with(req.id, &log)
             }
+            Command::Backup | Command::Snapshots => {
+                tracing::info!(cmd = ?req.cmd, "requested");
+                let (call, id) = (self.service.backup(req.cmd), req.id);
+                self.calls.spawn(async move {
+                    match call.await {
+                        Ok(answer) => Response::ok(id, answer.to_value()),
+                        Err(e) => Response::err(id, e.code, e.message),
+                    }
+                });
+                return Ok(());
+            }
             Command::Check | Command::Update | Command::Rollback => {
                 if self.calls.len() >= self.limits.max_calls {
                     Response::err(

@@ -95,6 +95,11 @@ pub trait AgentService: Send + Sync + 'static {
         cmd: Command,
         admin: bool,
     ) -> Pin<Box<dyn Future<Output = Result<CycleReport, ServiceError>> + Send>>;
+    /// Runs `backup` or `snapshots` (docs/backup.md); an agent without `[backup]` says so.
+    fn backup(&self, cmd: Command) -> crate::ipc::backup::BackupCall {
+        let _ = cmd;
+        crate::ipc::backup::not_configured()
+    }
 }
 
 /// A call the agent could not serve.
