@@ -273,6 +273,7 @@ impl Tray {
                     self.notify(view::rollback_confirmation(self.status.as_ref()));
                 }
                 Some(MenuAction::ShowLog) => self.show_log(),
+                Some(MenuAction::BackUpNow) => self.back_up_now(),
                 Some(MenuAction::StartAtLogin) => {
                     let want = !autostart::is_enabled();
                     if let Err(e) = autostart::set_enabled(want) {
@@ -465,6 +466,15 @@ impl Tray {
         spawn_worker(what, proxy.clone(), move || {
             let mut client = Client::connect(&socket)?;
             client.cycle(call, &mut |_| {})?;
+            Ok(())
+        });
+    }
+
+    /// "Back up now": the agent runs a backup; the status shows it running, then its age.
+    fn back_up_now(&self) {
+        let socket = self.socket.clone();
+        spawn_worker("Back up now", self.proxy.clone(), move || {
+            Client::connect(&socket)?.backup_now()?;
             Ok(())
         });
     }

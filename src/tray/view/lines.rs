@@ -78,6 +78,9 @@ fn agent_lines(out: &mut Lines, s: &AgentStatus, icon: IconKind, ctx: &ViewConte
         });
     }
     out.lines.push(check_line(s, ctx.now));
+    for line in super::backup::backup_lines(s, ctx.now) {
+        out.both(line);
+    }
     if let Some(line) = deadline_line(s, ctx.now) {
         out.lines.push(line);
     }

@@ -14,6 +14,7 @@ pub enum MenuAction {
     ShowLog,
     StartAtLogin,
     Quit,
+    BackUpNow,
 }
 
 impl MenuAction {
@@ -25,6 +26,7 @@ impl MenuAction {
             MenuAction::ShowLog => "show-log",
             MenuAction::StartAtLogin => "start-at-login",
             MenuAction::Quit => "quit",
+            MenuAction::BackUpNow => "back-up-now",
         }
     }
 
@@ -36,6 +38,7 @@ impl MenuAction {
             MenuAction::ShowLog,
             MenuAction::StartAtLogin,
             MenuAction::Quit,
+            MenuAction::BackUpNow,
         ]
         .into_iter()
         .find(|a| a.id() == id)
@@ -67,6 +70,7 @@ pub const LABEL_ROLL_BACK: &str = "Roll back to previous system…";
 pub const LABEL_SHOW_LOG: &str = "Show last log";
 pub const LABEL_START_AT_LOGIN: &str = "Start at login";
 pub const LABEL_QUIT: &str = "Quit";
+pub const LABEL_BACK_UP_NOW: &str = "Back up now";
 
 /// The menu under the status `lines`.
 pub(super) fn menu(
@@ -98,6 +102,12 @@ pub(super) fn menu(
             reachable && !busy && rollback_possible && ctx.user_may_rollback,
         ),
         action(MenuAction::ShowLog, LABEL_SHOW_LOG, reachable),
+    ]);
+    if status.is_some_and(|s| s.backup.is_some()) {
+        let enabled = super::backup::can_back_up(status);
+        menu.push(action(MenuAction::BackUpNow, LABEL_BACK_UP_NOW, enabled));
+    }
+    menu.extend([
         MenuLine::Separator,
         MenuLine::Check {
             action: MenuAction::StartAtLogin,

@@ -5,6 +5,7 @@
 //! `icon` picks the icon and the headline, `lines` the status lines and the tooltip, `menu` the
 //! menu, `notify` the notifications.
 
+mod backup;
 mod context;
 mod icon;
 mod lines;
@@ -12,12 +13,13 @@ mod menu;
 mod notify;
 
 pub use crate::timefmt::{ago, from_now};
+pub use backup::BackupNotes;
 pub use context::{DownReason, ViewContext};
 pub use icon::{icon, IconKind};
 pub use lines::{clip, MAX_LINE_CHARS};
 pub use menu::{
     MenuAction, MenuLine, LABEL_CHECK_NOW, LABEL_QUIT, LABEL_ROLL_BACK, LABEL_SHOW_LOG,
-    LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW,
+    LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW, LABEL_BACK_UP_NOW,
 };
 pub use notify::{
     action_failed, rollback_confirmation, transition_notifications, Notification,

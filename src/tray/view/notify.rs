@@ -20,6 +20,10 @@ pub enum NotificationKind {
     ConfirmRollback,
     /// An action the user asked for could not start.
     ActionFailed,
+    /// A backup run failed (docs/backup.md).
+    BackupFailed,
+    /// No backup for more than twice the schedule.
+    BackupStale,
 }
 
 /// What a notification's button does.
@@ -243,6 +247,8 @@ pub struct Notifier {
     /// announce it again.
     announced: Option<u64>,
     pub may_restart: bool,
+    /// What was said about backups.
+    backup: super::backup::BackupNotes,
 }
 
 impl Notifier {
@@ -270,6 +276,7 @@ impl Notifier {
                 {
                     self.announced = waiting;
                 }
+                out.extend(self.backup.observe(s, now));
                 self.last = Some(s.clone());
                 out
             }
