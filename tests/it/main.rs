@@ -67,6 +67,8 @@ mod signed_publications;
 #[cfg(feature = "tray")]
 mod tray_agent;
 #[cfg(feature = "tray")]
+mod tray_backup;
+#[cfg(feature = "tray")]
 mod tray_cli;
 #[cfg(feature = "tray")]
 mod tray_dbus;
