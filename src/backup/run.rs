@@ -99,11 +99,16 @@ impl Backup {
     /// Password, repository, stale locks.
     fn prepare(&self, runner: &Runner, deadline: Instant) -> Result<(), String> {
         password::ensure(self.password_file()).map_err(|e| e.to_string())?;
-        let exists = self
-            .restic
-            .run(runner, &Self::args(&["cat", "config"]), Self::left(deadline));
+        let exists = self.restic.run(
+            runner,
+            &Self::args(&["cat", "config"]),
+            Self::left(deadline),
+        );
         if !exists.success() {
-            if !exists.stderr.contains("Is there a repository at the following location?") {
+            if !exists
+                .stderr
+                .contains("Is there a repository at the following location?")
+            {
                 return Err(failure_message(&exists));
             }
             runner.note(&format!(

@@ -57,7 +57,10 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
                 println!("next backup: {}", from_now(n, now));
             }
             if b.is_stale(now, now) {
-                println!("stale: no snapshot for more than twice the schedule ({})", span(b.interval_secs * 2));
+                println!(
+                    "stale: no snapshot for more than twice the schedule ({})",
+                    span(b.interval_secs * 2)
+                );
             }
             Ok(EXIT_OK)
         }

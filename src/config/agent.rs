@@ -292,7 +292,10 @@ impl AgentConfig {
         };
         b.validate(MAX_DURATION)
             .map_err(|(key, why)| AgentConfigError(format!("{origin}: {key}: {why}")))?;
-        for (key, p) in [("identity", &self.identity), ("known_hosts", &self.known_hosts)] {
+        for (key, p) in [
+            ("identity", &self.identity),
+            ("known_hosts", &self.known_hosts),
+        ] {
             if !super::backup::sftp_command_safe(p) {
                 return Err(AgentConfigError(format!(
                     "{origin}: {key}: {} holds a space or quote, which restic's sftp.command cannot pass (needed by [backup])",

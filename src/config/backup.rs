@@ -173,7 +173,14 @@ mod tests {
         assert_eq!(b.schedule, Duration::from_secs(86400));
         assert_eq!(
             b.keep.args(),
-            ["--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "6"]
+            [
+                "--keep-daily",
+                "7",
+                "--keep-weekly",
+                "4",
+                "--keep-monthly",
+                "6"
+            ]
         );
         assert!(b
             .password_path(&c.state_dir)

@@ -73,7 +73,10 @@ mod tests {
         assert!(is_log_name(&name));
         assert!(ReportName::parse(&name).is_none());
         assert_eq!(backup_report_time(&name), Some(1_764_064_800));
-        assert_eq!(backup_report_time("2025-11-25T10:00:00Z-g7-failed.json"), None);
+        assert_eq!(
+            backup_report_time("2025-11-25T10:00:00Z-g7-failed.json"),
+            None
+        );
         assert_eq!(parse_backup_report(&r.to_json()).unwrap(), r);
     }
 }

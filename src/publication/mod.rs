@@ -15,7 +15,8 @@ pub mod layout;
 pub mod report;
 
 pub use layout::{
-    parse_current_target, Publication, PublicationError, BACKUP, CURRENT, GENS, INCOMING_PREFIX, LOGS, TREE,
+    parse_current_target, Publication, PublicationError, BACKUP, CURRENT, GENS, INCOMING_PREFIX,
+    LOGS, TREE,
 };
 pub use report::{
     is_log_name, log_name, outcome_word, parse_time, report_base, rfc3339, Report, ReportName,

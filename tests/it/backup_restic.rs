@@ -68,7 +68,10 @@ fn files_of(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             if e.file_type().unwrap().is_dir() {
                 stack.push(p);
             } else {
-                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), fs::read(&p).unwrap()));
+                out.push((
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    fs::read(&p).unwrap(),
+                ));
             }
         }
     }
@@ -80,8 +83,8 @@ const BIG: usize = 4 << 20;
 const CHANGE: usize = 300 << 10;
 
 #[test]
-fn real_restic_through_the_chroot_adds_only_the_change_lists_snapshots_and_restores_byte_for_byte(
-) {
+fn real_restic_through_the_chroot_adds_only_the_change_lists_snapshots_and_restores_byte_for_byte()
+{
     let Some(srv) = server(&["alpha"]) else {
         return;
     };
@@ -96,7 +99,12 @@ fn real_restic_through_the_chroot_adds_only_the_change_lists_snapshots_and_resto
     let runner = Runner::new();
 
     let first = backup.run(&runner);
-    assert_eq!(first.outcome, BackupOutcome::Ok, "{first:?}\n{}", runner.log());
+    assert_eq!(
+        first.outcome,
+        BackupOutcome::Ok,
+        "{first:?}\n{}",
+        runner.log()
+    );
     assert_eq!(first.files_new, 2, "{first:?}");
     assert!(first.bytes_added >= BIG as u64, "{first:?}");
     // The password was made at the first run, 0600, in the agent's state.
@@ -105,7 +113,11 @@ fn real_restic_through_the_chroot_adds_only_the_change_lists_snapshots_and_resto
     assert_eq!(fs::metadata(&pw).unwrap().mode() & 0o777, 0o600);
     // The repository is in the host's own backup/ on the server, owned by its user.
     let repo = srv.host("alpha").dir.join("backup");
-    assert!(repo.join("config").is_file(), "no repository in {}", repo.display());
+    assert!(
+        repo.join("config").is_file(),
+        "no repository in {}",
+        repo.display()
+    );
     let user_uid = nix::unistd::User::from_name(&srv.host("alpha").user)
         .unwrap()
         .unwrap()
@@ -118,7 +130,11 @@ fn real_restic_through_the_chroot_adds_only_the_change_lists_snapshots_and_resto
     let second = backup.run(&Runner::new());
     assert_eq!(second.outcome, BackupOutcome::Ok, "{second:?}");
     assert_eq!(
-        (second.files_new, second.files_changed, second.files_unmodified),
+        (
+            second.files_new,
+            second.files_changed,
+            second.files_unmodified
+        ),
         (1, 1, 1),
         "{second:?}"
     );
@@ -142,13 +158,19 @@ fn real_restic_through_the_chroot_adds_only_the_change_lists_snapshots_and_resto
     let target = tempfile::tempdir().unwrap();
     let line = backup.restore_line("latest", &target.path().display().to_string());
     let out = Command::new("sh").args(["-c", &line]).output().unwrap();
-    assert!(out.status.success(), "{line}\n{}", String::from_utf8_lossy(&out.stderr));
-    let restored = target
-        .path()
-        .join(data.path().strip_prefix("/").unwrap());
+    assert!(
+        out.status.success(),
+        "{line}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = target.path().join(data.path().strip_prefix("/").unwrap());
     let mut want = files_of(data.path());
     want.retain(|(p, _)| p != Path::new("scratch.tmp"));
-    assert_eq!(files_of(&restored), want, "the restore differs from the files");
+    assert_eq!(
+        files_of(&restored),
+        want,
+        "the restore differs from the files"
+    );
 }
 
 #[test]
@@ -198,7 +220,13 @@ fn sftp_as(srv: &Sshd, host: &str, batch: &str) -> String {
             "UserKnownHostsFile={}",
             srv.known_hosts_for(srv.port()).display()
         ))
-        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-P"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-P",
+        ])
         .arg(srv.port().to_string())
         .arg(format!("{}@127.0.0.1", h.user))
         .stdin(Stdio::piped())
@@ -206,7 +234,12 @@ fn sftp_as(srv: &Sshd, host: &str, batch: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run sftp");
-    child.stdin.take().unwrap().write_all(batch.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(batch.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     format!(
         "{}{}",
@@ -239,7 +272,10 @@ fn one_hosts_key_neither_reads_nor_writes_another_hosts_backup_with_openssh_sftp
         ));
     }
     // Its own backup/ takes a file: the refusals above are about the other host, not sftp.
-    batch.push_str(&format!("put {} /backup/mine\nls /backup\n", planted.display()));
+    batch.push_str(&format!(
+        "put {} /backup/mine\nls /backup\n",
+        planted.display()
+    ));
     let out = sftp_as(&srv, "alpha", &batch);
     eprintln!("{out}");
     assert!(!got.exists(), "alpha read beta's backup:\n{out}");

@@ -67,7 +67,10 @@ fn the_tray_shows_the_last_backups_age_and_back_up_now_makes_a_real_snapshot() {
     let mut d = Desktop::start();
     let _tray = d.start_tray_on(&agent.socket);
     let menu = d.wait_for_line(WITHIN, "Last backup: 3 h ago");
-    assert!(menu.iter().any(|l| l == view::LABEL_BACK_UP_NOW), "{menu:?}");
+    assert!(
+        menu.iter().any(|l| l == view::LABEL_BACK_UP_NOW),
+        "{menu:?}"
+    );
 
     d.click(view::LABEL_BACK_UP_NOW).expect("click Back up now");
     let menu = d.wait_for_line(WITHIN, "Last backup: just now");
@@ -87,7 +90,11 @@ fn the_tray_shows_the_last_backups_age_and_back_up_now_makes_a_real_snapshot() {
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{listed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{listed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         listed.contains("1 snapshot(s)") && listed.contains(&data.display().to_string()),
         "{listed}"

@@ -108,7 +108,9 @@ impl BackupTask {
                 _ = self.shutdown.recv() => return,
             }
             let run = self.one_run(&mut memory, due, &mut waiters).await;
-            due = run.finished + interval.as_secs() + jitter.up_to(self.backup.config.jitter).as_secs();
+            due = run.finished
+                + interval.as_secs()
+                + jitter.up_to(self.backup.config.jitter).as_secs();
             self.publish(&memory, false, due);
             for w in waiters {
                 let _ = w.send(run.clone());
@@ -213,7 +215,7 @@ fn send_report(config: &AgentConfig, run: &BackupRun) {
 }
 
 /// The socket's `backup` and `snapshots` calls.
-pub fn answer(handle: BackupHandle, cmd: crate::ipc::Command) -> crate::ipc::backup::BackupCall {
+pub fn answer(handle: BackupHandle, cmd: crate::ipc::Command) -> crate::ipc::server::BackupCall {
     use crate::ipc::backup::BackupAnswer;
     use crate::ipc::server::ServiceError;
     use crate::ipc::{Command, ErrorCode};

@@ -231,10 +231,10 @@ struct Api {
 }
 
 impl AgentService for Api {
-    fn backup(&self, cmd: Command) -> crate::ipc::backup::BackupCall {
+    fn backup(&self, cmd: Command) -> server::BackupCall {
         match &self.backup {
             Some(b) => backup::answer(b.clone(), cmd),
-            None => crate::ipc::backup::not_configured(),
+            None => server::no_backups(),
         }
     }
 

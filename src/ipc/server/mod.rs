@@ -32,6 +32,7 @@ pub use access::{permission_of, AccessPolicy, Peer, Permission};
 pub use listener::serve;
 pub use socket::{bind, socket_identity};
 
+use super::backup::BackupAnswer;
 use super::protocol::{Command, ErrorCode};
 use crate::cycle::CycleReport;
 use crate::status::AgentStatus;
@@ -96,10 +97,23 @@ pub trait AgentService: Send + Sync + 'static {
         admin: bool,
     ) -> Pin<Box<dyn Future<Output = Result<CycleReport, ServiceError>> + Send>>;
     /// Runs `backup` or `snapshots` (docs/backup.md); an agent without `[backup]` says so.
-    fn backup(&self, cmd: Command) -> crate::ipc::backup::BackupCall {
+    fn backup(&self, cmd: Command) -> BackupCall {
         let _ = cmd;
-        crate::ipc::backup::not_configured()
+        no_backups()
     }
+}
+
+/// The future an agent's service returns for a backup call.
+pub type BackupCall = Pin<Box<dyn Future<Output = Result<BackupAnswer, ServiceError>> + Send>>;
+
+/// The answer of an agent without `[backup]`.
+pub fn no_backups() -> BackupCall {
+    Box::pin(async {
+        Err(ServiceError {
+            code: ErrorCode::NotPossible,
+            message: "this agent makes no backups: agent.toml has no [backup]".into(),
+        })
+    })
 }
 
 /// A call the agent could not serve.

@@ -1,7 +1,6 @@
 //! The backup part of the tray (docs/backup.md): "Last backup: 3 h ago" in the menu and the
 //! tooltip, and a notification when a backup failed or is older than twice its schedule.
 
-use super::notify::{Notification, NotificationKind};
 use crate::backup::{BackupOutcome, BackupStatus};
 use crate::status::AgentStatus;
 use crate::timefmt::{ago, span};
@@ -16,7 +15,11 @@ pub(super) fn backup_lines(s: &AgentStatus, now: u64) -> Vec<String> {
         (false, Some(t)) => format!("Last backup: {}", ago(t, now)),
         (false, None) => "Last backup: none yet".to_string(),
     }];
-    if let Some(r) = b.last.as_ref().filter(|r| r.outcome == BackupOutcome::Failed) {
+    if let Some(r) = b
+        .last
+        .as_ref()
+        .filter(|r| r.outcome == BackupOutcome::Failed)
+    {
         let why = r.message.as_deref().and_then(|m| m.lines().next());
         lines.push(match why {
             Some(w) => format!("Backup failed {}: {w}", ago(r.finished, now)),
@@ -28,7 +31,16 @@ pub(super) fn backup_lines(s: &AgentStatus, now: u64) -> Vec<String> {
 
 /// "Back up now" can be clicked: the agent makes backups and none is running.
 pub(super) fn can_back_up(s: Option<&AgentStatus>) -> bool {
-    s.and_then(|s| s.backup.as_ref()).is_some_and(|b| !b.running)
+    s.and_then(|s| s.backup.as_ref())
+        .is_some_and(|b| !b.running)
+}
+
+/// A backup notification, before `notify` makes it a `Notification`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupNote {
+    pub stale: bool,
+    pub summary: String,
+    pub body: String,
 }
 
 /// What was said about backups, so each failure and each stale spell is told once.
@@ -42,20 +54,23 @@ pub struct BackupNotes {
 }
 
 impl BackupNotes {
-    pub fn observe(&mut self, s: &AgentStatus, now: u64) -> Vec<Notification> {
+    pub fn observe(&mut self, s: &AgentStatus, now: u64) -> Vec<BackupNote> {
         let Some(b) = &s.backup else {
             return vec![];
         };
         let since = *self.since.get_or_insert(now);
         let mut out = Vec::new();
-        if let Some(r) = b.last.as_ref().filter(|r| r.outcome == BackupOutcome::Failed) {
+        if let Some(r) = b
+            .last
+            .as_ref()
+            .filter(|r| r.outcome == BackupOutcome::Failed)
+        {
             if self.failed_told != Some(r.finished) {
                 self.failed_told = Some(r.finished);
-                out.push(Notification {
-                    kind: NotificationKind::BackupFailed,
+                out.push(BackupNote {
+                    stale: false,
                     summary: "Backup failed".into(),
                     body: r.message.clone().unwrap_or_default(),
-                    actions: vec![],
                 });
             }
         }
@@ -68,7 +83,7 @@ impl BackupNotes {
     }
 }
 
-fn stale_note(b: &BackupStatus, now: u64) -> Notification {
+fn stale_note(b: &BackupStatus, now: u64) -> BackupNote {
     let body = match b.last_success {
         Some(t) => format!(
             "The last backup is {} old; backups should run every {}.",
@@ -77,11 +92,10 @@ fn stale_note(b: &BackupStatus, now: u64) -> Notification {
         ),
         None => "This machine has not been backed up yet.".into(),
     };
-    Notification {
-        kind: NotificationKind::BackupStale,
+    BackupNote {
+        stale: true,
         summary: "Backup overdue".into(),
         body,
-        actions: vec![],
     }
 }
 
@@ -151,7 +165,10 @@ mod tests {
         let kinds = |v: Vec<Notification>| v.into_iter().map(|n| n.kind).collect::<Vec<_>>();
         assert_eq!(
             kinds(notes.observe(&failed, now)),
-            [NotificationKind::BackupFailed, NotificationKind::BackupStale]
+            [
+                NotificationKind::BackupFailed,
+                NotificationKind::BackupStale
+            ]
         );
         assert!(notes.observe(&failed, now + 60).is_empty());
         let fresh = status(BackupStatus {

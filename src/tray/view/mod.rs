@@ -18,8 +18,8 @@ pub use context::{DownReason, ViewContext};
 pub use icon::{icon, IconKind};
 pub use lines::{clip, MAX_LINE_CHARS};
 pub use menu::{
-    MenuAction, MenuLine, LABEL_CHECK_NOW, LABEL_QUIT, LABEL_ROLL_BACK, LABEL_SHOW_LOG,
-    LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW, LABEL_BACK_UP_NOW,
+    MenuAction, MenuLine, LABEL_BACK_UP_NOW, LABEL_CHECK_NOW, LABEL_QUIT, LABEL_ROLL_BACK,
+    LABEL_SHOW_LOG, LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW,
 };
 pub use notify::{
     action_failed, rollback_confirmation, transition_notifications, Notification,

@@ -276,7 +276,21 @@ impl Notifier {
                 {
                     self.announced = waiting;
                 }
-                out.extend(self.backup.observe(s, now));
+                out.extend(
+                    self.backup
+                        .observe(s, now)
+                        .into_iter()
+                        .map(|n| Notification {
+                            kind: if n.stale {
+                                NotificationKind::BackupStale
+                            } else {
+                                NotificationKind::BackupFailed
+                            },
+                            summary: n.summary,
+                            body: n.body,
+                            actions: vec![],
+                        }),
+                );
                 self.last = Some(s.clone());
                 out
             }
