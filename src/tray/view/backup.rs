@@ -162,14 +162,8 @@ mod tests {
             last_success: Some(now - 3 * 3600),
             ..Default::default()
         });
-        let kinds = |v: Vec<Notification>| v.into_iter().map(|n| n.kind).collect::<Vec<_>>();
-        assert_eq!(
-            kinds(notes.observe(&failed, now)),
-            [
-                NotificationKind::BackupFailed,
-                NotificationKind::BackupStale
-            ]
-        );
+        let stale = |v: Vec<BackupNote>| v.into_iter().map(|n| n.stale).collect::<Vec<_>>();
+        assert_eq!(stale(notes.observe(&failed, now)), [false, true]);
         assert!(notes.observe(&failed, now + 60).is_empty());
         let fresh = status(BackupStatus {
             interval_secs: 3600,
