@@ -207,3 +207,48 @@ mod tests {
         }
     }
 }
+
+/// A size such as `"50G"`, `"500M"`, `"2T"`, `"1024K"` or a number of bytes (binary units).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], s[i..].trim()),
+        None => (s, ""),
+    };
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim_end_matches("iB").trim_end_matches('B') {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+/// fleet.toml's `backup_quota`.
+pub(crate) fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_size(&s).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not a size like \"50G\", \"500M\" or \"2T\""
+        ))
+    })
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(parse_size("50G"), Some(50 << 30));
+        assert_eq!(parse_size("500MiB"), Some(500 << 20));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("2 T"), Some(2 << 40));
+        for bad in ["", "G", "5X", "-1G", "99999999999T"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+}

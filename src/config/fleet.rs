@@ -26,6 +26,9 @@ pub struct HostConfig {
     /// Its system user on the server; default the host's name.
     #[serde(default)]
     pub user: Option<String>,
+    /// What `fleet status` measures its `backup/` against (`"50G"`); sshd cannot enforce it.
+    #[serde(default, deserialize_with = "super::backup::de_opt_size")]
+    pub backup_quota: Option<u64>,
 }
 
 /// The whole fleet file.

@@ -40,7 +40,9 @@ pub fn sshd_config(config: &FleetConfig) -> String {
         s,
         "# ---- 1. sshd_config: append to /etc/ssh/sshd_config (Match blocks go after every global\n\
          # setting), check with `sshd -t`, reload sshd. Every component of {} must be owned by\n\
-         # root and writable by no one else, or sshd refuses the chroot.",
+         # root and writable by no one else, or sshd refuses the chroot. Inside each host's chroot\n\
+         # only logs/ (its reports) and backup/ (its restic repository) are its own to write;\n\
+         # sshd cannot limit their size (no quota).",
         config.chroot.display()
     );
     for (host, hc) in &config.hosts {

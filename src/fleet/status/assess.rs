@@ -120,6 +120,9 @@ pub struct HostStatus {
     pub last_report_age_secs: Option<u64>,
     /// Unreadable or invalid files found on the way.
     pub problems: Vec<String>,
+    /// Its backups (docs/backup.md), when it makes any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::backup::BackupView>,
 }
 
 /// Decides a host's row from its records, as of `now` (Unix seconds).
@@ -199,6 +202,7 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         last_report_age_secs: latest.map(|l| now.saturating_sub(l.time)),
         last_report,
         problems,
+        backup: None,
     }
 }
 
@@ -298,7 +302,13 @@ pub struct FleetStatus {
 pub fn fleet_status(config: &FleetConfig, now: u64) -> FleetStatus {
     let mut hosts: Vec<HostStatus> = host_names(config)
         .into_iter()
-        .map(|(h, listed)| assess(&HostRecords::read(&config.chroot, &h), listed, now))
+        .map(|(h, listed)| {
+            let mut s = assess(&HostRecords::read(&config.chroot, &h), listed, now);
+            let quota = config.hosts.get(&h).and_then(|c| c.backup_quota);
+            let dir = config.chroot.join(&h);
+            s.backup = super::backup::read_backup(&dir, quota, now, &mut s.problems);
+            s
+        })
         .collect();
     hosts.sort_by(|a, b| (a.state, &a.host).cmp(&(b.state, &b.host)));
     FleetStatus {

@@ -13,6 +13,8 @@
 //! only from regular files, and only up to a size cap.
 
 mod assess;
+mod backup;
+mod backup_table;
 mod records;
 mod table;
 mod watch;
@@ -21,6 +23,7 @@ pub use assess::{
     assess, fleet_status, FleetStatus, HostState, HostStatus, DEFAULT_INTERVAL_SECS,
     STALE_INTERVALS,
 };
+pub use backup::{read_backup, BackupView};
 pub use records::{
     host_names, read_host_file, resolve_host, FleetViewError, HostRecords, MAX_HOST_FILE,
     MAX_LOG_TEXT,

@@ -127,6 +127,7 @@ pub fn render_table(status: &FleetStatus, style: Style) -> String {
             out.push('\n');
         }
     }
+    out.push_str(&super::backup_table::section(status));
     out
 }
 
