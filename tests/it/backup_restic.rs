@@ -11,8 +11,10 @@ use std::process::{Command, Stdio};
 use support::publication::write_config_tree;
 use support::relay::Relay;
 use support::sshd::Sshd;
+use tiffin::agent::daemon::backup::send_report;
 use tiffin::backup::{Backup, BackupOutcome};
 use tiffin::config::AgentConfig;
+use tiffin::fleet::status::{fleet_status, render_table, Style};
 use tiffin::runner::Runner;
 
 /// Why restic cannot run here, if it cannot.
@@ -186,6 +188,7 @@ fn a_backup_cut_off_mid_transfer_fails_leaves_a_sound_repository_and_the_next_ru
     let backup = Backup::from_config(&cfg).unwrap();
     let first = backup.run(&Runner::new());
     assert_eq!(first.outcome, BackupOutcome::Ok, "{first:?}");
+    send_report(&cfg, &first);
 
     // 8 MiB of new data; each connection is cut after 2 MiB, in the middle of the upload.
     random_file(&data.path().join("large.bin"), 8 << 20);
@@ -198,6 +201,12 @@ fn a_backup_cut_off_mid_transfer_fails_leaves_a_sound_repository_and_the_next_ru
     assert!(!message.is_empty(), "{cut:?}");
 
     relay.cut_after(None);
+    // The failed run's report reaches logs/ and `fleet status` shows it.
+    send_report(&cfg, &cut);
+    let row = backup_row(&srv, "alpha");
+    assert_eq!(row.last_outcome, BackupOutcome::Failed, "{row:?}");
+    assert!(row.size_bytes > 0 && !row.stale, "{row:?}");
+    assert!(row.last_snapshot_age_secs.is_some(), "{row:?}");
     let runner = Runner::new();
     backup
         .check(&runner)
@@ -206,6 +215,25 @@ fn a_backup_cut_off_mid_transfer_fails_leaves_a_sound_repository_and_the_next_ru
     assert_eq!(next.outcome, BackupOutcome::Ok, "{next:?}");
     assert_eq!(backup.snapshots(&Runner::new()).unwrap().len(), 2);
     backup.check(&Runner::new()).unwrap();
+    send_report(&cfg, &next);
+    let row = backup_row(&srv, "alpha");
+    assert_eq!(row.last_outcome, BackupOutcome::Ok, "{row:?}");
+    assert_eq!(
+        row.last_snapshot_age_secs.map(|a| a < 600),
+        Some(true),
+        "{row:?}"
+    );
+}
+
+/// `fleet status`'s backup view of `host`, as the admin sees it on the server.
+fn backup_row(srv: &Sshd, host: &str) -> tiffin::fleet::status::BackupView {
+    let status = fleet_status(&srv.fleet().config, tiffin::status::unix_now());
+    let h = status.hosts.iter().find(|h| h.host == host).unwrap();
+    let table = render_table(&status, Style { colour: false });
+    assert!(table.contains("BACKUPS"), "{table}");
+    h.backup
+        .clone()
+        .unwrap_or_else(|| panic!("no backup view: {table}"))
 }
 
 /// Runs OpenSSH's `sftp` as `host` with `batch` (one command a line; a leading `-` lets a

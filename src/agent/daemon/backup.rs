@@ -183,7 +183,7 @@ fn failed_run(message: String) -> BackupRun {
 
 /// Queues the run's report for `logs/` and sends the queue if the server answers; otherwise the
 /// next cycle sends it.
-fn send_report(config: &AgentConfig, run: &BackupRun) {
+pub fn send_report(config: &AgentConfig, run: &BackupRun) {
     let report = BackupReport {
         host: config.host.clone(),
         agent_version: crate::VERSION.to_string(),

@@ -62,6 +62,8 @@ pub fn read_backup(
     }
     let mut newest = None;
     let mut snapshot_at = None;
+    // Without a snapshot among the reports read, staleness counts from the oldest of them.
+    let mut oldest = now;
     for (_, name) in names.iter().rev().take(MAX_REPORTS_READ) {
         let path = logs.join(name);
         let report = match read_host_file(&path, MAX_HOST_FILE)
@@ -73,6 +75,7 @@ pub fn read_backup(
                 continue;
             }
         };
+        oldest = oldest.min(report.run.finished);
         if report.run.outcome.made_snapshot() && snapshot_at.is_none() {
             snapshot_at = Some(report.run.finished);
         }
@@ -83,8 +86,8 @@ pub fn read_backup(
         }
     }
     let interval = newest.as_ref().map_or(0, |r| r.interval_secs);
-    let stale =
-        interval > 0 && now.saturating_sub(snapshot_at.unwrap_or(0)) > interval.saturating_mul(2);
+    let stale = interval > 0
+        && now.saturating_sub(snapshot_at.unwrap_or(oldest)) > interval.saturating_mul(2);
     Some(BackupView {
         last_run_age_secs: newest
             .as_ref()
@@ -180,6 +183,16 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let fresh = read_backup(dir, None, now - 2 * 86400, &mut vec![]).unwrap();
         assert!(!fresh.stale && !fresh.over_quota, "{fresh:?}");
+        // A first run that failed an hour ago is not stale yet.
+        let t2 = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t2.path().join("logs")).unwrap();
+        let r = report(now - 3600, BackupOutcome::Failed);
+        std::fs::write(t2.path().join("logs").join(r.name()), r.to_json()).unwrap();
+        let first = read_backup(t2.path(), None, now, &mut vec![]).unwrap();
+        assert!(
+            !first.stale && first.last_snapshot_age_secs.is_none(),
+            "{first:?}"
+        );
         assert!(read_backup(&dir.join("nothing"), None, now, &mut vec![]).is_none());
     }
 }
