@@ -398,6 +398,37 @@ mod tests {
         }
     }
 
+    /// A backup holds the worker's exclusive lock while it runs (`daemon::backup`): a cycle
+    /// asked for meanwhile waits for it, and holds the lock itself while it runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cycle_never_runs_beside_a_backup_holding_the_exclusive_lock() {
+        let (h, _task, _shutdown, gate, started, _cycles, _) = slow_worker();
+        let backup = h.exclusive().lock_owned().await;
+        let (j, done) = job(Work::Cycle(CycleRequest::Update));
+        h.tx.send(j).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            started.try_recv().is_err(),
+            "a cycle started while a backup ran"
+        );
+        drop(backup);
+        wait_started(&started).await;
+        assert!(
+            h.exclusive().try_lock().is_err(),
+            "a running cycle does not hold the lock: a backup could start"
+        );
+        gate.send(()).unwrap();
+        assert_eq!(done.await.unwrap().outcome, Outcome::Updated);
+        // The blocking task lets go of the lock as it returns.
+        for _ in 0..100 {
+            if h.exclusive().try_lock().is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the lock was not given back after the cycle");
+    }
+
     #[tokio::test]
     async fn shutdown_lets_the_cycle_in_flight_finish_and_drops_the_queue() {
         let (h, task, shutdown, gate, started, cycles, _) = slow_worker();
