@@ -24,6 +24,11 @@ let
 
   agentToml = tiffinLib.agentToml (cfg // {
     inherit knownHostsFile;
+    # [backup] only when enabled; restic from nixpkgs, by its store path.
+    backup = if cfg.backup.enable then {
+      inherit (cfg.backup) paths exclude schedule jitter keep passwordFile;
+      restic = "${pkgs.restic}/bin/restic";
+    } else null;
     # Absolute paths: the service's PATH is not the user's.
     system = {
       nix = "${config.nix.package}/bin/nix";
@@ -239,6 +244,47 @@ in
       description = "How long activating the system may take (agent.toml `activate_timeout`); null: the agent's default.";
     };
 
+    backup = {
+      enable = lib.mkEnableOption "backups of this machine with restic into its own backup/ on the fleet server (docs/backup.md)";
+      paths = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "/home" "/etc" ];
+        description = "Absolute paths to back up (agent.toml `[backup] paths`).";
+      };
+      exclude = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "/home/*/.cache" ];
+        description = "restic --exclude patterns.";
+      };
+      schedule = mkOption {
+        type = types.str;
+        default = "daily";
+        description = "\"hourly\", \"daily\", \"weekly\" or a duration; a backup older than twice this is stale.";
+      };
+      jitter = mkOption {
+        type = types.str;
+        default = "1h";
+        description = "Random delay added to each scheduled backup.";
+      };
+      keep = mkOption {
+        type = types.attrsOf types.int;
+        default = { };
+        example = { daily = 7; weekly = 4; monthly = 6; };
+        description = "restic's forget policy (last, hourly, daily, weekly, monthly, yearly); empty: keep every snapshot.";
+      };
+      passwordFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/etc/tiffin/backup-password";
+        description = ''
+          The repository password (a secret from files/, say); null: made on the machine at the
+          first run in /var/lib/tiffin/backup/password. Keeping a copy is the admin's job.
+        '';
+      };
+    };
+
     checkConfig = mkOption {
       type = types.bool;
       default = true;
@@ -314,6 +360,14 @@ in
       {
         assertion = config.users.groups ? ${cfg.adminGroup};
         message = "services.tiffin.agent.adminGroup = \"${cfg.adminGroup}\" is not a group of this system; add users.groups.${cfg.adminGroup} = { }; or pick an existing one.";
+      }
+      {
+        assertion = cfg.backup.enable -> (cfg.backup.paths != [ ] && !(lib.any (p: !lib.hasPrefix "/" p) cfg.backup.paths));
+        message = "services.tiffin.agent.backup.paths must name at least one absolute path when backup.enable is set.";
+      }
+      {
+        assertion = cfg.backup.passwordFile == null || !(lib.hasPrefix builtins.storeDir cfg.backup.passwordFile);
+        message = "services.tiffin.agent.backup.passwordFile points into the Nix store, which everyone can read.";
       }
       {
         assertion = cfg.httpTrigger == "" || tiffinLib.isLoopbackTrigger cfg.httpTrigger;

@@ -108,6 +108,30 @@ let
     "http_trigger" "trusted_key" "allow_unsigned" "max_age" "build_timeout" "activate_timeout"
   ];
   systemKeyOrder = [ "nix" "nix_build" "nix_env" "systemd_run" "profile" "current_system" "booted_system" ];
+  # [backup] (docs/backup.md) and its forget policy, in the order of docs/configuration.md.
+  backupKeyOrder = [ "paths" "exclude" "schedule" "jitter" "password_file" "restic" "timeout" ];
+  keepKeyOrder = [ "last" "hourly" "daily" "weekly" "monthly" "yearly" ];
+  # The agent module's backup options (camelCase) as [backup]'s keys; null: not written.
+  backupSettings = b: {
+    paths = b.paths or (fail "services.tiffin.agent.backup" "paths is missing");
+    exclude = b.exclude or [ ];
+    schedule = b.schedule or "daily";
+    jitter = b.jitter or "1h";
+    password_file = b.passwordFile or null;
+    restic = b.restic or null;
+    timeout = b.timeout or null;
+  };
+  # "\n[backup]\n…" (and "[backup.keep]"), or "" without backups.
+  backupToml = line: b:
+    if b == null then ""
+    else
+      let
+        s = backupSettings b;
+        keep = checkKnownKeys "services.tiffin.agent.backup.keep" keepKeyOrder (b.keep or { });
+        keepKeys = filter (k: keep ? ${k}) keepKeyOrder;
+      in
+      "\n[backup]\n" + concatStringsSep "" (map (k: line k s.${k}) (filter (k: s.${k} != null) backupKeyOrder))
+      + (if keepKeys == [ ] then "" else "\n[backup.keep]\n" + concatStringsSep "" (map (k: line k keep.${k}) keepKeys));
 in
 rec {
   /* Reads and checks fleet.toml: the server module's one source of truth for host keys. */
@@ -350,7 +374,8 @@ rec {
     in
     concatStringsSep "" (map (k: line k s.${k}) (filter (k: s.${k} != null) agentKeyOrder))
     + (if systemKeys == [ ] then ""
-    else "\n[system]\n" + concatStringsSep "" (map (k: line k system.${k}) systemKeys));
+    else "\n[system]\n" + concatStringsSep "" (map (k: line k system.${k}) systemKeys))
+    + backupToml line (o.backup or null);
 
   /* The agent unit's settings shared by the NixOS module and packaging/systemd/tiffin-agent.service
      (a test checks that the unit file carries every one of them).

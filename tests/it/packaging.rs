@@ -516,6 +516,46 @@ const AGENT_OPTIONS: &str = r#"{
 }"#;
 
 #[test]
+fn the_agent_modules_backup_options_become_a_backup_table_the_real_agent_accepts() {
+    if !have_nix() {
+        return;
+    }
+    let options = r#"{ host = "laptop"; server = "fleet.example.org"; backup = {
+        paths = [ "/home" "/etc" ]; exclude = [ "/home/*/.cache" ]; schedule = "6h";
+        keep = { daily = 7; weekly = 4; monthly = 6; };
+        passwordFile = "/etc/tiffin/backup-password"; restic = "/nix/store/x-restic/bin/restic"; }; }"#;
+    let text = eval_string(&format!("lib.agentToml {options}"));
+    let c = AgentConfig::parse(&text, "agent.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let b = c.backup.expect("a [backup] table");
+    assert_eq!(b.paths, [Path::new("/home"), Path::new("/etc")]);
+    assert_eq!(b.schedule, std::time::Duration::from_secs(6 * 3600));
+    assert_eq!(
+        b.keep.args(),
+        [
+            "--keep-daily",
+            "7",
+            "--keep-weekly",
+            "4",
+            "--keep-monthly",
+            "6"
+        ]
+    );
+    assert_eq!(b.password_file, Path::new("/etc/tiffin/backup-password"));
+    assert_eq!(b.restic, "/nix/store/x-restic/bin/restic");
+    // Without backup options there is no table; an unknown forget key is refused by name.
+    let plain = eval_string(r#"lib.agentToml { host = "laptop"; server = "fleet.example.org"; }"#);
+    assert!(!plain.contains("[backup]"), "{plain}");
+    let err = nix_eval(
+        r#"lib.agentToml { host = "laptop"; server = "fleet.example.org"; backup = { paths = [ "/h" ]; keep = { dialy = 1; }; }; }"#,
+    )
+    .expect_err("an unknown keep key");
+    assert!(
+        err.contains("backup.keep") && err.contains("dialy"),
+        "{err}"
+    );
+}
+
+#[test]
 fn rendered_agent_toml_passes_the_real_agents_check_with_every_value_kept() {
     if !have_nix() {
         return;
@@ -1020,6 +1060,39 @@ fn agent_module_renders_a_config_the_real_agent_accepts_and_a_unit_a_switch_leav
     assert!(unit["preStart"]
         .as_str()
         .is_some_and(|s| s.contains("ssh-keygen -q -t ed25519") && s.contains("[hosts.laptop]")));
+}
+
+#[test]
+fn agent_module_writes_backup_with_nixpkgs_restic_and_refuses_relative_paths() {
+    if !have_nix() {
+        return;
+    }
+    let r = eval_module(
+        "agent.nix",
+        &format!(
+            "{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; checkConfig = false; \
+             backup = {{ enable = true; paths = [ \"/home\" ]; keep = {{ daily = 7; }}; }}; }}"
+        ),
+        r#"{ networking.hostName = "laptop"; }"#,
+    );
+    assert_eq!(failed_assertions(&r), Vec::<String>::new());
+    let text = r["config"]["environment"]["etc"]["tiffin/agent.toml"]["source"]["text"]
+        .as_str()
+        .expect("agent.toml text")
+        .to_string();
+    let a = AgentConfig::parse(&text, "agent.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let b = a.backup.expect("[backup]");
+    assert_eq!(b.restic, "/nix/store/restic/bin/restic");
+    assert_eq!(b.keep.args(), ["--keep-daily", "7"]);
+    let r = eval_module(
+        "agent.nix",
+        &format!(
+            "{{ {SERVER_OPTIONS} serverHostKey = \"{SERVER_KEY}\"; checkConfig = false; \
+             backup = {{ enable = true; paths = [ \"home\" ]; }}; }}"
+        ),
+        r#"{ networking.hostName = "laptop"; }"#,
+    );
+    assert_failed(&r, &["backup.paths", "absolute"]);
 }
 
 #[test]
