@@ -99,6 +99,17 @@ fn the_tray_shows_the_last_backups_age_and_back_up_now_makes_a_real_snapshot() {
         listed.contains("1 snapshot(s)") && listed.contains(&data.display().to_string()),
         "{listed}"
     );
+    // `tiffin backup` (status) says the same.
+    let out = std::process::Command::new(TIFFIN)
+        .args(["backup", "--socket"])
+        .arg(&agent.socket)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && said.contains("last backup: just now: ok, 1 new"),
+        "{said}"
+    );
     // Its report is in logs/, named for the host.
     let logs = agent.publication.root.join("logs");
     let reports: Vec<String> = fs::read_dir(&logs)

@@ -155,4 +155,11 @@ mod tests {
         assert!(access.allows(&root, permission_of(Command::Rollback)));
         assert!(access.refusal(Command::Rollback).contains("\"wheel\""));
     }
+
+    #[test]
+    fn backups_are_for_socket_group_members_and_root_only() {
+        for cmd in [Command::Backup, Command::Snapshots] {
+            assert_eq!(permission_of(cmd), Permission::Member, "{cmd:?}");
+        }
+    }
 }
