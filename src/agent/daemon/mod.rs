@@ -195,6 +195,9 @@ impl Tasks {
             let _ = h.await;
         }
         if let Some((_, h)) = self.backup {
+            // A backup may take hours: it is not waited for. Under systemd restic goes with the
+            // unit's cgroup; its lock is removed at the next run (docs/backup.md).
+            h.abort();
             let _ = h.await;
         }
     }
