@@ -170,6 +170,9 @@ pub(super) enum HostError {
     Publication(#[from] PublicationError),
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// Exporting or linking the host's binary cache failed.
+    #[error("binary cache: {0}")]
+    Cache(String),
 }
 
 /// Adds a note for the run's warnings.
