@@ -86,6 +86,8 @@ mod tests {
             agent_version: "0.1.0".into(),
             log: "x.log.gz".into(),
             publication: Some(crate::status::PublicationNote::Unsigned),
+            built_by: None,
+            cache_bytes: None,
         });
         let table = render_table(
             &FleetStatus {
