@@ -112,6 +112,7 @@ macro_rules! journal_or_stop {
 }
 
 mod apply;
+mod cache_step;
 mod commit;
 pub mod once;
 mod policy;

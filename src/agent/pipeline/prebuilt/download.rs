@@ -1,0 +1,119 @@
+//! The narinfos and NARs of the paths the store lacks, from the generation's `cache/` over the
+//! cycle's own connection into `<state_dir>/nix-cache/`: each file checked against the size and
+//! sha256 the signed manifest lists as it is written, and renamed into place only then. A file
+//! already there that still checks out is not downloaded again, so a download cut in the middle
+//! resumes at the next cycle with what was verified.
+
+use crate::agent::pipeline::fetch::store::HashingWriter;
+use crate::hash;
+use crate::manifest::cache::{CacheFile, CachePath};
+use crate::publication::layout;
+use crate::source::Source;
+use crate::status::CacheProgress;
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// What one download did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Downloaded {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Why a download stopped: `transient` when the server could not be reached (the next cycle
+/// resumes), else a refusal (a file that is not what the manifest lists, a broken layout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadError {
+    pub why: String,
+    pub transient: bool,
+}
+
+impl From<String> for DownloadError {
+    fn from(why: String) -> Self {
+        Self {
+            why,
+            transient: false,
+        }
+    }
+}
+
+/// Downloads the files of `paths` into `dir` (made if missing); `progress` gets paths and
+/// bytes as they arrive.
+pub fn download(
+    source: &mut dyn Source,
+    generation: u64,
+    paths: &[&CachePath],
+    dir: &Path,
+    progress: &mut dyn FnMut(CacheProgress),
+) -> Result<Downloaded, DownloadError> {
+    fs::create_dir_all(dir.join("nar")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut p = CacheProgress {
+        total_paths: paths.len() as u64,
+        total_bytes: paths.iter().map(|c| c.narinfo.size + c.nar.size).sum(),
+        ..CacheProgress::default()
+    };
+    progress(p);
+    let mut done = Downloaded::default();
+    for c in paths {
+        for f in [&c.narinfo, &c.nar] {
+            if !is_verified(&dir.join(&f.name), f) {
+                fetch_one(source, generation, f, dir)?;
+                done.files += 1;
+                done.bytes += f.size;
+            }
+            p.done_bytes += f.size;
+            progress(p);
+        }
+        p.done_paths += 1;
+        progress(p);
+    }
+    Ok(done)
+}
+
+/// True when `path` holds exactly `f` (a damaged or partial copy is removed).
+pub fn is_verified(path: &Path, f: &CacheFile) -> bool {
+    match hash::sha256_file(path) {
+        Ok((sha, size)) if sha == f.sha256 && size == f.size => true,
+        Ok(_) => {
+            let _ = fs::remove_file(path);
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// One file, written aside, checked, renamed in.
+fn fetch_one(
+    source: &mut dyn Source,
+    generation: u64,
+    f: &CacheFile,
+    dir: &Path,
+) -> Result<(), DownloadError> {
+    let place = format!("{}/{}", source.describe(), layout::cache_rel(generation, &f.name));
+    let dest = dir.join(&f.name);
+    let parent = dest.parent().unwrap_or(dir);
+    let tmp = tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempfile_in(parent)
+        .map_err(|e| format!("{}: {e}", parent.display()))?;
+    let mut w = HashingWriter::new(io::BufWriter::new(tmp.as_file()));
+    source
+        .read_cache_file(generation, &f.name, &mut w, f.size)
+        .map_err(|e| DownloadError {
+            transient: e.is_unreachable(),
+            why: e.to_string(),
+        })?;
+    w.flush().map_err(|e| format!("{}: {e}", tmp.path().display()))?;
+    let (got, got_size) = w.finish();
+    if got != f.sha256 || got_size != f.size {
+        return Err(format!(
+            "{place}: expected {} bytes with sha256 {}, got {got_size} bytes with sha256 {got}; refused before import, nothing applied",
+            f.size, f.sha256
+        )
+        .into());
+    }
+    tmp.persist(&dest)
+        .map_err(|e| format!("{}: {}", dest.display(), e.error))?;
+    Ok(())
+}
