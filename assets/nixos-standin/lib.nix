@@ -19,7 +19,7 @@
 #   buildSleep    seconds the system's builder sleeps first (a build that hangs)
 #   activateSleep seconds `switch-to-configuration test` sleeps first (an activation that hangs)
 #   packages      { name = "version"; … }: one store path per package, `pkg-<name>-<version>`,
-#                 holding `packageBytes` (default 65536) random bytes, linked as sw/<name>
+#                 holding `packageBytes` (default 65536) random bytes, linked under sw/
 #   nonce         a string in every package's derivation (a test's packages are its own)
 rec {
   # Attribute sets merged recursively, lists concatenated, anything else: the later wins.

@@ -100,9 +100,12 @@ fn fetch_one(
     let mut w = HashingWriter::new(io::BufWriter::new(tmp.as_file()));
     source
         .read_cache_file(generation, &f.name, &mut w, f.size)
-        .map_err(|e| DownloadError {
-            transient: e.is_unreachable(),
-            why: e.to_string(),
+        .map_err(|e| match e.is_unreachable() {
+            true => DownloadError {
+                transient: true,
+                why: e.to_string(),
+            },
+            false => format!("{e}; refused before import, nothing applied").into(),
         })?;
     w.flush().map_err(|e| format!("{}: {e}", tmp.path().display()))?;
     let (got, got_size) = w.finish();
