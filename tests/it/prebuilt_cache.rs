@@ -223,9 +223,10 @@ fn a_prebuilt_machine_imports_exactly_the_published_system_downloads_only_what_c
         "{got} bytes is more than 110 % of the changed NARs' {nars}"
     );
 
-    // 3. A NAR, then a narinfo, altered on the server (content and size): refused before
-    // import, nothing activated, the message names the file.
-    for (version, alter_nar) in [("2", true), ("3", false)] {
+    // 3. A NAR, then a narinfo, altered on the server (content and size), then a NAR altered
+    // in place (same size): refused before import, nothing activated, the message names the
+    // file.
+    for (version, alter_nar, grow) in [("2", true, true), ("3", false, true), ("4", true, false)] {
         m.write(
             "configuration.nix",
             &configuration(&nonce, &[("a", "2"), ("b", version)], BYTES),
@@ -248,7 +249,9 @@ fn a_prebuilt_machine_imports_exactly_the_published_system_downloads_only_what_c
             .join(format!("gens/{}/cache/{name}", g.generation));
         // A new file in its place (the pool's copy stays as it was).
         let mut body = fs::read(&file).unwrap();
-        body.extend_from_slice(b"tampered");
+        if grow {
+            body.extend_from_slice(b"tampered");
+        }
         body[0] ^= 0xff;
         fs::remove_file(&file).unwrap();
         fs::write(&file, &body).unwrap();
