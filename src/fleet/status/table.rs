@@ -73,6 +73,9 @@ fn note(h: &HostStatus) -> String {
         if let Some(n) = r.publication {
             parts.push(n.label().to_string());
         }
+        if let Some(b) = r.built_by {
+            parts.push(built_words(b, r.cache_bytes));
+        }
     }
     if h.state == HostState::NotSeen {
         parts.push(format!(
@@ -82,6 +85,27 @@ fn note(h: &HostStatus) -> String {
     }
     parts.extend(h.problems.iter().map(|p| first_line(p, 100)));
     parts.join("; ")
+}
+
+/// "built locally", or "from cache, 1.2 MiB downloaded" (the last report's system).
+fn built_words(b: crate::status::BuiltBy, bytes: Option<u64>) -> String {
+    match (b, bytes) {
+        (crate::status::BuiltBy::Cache, Some(n)) => {
+            let (v, unit) = match n {
+                n if n >= 1 << 30 => (n as f64 / (1u64 << 30) as f64, "GiB"),
+                n if n >= 1 << 20 => (n as f64 / (1u64 << 20) as f64, "MiB"),
+                n if n >= 1 << 10 => (n as f64 / 1024.0, "KiB"),
+                n => (n as f64, "B"),
+            };
+            let v = if unit == "B" {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            };
+            format!("{}, {v} {unit} downloaded", b.name())
+        }
+        _ => b.name().to_string(),
+    }
 }
 
 /// `rolled back`, for people (the files say `rolled_back`).
