@@ -106,8 +106,9 @@ let
     "host" "source" "identity" "known_hosts" "state_dir" "socket" "socket_group" "admin_group"
     "interval" "jitter" "policy" "deadline" "operation" "verify_timeout" "health_checks"
     "http_trigger" "trusted_key" "allow_unsigned" "max_age" "build_timeout" "activate_timeout"
+    "build"
   ];
-  systemKeyOrder = [ "nix" "nix_build" "nix_env" "systemd_run" "profile" "current_system" "booted_system" ];
+  systemKeyOrder = [ "nix" "nix_build" "nix_env" "systemd_run" "profile" "current_system" "booted_system" "nix_store" ];
 in
 rec {
   /* Reads and checks fleet.toml: the server module's one source of truth for host keys. */
@@ -336,6 +337,7 @@ rec {
       max_age = o.maxAge or null;
       build_timeout = o.buildTimeout or null;
       activate_timeout = o.activateTimeout or null;
+      build = o.build or null;
       system = o.system or { };
     };
 
