@@ -138,7 +138,10 @@ mod tests {
     fn a_narinfo_parses_and_its_file_hash_is_hex() {
         let t = "StorePath: /nix/store/0zjsc5npvh7smicbjfwni13z8ichx5aw-top\nURL: nar/1r8bk3ribg9096v8gf6q20hzm8imdv7kwniz85dkd0wx58rbxdbf.nar.zst\nCompression: zstd\nFileHash: sha256:1r8bk3ribg9096v8gf6q20hzm8imdv7kwniz85dkd0wx58rbxdbf\nFileSize: 169\nNarHash: sha256:06w0w26rmdsz8jx9sphbi3rynqy2ky6kb89c5mziaf5ik4j4i32z\nNarSize: 328\nReferences: 8wzr19ndbq7xiggn8s10x96i75bfcps0-pa\nDeriver: ag0qc5p3v4zfawwl2gnkfbdkgna9gmrm-top.drv\n";
         let n = parse_narinfo(t, "x.narinfo").unwrap();
-        assert_eq!(n.store_path, "/nix/store/0zjsc5npvh7smicbjfwni13z8ichx5aw-top");
+        assert_eq!(
+            n.store_path,
+            "/nix/store/0zjsc5npvh7smicbjfwni13z8ichx5aw-top"
+        );
         assert_eq!(n.file_size, Some(169));
         assert_eq!(
             n.references,
@@ -148,8 +151,11 @@ mod tests {
             n.file_sha256.as_deref(),
             Some("6eb5be322a9d83365b413f5a3ecf6e35a2fa2110d8b887b64920bd15f3980be5")
         );
-        let empty = parse_narinfo("StorePath: /nix/store/a-b\nURL: nar/x.nar\nReferences: \n", "y")
-            .unwrap();
+        let empty = parse_narinfo(
+            "StorePath: /nix/store/a-b\nURL: nar/x.nar\nReferences: \n",
+            "y",
+        )
+        .unwrap();
         assert!(empty.references.is_empty());
         assert!(parse_narinfo("URL: x\n", "z.narinfo")
             .unwrap_err()

@@ -53,7 +53,8 @@ pub fn hash_part(store_path: &str) -> Option<&str> {
     let base = store_path.strip_prefix(STORE_DIR)?.strip_prefix('/')?;
     let (h, name) = base.split_once('-')?;
     (h.len() == 32
-        && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && h.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && !name.is_empty()
         && name
             .bytes()
@@ -90,7 +91,10 @@ impl CacheIndex {
             }
             previous = Some(&p.store_path);
             if p.narinfo.name != format!("{h}.narinfo") {
-                return Err(at(format!("narinfo {:?} is not {h}.narinfo", p.narinfo.name)));
+                return Err(at(format!(
+                    "narinfo {:?} is not {h}.narinfo",
+                    p.narinfo.name
+                )));
             }
             if !is_nar_name(&p.nar.name) {
                 return Err(at(format!(
@@ -171,13 +175,19 @@ mod tests {
             .contains("does not hold"));
         let mut bad = idx.clone();
         bad.paths[0].nar.name = "../../etc/shadow".into();
-        assert!(bad.validate(Some(&sys), 1 << 30).unwrap_err().contains("NAR"));
+        assert!(bad
+            .validate(Some(&sys), 1 << 30)
+            .unwrap_err()
+            .contains("NAR"));
         let mut bad = idx.clone();
         bad.paths[0].narinfo.name = "x.narinfo".into();
         assert!(bad.validate(Some(&sys), 1 << 30).is_err());
         let mut bad = idx.clone();
         bad.paths.swap(0, 1);
-        assert!(bad.validate(Some(&sys), 1 << 30).unwrap_err().contains("sorted"));
+        assert!(bad
+            .validate(Some(&sys), 1 << 30)
+            .unwrap_err()
+            .contains("sorted"));
         let mut bad = idx.clone();
         bad.paths[0].store_path = "/tmp/x".into();
         assert!(bad.validate(Some(&sys), 1 << 30).is_err());

@@ -42,7 +42,10 @@ fn machine(test: &str, port_of: impl Fn(&SshMachine) -> u16) -> Option<(SshMachi
         return None;
     }
     let m = SshMachine::new()?;
-    assert!(m.real, "real Nix is available, so the machine runs the stand-in");
+    assert!(
+        m.real,
+        "real Nix is available, so the machine runs the stand-in"
+    );
     configure(&m, port_of(&m), "");
     Some((m, real_nix::unique_marker("cache").replace('-', "")))
 }
@@ -76,7 +79,9 @@ fn publish_built(m: &mut SshMachine) -> Manifest {
 }
 
 fn index(m: &Manifest) -> &CacheIndex {
-    m.cache.as_ref().expect("publish --build lists the host's cache")
+    m.cache
+        .as_ref()
+        .expect("publish --build lists the host's cache")
 }
 
 fn nix_store(args: &[&str]) -> std::process::Output {
@@ -93,7 +98,10 @@ fn forget(paths: &[&CachePath]) {
     let mut args = vec!["--query", "--referrers-closure"];
     args.extend(paths.iter().map(|p| p.store_path.as_str()));
     let out = nix_store(&args);
-    assert!(out.status.success(), "nix-store --query --referrers-closure: {out:?}");
+    assert!(
+        out.status.success(),
+        "nix-store --query --referrers-closure: {out:?}"
+    );
     let closure = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut args = vec!["--delete"];
     args.extend(closure.lines());
@@ -194,7 +202,11 @@ fn a_prebuilt_machine_imports_exactly_the_published_system_downloads_only_what_c
     // 1. A store without the system: everything comes from the cache, nothing is evaluated.
     let (code, out) = m.run_once();
     assert_eq!(code, 0, "{out}");
-    assert_eq!(current(&m), sys1, "the machine runs exactly expected_system");
+    assert_eq!(
+        current(&m),
+        sys1,
+        "the machine runs exactly expected_system"
+    );
     assert_no_evaluation_or_build(&take_nix_calls(&m));
     let r1 = report(&m, g1.generation);
     assert_eq!(r1["built_by"], "cache", "{r1}");
@@ -314,7 +326,10 @@ fn a_download_cut_in_the_middle_resumes_without_fetching_what_was_verified() {
         got <= total - kept_bytes,
         "{got} bytes downloaded again; {kept_bytes} of {total} were verified before the cut"
     );
-    assert!(!m.state.join("nix-cache").exists(), "imported, then removed");
+    assert!(
+        !m.state.join("nix-cache").exists(),
+        "imported, then removed"
+    );
 }
 
 /// Two hosts sharing one package: each publication holds its own closure only, and the NAR they
@@ -426,8 +441,7 @@ fn a_host_s_publication_holds_only_its_own_closure_and_shared_nars_are_one_file(
         "the shared NAR is one file"
     );
     assert!(
-        !Path::new(&chroot.join("alpha/.nix-cache")).exists()
-            && chroot.join(".nix-cache").is_dir(),
+        !Path::new(&chroot.join("alpha/.nix-cache")).exists() && chroot.join(".nix-cache").is_dir(),
         "the pool lies beside the chroots, in none of them"
     );
 

@@ -140,7 +140,10 @@ pub(super) fn index_of(dir: &Path, system: &str) -> Result<CacheIndex, String> {
         let origin = dir.join(&narinfo.name).display().to_string();
         let parsed = parse_narinfo(&String::from_utf8_lossy(&info), &origin)?;
         if parsed.store_path != p {
-            return Err(format!("{origin}: describes {}, not {p}", parsed.store_path));
+            return Err(format!(
+                "{origin}: describes {}, not {p}",
+                parsed.store_path
+            ));
         }
         let nar = nar_entry(dir, &parsed.url, parsed.file_sha256, parsed.file_size)?;
         todo.extend(parsed.references.into_iter().filter(|r| !seen.contains(r)));

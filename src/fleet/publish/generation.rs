@@ -3,9 +3,9 @@
 //! `current` in one rename. Any failure before the switch removes the incoming directory and
 //! leaves `current` where it was.
 
+use super::cache::{cache_dir, CachePool};
 use super::outcome::{HostError, GEN_DIR_MODE, GEN_FILE_MODE, HOST_DIR_MODE, LOGS_MODE};
 use super::prune::PRUNING_PREFIX;
-use super::cache::{cache_dir, CachePool};
 use super::stage::{materialize, set_owner_mode, Modes, Reuse};
 use crate::fleet::users::Ownership;
 use crate::fsutil::{self, with_path, DirGuard};

@@ -322,7 +322,11 @@ impl<'a> RunContext<'a> {
             && self.config.build.cache
             && !self.opts.dry_run;
         match system {
-            Some(s) if wanted => Ok(Some(self.pool.export(&self.config.build, &self.runner, s)?)),
+            Some(s) if wanted => Ok(Some(self.pool.export(
+                &self.config.build,
+                &self.runner,
+                s,
+            )?)),
             _ => Ok(None),
         }
     }

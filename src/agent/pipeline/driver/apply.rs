@@ -81,7 +81,7 @@ impl Pipeline {
                 return Err(self.block(Ending::failed(Step::Build, why, true), g));
             }
             Ok(Route::Cache) => {
-                let from_cache = self.from_cache(cy, g, manifest);
+                let from_cache = self.import_from_cache(cy, g, manifest);
                 cy.took(Step::Build, t);
                 return from_cache;
             }

@@ -12,7 +12,7 @@ impl Pipeline {
     /// The system of generation `g`, imported from its cache over the check's connection (a
     /// fresh one when it is gone). A download the server cut is tried again at the next cycle;
     /// anything refused marks `g` "do not retry", as a failed build does.
-    pub(super) fn from_cache(
+    pub(super) fn import_from_cache(
         &mut self,
         cy: &mut Cycle,
         g: u64,

@@ -90,7 +90,11 @@ fn fetch_one(
     f: &CacheFile,
     dir: &Path,
 ) -> Result<(), DownloadError> {
-    let place = format!("{}/{}", source.describe(), layout::cache_rel(generation, &f.name));
+    let place = format!(
+        "{}/{}",
+        source.describe(),
+        layout::cache_rel(generation, &f.name)
+    );
     let dest = dir.join(&f.name);
     let parent = dest.parent().unwrap_or(dir);
     let tmp = tempfile::Builder::new()
@@ -107,7 +111,8 @@ fn fetch_one(
             },
             false => format!("{e}; refused before import, nothing applied").into(),
         })?;
-    w.flush().map_err(|e| format!("{}: {e}", tmp.path().display()))?;
+    w.flush()
+        .map_err(|e| format!("{}: {e}", tmp.path().display()))?;
     let (got, got_size) = w.finish();
     if got != f.sha256 || got_size != f.size {
         return Err(format!(

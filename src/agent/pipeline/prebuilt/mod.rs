@@ -69,8 +69,7 @@ pub fn realise(
     manifest: &Manifest,
     progress: &mut dyn FnMut(CacheProgress),
 ) -> Result<Realised, DownloadError> {
-    let (Some(index), Some(system)) = (&manifest.cache, manifest.expected_system.as_deref())
-    else {
+    let (Some(index), Some(system)) = (&manifest.cache, manifest.expected_system.as_deref()) else {
         return Err(format!("generation {} has no binary cache", manifest.generation).into());
     };
     let dir = config.state_dir.join(CACHE_DIR);
@@ -116,7 +115,10 @@ fn invalid_paths<'a>(
     let mut missing = Vec::new();
     for line in out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let p = index.path(line).ok_or_else(|| {
-            format!("`{}` named {line:?}, which is not in the closure", out.command)
+            format!(
+                "`{}` named {line:?}, which is not in the closure",
+                out.command
+            )
         })?;
         missing.push(p);
     }
@@ -190,7 +192,10 @@ fn root_system(runner: &Runner, config: &AgentConfig, system: &str) -> Result<()
     if let Some(why) = command_failure_within(&out, "build_timeout") {
         return Err(why);
     }
-    if !Path::new(system).join("bin/switch-to-configuration").exists() {
+    if !Path::new(system)
+        .join("bin/switch-to-configuration")
+        .exists()
+    {
         return Err(format!(
             "{system}, imported from the host's cache, has no bin/switch-to-configuration"
         ));
