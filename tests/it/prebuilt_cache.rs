@@ -459,4 +459,8 @@ fn a_host_s_publication_holds_only_its_own_closure_and_shared_nars_are_one_file(
         inode("alpha", 2, &shared.nar.name),
         inode("alpha", 1, &shared.nar.name)
     );
+    // beta did not change: its cache is the same, so nothing is published (no machine
+    // downloads anything).
+    let again = tiffin::fleet::publish::publish_host(&repo, &config, "beta", &opts).unwrap();
+    assert_eq!(again.result, HostResult::Unchanged { generation: 1 });
 }

@@ -202,3 +202,76 @@ fn root_system(runner: &Runner, config: &AgentConfig, system: &str) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::cache::CacheFile;
+
+    fn path(h: char, name: &str) -> CachePath {
+        let hash: String = std::iter::repeat_n(h, 32).collect();
+        let f = |name: String| CacheFile {
+            name,
+            size: 1,
+            sha256: "a".repeat(64),
+        };
+        CachePath {
+            store_path: format!("/nix/store/{hash}-{name}"),
+            narinfo: f(format!("{hash}.narinfo")),
+            nar: f(format!("nar/{h}.nar.zst")),
+        }
+    }
+
+    #[test]
+    fn a_narinfo_must_describe_its_path_name_its_nar_and_stay_inside_the_closure() {
+        let d = tempfile::tempdir().unwrap();
+        let index = CacheIndex {
+            paths: vec![path('a', "pkg"), path('b', "system")],
+        };
+        let (pkg, sys) = (&index.paths[0], &index.paths[1]);
+        let write = |p: &CachePath, store_path: &str, url: &str, refs: &str| {
+            let text = format!("StorePath: {store_path}\nURL: {url}\nReferences: {refs}\n");
+            fs::write(d.path().join(&p.narinfo.name), text).unwrap();
+        };
+        let refs = sys.store_path.trim_start_matches("/nix/store/").to_string();
+        let pkg_ref = pkg.store_path.trim_start_matches("/nix/store/").to_string();
+        write(
+            sys,
+            &sys.store_path,
+            &sys.nar.name,
+            &format!("{pkg_ref} {refs}"),
+        );
+        check_narinfos(d.path(), &index, &[sys]).unwrap();
+
+        write(sys, &pkg.store_path, &sys.nar.name, "");
+        let e = check_narinfos(d.path(), &index, &[sys]).unwrap_err();
+        assert!(
+            e.contains(&sys.narinfo.name) && e.contains("describes"),
+            "{e}"
+        );
+
+        write(sys, &sys.store_path, &pkg.nar.name, "");
+        let e = check_narinfos(d.path(), &index, &[sys]).unwrap_err();
+        assert!(e.contains("names NAR"), "{e}");
+
+        let outside = format!("{}-evil", "c".repeat(32));
+        write(sys, &sys.store_path, &sys.nar.name, &outside);
+        let e = check_narinfos(d.path(), &index, &[sys]).unwrap_err();
+        assert!(e.contains("outside the published closure"), "{e}");
+    }
+
+    #[test]
+    fn prebuilt_without_a_cache_fails_saying_how_to_publish_one() {
+        let mut m = Manifest::new("h", 7, "2026-01-01T00:00:00Z".into(), vec![]);
+        assert_eq!(route(BuildPolicy::Auto, &m), Ok(Route::Local));
+        let e = route(BuildPolicy::Prebuilt, &m).unwrap_err();
+        assert!(
+            e.contains("generation 7") && e.contains("publish --build"),
+            "{e}"
+        );
+        m.expected_system = Some("/nix/store/x".into());
+        m.cache = Some(CacheIndex::default());
+        assert_eq!(route(BuildPolicy::Auto, &m), Ok(Route::Cache));
+        assert_eq!(route(BuildPolicy::Local, &m), Ok(Route::Local));
+    }
+}
