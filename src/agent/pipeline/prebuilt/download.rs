@@ -48,6 +48,7 @@ pub fn download(
     progress: &mut dyn FnMut(CacheProgress),
 ) -> Result<Downloaded, DownloadError> {
     fs::create_dir_all(dir.join("nar")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    check_free_space(dir, paths)?;
     let mut p = CacheProgress {
         total_paths: paths.len() as u64,
         total_bytes: paths.iter().map(|c| c.narinfo.size + c.nar.size).sum(),
@@ -69,6 +70,25 @@ pub fn download(
         progress(p);
     }
     Ok(done)
+}
+
+/// A manifest may promise more than the disk holds (each file is capped, their sum is not):
+/// refused before anything is downloaded. The store needs about as much again for the
+/// unpacked paths, which Nix checks itself.
+fn check_free_space(dir: &Path, paths: &[&CachePath]) -> Result<(), String> {
+    let needed: u64 = paths
+        .iter()
+        .map(|c| c.narinfo.size.saturating_add(c.nar.size))
+        .fold(0, u64::saturating_add);
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    if needed > free {
+        return Err(format!(
+            "the host's cache needs {needed} bytes under {}, only {free} are free; nothing downloaded",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// True when `path` holds exactly `f` (a damaged or partial copy is removed).
@@ -124,4 +144,39 @@ fn fetch_one(
     tmp.persist(&dest)
         .map_err(|e| format!("{}: {}", dest.display(), e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::FileSource;
+
+    #[test]
+    fn a_cache_promising_more_than_the_free_disk_is_refused_before_any_download() {
+        let d = tempfile::tempdir().unwrap();
+        let huge = CacheFile {
+            name: "nar/x.nar.zst".into(),
+            size: 1 << 30,
+            sha256: "a".repeat(64),
+        };
+        let p = CachePath {
+            store_path: format!("/nix/store/{}-x", "a".repeat(32)),
+            narinfo: CacheFile {
+                name: format!("{}.narinfo", "a".repeat(32)),
+                size: 1,
+                sha256: "a".repeat(64),
+            },
+            nar: huge,
+        };
+        let many: Vec<&CachePath> = std::iter::repeat_n(&p, 1 << 20).collect();
+        // The source has nothing: a download attempt would fail with "not found".
+        let mut src = FileSource::new(d.path().join("nowhere"));
+        let e = download(&mut src, 1, &many, &d.path().join("c"), &mut |_| {}).unwrap_err();
+        assert!(
+            e.why.contains("only") && e.why.contains("free"),
+            "{}",
+            e.why
+        );
+        assert!(!e.transient);
+    }
 }
