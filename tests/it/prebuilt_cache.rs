@@ -464,3 +464,56 @@ fn a_host_s_publication_holds_only_its_own_closure_and_shared_nars_are_one_file(
     let again = tiffin::fleet::publish::publish_host(&repo, &config, "beta", &opts).unwrap();
     assert_eq!(again.result, HostResult::Unchanged { generation: 1 });
 }
+
+/// The download from the host's cache is in the agent's status as it happens (phase
+/// `downloading`, paths and bytes), which `tiffin watch` and the tray show, and gone after.
+#[test]
+fn the_download_from_the_cache_shows_paths_and_bytes_in_the_status() {
+    use tiffin::agent::daemon::status_cell::StatusCell;
+    use tiffin::status::{AgentStatus, Outcome, Phase};
+    let test = "the_download_from_the_cache_shows_paths_and_bytes_in_the_status";
+    let Some((mut m, nonce)) = machine(test, |m| m.srv.port()) else {
+        return;
+    };
+    let pkgs = [("q1", "1"), ("q2", "1"), ("q3", "1"), ("q4", "1")];
+    m.write("configuration.nix", &configuration(&nonce, &pkgs, 2 << 20));
+    let g = publish_built(&mut m);
+    let all: Vec<&CachePath> = index(&g).paths.iter().collect();
+    forget(&all);
+
+    let _one = crate::pipeline_support::in_process(&m.root);
+    let config = tiffin::config::AgentConfig::load(&m.config_path).unwrap();
+    let status = StatusCell::new(AgentStatus::default());
+    let mut p = tiffin::agent::Pipeline::new(config, status.clone()).unwrap();
+    let cycle = std::thread::spawn(move || p.run_cycle(tiffin::cycle::CycleRequest::Scheduled));
+    let mut seen = Vec::new();
+    while !cycle.is_finished() {
+        let s = status.get();
+        if let Some(c) = s.cache_download {
+            seen.push((s.phase, c));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+    let report = cycle.join().unwrap();
+    assert_eq!(report.outcome, Outcome::Updated, "{report:?}");
+    assert!(!seen.is_empty(), "the download was never in the status");
+    for (phase, c) in &seen {
+        assert_eq!(*phase, Phase::Downloading);
+        assert_eq!(c.total_paths, all.len() as u64);
+        assert_eq!(c.total_bytes, index(&g).total_bytes());
+        assert!(c.done_bytes <= c.total_bytes && c.done_paths <= c.total_paths);
+    }
+    let last = seen.last().unwrap().1;
+    println!(
+        "{} status samples during the download; the last: {}/{} paths, {}/{} bytes",
+        seen.len(),
+        last.done_paths,
+        last.total_paths,
+        last.done_bytes,
+        last.total_bytes
+    );
+    assert!(
+        status.get().cache_download.is_none(),
+        "cleared after the download"
+    );
+}
