@@ -358,7 +358,7 @@ fn a_host_s_publication_holds_only_its_own_closure_and_shared_nars_are_one_file(
     fs::write(
         repo.join("fleet.toml"),
         format!(
-            "chroot = \"{}\"\n[hosts.alpha]\nkey = \"{key}\"\n[hosts.beta]\nkey = \"{key}\"\n",
+            "chroot = \"{}\"\nkeep_generations = 1\n[hosts.alpha]\nkey = \"{key}\"\n[hosts.beta]\nkey = \"{key}\"\n",
             chroot.display()
         ),
     )
@@ -446,7 +446,16 @@ fn a_host_s_publication_holds_only_its_own_closure_and_shared_nars_are_one_file(
     );
 
     // alpha's next generation changes its own package: the shared NAR is the previous
-    // generation's file.
+    // generation's file; the old package's files leave the pool with the only generation that
+    // linked them (keep_generations = 1).
+    let shared_inode = inode("alpha", 1, &shared.nar.name);
+    let old_own = index(&a)
+        .paths
+        .iter()
+        .find(|p| p.store_path.ends_with("pkg-alphaonly-1"))
+        .unwrap()
+        .clone();
+    assert!(chroot.join(".nix-cache").join(&old_own.nar.name).is_file());
     host_conf("alpha", "alphaonly", "1");
     let c = fs::read_to_string(repo.join("hosts/alpha/configuration.nix")).unwrap();
     fs::write(
@@ -454,11 +463,16 @@ fn a_host_s_publication_holds_only_its_own_closure_and_shared_nars_are_one_file(
         c.replace("alphaonly = \"1\"", "alphaonly = \"2\""),
     )
     .unwrap();
-    tiffin::fleet::publish::publish_host(&repo, &config, "alpha", &opts).unwrap();
-    assert_eq!(
-        inode("alpha", 2, &shared.nar.name),
-        inode("alpha", 1, &shared.nar.name)
-    );
+    tiffin::fleet::publish::publish(&repo, &config, &opts).unwrap();
+    assert_eq!(inode("alpha", 2, &shared.nar.name), shared_inode);
+    assert!(!chroot.join("alpha/gens/1").exists(), "pruned");
+    for f in [&old_own.narinfo.name, &old_own.nar.name] {
+        assert!(
+            !chroot.join(".nix-cache").join(f).exists(),
+            "{f} left the pool with the last generation linking it"
+        );
+    }
+    assert!(chroot.join(".nix-cache").join(&shared.nar.name).is_file());
     // beta did not change: its cache is the same, so nothing is published (no machine
     // downloads anything).
     let again = tiffin::fleet::publish::publish_host(&repo, &config, "beta", &opts).unwrap();
