@@ -337,6 +337,23 @@ mod tests {
     }
 
     #[test]
+    fn build_is_auto_by_default_and_a_wrong_word_is_named_with_its_place() {
+        let base = "host = \"a\"\nsource = \"file:///x\"\n";
+        let c = AgentConfig::parse(base, "agent.toml").unwrap();
+        assert_eq!(c.build, BuildPolicy::Auto);
+        assert_eq!(c.system.nix_store, "nix-store");
+        let c = AgentConfig::parse(&format!("{base}build = \"prebuilt\"\n"), "agent.toml").unwrap();
+        assert_eq!(c.build, BuildPolicy::Prebuilt);
+        let e = AgentConfig::parse(&format!("{base}build = \"remote\"\n"), "agent.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("agent.toml:3:") && e.contains("remote"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_key_names_file_line_and_column() {
         let e = AgentConfig::parse(
             "host = \"a\"\nsource = \"file:///x\"\nintervall = \"5m\"\n",

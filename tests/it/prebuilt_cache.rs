@@ -477,6 +477,28 @@ fn a_host_s_publication_holds_only_its_own_closure_and_shared_nars_are_one_file(
     // downloads anything).
     let again = tiffin::fleet::publish::publish_host(&repo, &config, "beta", &opts).unwrap();
     assert_eq!(again.result, HostResult::Unchanged { generation: 1 });
+
+    // `[build] prebuild = true`: a plain publish builds and exports too.
+    let toml = repo.join("fleet.toml");
+    let text = fs::read_to_string(&toml).unwrap();
+    fs::write(&toml, format!("{text}[build]\nprebuild = true\n")).unwrap();
+    let c = fs::read_to_string(repo.join("hosts/beta/configuration.nix")).unwrap();
+    fs::write(
+        repo.join("hosts/beta/configuration.nix"),
+        c.replace("betaonly = \"1\"", "betaonly = \"2\""),
+    )
+    .unwrap();
+    let config = tiffin::config::FleetConfig::load(&repo).unwrap();
+    let plain = PublishOptions {
+        build: None,
+        ..opts.clone()
+    };
+    tiffin::fleet::publish::publish_host(&repo, &config, "beta", &plain).unwrap();
+    let b2 = manifest("beta", 2);
+    assert!(index(&b2)
+        .paths
+        .iter()
+        .any(|p| p.store_path.ends_with("pkg-betaonly-2")));
 }
 
 /// The download from the host's cache is in the agent's status as it happens (phase
