@@ -378,6 +378,14 @@ fn a_host_s_publication_holds_only_its_own_closure_and_shared_nars_are_one_file(
         "{:?}",
         r.hosts
     );
+    let table = tiffin::fleet::report::publish_table(&r);
+    assert!(
+        table.lines().next().is_some_and(|l| l.contains("cache"))
+            && table
+                .lines()
+                .any(|l| l.starts_with("alpha") && l.contains(" paths, ")),
+        "the closing table says what each cache holds:\n{table}"
+    );
     let manifest = |h: &str, g: u64| read_manifest(&chroot.join(format!("{h}/gens/{g}")));
     let (a, b) = (manifest("alpha", 1), manifest("beta", 1));
     // Exactly its own closure's files, and nothing of beta's own package.

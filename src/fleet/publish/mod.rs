@@ -209,6 +209,7 @@ impl<'a> RunContext<'a> {
             bytes: 0,
             expected_system: None,
             elapsed: Duration::ZERO,
+            cache: None,
         };
         report.result = match self.try_publish_host(host, &mut report) {
             Ok(r) => r,
@@ -250,6 +251,7 @@ impl<'a> RunContext<'a> {
             report.expected_system = self.build_first(host, &walked, mode)?;
         }
         let cache = self.export_cache(&report.expected_system)?;
+        report.cache = cache.as_ref().map(|c| (c.paths.len(), c.total_bytes()));
         if let Some(cur) = &current {
             let same_cache = cache.is_none() || cur.cache == cache;
             if same_cache && self.is_unchanged(cur, &new_hash, &report.expected_system) {

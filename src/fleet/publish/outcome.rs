@@ -81,6 +81,8 @@ pub struct HostReport {
     pub bytes: u64,
     pub expected_system: Option<String>,
     pub elapsed: Duration,
+    /// With `--build`: the paths and bytes of the host's binary cache.
+    pub cache: Option<(usize, u64)>,
 }
 
 impl HostReport {

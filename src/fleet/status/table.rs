@@ -91,18 +91,8 @@ fn note(h: &HostStatus) -> String {
 fn built_words(b: crate::status::BuiltBy, bytes: Option<u64>) -> String {
     match (b, bytes) {
         (crate::status::BuiltBy::Cache, Some(n)) => {
-            let (v, unit) = match n {
-                n if n >= 1 << 30 => (n as f64 / (1u64 << 30) as f64, "GiB"),
-                n if n >= 1 << 20 => (n as f64 / (1u64 << 20) as f64, "MiB"),
-                n if n >= 1 << 10 => (n as f64 / 1024.0, "KiB"),
-                n => (n as f64, "B"),
-            };
-            let v = if unit == "B" {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.1}")
-            };
-            format!("{}, {v} {unit} downloaded", b.name())
+            let n = crate::fleet::report::human_bytes(n);
+            format!("{}, {n} downloaded", b.name())
         }
         _ => b.name().to_string(),
     }
