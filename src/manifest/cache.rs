@@ -189,7 +189,7 @@ mod tests {
             .unwrap_err()
             .contains("sorted"));
         let mut bad = idx.clone();
-        bad.paths[0].store_path = "/tmp/x".into();
+        bad.paths[0].store_path = "/srv/x".into();
         assert!(bad.validate(Some(&sys), 1 << 30).is_err());
         assert!(idx.validate(Some(&sys), 5).unwrap_err().contains("size"));
     }
