@@ -21,6 +21,8 @@ mod agent_idle;
 mod common;
 #[path = "fetch.rs"]
 mod fetch;
+#[path = "prebuilt_cache.rs"]
+mod prebuilt_cache;
 #[path = "publish.rs"]
 mod publish;
 #[path = "server_load.rs"]
@@ -428,6 +430,44 @@ fn load_section(sizes: &[usize], reps: usize, retry: Duration, deadline: Instant
     s
 }
 
+fn cache_section(runs: usize) -> Section {
+    let title = "Prebuilt system through the host's binary cache (NixOS stand-in, real Nix)";
+    let Some(r) = prebuilt_cache::measure(runs) else {
+        return Section::skipped(7, title, "real Nix is not installed");
+    };
+    let mut s = Section::new(
+        7,
+        title,
+        "a local evaluation and build of the same system (`build = \"local\"`)",
+    );
+    for (what, c) in [
+        ("first install", &r.first),
+        ("one-package update", &r.update),
+    ] {
+        let pct = 100.0 * spread(&c.cache_bytes).median / c.nar_bytes.max(1) as f64;
+        s.line(
+            format!("{what}: bytes downloaded"),
+            Cell::of(&c.cache_bytes, 0),
+            Cell::Text("0 (built here)".into()),
+            format!(
+                "{} paths the store lacked, their NARs {} B: {pct:.1} % of that (goal ≤ 110 %)",
+                c.paths, c.nar_bytes
+            ),
+        );
+        s.line(
+            format!("{what}: wall s"),
+            Cell::of(&c.cache_s, 2),
+            Cell::of(&c.local_s, 2),
+            "",
+        );
+    }
+    s.notes.push(format!(
+        "{} packages of {} KiB of random bytes each; the update changes one. Cache: `prebuilt::realise` (store query, download of the narinfos and zstd NARs from a `file://` publication, each checked against the manifest, `nix copy --from`, GC root); local: `build::build_system` (evaluation and build of the flake). Before each measured run the paths are deleted from the store. A real NixOS's local build would also download its inputs from its substituters; the stand-in has none.",
+        r.packages, r.package_kib
+    ));
+    s
+}
+
 fn footprint_and_responsiveness(idle: u64) -> Vec<Section> {
     // The agent's and the tray's idle windows run at the same time: both are idle, and the
     // budget is tight.
@@ -635,6 +675,13 @@ fn main() {
                 started + BUDGET - last,
             )]
         },
+    );
+    run_rows(
+        &mut sections,
+        started,
+        &[(7, "Prebuilt system through the cache")],
+        Duration::from_secs(if q { 15 } else { 40 }) + last,
+        || vec![cache_section(if q { 1 } else { 3 })],
     );
     run_rows(
         &mut sections,

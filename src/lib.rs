@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod hash;
 pub mod ipc;
 pub mod manifest;
+pub mod nixcache;
 pub mod nixcli;
 pub mod publication;
 pub mod runner;

@@ -125,6 +125,35 @@ pub struct Progress {
     pub total_bytes: u64,
 }
 
+/// Download progress from the host's binary cache (`build = "auto"|"prebuilt"`): the store
+/// paths the machine lacked and the bytes of their narinfos and NARs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheProgress {
+    pub done_paths: u64,
+    pub total_paths: u64,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Where a cycle's system came from: built on the machine, or imported from the host's binary
+/// cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuiltBy {
+    Local,
+    Cache,
+}
+
+impl BuiltBy {
+    /// The word reports and `fleet status` show.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltBy::Local => "built locally",
+            BuiltBy::Cache => "from cache",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastCheck {
     pub at: u64,
@@ -208,6 +237,9 @@ pub struct AgentStatus {
     /// The machine's backups, when agent.toml has `[backup]` (docs/backup.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::backup::BackupStatus>,
+    /// While a prebuilt system is downloaded from the host's binary cache: paths and bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_download: Option<CacheProgress>,
 }
 
 /// Now, as Unix seconds.

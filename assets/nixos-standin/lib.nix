@@ -18,6 +18,9 @@
 #   kernel        the kernel version (default "6.1")
 #   buildSleep    seconds the system's builder sleeps first (a build that hangs)
 #   activateSleep seconds `switch-to-configuration test` sleeps first (an activation that hangs)
+#   packages      { name = "version"; … }: one store path per package, `pkg-<name>-<version>`,
+#                 holding `packageBytes` (default 65536) random bytes, linked under sw/
+#   nonce         a string in every package's derivation (a test's packages are its own)
 rec {
   # Attribute sets merged recursively, lists concatenated, anything else: the later wins.
   merge = a: b:
@@ -57,6 +60,15 @@ rec {
     '' ];
   };
 
+  # A package: `bytes` random (incompressible, like a binary) bytes in a store path of its own.
+  packageOf = system: nonce: bytes: name: version: derivation {
+    name = "pkg-${name}-${version}";
+    inherit system nonce;
+    builder = "/bin/sh";
+    PATH = "/usr/bin:/bin";
+    args = [ "-c" "mkdir -p $out && head -c ${toString bytes} /dev/urandom > $out/payload" ];
+  };
+
   # The system of a merged configuration.
   toplevel = system: config:
     let
@@ -66,6 +78,12 @@ rec {
       kernel = kernelOf system (s.kernel or "6.1");
       host = config.networking.hostName or "nixos";
       sleepFor = k: toString (s.${k} or 0);
+      packages = builtins.attrValues (builtins.mapAttrs
+        (packageOf system (s.nonce or "") (s.packageBytes or 65536)) (s.packages or { }));
+      # Empty without packages, so that a system without them is built as before.
+      linkPackages = if packages == [ ] then "" else
+        "\nmkdir -p $out/sw" + builtins.concatStringsSep ""
+          (map (p: "\nln -s ${p} $out/sw/") packages);
       warn = if on "noSpace" then builtins.trace "error: writing to file: No space left on device" else (x: x);
     in warn (derivation {
       name = "nixos-system-${host}";
@@ -91,7 +109,7 @@ rec {
         ln -s ${kernel}/lib "$out/kernel-modules"
         printf '%s\n' "$configuration" > "$out/configuration.json"
         for k in $knobs; do : > "$out/standin/$k"; done
-        if [ "$activateSleep" != 0 ]; then echo "$activateSleep" > "$out/standin/activateSleep"; fi
+        if [ "$activateSleep" != 0 ]; then echo "$activateSleep" > "$out/standin/activateSleep"; fi${linkPackages}
       '' ];
     });
 

@@ -34,6 +34,7 @@ let
       nix = "${config.nix.package}/bin/nix";
       nix_build = "${config.nix.package}/bin/nix-build";
       nix_env = "${config.nix.package}/bin/nix-env";
+      nix_store = "${config.nix.package}/bin/nix-store";
       systemd_run = "${config.systemd.package}/bin/systemd-run";
     };
   });
@@ -230,6 +231,18 @@ in
       '';
     };
 
+    build = mkOption {
+      type = types.nullOr (types.enum [ "auto" "local" "prebuilt" ]);
+      default = null;
+      example = "prebuilt";
+      description = ''
+        How this machine gets a generation's system (agent.toml `build`): "auto" (the agent's
+        default) imports it from the host's own binary cache in its publication when the server
+        published one (`tiffin fleet publish --build`), else builds here; "prebuilt" never
+        evaluates or builds (a small machine); "local" always builds here.
+      '';
+    };
+
     buildTimeout = mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -295,6 +308,9 @@ in
       type = types.bool;
       default = false;
       description = ''
+        Deprecated: `build` with the host's own cache (`tiffin fleet publish --build`) gives this
+        machine its prebuilt system, checked against the fleet's signature, without sharing the
+        server's whole store.
         Substitute from the fleet server's Nix store over SSH (server: binaryCache.enable), with
         the same key and pinned host key. Needs serverCachePublicKey. The server's cache key then
         vouches for what this machine runs, whatever trustedKey says (see SECURITY.md), so with
@@ -320,6 +336,8 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    warnings = lib.optional cfg.useServerCache "services.tiffin.agent.useServerCache substitutes from the server's whole Nix store, which it shares with every host, signed by a key the server holds. Prefer `build` with each host's own cache (`tiffin fleet publish --build`), checked against the fleet's signature (SECURITY.md).";
+
     assertions = [
       {
         assertion = builtins.match "[a-z_][a-z0-9_-]{0,31}" cfg.host != null;

@@ -106,8 +106,8 @@ let
     "host" "source" "identity" "known_hosts" "state_dir" "socket" "socket_group" "admin_group"
     "interval" "jitter" "policy" "deadline" "operation" "verify_timeout" "health_checks"
     "http_trigger" "trusted_key" "allow_unsigned" "max_age" "build_timeout" "activate_timeout"
+    "build"
   ];
-  systemKeyOrder = [ "nix" "nix_build" "nix_env" "systemd_run" "profile" "current_system" "booted_system" ];
   # [backup] (docs/backup.md) and its forget policy, in the order of docs/configuration.md.
   backupKeyOrder = [ "paths" "exclude" "schedule" "jitter" "password_file" "restic" "timeout" ];
   keepKeyOrder = [ "last" "hourly" "daily" "weekly" "monthly" "yearly" ];
@@ -132,6 +132,7 @@ let
       in
       "\n[backup]\n" + concatStringsSep "" (map (k: line k s.${k}) (filter (k: s.${k} != null) backupKeyOrder))
       + (if keepKeys == [ ] then "" else "\n[backup.keep]\n" + concatStringsSep "" (map (k: line k keep.${k}) keepKeys));
+  systemKeyOrder = [ "nix" "nix_build" "nix_env" "systemd_run" "profile" "current_system" "booted_system" "nix_store" ];
 in
 rec {
   /* Reads and checks fleet.toml: the server module's one source of truth for host keys. */
@@ -361,6 +362,7 @@ rec {
       max_age = o.maxAge or null;
       build_timeout = o.buildTimeout or null;
       activate_timeout = o.activateTimeout or null;
+      build = o.build or null;
       system = o.system or { };
     };
 

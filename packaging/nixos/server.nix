@@ -100,7 +100,8 @@ in
 
     binaryCache = {
       enable = lib.mkEnableOption ''
-        offering this server's Nix store to the fleet's hosts as a binary cache over SSH
+        (deprecated: `tiffin fleet publish --build` puts each host's own closure in its
+        publication) offering this server's Nix store to the fleet's hosts as a binary cache over SSH
         (nix.sshServe, user nix-ssh, the same host keys). Agents opt in with useServerCache.
         Every host can then read every path of this store, and whoever controls this server can
         sign what the hosts substitute: see SECURITY.md'';
@@ -117,6 +118,8 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    warnings = lib.optional cfg.binaryCache.enable "services.tiffin.server.binaryCache shares the whole Nix store with every host (nix.sshServe, one nix-ssh user) and signs it with a key on this server. Prefer each host's own cache in its publication (`tiffin fleet publish --build`), covered by the fleet's signature (SECURITY.md).";
+
     assertions = [
       {
         assertion = builtins.match "(/[A-Za-z0-9._+@-]+)+" cfg.chrootDir != null;

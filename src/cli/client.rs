@@ -243,6 +243,12 @@ fn phase_word(p: Phase) -> &'static str {
 
 /// The phase, with download progress when there is some.
 pub fn progress_line(s: &AgentStatus) -> String {
+    if let (Phase::Downloading, Some(c)) = (s.phase, s.cache_download) {
+        return format!(
+            "downloading from the host's cache: {}/{} paths, {}/{} bytes",
+            c.done_paths, c.total_paths, c.done_bytes, c.total_bytes
+        );
+    }
     match (s.phase, s.progress) {
         (Phase::Downloading, Some(p)) => format!(
             "downloading: {}/{} files, {}/{} bytes",
@@ -400,6 +406,20 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(progress_line(&s), "downloading: 3/10 files, 300/1000 bytes");
+        let c = AgentStatus {
+            phase: Phase::Downloading,
+            cache_download: Some(crate::status::CacheProgress {
+                done_paths: 2,
+                total_paths: 5,
+                done_bytes: 4096,
+                total_bytes: 10_000,
+            }),
+            ..AgentStatus::default()
+        };
+        assert_eq!(
+            progress_line(&c),
+            "downloading from the host's cache: 2/5 paths, 4096/10000 bytes"
+        );
     }
 
     #[test]

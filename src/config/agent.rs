@@ -22,6 +22,18 @@ pub enum Operation {
     Boot,
 }
 
+/// How the agent gets the system of a generation (docs/agent.md, step 3): `auto` uses the
+/// host's binary cache when the generation has one, else builds; `local` always evaluates and
+/// builds here; `prebuilt` never evaluates or builds, and a generation without a cache fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildPolicy {
+    #[default]
+    Auto,
+    Local,
+    Prebuilt,
+}
+
 /// Where the running NixOS lives; tests point these at a fake.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -36,6 +48,9 @@ pub struct SystemConfig {
     pub booted_system: PathBuf,
     /// Where the tree's `files/` subtree is installed (docs/agent.md#files).
     pub files_root: PathBuf,
+    /// `nix-store`: which paths of a prebuilt closure the store lacks, and the GC root of the
+    /// imported system.
+    pub nix_store: String,
 }
 
 impl Default for SystemConfig {
@@ -49,6 +64,7 @@ impl Default for SystemConfig {
             current_system: "/run/current-system".into(),
             booted_system: "/run/booted-system".into(),
             files_root: "/".into(),
+            nix_store: "nix-store".into(),
         }
     }
 }
@@ -110,6 +126,9 @@ pub struct AgentConfig {
     /// `[backup]` (docs/backup.md); absent: no backups.
     #[serde(default)]
     pub backup: Option<super::backup::BackupConfig>,
+    /// `auto`, `local` or `prebuilt` ([`BuildPolicy`]).
+    #[serde(default)]
+    pub build: BuildPolicy,
 }
 
 mod d {
@@ -338,6 +357,23 @@ mod tests {
             .to_string();
             assert!(e.starts_with(&format!("agent.toml: {key}: ")), "{e}");
         }
+    }
+
+    #[test]
+    fn build_is_auto_by_default_and_a_wrong_word_is_named_with_its_place() {
+        let base = "host = \"a\"\nsource = \"file:///x\"\n";
+        let c = AgentConfig::parse(base, "agent.toml").unwrap();
+        assert_eq!(c.build, BuildPolicy::Auto);
+        assert_eq!(c.system.nix_store, "nix-store");
+        let c = AgentConfig::parse(&format!("{base}build = \"prebuilt\"\n"), "agent.toml").unwrap();
+        assert_eq!(c.build, BuildPolicy::Prebuilt);
+        let e = AgentConfig::parse(&format!("{base}build = \"remote\"\n"), "agent.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("agent.toml:3:") && e.contains("remote"),
+            "{e}"
+        );
     }
 
     #[test]

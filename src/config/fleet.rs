@@ -68,6 +68,13 @@ pub struct BuildConfig {
     /// The `nix-build` command, for hosts with a `configuration.nix` only.
     #[serde(default = "default_nix_build")]
     pub nix_build: String,
+    /// `publish` builds every host (as `--build` does) unless told `--dry-build`.
+    #[serde(default)]
+    pub prebuild: bool,
+    /// A real build (`publish --build`, `prebuild`) also exports the closure of each host's
+    /// system into its publication as a binary cache (docs/publication.md#the-binary-cache).
+    #[serde(default = "default_true")]
+    pub cache: bool,
 }
 
 impl Default for BuildConfig {
@@ -75,12 +82,17 @@ impl Default for BuildConfig {
         Self {
             nix: default_nix(),
             nix_build: default_nix_build(),
+            prebuild: false,
+            cache: true,
         }
     }
 }
 
 fn default_nix() -> String {
     "nix".into()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_nix_build() -> String {
     "nix-build".into()

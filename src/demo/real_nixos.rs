@@ -133,6 +133,7 @@ impl RealNixos {
             current_system: self.root.join("run/current-system"),
             booted_system: self.root.join("run/booted-system"),
             files_root: files_root.to_path_buf(),
+            ..SystemConfig::default()
         }
     }
 

@@ -29,10 +29,18 @@ pub fn publish_table(report: &PublishReport) -> String {
             ]
         })
         .collect();
-    table(
-        &["host", "result", "generation", "files", "bytes", "time"],
-        &rows,
-    )
+    let mut head = vec!["host", "result", "generation", "files", "bytes", "time"];
+    let mut rows = rows;
+    // With `--build`: the binary cache each publication carries.
+    if report.hosts.iter().any(|h| h.cache.is_some()) {
+        head.push("cache");
+        for (row, h) in rows.iter_mut().zip(&report.hosts) {
+            row.push(h.cache.map_or("-".into(), |(paths, bytes)| {
+                format!("{paths} paths, {}", human_bytes(bytes))
+            }));
+        }
+    }
+    table(&head, &rows)
 }
 
 /// host, result, system, time.

@@ -4,6 +4,7 @@
 //! of two manifests. It does no network I/O and knows nothing of chroots or agents; both sides
 //! call in here so that they agree byte for byte.
 
+pub mod cache;
 mod diff;
 mod walk;
 
@@ -96,6 +97,10 @@ pub struct Manifest {
     /// Signed, like every field but `signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<String>,
+    /// The host's binary cache: the closure of `expected_system`, every file with its size and
+    /// sha256 (`cache::CacheIndex`), so that the signature covers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<cache::CacheIndex>,
     /// Signature over [`Manifest::signed_bytes`], when the fleet signs. Always the line before
     /// `entries` in the canonical bytes, so that it can be checked before parsing (`crate::sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +141,7 @@ impl Manifest {
             tree_hash,
             expected_system: None,
             signed_at: None,
+            cache: None,
             signature: None,
             entries,
         }
@@ -261,6 +267,10 @@ impl Manifest {
                     }
                 }
             }
+        }
+        if let Some(c) = &self.cache {
+            c.validate(self.expected_system.as_deref(), MAX_FILE_SIZE)
+                .map_err(bad)?;
         }
         let expect = tree_hash(&self.entries);
         if expect != self.tree_hash {

@@ -152,6 +152,15 @@ pub fn tree_rel(generation: u64, path: &str) -> String {
     format!("{GENS}/{generation}/{TREE}/{path}")
 }
 
+/// `gens/<N>/cache/<name>` (a file of the generation's binary cache), inside the host's
+/// directory.
+pub fn cache_rel(generation: u64, name: &str) -> String {
+    format!(
+        "{GENS}/{generation}/{}/{name}",
+        crate::manifest::cache::CACHE_DIR
+    )
+}
+
 /// `logs/<name>`, inside the host's directory.
 pub fn log_rel(name: &str) -> String {
     format!("{LOGS}/{name}")

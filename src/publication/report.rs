@@ -36,6 +36,13 @@ pub struct Report {
     /// "unsigned" (`allow_unsigned`) or "publication too old" (`max_age`), when so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publication: Option<PublicationNote>,
+    /// Built on the machine or imported from the host's binary cache (absent: no system was
+    /// made, or an older agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_by: Option<crate::status::BuiltBy>,
+    /// Bytes downloaded from the host's binary cache in this cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_bytes: Option<u64>,
 }
 
 /// `logs/seen.json`: the last contact, for `fleet status`.
@@ -247,6 +254,8 @@ mod tests {
             agent_version: "0".into(),
             log: log_name("x"),
             publication: None,
+            built_by: None,
+            cache_bytes: None,
         };
         let json = String::from_utf8(r.to_json()).unwrap();
         assert!(json.contains("\"failed_step\": \"roll_back\""), "{json}");

@@ -103,6 +103,31 @@ impl Source for FileSource {
         copy_bounded(&mut f, out, limit, &self.place(&rel))
     }
 
+    fn read_cache_file(
+        &mut self,
+        generation: u64,
+        name: &str,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<u64, SourceError> {
+        let rel = layout::cache_rel(generation, name);
+        let full = self.root.join(&rel);
+        // Nothing under the host's directory is a symlink but `current`.
+        let mut at = self.root.clone();
+        for part in std::path::Path::new(&rel).components() {
+            at.push(part);
+            let meta = fs::symlink_metadata(&at).map_err(|e| self.map_io(&rel, e))?;
+            if meta.file_type().is_symlink() {
+                return Err(SourceError::Layout {
+                    place: self.place(&rel),
+                    why: format!("{} is a symlink; a published cache has none", at.display()),
+                });
+            }
+        }
+        let mut f = fs::File::open(&full).map_err(|e| self.map_io(&rel, e))?;
+        copy_bounded(&mut f, out, limit, &self.place(&rel))
+    }
+
     fn check_tree_path(&mut self, generation: u64, path: &str) -> Result<(), SourceError> {
         let mut at = self.root.join(layout::tree_dir_rel(generation));
         for part in path.split('/') {

@@ -88,6 +88,17 @@ pub trait Source: Send {
     /// file it will download before downloading any.
     fn check_tree_path(&mut self, generation: u64, path: &str) -> Result<(), SourceError>;
 
+    /// Streams `gens/<N>/cache/<name>` (a file of the generation's binary cache, a name the
+    /// signed manifest lists) into `out`, after checking that no symlink leads to it; more than
+    /// `limit` bytes is an error. Returns the number of bytes written.
+    fn read_cache_file(
+        &mut self,
+        generation: u64,
+        name: &str,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<u64, SourceError>;
+
     /// Writes `logs/<name>` (a plain file name) so that a reader never sees half of it.
     fn upload_log(&mut self, name: &str, data: &[u8]) -> Result<(), SourceError>;
 }

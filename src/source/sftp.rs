@@ -484,9 +484,30 @@ impl SftpSource {
         out: &mut dyn Write,
         limit: u64,
     ) -> Result<u64, SourceError> {
-        let rel = layout::tree_rel(generation, path);
-        let place = self.place(&rel);
-        let remote = self.remote(&rel);
+        self.read_rel_unwatched(&layout::tree_rel(generation, path), out, limit)
+    }
+
+    /// A cache file: REALPATH first (no symlink on the way), then the read.
+    fn read_cache_unwatched(
+        &mut self,
+        generation: u64,
+        name: &str,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<u64, SourceError> {
+        let rel = layout::cache_rel(generation, name);
+        self.check_rel_unwatched(&rel)?;
+        self.read_rel_unwatched(&rel, out, limit)
+    }
+
+    fn read_rel_unwatched(
+        &mut self,
+        rel: &str,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<u64, SourceError> {
+        let place = self.place(rel);
+        let remote = self.remote(rel);
         let f = self.sftp.open(&remote).map_err(|e| map_err(e, &place))?;
         copy_bounded(&mut self.reader(f), out, limit, &place).map_err(map_read_err)
     }
@@ -497,9 +518,13 @@ impl SftpSource {
         generation: u64,
         path: &str,
     ) -> Result<(), SourceError> {
-        let rel = layout::tree_rel(generation, path);
-        let place = self.place(&rel);
-        let remote = self.remote(&rel);
+        self.check_rel_unwatched(&layout::tree_rel(generation, path))
+    }
+
+    /// `rel` is reached without a symlink: the server's REALPATH is the path itself.
+    fn check_rel_unwatched(&mut self, rel: &str) -> Result<(), SourceError> {
+        let place = self.place(rel);
+        let remote = self.remote(rel);
         let real = self
             .sftp
             .realpath(&remote)
@@ -508,7 +533,7 @@ impl SftpSource {
             return Err(SourceError::Layout {
                 place,
                 why: format!(
-                    "resolves to {} through a symlink; a published tree has none",
+                    "resolves to {} through a symlink; a publication has none",
                     real.display()
                 ),
             });
@@ -597,6 +622,16 @@ impl Source for SftpSource {
         limit: u64,
     ) -> Result<u64, SourceError> {
         self.watched(|s| s.read_file_unwatched(generation, path, out, limit))
+    }
+
+    fn read_cache_file(
+        &mut self,
+        generation: u64,
+        name: &str,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<u64, SourceError> {
+        self.watched(|s| s.read_cache_unwatched(generation, name, out, limit))
     }
 
     fn check_tree_path(&mut self, generation: u64, path: &str) -> Result<(), SourceError> {

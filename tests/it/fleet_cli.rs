@@ -307,7 +307,7 @@ fn fleet_build_prints_each_system_and_fails_on_a_broken_host() {
     f.write_config(
         &[("good", ""), ("bad", "")],
         &format!(
-            "[build]\nnix = \"{0}\"\nnix_build = \"{0}\"\n",
+            "[build]\nnix = \"{0}\"\nnix_build = \"{0}\"\ncache = false  # the fake nix cannot export\n",
             nix.display()
         ),
     );

@@ -429,7 +429,7 @@ fn build_fleet(log: &Path) -> TestFleet {
             ("broken", ""),
         ],
         &format!(
-            "[build]\nnix = \"{0}\"\nnix_build = \"{0}\"\n",
+            "[build]\nnix = \"{0}\"\nnix_build = \"{0}\"\ncache = false  # the fake nix cannot export\n",
             nix.display()
         ),
     );

@@ -507,10 +507,12 @@ const AGENT_OPTIONS: &str = r#"{
   adminGroup = "admins";
   httpTrigger = "";
   trustedKey = "/etc/tiffin/admin.pub";
+  build = "prebuilt";
   system = {
     nix = "/nix/store/x-nix/bin/nix";
     nix_build = "/nix/store/x-nix/bin/nix-build";
     nix_env = "/nix/store/x-nix/bin/nix-env";
+    nix_store = "/nix/store/x-nix/bin/nix-store";
     systemd_run = "";
   };
 }"#;
@@ -593,6 +595,8 @@ fn rendered_agent_toml_passes_the_real_agents_check_with_every_value_kept() {
     assert_eq!(c.policy, tiffin::status::Policy::Notify);
     assert_eq!(c.deadline, Duration::from_secs(12 * 3600));
     assert_eq!(c.operation, tiffin::config::Operation::Boot);
+    assert_eq!(c.build, tiffin::config::agent::BuildPolicy::Prebuilt);
+    assert_eq!(c.system.nix_store, "/nix/store/x-nix/bin/nix-store");
     assert_eq!(c.verify_timeout, Duration::from_secs(90));
     assert_eq!(
         c.health_checks,

@@ -22,6 +22,8 @@ pub mod fetch;
 
 pub mod build;
 
+pub mod prebuilt;
+
 pub mod files;
 
 pub mod activate;

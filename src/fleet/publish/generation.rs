@@ -3,11 +3,13 @@
 //! `current` in one rename. Any failure before the switch removes the incoming directory and
 //! leaves `current` where it was.
 
+use super::cache::{cache_dir, CachePool};
 use super::outcome::{HostError, GEN_DIR_MODE, GEN_FILE_MODE, HOST_DIR_MODE, LOGS_MODE};
 use super::prune::PRUNING_PREFIX;
 use super::stage::{materialize, set_owner_mode, Modes, Reuse};
 use crate::fleet::users::Ownership;
 use crate::fsutil::{self, with_path, DirGuard};
+use crate::manifest::cache::CacheIndex;
 use crate::manifest::{Entry, Manifest, WalkedEntry, MANIFEST_FILE, MAX_MANIFEST_BYTES};
 use crate::publication::{Publication, INCOMING_PREFIX, TREE};
 use crate::sign::SecretKey;
@@ -27,6 +29,8 @@ pub(super) struct NewGeneration<'a> {
     pub expected_system: Option<String>,
     pub signer: Option<&'a SecretKey>,
     pub owner: Ownership,
+    /// The host's binary cache (`publish --build`) and the pool its files are linked from.
+    pub cache: Option<(CacheIndex, &'a CachePool)>,
 }
 
 /// Writes `new` beside the live generation `current` (whose unchanged files it hard-links) and
@@ -79,6 +83,9 @@ fn write_generation(
         owner,
         reuse.as_ref(),
     )?;
+    if let Some((index, pool)) = &new.cache {
+        pool.link_into(index, &cache_dir(&incoming), owner.tree())?;
+    }
     let bytes = manifest_bytes(new)?;
     let manifest_path = incoming.join(MANIFEST_FILE);
     fsutil::atomic_write(&manifest_path, &bytes, GEN_FILE_MODE)?;
@@ -98,6 +105,7 @@ fn manifest_bytes(new: NewGeneration) -> io::Result<Vec<u8>> {
     let host = new.host;
     let mut manifest = Manifest::new(host, new.generation, now_rfc3339(), new.entries);
     manifest.expected_system = new.expected_system;
+    manifest.cache = new.cache.map(|(index, _)| index);
     if let Some(k) = new.signer {
         k.sign_manifest(&mut manifest);
     }
@@ -190,6 +198,7 @@ mod tests {
             expected_system: None,
             signer: None,
             owner: Ownership::Publisher,
+            cache: None,
         }
     }
 

@@ -12,6 +12,7 @@
 //! generations and orphaned publications; `outcome` holds the options, reports, errors and modes
 //! they share. The parts import `outcome` and each other, never this file.
 
+mod cache;
 mod generation;
 mod outcome;
 mod prune;
@@ -60,6 +61,16 @@ pub fn publish_with_progress(
     on_done: &(dyn Fn(&HostReport) + Sync),
 ) -> Result<PublishReport, PublishError> {
     let hosts = super::select_hosts(config, &opts.hosts)?;
+    let prebuilt;
+    let opts = if opts.build.is_none() && config.build.prebuild {
+        prebuilt = PublishOptions {
+            build: Some(BuildMode::Build),
+            ..opts.clone()
+        };
+        &prebuilt
+    } else {
+        opts
+    };
     let mut report = PublishReport::default();
     let signer = load_signing_key(fleet_dir, config, opts, &mut report.warnings)?;
     let _lock = root::prepare_chroot_root(config, opts, &mut report.warnings)?;
@@ -73,6 +84,9 @@ pub fn publish_with_progress(
         on_done(&r);
         r
     });
+    if ctx.pool.used.load(Ordering::SeqCst) {
+        ctx.pool.prune();
+    }
     report.warnings.extend(ctx.warnings());
     report.orphans = prune::orphans(config, opts)?;
     Ok(report)
@@ -138,6 +152,8 @@ struct RunContext<'a> {
     signer: Option<SecretKey>,
     /// Hosts whose user's primary group is not its own (root only): refused.
     shared_groups: HashMap<String, users::SharedGroup>,
+    /// The binary cache pool the generations' `cache/` link into.
+    pool: cache::CachePool,
 }
 
 impl<'a> RunContext<'a> {
@@ -152,6 +168,7 @@ impl<'a> RunContext<'a> {
             notes: Mutex::default(),
             signer: None,
             shared_groups: HashMap::new(),
+            pool: cache::CachePool::new(&config.chroot),
         }
     }
 
@@ -192,6 +209,7 @@ impl<'a> RunContext<'a> {
             bytes: 0,
             expected_system: None,
             elapsed: Duration::ZERO,
+            cache: None,
         };
         report.result = match self.try_publish_host(host, &mut report) {
             Ok(r) => r,
@@ -232,8 +250,11 @@ impl<'a> RunContext<'a> {
         if let Some(mode) = self.opts.build {
             report.expected_system = self.build_first(host, &walked, mode)?;
         }
+        let cache = self.export_cache(&report.expected_system)?;
+        report.cache = cache.as_ref().map(|c| (c.paths.len(), c.total_bytes()));
         if let Some(cur) = &current {
-            if self.is_unchanged(cur, &new_hash, &report.expected_system) {
+            let same_cache = cache.is_none() || cur.cache == cache;
+            if same_cache && self.is_unchanged(cur, &new_hash, &report.expected_system) {
                 if !self.opts.dry_run {
                     ensure_skeleton(&publication, owner)?;
                     if let Some(k) = self.signer.as_ref().filter(|_| signature_is_stale(cur)) {
@@ -257,6 +278,7 @@ impl<'a> RunContext<'a> {
             expected_system: report.expected_system.clone(),
             signer: self.signer.as_ref(),
             owner,
+            cache: cache.map(|index| (index, &self.pool)),
         };
         generation::write_and_switch(&publication, new, current.as_ref())?;
         prune::prune_generations(
@@ -290,6 +312,25 @@ impl<'a> RunContext<'a> {
                 Ownership::Publisher
             }
         })
+    }
+
+    /// On a real build (not a dry run) with `[build] cache`: the closure of the built system
+    /// exported into the pool, as the index the manifest lists.
+    fn export_cache(
+        &self,
+        system: &Option<String>,
+    ) -> Result<Option<crate::manifest::cache::CacheIndex>, HostError> {
+        let wanted = self.opts.build == Some(BuildMode::Build)
+            && self.config.build.cache
+            && !self.opts.dry_run;
+        match system {
+            Some(s) if wanted => Ok(Some(self.pool.export(
+                &self.config.build,
+                &self.runner,
+                s,
+            )?)),
+            _ => Ok(None),
+        }
     }
 
     /// Builds (or dry-builds) the host's build view in a temporary directory: the expected

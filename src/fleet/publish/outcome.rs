@@ -81,6 +81,8 @@ pub struct HostReport {
     pub bytes: u64,
     pub expected_system: Option<String>,
     pub elapsed: Duration,
+    /// With `--build`: the paths and bytes of the host's binary cache.
+    pub cache: Option<(usize, u64)>,
 }
 
 impl HostReport {
@@ -170,6 +172,9 @@ pub(super) enum HostError {
     Publication(#[from] PublicationError),
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// Exporting or linking the host's binary cache failed.
+    #[error("binary cache: {0}")]
+    Cache(String),
 }
 
 /// Adds a note for the run's warnings.

@@ -89,6 +89,8 @@ mod tests {
             agent_version: "0.1.0".into(),
             log: "x.log.gz".into(),
             publication: Some(crate::status::PublicationNote::Unsigned),
+            built_by: Some(crate::status::BuiltBy::Cache),
+            cache_bytes: Some(3 << 20),
         });
         let table = render_table(
             &FleetStatus {
@@ -107,6 +109,11 @@ mod tests {
         );
         // Its agent accepted an unverified publication: the row says so.
         assert!(table.contains("; unsigned"), "{table}");
+        // Where its system came from, and what it downloaded.
+        assert!(
+            table.contains("; from cache, 3.0 MiB downloaded"),
+            "{table}"
+        );
     }
 
     #[test]

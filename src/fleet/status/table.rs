@@ -73,6 +73,9 @@ fn note(h: &HostStatus) -> String {
         if let Some(n) = r.publication {
             parts.push(n.label().to_string());
         }
+        if let Some(b) = r.built_by {
+            parts.push(built_words(b, r.cache_bytes));
+        }
     }
     if h.state == HostState::NotSeen {
         parts.push(format!(
@@ -82,6 +85,17 @@ fn note(h: &HostStatus) -> String {
     }
     parts.extend(h.problems.iter().map(|p| first_line(p, 100)));
     parts.join("; ")
+}
+
+/// "built locally", or "from cache, 1.2 MiB downloaded" (the last report's system).
+fn built_words(b: crate::status::BuiltBy, bytes: Option<u64>) -> String {
+    match (b, bytes) {
+        (crate::status::BuiltBy::Cache, Some(n)) => {
+            let n = crate::fleet::report::human_bytes(n);
+            format!("{}, {n} downloaded", b.name())
+        }
+        _ => b.name().to_string(),
+    }
 }
 
 /// `rolled back`, for people (the files say `rolled_back`).

@@ -94,10 +94,19 @@ pub(super) fn waiting_generation(s: &AgentStatus) -> Option<u64> {
 }
 
 pub(super) fn progress_percent(s: &AgentStatus) -> Option<u8> {
-    let p = s.progress?;
     if s.phase != Phase::Downloading {
         return None;
     }
+    if let Some(c) = s.cache_download {
+        // A prebuilt system from the host's cache: by bytes, else by paths.
+        let (done, total) = if c.total_bytes > 0 {
+            (c.done_bytes, c.total_bytes)
+        } else {
+            (c.done_paths, c.total_paths)
+        };
+        return (total > 0).then(|| (done.min(total) * 100 / total) as u8);
+    }
+    let p = s.progress?;
     let (done, total) = if p.total_bytes > 0 {
         (p.done_bytes, p.total_bytes)
     } else {
@@ -151,6 +160,14 @@ pub(super) fn updating_line(s: &AgentStatus) -> String {
         .map(|g| format!(" to generation {g}"))
         .unwrap_or_default();
     let mut line = format!("Updating{target}: {step}");
+    if let (Phase::Downloading, Some(c)) = (s.phase, s.cache_download) {
+        // A prebuilt system from the host's binary cache.
+        line.push_str(&format!(" {} of {} paths", c.done_paths, c.total_paths));
+        if let Some(pc) = progress_percent(s) {
+            line.push_str(&format!(" ({pc}%)"));
+        }
+        return line;
+    }
     if let (Phase::Downloading, Some(p)) = (s.phase, s.progress) {
         if p.total_files > 0 {
             line.push_str(&format!(" {} of {} files", p.done_files, p.total_files));

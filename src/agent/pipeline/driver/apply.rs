@@ -3,10 +3,11 @@
 
 use super::{Cycle, Ending, Pipeline};
 use crate::agent::pipeline::build::{self, gcroot};
+use crate::agent::pipeline::prebuilt::{self, Route};
 use crate::agent::pipeline::{activate, files, system, verify};
 use crate::config::Operation;
 use crate::manifest::Manifest;
-use crate::status::Step;
+use crate::status::{BuiltBy, Step};
 use crate::status::{Outcome, Phase};
 use std::path::Path;
 use std::time::Instant;
@@ -74,6 +75,18 @@ impl Pipeline {
             return Err(Ending::failed(Step::Build, why, true));
         }
         let t = Instant::now();
+        match prebuilt::route(self.config.build, manifest) {
+            Err(why) => {
+                cy.took(Step::Build, t);
+                return Err(self.block(Ending::failed(Step::Build, why, true), g));
+            }
+            Ok(Route::Cache) => {
+                let from_cache = self.import_from_cache(cy, g, manifest);
+                cy.took(Step::Build, t);
+                return from_cache;
+            }
+            Ok(Route::Local) => cy.built_by = Some(BuiltBy::Local),
+        }
         let sys = &self.config.system;
         let built = build::build_view(tree, &self.config.state_dir)
             .map_err(|e| format!("preparing the tree for Nix: {e}"))

@@ -73,6 +73,10 @@ struct Cycle {
     mismatch: Option<String>,
     /// The connection of the check, reused to upload the report when it still works.
     source: Option<Box<dyn source::Source>>,
+    /// Where the system came from (built here or the host's binary cache), once it was made.
+    built_by: Option<crate::status::BuiltBy>,
+    /// Bytes downloaded from the host's binary cache.
+    cache_bytes: Option<u64>,
 }
 
 impl Cycle {
@@ -87,6 +91,8 @@ impl Cycle {
             server_reached: false,
             mismatch: None,
             source: None,
+            built_by: None,
+            cache_bytes: None,
         }
     }
     fn took(&mut self, step: Step, since: Instant) {
@@ -106,6 +112,7 @@ macro_rules! journal_or_stop {
 }
 
 mod apply;
+mod cache_step;
 mod commit;
 pub mod once;
 mod policy;

@@ -126,6 +126,8 @@ impl Pipeline {
             agent_version: crate::VERSION.to_string(),
             log: report::log_name(&base),
             publication: self.status.get().publication,
+            built_by: cy.built_by,
+            cache_bytes: cy.cache_bytes,
         };
         if let Err(e) = enqueue_report(&self.outbox, &r, log) {
             tracing::error!("queueing the report: {e}");

@@ -37,6 +37,22 @@ pub struct HashingWriter<W> {
     written: u64,
 }
 
+impl<W> HashingWriter<W> {
+    /// Hashes and counts what is written to `inner`.
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Hasher::new(),
+            written: 0,
+        }
+    }
+
+    /// The sha256 and the count of what was written.
+    pub fn finish(self) -> (String, u64) {
+        (self.hasher.finish(), self.written)
+    }
+}
+
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;

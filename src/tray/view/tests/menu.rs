@@ -94,6 +94,23 @@ fn downloading_shows_progress_and_disables_update_check_and_rollback() {
 }
 
 #[test]
+fn a_download_from_the_host_s_cache_shows_paths_and_the_bytes_percentage() {
+    let mut s = downloading();
+    s.cache_download = Some(crate::status::CacheProgress {
+        done_paths: 2,
+        total_paths: 8,
+        done_bytes: 600,
+        total_bytes: 1000,
+    });
+    let v = view(Some(&s), &ctx());
+    assert_eq!(v.icon, IconKind::Updating(Some(60)));
+    assert_eq!(
+        v.status_lines().next(),
+        Some("Updating to generation 43: downloading 2 of 8 paths (60%)")
+    );
+}
+
+#[test]
 fn every_busy_phase_is_updating_without_percentage() {
     for phase in [
         Phase::Building,

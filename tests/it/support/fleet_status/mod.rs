@@ -88,6 +88,8 @@ impl Fleet {
             agent_version: "0.1.0".into(),
             log: format!("{base}.log.gz"),
             publication: None,
+            built_by: None,
+            cache_bytes: None,
         };
         let logs = self.logs(host);
         let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -265,8 +265,8 @@ fn in_path(cmd: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{cmd} is not in PATH"))
 }
 
-/// Installs the machine's real-Nix side under `root`: `bin/` with `nix`, `nix-build` and
-/// `nix-env` wrappers that log their command line into `calls.log` (the tests count builds)
+/// Installs the machine's real-Nix side under `root`: `bin/` with `nix`, `nix-build`,
+/// `nix-env` and `nix-store` wrappers that log their command line into `calls.log` (the tests count builds)
 /// and run the real command with the tests' Nix settings, the fake `systemd-run` (it logs the
 /// unit and runs the command: no systemd here), the system built by real Nix from
 /// `tree/configuration.nix` set as profile generation 1 (real `nix-env --set`), running and
@@ -285,7 +285,7 @@ pub fn install_real_nixos(root: &Path, publication: &Path, tree: &Path) -> PathB
         .map(|(k, v)| format!("export {k}='{v}'\n"))
         .collect();
     let log = root.join("calls.log");
-    for cmd in ["nix", "nix-build", "nix-env"] {
+    for cmd in ["nix", "nix-build", "nix-env", "nix-store"] {
         let w = root.join("bin").join(cmd);
         fs::write(
             &w,
