@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod nixcli;
 pub mod publication;
 pub mod runner;
+pub mod seal;
 pub mod sign;
 pub mod source;
 pub mod status;

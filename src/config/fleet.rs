@@ -53,6 +53,9 @@ pub struct FleetConfig {
     pub build: BuildConfig,
     #[serde(default)]
     pub hosts: BTreeMap<String, HostConfig>,
+    /// `[secrets]`: files/ sealed to each host's key (`seal`), and to whom else.
+    #[serde(default)]
+    pub secrets: super::secrets::SecretsConfig,
 }
 
 /// The `[build]` table: the Nix commands, configurable so that tests can use a fake.
@@ -204,6 +207,7 @@ impl FleetConfig {
                 }
             }
         }
+        super::secrets::check(&c, &at)?;
         Ok(c)
     }
 }

@@ -5,9 +5,11 @@
 //! call in here so that they agree byte for byte.
 
 mod diff;
+mod sealed;
 mod walk;
 
 pub use diff::{apply_diff, ManifestDiff};
+pub use sealed::{is_sealed_path, Sealed};
 pub use walk::{entries_of, walk_tree, WalkError, WalkedEntry};
 
 use crate::hash::{self, Sha256Hex};
@@ -96,6 +98,10 @@ pub struct Manifest {
     /// Signed, like every field but `signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<String>,
+    /// Set when `files/` and `files.toml` hold age files sealed to the host's key (and to whom),
+    /// not the plain files: the agent opens them with its identity. Signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
     /// Signature over [`Manifest::signed_bytes`], when the fleet signs. Always the line before
     /// `entries` in the canonical bytes, so that it can be checked before parsing (`crate::sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +142,7 @@ impl Manifest {
             tree_hash,
             expected_system: None,
             signed_at: None,
+            sealed: None,
             signature: None,
             entries,
         }
@@ -196,6 +203,9 @@ impl Manifest {
         if let Some(t) = &self.signed_at {
             humantime::parse_rfc3339(t)
                 .map_err(|e| bad(format!("signed_at {t:?} is not an RFC 3339 time: {e}")))?;
+        }
+        if let Some(s) = &self.sealed {
+            s.check().map_err(|why| bad(format!("sealed: {why}")))?;
         }
         if self.entries.len() > MAX_ENTRIES {
             return Err(bad(format!(

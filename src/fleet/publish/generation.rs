@@ -27,6 +27,8 @@ pub(super) struct NewGeneration<'a> {
     pub expected_system: Option<String>,
     pub signer: Option<&'a SecretKey>,
     pub owner: Ownership,
+    /// Set when the tree's files/ and files.toml are sealed.
+    pub sealed: Option<crate::manifest::Sealed>,
 }
 
 /// Writes `new` beside the live generation `current` (whose unchanged files it hard-links) and
@@ -98,6 +100,7 @@ fn manifest_bytes(new: NewGeneration) -> io::Result<Vec<u8>> {
     let host = new.host;
     let mut manifest = Manifest::new(host, new.generation, now_rfc3339(), new.entries);
     manifest.expected_system = new.expected_system;
+    manifest.sealed = new.sealed;
     if let Some(k) = new.signer {
         k.sign_manifest(&mut manifest);
     }
@@ -188,6 +191,7 @@ mod tests {
             expected_system: None,
             signer: None,
             owner: Ownership::Publisher,
+            sealed: None,
         }
     }
 
