@@ -253,7 +253,17 @@ fn a_new_host_key_reseals_everything_and_the_old_plain_generation_is_gone_after_
     let (new_key, new_line) = keygen(t.path(), "a2");
     let mut rotated = config.clone();
     rotated.hosts.get_mut("a").unwrap().key = new_line.clone();
+    // Until the next publish, `fleet status` says that host a's files are sealed to an old key.
+    let status = |c: &FleetConfig| {
+        let s = tiffin::fleet::status::fleet_status(c, 1_800_000_000);
+        let a = s.hosts.iter().find(|h| h.host == "a").unwrap().sealed_to_old_key;
+        let table = tiffin::fleet::status::render_table(&s, tiffin::fleet::status::Style { colour: false });
+        (a, table.contains("files sealed to an old key"))
+    };
+    assert_eq!(status(&config), (false, false));
+    assert_eq!(status(&rotated), (true, true));
     let (g3, new) = f.publish(&rotated, "a");
+    assert_eq!(status(&rotated), (false, false));
     assert!(new && g3 > g2);
     let m = f.fleet.current_manifest("a");
     assert_eq!(m.sealed.unwrap().to, tiffin::seal::fingerprint(&new_line).unwrap());

@@ -120,6 +120,9 @@ pub struct HostStatus {
     pub last_report_age_secs: Option<u64>,
     /// Unreadable or invalid files found on the way.
     pub problems: Vec<String>,
+    /// The live generation's files are sealed to another key than the host's key in fleet.toml
+    /// (its key changed since): the next `fleet publish` seals them to the new one.
+    pub sealed_to_old_key: bool,
 }
 
 /// Decides a host's row from its records, as of `now` (Unix seconds).
@@ -199,6 +202,7 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         last_report_age_secs: latest.map(|l| now.saturating_sub(l.time)),
         last_report,
         problems,
+        sealed_to_old_key: false,
     }
 }
 
@@ -298,7 +302,12 @@ pub struct FleetStatus {
 pub fn fleet_status(config: &FleetConfig, now: u64) -> FleetStatus {
     let mut hosts: Vec<HostStatus> = host_names(config)
         .into_iter()
-        .map(|(h, listed)| assess(&HostRecords::read(&config.chroot, &h), listed, now))
+        .map(|(h, listed)| {
+            let rec = HostRecords::read(&config.chroot, &h);
+            let mut status = assess(&rec, listed, now);
+            status.sealed_to_old_key = super::sealed::to_old_key(config, &rec);
+            status
+        })
         .collect();
     hosts.sort_by(|a, b| (a.state, &a.host).cmp(&(b.state, &b.host)));
     FleetStatus {

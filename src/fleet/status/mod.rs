@@ -14,6 +14,7 @@
 
 mod assess;
 mod records;
+mod sealed;
 mod table;
 mod watch;
 
