@@ -207,7 +207,12 @@ impl FleetConfig {
                 }
             }
         }
-        super::secrets::check(&c, &at)?;
+        let keys: Vec<(&str, &str)> = c
+            .hosts
+            .iter()
+            .map(|(n, h)| (n.as_str(), h.key.as_str()))
+            .collect();
+        super::secrets::check(&c.secrets, &keys, &at).map_err(FleetConfigError)?;
         Ok(c)
     }
 }

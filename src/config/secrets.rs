@@ -1,7 +1,6 @@
 //! fleet.toml's `[secrets]` (docs/configuration.md): whether `fleet publish` seals each host's
 //! `files/` and `files.toml` to the host's SSH key, and to which other keys as well.
 
-use super::fleet::{FleetConfig, FleetConfigError};
 use serde::Deserialize;
 
 /// The `[secrets]` table. Without it nothing is sealed (fleets made before sealing existed);
@@ -18,23 +17,26 @@ pub struct SecretsConfig {
     pub recipients: Vec<String>,
 }
 
-/// With `seal = true` every host key and every extra recipient must be one age can seal to.
-/// `at` turns a needle into "file:line:col".
-pub(super) fn check(c: &FleetConfig, at: &dyn Fn(&str) -> String) -> Result<(), FleetConfigError> {
-    for r in &c.secrets.recipients {
-        crate::seal::check_recipient(r).map_err(|why| {
-            FleetConfigError(format!("{}: [secrets] recipients: {why}", at(r)))
-        })?;
+/// With `seal = true` every host key (`hosts`: name and key) and every extra recipient must be
+/// one age can seal to. `at` turns a needle into "file:line:col".
+pub(super) fn check(
+    secrets: &SecretsConfig,
+    hosts: &[(&str, &str)],
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), String> {
+    for r in &secrets.recipients {
+        crate::seal::check_recipient(r)
+            .map_err(|why| format!("{}: [secrets] recipients: {why}", at(r)))?;
     }
-    if !c.secrets.seal {
+    if !secrets.seal {
         return Ok(());
     }
-    for (name, h) in &c.hosts {
-        crate::seal::check_recipient(&h.key).map_err(|why| {
-            FleetConfigError(format!(
+    for (name, key) in hosts {
+        crate::seal::check_recipient(key).map_err(|why| {
+            format!(
                 "{}: host {name:?}: key: {why}; [secrets] seal = true needs a key files can be sealed to",
-                at(&h.key)
-            ))
+                at(key)
+            )
         })?;
     }
     Ok(())
@@ -52,7 +54,9 @@ mod tests {
         let c = FleetConfig::parse(&format!("[hosts.a]\nkey = \"{KEY}\"\n"), "fleet.toml").unwrap();
         assert!(!c.secrets.seal);
         let c = FleetConfig::parse(
-            &format!("[secrets]\nseal = true\nrecipients = [\"{KEY}\"]\n[hosts.a]\nkey = \"{KEY}\"\n"),
+            &format!(
+                "[secrets]\nseal = true\nrecipients = [\"{KEY}\"]\n[hosts.a]\nkey = \"{KEY}\"\n"
+            ),
             "fleet.toml",
         )
         .unwrap();
@@ -63,13 +67,21 @@ mod tests {
     #[test]
     fn a_key_age_cannot_seal_to_is_an_error_naming_the_host_and_line() {
         let text = format!("[secrets]\nseal = true\n[hosts.a]\nkey = \"{ECDSA}\"\n");
-        let e = FleetConfig::parse(&text, "fleet.toml").unwrap_err().to_string();
-        assert!(e.starts_with("fleet.toml:4:") && e.contains("host \"a\""), "{e}");
+        let e = FleetConfig::parse(&text, "fleet.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("fleet.toml:4:") && e.contains("host \"a\""),
+            "{e}"
+        );
         // Not sealing: the same key is fine.
         FleetConfig::parse(&text.replace("seal = true", "seal = false"), "fleet.toml").unwrap();
         let e = FleetConfig::parse("[secrets]\nrecipients = [\"age1bad\"]\n", "fleet.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("fleet.toml:2:") && e.contains("recipients"), "{e}");
+        assert!(
+            e.starts_with("fleet.toml:2:") && e.contains("recipients"),
+            "{e}"
+        );
     }
 }

@@ -18,9 +18,8 @@ pub struct Sealed {
 
 impl Sealed {
     pub(super) fn check(&self) -> Result<(), String> {
-        let plain = |s: &str| {
-            !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_graphic())
-        };
+        let plain =
+            |s: &str| !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_graphic());
         if !self.to.starts_with("SHA256:") || !plain(&self.to) {
             return Err(format!("to {:?} is not a key fingerprint", self.to));
         }

@@ -133,13 +133,9 @@ impl Identity {
             age::ssh::Identity::Encrypted(_) => Err(format!(
                 "identity {at}: the key is protected by a passphrase; the agent needs it unencrypted"
             )),
-            age::ssh::Identity::Unsupported(k) => {
-                let mut why = String::new();
-                let _ = std::fmt::Write::write_fmt(&mut why, format_args!("{k:?}"));
-                Err(format!(
-                    "identity {at}: this kind of key cannot open sealed files ({why})"
-                ))
-            }
+            age::ssh::Identity::Unsupported(k) => Err(format!(
+                "identity {at}: this kind of key cannot open sealed files ({k:?}); use an ed25519 or RSA key"
+            )),
         }
     }
 }

@@ -8,7 +8,8 @@ jgAAAAtzc2gtZWQyNTUxOQAAACAfYOWx+K2mG2UNQ/eDUcZPLADsONCjECLCx1DMq6cDLA
 AAAEDx6+seWVSplgNDrPyUpWx0uDpADtoBj+CT9AE6k1KQHx9g5bH4raYbZQ1D94NRxk8s
 AOw40KMQIsLHUMyrpwMsAAAABWhvc3Rh
 -----END OPENSSH PRIVATE KEY-----\n";
-const A_PUBLIC: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB9g5bH4raYbZQ1D94NRxk8sAOw40KMQIsLHUMyrpwMs hosta";
+const A_PUBLIC: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB9g5bH4raYbZQ1D94NRxk8sAOw40KMQIsLHUMyrpwMs hosta";
 const B_SECRET: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
 b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
 QyNTUxOQAAACClPLpIK5PeAHeVGSz8wgzdc1nCOIxRTBwxHb2tRwf97QAAAIi2EbfXthG3
@@ -16,7 +17,8 @@ QyNTUxOQAAACClPLpIK5PeAHeVGSz8wgzdc1nCOIxRTBwxHb2tRwf97QAAAIi2EbfXthG3
 AAAECwFteIhch+nsAeh2M79eoZveyMDY7honbtl9afhauJI6U8ukgrk94Ad5UZLPzCDN1z
 WcI4jFFMHDEdva1HB/3tAAAABWhvc3Ri
 -----END OPENSSH PRIVATE KEY-----\n";
-const B_PUBLIC: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKU8ukgrk94Ad5UZLPzCDN1zWcI4jFFMHDEdva1HB/3t hostb";
+const B_PUBLIC: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKU8ukgrk94Ad5UZLPzCDN1zWcI4jFFMHDEdva1HB/3t hostb";
 
 fn identity(dir: &Path, name: &str, secret: &str) -> Identity {
     let p = dir.join(name);
@@ -59,7 +61,11 @@ fn an_altered_or_truncated_sealed_file_does_not_open() {
     let mut flipped = sealed.clone();
     let n = flipped.len() - 10;
     flipped[n] ^= 1;
-    for bad in [flipped, sealed[..sealed.len() - 100].to_vec(), b"plain".to_vec()] {
+    for bad in [
+        flipped,
+        sealed[..sealed.len() - 100].to_vec(),
+        b"plain".to_vec(),
+    ] {
         assert!(open(&bad, &a).is_err());
     }
 }

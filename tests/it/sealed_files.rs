@@ -82,7 +82,10 @@ fn no_byte_of_a_secret_is_under_the_chroot_root_and_the_host_installs_it_through
 
     // Neither the secret nor files.toml, anywhere under the chroot root (every generation).
     let chroot = &config.chroot;
-    for needle in [format!("tiffin-secret-{tag}"), format!("tiffin-rules-{tag}")] {
+    for needle in [
+        format!("tiffin-secret-{tag}"),
+        format!("tiffin-rules-{tag}"),
+    ] {
         let hits = files_containing(chroot, needle.as_bytes());
         assert!(hits.is_empty(), "{needle} in the clear: {hits:?}");
     }
@@ -98,7 +101,10 @@ fn no_byte_of_a_secret_is_under_the_chroot_root_and_the_host_installs_it_through
     let meta = fs::metadata(&installed).unwrap();
     let daemon = nix::unistd::User::from_name("daemon").unwrap().unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o640);
-    assert_eq!((meta.uid(), meta.gid()), (daemon.uid.as_raw(), daemon.gid.as_raw()));
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (daemon.uid.as_raw(), daemon.gid.as_raw())
+    );
     // Opened in memory: nothing plain in the agent's state directory either.
     let in_state = files_containing(&m.state, format!("tiffin-secret-{tag}").as_bytes());
     assert!(in_state.is_empty(), "{in_state:?}");
@@ -146,7 +152,10 @@ fn a_sealed_file_altered_on_the_server_is_refused_before_any_file_changes() {
 
     let (code, out) = m.run_once();
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("files/etc/app/secret"), "names the file: {out}");
+    assert!(
+        out.contains("files/etc/app/secret"),
+        "names the file: {out}"
+    );
     assert_eq!(m.history().last().unwrap().1, "files", "{:?}", m.history());
     // Nothing changed: the old secret, and the other new file was not installed.
     assert_eq!(fs::read(&installed).unwrap(), b"first\n");
@@ -166,8 +175,16 @@ impl TwoHosts {
         let t = tempfile::tempdir().unwrap();
         let keys = vec![keygen(t.path(), "a"), keygen(t.path(), "b")];
         let hosts = [
-            FleetHost { name: "a", user: "a", key: &keys[0].1 },
-            FleetHost { name: "b", user: "b", key: &keys[1].1 },
+            FleetHost {
+                name: "a",
+                user: "a",
+                key: &keys[0].1,
+            },
+            FleetHost {
+                name: "b",
+                user: "b",
+                key: &keys[1].1,
+            },
         ];
         let chroot = t.path().join("chroot");
         fs::create_dir_all(&chroot).unwrap();
@@ -176,7 +193,12 @@ impl TwoHosts {
             keep_owner: true,
             ..Default::default()
         };
-        Self { _t: t, fleet, keys, opts }
+        Self {
+            _t: t,
+            fleet,
+            keys,
+            opts,
+        }
     }
 
     fn write(&self, host: &str, rel: &str, text: &str) {
@@ -190,7 +212,15 @@ impl TwoHosts {
     }
 
     fn sealed_copy(&self, host: &str, rel: &str) -> Vec<u8> {
-        fs::read(self.fleet.config.chroot.join(host).join("current/tree").join(rel)).unwrap()
+        fs::read(
+            self.fleet
+                .config
+                .chroot
+                .join(host)
+                .join("current/tree")
+                .join(rel),
+        )
+        .unwrap()
     }
 }
 
@@ -203,7 +233,10 @@ fn host_bs_key_cannot_open_host_as_sealed_files() {
     let sealed = f.sealed_copy("a", "files/etc/a-secret");
     let a = tiffin::seal::Identity::load(&f.keys[0].0).unwrap();
     let b = tiffin::seal::Identity::load(&f.keys[1].0).unwrap();
-    assert_eq!(&tiffin::seal::open(&sealed, &a).unwrap()[..], b"only for a\n");
+    assert_eq!(
+        &tiffin::seal::open(&sealed, &a).unwrap()[..],
+        b"only for a\n"
+    );
     let e = tiffin::seal::open(&sealed, &b).unwrap_err();
     assert!(e.contains("not sealed to this machine's key"), "{e}");
 }
@@ -219,7 +252,11 @@ fn unchanged_secrets_make_no_new_generation_and_one_changed_secret_changes_one_s
     let (g1, new) = f.publish(&config, "a");
     assert!(new);
     let first = f.fleet.current_manifest("a");
-    assert_eq!(f.publish(&config, "a"), (g1, false), "unchanged: no new generation");
+    assert_eq!(
+        f.publish(&config, "a"),
+        (g1, false),
+        "unchanged: no new generation"
+    );
 
     f.write("a", "files/etc/two", "two, changed\n");
     let (g2, new) = f.publish(&config, "a");
@@ -245,7 +282,10 @@ fn a_new_host_key_reseals_everything_and_the_old_plain_generation_is_gone_after_
     let config = sealing(&f.fleet.config);
     let (g2, new) = f.publish(&config, "a");
     assert!(new && g2 > g1);
-    assert!(files_containing(&chroot, tag.as_bytes()).is_empty(), "migrated");
+    assert!(
+        files_containing(&chroot, tag.as_bytes()).is_empty(),
+        "migrated"
+    );
     assert!(!chroot.join("a/gens").join(g1.to_string()).exists());
 
     // The host gets a new key: the next publish seals to it.
@@ -256,8 +296,14 @@ fn a_new_host_key_reseals_everything_and_the_old_plain_generation_is_gone_after_
     // Until the next publish, `fleet status` says that host a's files are sealed to an old key.
     let status = |c: &FleetConfig| {
         let s = tiffin::fleet::status::fleet_status(c, 1_800_000_000);
-        let a = s.hosts.iter().find(|h| h.host == "a").unwrap().sealed_to_old_key;
-        let table = tiffin::fleet::status::render_table(&s, tiffin::fleet::status::Style { colour: false });
+        let a = s
+            .hosts
+            .iter()
+            .find(|h| h.host == "a")
+            .unwrap()
+            .sealed_to_old_key;
+        let table =
+            tiffin::fleet::status::render_table(&s, tiffin::fleet::status::Style { colour: false });
         (a, table.contains("files sealed to an old key"))
     };
     assert_eq!(status(&config), (false, false));
@@ -266,7 +312,10 @@ fn a_new_host_key_reseals_everything_and_the_old_plain_generation_is_gone_after_
     assert_eq!(status(&rotated), (false, false));
     assert!(new && g3 > g2);
     let m = f.fleet.current_manifest("a");
-    assert_eq!(m.sealed.unwrap().to, tiffin::seal::fingerprint(&new_line).unwrap());
+    assert_eq!(
+        m.sealed.unwrap().to,
+        tiffin::seal::fingerprint(&new_line).unwrap()
+    );
     let sealed = f.sealed_copy("a", "files/etc/s");
     let id = tiffin::seal::Identity::load(&new_key).unwrap();
     assert!(tiffin::seal::open(&sealed, &id).is_ok());

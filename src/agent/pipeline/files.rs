@@ -190,7 +190,7 @@ fn load_rules(
     let rules_path = tree.join(FILES_TOML);
     let text = match opened {
         Some(o) => o
-            .rules()?
+            .rules(FILES_TOML)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)),
         None => fs::read_to_string(&rules_path),
     };

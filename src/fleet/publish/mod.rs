@@ -31,6 +31,8 @@ use super::nix_build::{build_system, BuildMode};
 use super::signing::{load_signing_key, resign, signature_is_stale};
 use super::users::{self, Ownership, UserCheck};
 use crate::config::FleetConfig;
+use crate::fleet::seal_state::{HostSeal, SealState};
+use crate::manifest::Sealed;
 use crate::manifest::{entries_of, tree_hash, EntryKind, Manifest, WalkedEntry};
 use crate::publication::{Publication, TREE};
 use crate::runner::Runner;
@@ -38,8 +40,6 @@ use crate::sign::SecretKey;
 use generation::{ensure_skeleton, NewGeneration};
 use seal::SealedTree;
 use stage::{build_view, materialize, walk_host, Modes};
-use crate::fleet::seal_state::{HostSeal, SealState};
-use crate::manifest::Sealed;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -181,7 +181,9 @@ impl<'a> RunContext<'a> {
             return None;
         }
         state.save(self.fleet_dir).err().map(|e| {
-            format!("{e}: the record of sealed files was not saved; the next publish seals them afresh")
+            format!(
+                "{e}: the record of sealed files was not saved; the next publish seals them afresh"
+            )
         })
     }
 
@@ -197,11 +199,12 @@ impl<'a> RunContext<'a> {
             return Ok((walked, None));
         };
         let hc = &self.config.hosts[host];
-        let to = crate::seal::Recipients::new(&hc.key, &self.config.secrets.recipients)
-            .map_err(|why| StageError::Seal {
+        let to = crate::seal::Recipients::new(&hc.key, &self.config.secrets.recipients).map_err(
+            |why| StageError::Seal {
                 path: self.fleet_dir.join(crate::config::fleet::FLEET_FILE),
                 why: format!("host {host}: {why}"),
-            })?;
+            },
+        )?;
         let live = current.map(|m| seal::Live {
             tree: publication.generation_dir(m.generation).join(TREE),
             manifest: m,
@@ -332,7 +335,9 @@ impl<'a> RunContext<'a> {
         publication.current_manifest().unwrap_or_else(|e| {
             push(
                 &self.notes,
-                &format!("host {host}: the live generation is unreadable ({e}); publishing a new one"),
+                &format!(
+                    "host {host}: the live generation is unreadable ({e}); publishing a new one"
+                ),
             );
             None
         })

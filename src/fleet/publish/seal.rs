@@ -95,10 +95,13 @@ fn keep(w: &WalkedEntry, f: &SealedFile, live: Option<&Live>) -> Option<WalkedEn
     }
     let source = live.tree.join(&w.entry.path);
     let size = e.size?;
-    fs::symlink_metadata(&source).ok()?.is_file().then(|| WalkedEntry {
-        entry: Entry::file(&w.entry.path, w.entry.mode, size, f.sealed.clone()),
-        source,
-    })
+    fs::symlink_metadata(&source)
+        .ok()?
+        .is_file()
+        .then(|| WalkedEntry {
+            entry: Entry::file(&w.entry.path, w.entry.mode, size, f.sealed.clone()),
+            source,
+        })
 }
 
 /// Reads the plain file (checked against the walk), seals it into `dest`.

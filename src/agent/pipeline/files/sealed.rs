@@ -3,8 +3,7 @@
 //! is written before the install step puts each file in place, and a file that does not open
 //! (sealed to another key, altered, truncated) fails the plan, naming it, before anything changes.
 
-use super::error::{io_at, refused};
-use super::{FilesError, FILES_TOML};
+use super::error::{io_at, refused, FilesError};
 use crate::hash;
 use crate::manifest::{is_sealed_path, Entry, Manifest};
 use crate::seal::{self, Identity};
@@ -41,12 +40,12 @@ impl Opened {
         self.files.get(path)
     }
 
-    /// `files.toml`'s text, when the generation has one.
-    pub(super) fn rules(&self) -> Result<Option<String>, FilesError> {
-        self.get(FILES_TOML)
+    /// The text of the rules file `name` (`files.toml`), when the generation has one.
+    pub(super) fn rules(&self, name: &str) -> Result<Option<String>, FilesError> {
+        self.get(name)
             .map(|p| {
                 String::from_utf8(p.bytes().to_vec())
-                    .map_err(|_| refused(FILES_TOML, "is not UTF-8 text once opened"))
+                    .map_err(|_| refused(name, "is not UTF-8 text once opened"))
             })
             .transpose()
     }
@@ -80,18 +79,22 @@ pub(super) fn open_tree(
         }));
     };
     let to = format!("sealed to {}", sealed.to);
-    let identity = identity.ok_or_else(|| refused(&first.path, format!("{to}, and no identity to open it")))?;
-    let id = Identity::load(identity).map_err(|why| refused(&first.path, format!("{to}: {why}")))?;
+    let identity = identity
+        .ok_or_else(|| refused(&first.path, format!("{to}, and no identity to open it")))?;
+    let id =
+        Identity::load(identity).map_err(|why| refused(&first.path, format!("{to}: {why}")))?;
     let mut files = BTreeMap::new();
     for e in std::iter::once(first).chain(sealed_files) {
         let path = tree.join(&e.path);
         let data = std::fs::read(&path).map_err(io_at(&path))?;
         if Some(hash::sha256_bytes(&data)) != e.sha256 {
-            return Err(refused(&e.path, "does not match its manifest hash; nothing installed"));
+            return Err(refused(
+                &e.path,
+                "does not match its manifest hash; nothing installed",
+            ));
         }
-        let plain = seal::open(&data, &id).map_err(|why| {
-            refused(&e.path, format!("{to}: {why}; nothing installed"))
-        })?;
+        let plain = seal::open(&data, &id)
+            .map_err(|why| refused(&e.path, format!("{to}: {why}; nothing installed")))?;
         files.insert(e.path.clone(), Plain(Arc::new(plain)));
     }
     Ok(Some(Opened { files }))
