@@ -134,32 +134,53 @@ fn a_sealed_file_altered_on_the_server_is_refused_before_any_file_changes() {
     m.write("files/etc/app/other", b"also new\n");
     let (g, _) = publish(&fleet.dir, &config, HOST, &opts);
     // The server truncates the sealed copy and rewrites the manifest to match.
-    let gen_dir = m.srv.host(HOST).dir.join("gens").join(g.to_string());
-    let sealed_path = gen_dir.join("tree/files/etc/app/secret");
-    let mut data = fs::read(&sealed_path).unwrap();
+    let sealed_path = |g: u64| {
+        m.srv
+            .host(HOST)
+            .dir
+            .join(format!("gens/{g}/tree/files/etc/app/secret"))
+    };
+    let mut data = fs::read(sealed_path(g)).unwrap();
     data.truncate(data.len() - 16);
-    fs::write(&sealed_path, &data).unwrap();
-    let mut manifest: Manifest = fleet.current_manifest(HOST);
+    replace_sealed(&m, g, &data);
+    let refused = |why: &str| {
+        let (code, out) = m.run_once();
+        assert_ne!(code, 0, "{out}");
+        assert!(
+            out.contains("files/etc/app/secret") && out.contains(why),
+            "{out}"
+        );
+        assert_eq!(m.history().last().unwrap().1, "files", "{:?}", m.history());
+        // Nothing changed: the old secret, and the other new file was not installed.
+        assert_eq!(fs::read(&installed).unwrap(), b"first\n");
+        assert!(!m.files_root.join("etc/app/other").exists());
+    };
+    refused("cannot be opened");
+
+    // Then one sealed to another key (its public half is all a server needs).
+    m.write("files/etc/app/secret", b"third\n");
+    let (g, _) = publish(&fleet.dir, &config, HOST, &opts);
+    let t = tempfile::tempdir().unwrap();
+    let (_, other) = keygen(t.path(), "other");
+    let to = tiffin::seal::Recipients::new(&other, &[]).unwrap();
+    replace_sealed(&m, g, &tiffin::seal::seal(b"evil\n", &to).unwrap());
+    refused("not sealed to this machine's key");
+}
+
+/// Puts `data` as generation `g`'s sealed secret and rewrites its manifest to match.
+fn replace_sealed(m: &SshMachine, g: u64, data: &[u8]) {
+    let gen_dir = m.srv.host(HOST).dir.join("gens").join(g.to_string());
+    fs::write(gen_dir.join("tree/files/etc/app/secret"), data).unwrap();
+    let mut manifest: Manifest = m.srv.fleet().current_manifest(HOST);
     let e = manifest
         .entries
         .iter_mut()
         .find(|e| e.path == "files/etc/app/secret")
         .unwrap();
     e.size = Some(data.len() as u64);
-    e.sha256 = Some(tiffin::hash::sha256_bytes(&data));
+    e.sha256 = Some(tiffin::hash::sha256_bytes(data));
     manifest.tree_hash = tree_hash(&manifest.entries);
     write_manifest(&gen_dir, &manifest, m.srv.host(HOST).gid);
-
-    let (code, out) = m.run_once();
-    assert_ne!(code, 0, "{out}");
-    assert!(
-        out.contains("files/etc/app/secret"),
-        "names the file: {out}"
-    );
-    assert_eq!(m.history().last().unwrap().1, "files", "{:?}", m.history());
-    // Nothing changed: the old secret, and the other new file was not installed.
-    assert_eq!(fs::read(&installed).unwrap(), b"first\n");
-    assert!(!m.files_root.join("etc/app/other").exists());
 }
 
 /// A fleet of two hosts with real keys, publishing without a server (owners kept).
