@@ -12,6 +12,11 @@ pub fn sha256_bytes(data: &[u8]) -> Sha256Hex {
     hex::encode(Sha256::digest(data))
 }
 
+/// Hashes a byte slice into the 32 raw bytes (SSH key fingerprints are their base64).
+pub fn sha256_raw(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
 /// Hashes everything a reader yields; returns the digest and the number of bytes read.
 pub fn sha256_reader(mut r: impl Read) -> io::Result<(Sha256Hex, u64)> {
     let mut h = Sha256::new();

@@ -18,6 +18,7 @@ pub mod nixcache;
 pub mod nixcli;
 pub mod publication;
 pub mod runner;
+pub mod seal;
 pub mod sign;
 pub mod source;
 pub mod status;

@@ -34,7 +34,7 @@ let
 
   # The same rules as the Rust parser (src/config/fleet.rs), so that a fleet the admin's
   # `tiffin fleet publish` accepts is also one the server module accepts, and vice versa.
-  fleetKeys = [ "chroot" "server" "port" "keep_generations" "hosts" ];
+  fleetKeys = [ "chroot" "server" "port" "keep_generations" "hosts" "secrets" ];
   hostKeys = [ "key" "dir" "attr" "user" "backup_quota" ];
   keyTypes = "ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\\.com";
   # One line, starting with the key type: no options (`command="…" ssh-ed25519 …`), and no

@@ -56,6 +56,9 @@ pub struct FleetConfig {
     pub build: BuildConfig,
     #[serde(default)]
     pub hosts: BTreeMap<String, HostConfig>,
+    /// `[secrets]`: files/ sealed to each host's key (`seal`), and to whom else.
+    #[serde(default)]
+    pub secrets: super::secrets::SecretsConfig,
 }
 
 /// The `[build]` table: the Nix commands, configurable so that tests can use a fake.
@@ -219,6 +222,12 @@ impl FleetConfig {
                 }
             }
         }
+        let keys: Vec<(&str, &str)> = c
+            .hosts
+            .iter()
+            .map(|(n, h)| (n.as_str(), h.key.as_str()))
+            .collect();
+        super::secrets::check(&c.secrets, &keys, &at).map_err(FleetConfigError)?;
         Ok(c)
     }
 }

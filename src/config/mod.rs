@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod backup;
 pub mod fleet;
+pub mod secrets;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
 pub use backup::{BackupConfig, KeepPolicy};

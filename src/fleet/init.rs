@@ -17,6 +17,12 @@ port = 22
 keep_generations = 3             # published generations kept per host
 # signing_key = "keys/fleet-signing.key"   # ed25519 key that signs every manifest (made by `tiffin fleet init`; `tiffin fleet keygen` replaces it)
 
+# files/ and files.toml of every host are sealed (age) to that host's key: the server holds
+# them encrypted, only the machine opens them. `recipients` may add keys, e.g. a recovery key.
+[secrets]
+seal = true
+# recipients = ["age1…", "ssh-ed25519 AAAA… admin"]
+
 # How `tiffin fleet build` and `publish --build` call Nix (defaults shown).
 # [build]
 # nix = "nix"                    # for hosts with a flake.nix
@@ -157,6 +163,7 @@ mod tests {
         let made = init(d.path()).unwrap();
         let c = FleetConfig::load(d.path()).unwrap();
         assert!(c.hosts.contains_key("example"));
+        assert!(c.secrets.seal, "new fleets seal files/");
         // The signing key exists, 0600, and its public half is where the hosts find it.
         let (secret, _) = c.signing_key_path(d.path());
         let mode = fs::metadata(&secret).unwrap().permissions().mode() & 0o777;

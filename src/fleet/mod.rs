@@ -13,6 +13,7 @@ pub mod never_publish;
 pub mod nix_build;
 pub mod publish;
 pub mod report;
+pub mod seal_state;
 pub mod signing;
 pub mod sshd;
 pub mod status;

@@ -24,6 +24,10 @@ pub fn forbidden(fleet_dir: &Path, config: &FleetConfig) -> Vec<(PathBuf, String
         (key, "the signing key".to_string()),
         (fleet_dir.join("keys"), "the keys/ directory".to_string()),
         (fleet_dir.join(".git"), "the repository's .git".to_string()),
+        (
+            super::seal_state::SealState::path(fleet_dir),
+            "the record of sealed files".to_string(),
+        ),
     ];
     for p in &config.never_publish {
         v.push((

@@ -6,9 +6,11 @@
 
 pub mod cache;
 mod diff;
+mod sealed;
 mod walk;
 
 pub use diff::{apply_diff, ManifestDiff};
+pub use sealed::{is_sealed_path, Sealed};
 pub use walk::{entries_of, walk_tree, WalkError, WalkedEntry};
 
 use crate::hash::{self, Sha256Hex};
@@ -101,6 +103,10 @@ pub struct Manifest {
     /// sha256 (`cache::CacheIndex`), so that the signature covers it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<cache::CacheIndex>,
+    /// Set when `files/` and `files.toml` hold age files sealed to the host's key (and to whom),
+    /// not the plain files: the agent opens them with its identity. Signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
     /// Signature over [`Manifest::signed_bytes`], when the fleet signs. Always the line before
     /// `entries` in the canonical bytes, so that it can be checked before parsing (`crate::sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,6 +148,7 @@ impl Manifest {
             expected_system: None,
             signed_at: None,
             cache: None,
+            sealed: None,
             signature: None,
             entries,
         }
@@ -202,6 +209,9 @@ impl Manifest {
         if let Some(t) = &self.signed_at {
             humantime::parse_rfc3339(t)
                 .map_err(|e| bad(format!("signed_at {t:?} is not an RFC 3339 time: {e}")))?;
+        }
+        if let Some(s) = &self.sealed {
+            s.check().map_err(|why| bad(format!("sealed: {why}")))?;
         }
         if self.entries.len() > MAX_ENTRIES {
             return Err(bad(format!(

@@ -1965,3 +1965,17 @@ fn the_server_modules_tmpfiles_and_publish_agree_and_hosts_cannot_read_each_othe
         other.describe_failure()
     );
 }
+
+#[test]
+fn the_fleet_toml_of_fleet_init_with_its_secrets_table_is_read_by_the_server_module() {
+    if !have_nix() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    tiffin::fleet::init::init(t.path()).expect("fleet init");
+    let fleet = eval_ok(&format!(
+        "(lib.readFleet {}).hosts",
+        t.path().join("fleet.toml").display()
+    ));
+    assert!(fleet.to_string().contains("example"), "{fleet}");
+}

@@ -23,18 +23,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use support::sshd::Sshd;
 
-const HOST: &str = "laptop";
+pub(crate) const HOST: &str = "laptop";
 
-/// A NixOS machine (the stand-in on real Nix) whose agent reaches a real sshd.
-struct SshMachine {
+/// A NixOS machine (the stand-in on real Nix) whose agent reaches a real sshd (also used by
+/// `sealed_files`).
+pub(crate) struct SshMachine {
     /// On real Nix (else the fake NixOS).
     real: bool,
-    srv: Sshd,
+    pub(crate) srv: Sshd,
     _dir: tempfile::TempDir,
     /// The machine's root: the stand-in's sandbox root ($TIFFIN_STANDIN_ROOT), or the fake's.
     root: PathBuf,
-    state: PathBuf,
-    files_root: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) files_root: PathBuf,
     config_path: PathBuf,
     /// The system the machine ran before tiffin's first cycle.
     initial_system: PathBuf,
@@ -42,7 +43,7 @@ struct SshMachine {
 
 impl SshMachine {
     /// `None` (skipped) when this machine cannot run sshd, outside CI.
-    fn new() -> Option<Self> {
+    pub(crate) fn new() -> Option<Self> {
         let srv = Sshd::start(&[HOST])?;
         let dir = tempfile::Builder::new()
             .prefix("tiffin-pipeline-sshd-")
@@ -90,7 +91,7 @@ impl SshMachine {
     }
 
     /// agent.toml with exactly `extra` beyond the basics (no `trusted_key` unless given).
-    fn write_config_raw(&self, extra: &str) {
+    pub(crate) fn write_config_raw(&self, extra: &str) {
         let h = self.srv.host(HOST);
         // Short by default so that failing verifications end quickly; `extra` may set its own.
         let verify = if extra.contains("verify_timeout") {
@@ -141,7 +142,7 @@ http_trigger = ""
     }
 
     /// Writes a file of the host's tree in the fleet repository.
-    fn write(&self, rel: &str, content: &[u8]) {
+    pub(crate) fn write(&self, rel: &str, content: &[u8]) {
         let p = self.srv.fleet().host_dir(HOST).join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, content).unwrap();
@@ -179,7 +180,7 @@ http_trigger = ""
     }
 
     /// Runs `tiffin agent --once`; the exit code and what it printed.
-    fn run_once(&self) -> (i32, String) {
+    pub(crate) fn run_once(&self) -> (i32, String) {
         let out = self.once_command().output().expect("running tiffin");
         let text = format!(
             "{}{}",
@@ -254,7 +255,7 @@ http_trigger = ""
     }
 
     /// `(outcome, failed_step)` of every attempt in the state's history.
-    fn history(&self) -> Vec<(String, String)> {
+    pub(crate) fn history(&self) -> Vec<(String, String)> {
         self.state_json()["history"]
             .as_array()
             .cloned()

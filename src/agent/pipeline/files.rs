@@ -21,6 +21,7 @@
 mod dirfd;
 pub mod error;
 pub mod record;
+mod sealed;
 pub mod undo;
 
 pub use error::FilesError;
@@ -71,6 +72,8 @@ struct Install {
     uid: u32,
     gid: u32,
     action: Action,
+    /// The content, opened in memory, when the generation is sealed.
+    data: Option<sealed::Plain>,
 }
 
 /// Everything that installing the files of a tree will do, checked before anything is written.
@@ -97,19 +100,46 @@ fn default_mode(manifest_mode: u32) -> u32 {
 }
 
 /// Reads `files.toml` and the tree's `files/` entries and decides what to do, refusing anything
-/// unsafe. Writes nothing.
+/// unsafe. Writes nothing. A sealed generation is refused: see [`plan_opening`].
 pub fn plan(
     tree: &Path,
     manifest: &Manifest,
     root: &Path,
     state_dir: &Path,
 ) -> Result<FilesPlan, FilesError> {
+    plan_inner(tree, manifest, root, state_dir, None)
+}
+
+/// [`plan`], opening a sealed generation's files (the manifest's `sealed`) in memory with the
+/// machine's key at `identity`; a file that does not open fails the plan, naming it.
+pub fn plan_opening(
+    tree: &Path,
+    manifest: &Manifest,
+    root: &Path,
+    state_dir: &Path,
+    identity: &Path,
+) -> Result<FilesPlan, FilesError> {
+    plan_inner(tree, manifest, root, state_dir, Some(identity))
+}
+
+fn plan_inner(
+    tree: &Path,
+    manifest: &Manifest,
+    root: &Path,
+    state_dir: &Path,
+    identity: Option<&Path>,
+) -> Result<FilesPlan, FilesError> {
     let prefix = format!("{FILES_DIR}/");
-    let in_tree: BTreeMap<&str, &crate::manifest::Entry> = manifest
-        .files()
+    let opened = sealed::open_tree(tree, manifest, identity)?;
+    let plain: Vec<crate::manifest::Entry> = match &opened {
+        Some(o) => manifest.files().filter_map(|e| o.plain_entry(e)).collect(),
+        None => manifest.files().cloned().collect(),
+    };
+    let in_tree: BTreeMap<&str, &crate::manifest::Entry> = plain
+        .iter()
         .filter_map(|e| e.path.strip_prefix(&prefix).map(|rel| (rel, e)))
         .collect();
-    let rules = load_rules(tree, &in_tree)?;
+    let rules = load_rules(tree, &in_tree, opened.as_ref())?;
     let record = load_record(state_dir, root)?;
     let handle = if in_tree.is_empty() && record.files.is_empty() {
         None
@@ -132,7 +162,9 @@ pub fn plan(
         }
         let handle = handle.as_ref().expect("opened when there are files");
         let rule = rules.get(*rel);
-        installs.push(plan_install(tree, root, rel, entry, rule, handle, &record)?);
+        let mut install = plan_install(tree, root, rel, entry, rule, handle, &record)?;
+        install.data = opened.as_ref().and_then(|o| o.get(&entry.path)).cloned();
+        installs.push(install);
     }
     let removals = record
         .files
@@ -153,9 +185,16 @@ pub fn plan(
 fn load_rules(
     tree: &Path,
     in_tree: &BTreeMap<&str, &crate::manifest::Entry>,
+    opened: Option<&sealed::Opened>,
 ) -> Result<BTreeMap<String, FileRule>, FilesError> {
     let rules_path = tree.join(FILES_TOML);
-    let rules: BTreeMap<String, FileRule> = match fs::read_to_string(&rules_path) {
+    let text = match opened {
+        Some(o) => o
+            .rules(FILES_TOML)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)),
+        None => fs::read_to_string(&rules_path),
+    };
+    let rules: BTreeMap<String, FileRule> = match text {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             refused(
                 crate::config::toml_error(FILES_TOML, &text, &e),
@@ -254,6 +293,7 @@ fn plan_install(
         uid,
         gid,
         action,
+        data: None,
     })
 }
 
@@ -414,8 +454,15 @@ fn install(
             }
         }
     }
-    let data = fs::read(&i.source).map_err(io_at(&i.source))?;
-    if hash::sha256_bytes(&data) != i.sha256 {
+    let read;
+    let data = match &i.data {
+        Some(plain) => plain.bytes(),
+        None => {
+            read = fs::read(&i.source).map_err(io_at(&i.source))?;
+            &read[..]
+        }
+    };
+    if hash::sha256_bytes(data) != i.sha256 {
         return Err(refused(
             i.source.display().to_string(),
             "does not match its manifest hash; not installed",
@@ -426,7 +473,7 @@ fn install(
         uid: i.uid,
         gid: i.gid,
     };
-    dir.write(name, &data, meta)?;
+    dir.write(name, data, meta)?;
     runner.note(&format!(
         "files: installed {place} ({:o} {}:{}){}",
         i.mode,

@@ -31,6 +31,8 @@ pub(super) struct NewGeneration<'a> {
     pub owner: Ownership,
     /// The host's binary cache (`publish --build`) and the pool its files are linked from.
     pub cache: Option<(CacheIndex, &'a CachePool)>,
+    /// Set when the tree's files/ and files.toml are sealed.
+    pub sealed: Option<crate::manifest::Sealed>,
 }
 
 /// Writes `new` beside the live generation `current` (whose unchanged files it hard-links) and
@@ -106,6 +108,7 @@ fn manifest_bytes(new: NewGeneration) -> io::Result<Vec<u8>> {
     let mut manifest = Manifest::new(host, new.generation, now_rfc3339(), new.entries);
     manifest.expected_system = new.expected_system;
     manifest.cache = new.cache.map(|(index, _)| index);
+    manifest.sealed = new.sealed;
     if let Some(k) = new.signer {
         k.sign_manifest(&mut manifest);
     }
@@ -199,6 +202,7 @@ mod tests {
             signer: None,
             owner: Ownership::Publisher,
             cache: None,
+            sealed: None,
         }
     }
 

@@ -17,6 +17,7 @@ mod generation;
 mod outcome;
 mod prune;
 mod root;
+mod seal;
 mod stage;
 
 pub(crate) use outcome::GEN_FILE_MODE;
@@ -31,13 +32,16 @@ use super::nix_build::{build_system, BuildMode};
 use super::signing::{load_signing_key, resign, signature_is_stale};
 use super::users::{self, Ownership, UserCheck};
 use crate::config::FleetConfig;
+use crate::fleet::seal_state::{HostSeal, SealState};
+use crate::manifest::Sealed;
 use crate::manifest::{entries_of, tree_hash, EntryKind, Manifest, WalkedEntry};
 use crate::publication::{Publication, TREE};
 use crate::runner::Runner;
 use crate::sign::SecretKey;
 use generation::{ensure_skeleton, NewGeneration};
+use seal::SealedTree;
 use stage::{build_view, materialize, walk_host, Modes};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -76,6 +80,9 @@ pub fn publish_with_progress(
     let _lock = root::prepare_chroot_root(config, opts, &mut report.warnings)?;
     let mut ctx = RunContext::new(fleet_dir, config, opts);
     ctx.signer = signer;
+    if config.secrets.seal {
+        ctx.seal_state = Some(SealState::load(fleet_dir, &mut report.warnings));
+    }
     if users::is_root() && !opts.keep_owner {
         ctx.shared_groups = users::shared_primary_groups(config);
     }
@@ -88,6 +95,7 @@ pub fn publish_with_progress(
         ctx.pool.prune();
     }
     report.warnings.extend(ctx.warnings());
+    report.warnings.extend(ctx.save_seal_state());
     report.orphans = prune::orphans(config, opts)?;
     Ok(report)
 }
@@ -154,6 +162,10 @@ struct RunContext<'a> {
     shared_groups: HashMap<String, users::SharedGroup>,
     /// The binary cache pool the generations' `cache/` link into.
     pool: cache::CachePool,
+    /// `[secrets] seal = true`: what the last runs sealed (`fleet::seal_state`).
+    seal_state: Option<SealState>,
+    /// What this run's live generations hold sealed, per host, to be recorded at the end.
+    sealed_now: Mutex<BTreeMap<String, HostSeal>>,
 }
 
 impl<'a> RunContext<'a> {
@@ -169,6 +181,59 @@ impl<'a> RunContext<'a> {
             signer: None,
             shared_groups: HashMap::new(),
             pool: cache::CachePool::new(&config.chroot),
+            seal_state: None,
+            sealed_now: Mutex::default(),
+        }
+    }
+
+    /// Records what this run sealed (not with `--dry-run`); a warning when that fails.
+    fn save_seal_state(&self) -> Option<String> {
+        let mut state = self.seal_state.clone()?;
+        let now = std::mem::take(&mut *self.sealed_now.lock().ok()?);
+        if self.opts.dry_run || now.is_empty() {
+            return None;
+        }
+        state.hosts.extend(now);
+        if Some(&state) == self.seal_state.as_ref() {
+            return None;
+        }
+        state.save(self.fleet_dir).err().map(|e| {
+            format!(
+                "{e}: the record of sealed files was not saved; the next publish seals them afresh"
+            )
+        })
+    }
+
+    /// The host's tree with its secrets sealed, when the fleet seals.
+    fn seal(
+        &self,
+        host: &str,
+        walked: Vec<WalkedEntry>,
+        publication: &Publication,
+        current: Option<&Manifest>,
+    ) -> Result<(Vec<WalkedEntry>, Option<SealedTree>), HostError> {
+        let Some(state) = &self.seal_state else {
+            return Ok((walked, None));
+        };
+        let hc = &self.config.hosts[host];
+        let to = crate::seal::Recipients::new(&hc.key, &self.config.secrets.recipients).map_err(
+            |why| StageError::Seal {
+                path: self.fleet_dir.join(crate::config::fleet::FLEET_FILE),
+                why: format!("host {host}: {why}"),
+            },
+        )?;
+        let live = current.map(|m| seal::Live {
+            tree: publication.generation_dir(m.generation).join(TREE),
+            manifest: m,
+        });
+        let sealed = seal::seal_tree(walked, &to, state.hosts.get(host), live)?;
+        Ok((sealed.walked.clone(), Some(sealed)))
+    }
+
+    /// Remembers what `host`'s live generation holds sealed.
+    fn sealed_live(&self, host: &str, sealed: Option<SealedTree>) {
+        if let (Some(s), Ok(mut now)) = (sealed, self.sealed_now.lock()) {
+            now.insert(host.to_string(), s.record);
         }
     }
 
@@ -227,26 +292,18 @@ impl<'a> RunContext<'a> {
         report: &mut HostReport,
     ) -> Result<HostResult, HostError> {
         let walked = walk_host(self.fleet_dir, self.config, host)?;
-        let entries = entries_of(&walked);
-        let new_hash = tree_hash(&entries);
-        report.files = entries.iter().filter(|e| e.kind == EntryKind::File).count();
-        report.bytes = entries.iter().filter_map(|e| e.size).sum();
-
         if let Some(shared) = self.shared_groups.get(host) {
             return Err(shared.clone().into());
         }
         let owner = self.owner_of(host)?;
         let publication = Publication::new(&self.config.chroot, host);
-        let current = match publication.current_manifest() {
-            Ok(m) => m,
-            Err(e) => {
-                push(
-                    &self.notes,
-                    &format!("host {host}: the live generation is unreadable ({e}); publishing a new one"),
-                );
-                None
-            }
-        };
+        let current = self.live_manifest(host, &publication);
+        let (walked, sealed) = self.seal(host, walked, &publication, current.as_ref())?;
+        let sealed_info = sealed.as_ref().and_then(|s| s.info.clone());
+        let entries = entries_of(&walked);
+        let new_hash = tree_hash(&entries);
+        report.files = entries.iter().filter(|e| e.kind == EntryKind::File).count();
+        report.bytes = entries.iter().filter_map(|e| e.size).sum();
         if let Some(mode) = self.opts.build {
             report.expected_system = self.build_first(host, &walked, mode)?;
         }
@@ -254,13 +311,14 @@ impl<'a> RunContext<'a> {
         report.cache = cache.as_ref().map(|c| (c.paths.len(), c.total_bytes()));
         if let Some(cur) = &current {
             let same_cache = cache.is_none() || cur.cache == cache;
-            if same_cache && self.is_unchanged(cur, &new_hash, &report.expected_system) {
+            if same_cache && self.is_unchanged(cur, &new_hash, &report.expected_system, &sealed_info) {
                 if !self.opts.dry_run {
                     ensure_skeleton(&publication, owner)?;
                     if let Some(k) = self.signer.as_ref().filter(|_| signature_is_stale(cur)) {
                         resign(&publication, cur, k, owner)?;
                     }
                 }
+                self.sealed_live(host, sealed);
                 return Ok(HostResult::Unchanged {
                     generation: cur.generation,
                 });
@@ -279,17 +337,31 @@ impl<'a> RunContext<'a> {
             signer: self.signer.as_ref(),
             owner,
             cache: cache.map(|index| (index, &self.pool)),
+            sealed: sealed_info.clone(),
         };
         generation::write_and_switch(&publication, new, current.as_ref())?;
-        prune::prune_generations(
-            &publication,
-            generation,
-            self.config.keep_generations,
-            &self.notes,
-        );
+        self.sealed_live(host, sealed);
+        let keep = self.config.keep_generations;
+        prune::prune_generations(&publication, generation, keep, &self.notes);
+        if sealed_info.is_some() {
+            prune::prune_unsealed(&publication, generation, &self.notes);
+        }
         Ok(HostResult::Published {
             generation,
             previous: current.map(|m| m.generation),
+        })
+    }
+
+    /// The live generation's manifest; an unreadable one is noted and treated as none.
+    fn live_manifest(&self, host: &str, publication: &Publication) -> Option<Manifest> {
+        publication.current_manifest().unwrap_or_else(|e| {
+            push(
+                &self.notes,
+                &format!(
+                    "host {host}: the live generation is unreadable ({e}); publishing a new one"
+                ),
+            );
+            None
         })
     }
 
@@ -366,13 +438,19 @@ impl<'a> RunContext<'a> {
     /// The live generation `cur` already is what this run would publish: same tree, same
     /// built system (when built), and signed by the current key (a generation unsigned before
     /// `keygen`, or signed by a replaced key, is republished so that trusting agents accept it).
-    fn is_unchanged(&self, cur: &Manifest, new_hash: &str, system: &Option<String>) -> bool {
+    fn is_unchanged(
+        &self,
+        cur: &Manifest,
+        new_hash: &str,
+        system: &Option<String>,
+        sealed: &Option<Sealed>,
+    ) -> bool {
         let same_system =
             self.opts.build != Some(BuildMode::Build) || cur.expected_system == *system;
         let signed_right = self
             .signer
             .as_ref()
             .map_or(true, |k| k.public().verify_manifest(cur).is_ok());
-        cur.tree_hash == new_hash && same_system && signed_right
+        cur.tree_hash == new_hash && same_system && signed_right && cur.sealed == *sealed
     }
 }

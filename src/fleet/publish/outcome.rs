@@ -155,6 +155,8 @@ pub enum StageError {
     Changed { path: PathBuf },
     #[error(transparent)]
     NeverPublished(#[from] crate::fleet::never_publish::Reached),
+    #[error("{path}: cannot seal: {why}")]
+    Seal { path: PathBuf, why: String },
 }
 
 /// Why one host was not published.

@@ -4,6 +4,7 @@
 use super::outcome::{push, Orphan, PublishError, PublishOptions};
 use crate::config::FleetConfig;
 use crate::fsutil::with_path;
+use crate::manifest::{is_sealed_path, Manifest};
 use crate::publication::Publication;
 use std::fs;
 use std::sync::Mutex;
@@ -27,17 +28,47 @@ pub(super) fn prune_generations(
     };
     let old = gens.len().saturating_sub(keep);
     for n in gens.into_iter().take(old).filter(|&n| n != live) {
-        let dir = publication.generation_dir(n);
-        // Out of sight in one rename first: a run killed while deleting must not leave a
-        // half-deleted `gens/<N>` behind (the next run removes the renamed rest).
-        let doomed = publication
-            .gens()
-            .join(format!("{PRUNING_PREFIX}{n}-{}", std::process::id()));
-        let removed = fs::rename(&dir, &doomed)
-            .map_err(|e| with_path(e, &dir))
-            .and_then(|()| fs::remove_dir_all(&doomed).map_err(|e| with_path(e, &doomed)));
-        if let Err(e) = removed {
-            push(notes, &format!("cannot remove old generation {n}: {e}"));
+        remove_generation(publication, n, notes);
+    }
+}
+
+/// Deletes `gens/<n>`; a failure is a note.
+fn remove_generation(publication: &Publication, n: u64, notes: &Mutex<Vec<String>>) {
+    let dir = publication.generation_dir(n);
+    // Out of sight in one rename first: a run killed while deleting must not leave a
+    // half-deleted `gens/<N>` behind (the next run removes the renamed rest).
+    let doomed = publication
+        .gens()
+        .join(format!("{PRUNING_PREFIX}{n}-{}", std::process::id()));
+    let removed = fs::rename(&dir, &doomed)
+        .map_err(|e| with_path(e, &dir))
+        .and_then(|()| fs::remove_dir_all(&doomed).map_err(|e| with_path(e, &doomed)));
+    if let Err(e) = removed {
+        push(notes, &format!("cannot remove old generation {n}: {e}"));
+    }
+}
+
+/// Sealing's one-time migration: once a sealed generation is live, the older generations that
+/// hold the host's files/ or files.toml in the clear are deleted at once, whatever
+/// `keep_generations` says, so that no secret stays readable under the chroot root.
+pub(super) fn prune_unsealed(publication: &Publication, live: u64, notes: &Mutex<Vec<String>>) {
+    let Ok(gens) = publication.generations() else {
+        return;
+    };
+    for n in gens.into_iter().filter(|&n| n < live) {
+        let path = publication
+            .generation_dir(n)
+            .join(crate::manifest::MANIFEST_FILE);
+        let parsed = fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Manifest::parse(&b, "").map_err(|e| e.to_string()));
+        let plain = match parsed {
+            Ok(m) => m.sealed.is_none() && m.files().any(|e| is_sealed_path(&e.path)),
+            // Unreadable: it may hold anything.
+            Err(_) => true,
+        };
+        if plain {
+            remove_generation(publication, n, notes);
         }
     }
 }

@@ -123,6 +123,9 @@ pub struct HostStatus {
     /// Its backups (docs/backup.md), when it makes any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<super::backup::BackupView>,
+    /// The live generation's files are sealed to another key than the host's key in fleet.toml
+    /// (its key changed since): the next `fleet publish` seals them to the new one.
+    pub sealed_to_old_key: bool,
 }
 
 /// Decides a host's row from its records, as of `now` (Unix seconds).
@@ -203,6 +206,7 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         last_report,
         problems,
         backup: None,
+        sealed_to_old_key: false,
     }
 }
 
@@ -303,7 +307,9 @@ pub fn fleet_status(config: &FleetConfig, now: u64) -> FleetStatus {
     let mut hosts: Vec<HostStatus> = host_names(config)
         .into_iter()
         .map(|(h, listed)| {
-            let mut s = assess(&HostRecords::read(&config.chroot, &h), listed, now);
+            let rec = HostRecords::read(&config.chroot, &h);
+            let mut s = assess(&rec, listed, now);
+            s.sealed_to_old_key = super::sealed::to_old_key(config, &rec);
             let quota = config.hosts.get(&h).and_then(|c| c.backup_quota);
             let dir = config.chroot.join(&h);
             s.backup = super::backup::read_backup(&dir, quota, now, &mut s.problems);

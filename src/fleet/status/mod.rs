@@ -16,6 +16,7 @@ mod assess;
 mod backup;
 mod backup_table;
 mod records;
+mod sealed;
 mod table;
 mod watch;
 

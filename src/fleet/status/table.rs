@@ -83,6 +83,9 @@ fn note(h: &HostStatus) -> String {
             age(h.interval_secs)
         ));
     }
+    if h.sealed_to_old_key {
+        parts.push("files sealed to an old key: publish again".into());
+    }
     parts.extend(h.problems.iter().map(|p| first_line(p, 100)));
     parts.join("; ")
 }

@@ -125,7 +125,9 @@ impl Pipeline {
     ) -> Result<usize, Ending> {
         let t = Instant::now();
         let files_root = &self.config.system.files_root;
-        let plan = files::plan(tree, manifest, files_root, &self.config.state_dir);
+        let state_dir = &self.config.state_dir;
+        let plan =
+            files::plan_opening(tree, manifest, files_root, state_dir, &self.config.identity);
         cy.took(Step::Files, t);
         let plan = match plan {
             Ok(p) => p,
