@@ -205,6 +205,34 @@ pub struct AgentStatus {
     /// "unsigned" or "publication too old", as of the last check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publication: Option<PublicationNote>,
+    /// The admin's change note of the available generation (`fleet publish -m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_note: Option<String>,
+    /// The change note of the applied generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_note: Option<String>,
+    /// Policy `notify`: the user postponed an available update (`tiffin postpone`, the tray's
+    /// "Later"); UIs do not remind them of that generation before `until`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postponed: Option<Postponed>,
+}
+
+/// An update the user postponed: no reminder of `generation` before `until` (Unix seconds),
+/// which is never after the admin's deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Postponed {
+    pub generation: u64,
+    pub until: u64,
+}
+
+impl AgentStatus {
+    /// The postponement of the generation that waits now, while it runs.
+    pub fn postponed_until(&self, now: u64) -> Option<u64> {
+        let p = self.postponed?;
+        let waiting = self.available_generation? == p.generation
+            && !matches!(self.applied_generation, Some(a) if a >= p.generation);
+        (waiting && p.until > now).then_some(p.until)
+    }
 }
 
 /// Now, as Unix seconds.

@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod exit;
 pub mod fleet;
+pub mod postpone;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ pub enum Command {
     Log(client::ClientArgs),
     /// Follow the agent's status as it changes.
     Watch(client::ClientArgs),
+    /// Do not remind me of the waiting update for DURATION (policy "notify"; never past the
+    /// admin's deadline).
+    Postpone(postpone::PostponeArgs),
     /// A self-contained fleet sandbox on this machine: publish, update, roll back, with nothing to set up.
     Demo(demo::DemoArgs),
 }
@@ -64,6 +68,7 @@ The whole command tree:
   tiffin fleet sshd-config                    sshd Match blocks and user setup
   tiffin agent [--config FILE] [--once]       the privileged agent (root)
   tiffin status|check|update|rollback|log|watch   talk to the local agent
+  tiffin postpone DURATION                    no reminder of the waiting update for DURATION
   tiffin demo                                 the whole system in a sandbox
   tiffin-tray                                 the desktop tray app
 
@@ -82,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Rollback(a) => client::rollback(a),
         Command::Log(a) => client::log(a),
         Command::Watch(a) => client::watch(a),
+        Command::Postpone(a) => postpone::run(a),
         Command::Demo(a) => demo::run(a),
     };
     match result {

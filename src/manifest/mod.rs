@@ -5,9 +5,11 @@
 //! call in here so that they agree byte for byte.
 
 mod diff;
+mod note;
 mod walk;
 
 pub use diff::{apply_diff, ManifestDiff};
+pub use note::{check_note, clean_note, MAX_NOTE_CHARS};
 pub use walk::{entries_of, walk_tree, WalkError, WalkedEntry};
 
 use crate::hash::{self, Sha256Hex};
@@ -96,6 +98,10 @@ pub struct Manifest {
     /// Signed, like every field but `signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<String>,
+    /// The admin's change note (`fleet publish -m`, default the repository's last commit
+    /// subject): one line, checked by [`check_note`]. Signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Signature over [`Manifest::signed_bytes`], when the fleet signs. Always the line before
     /// `entries` in the canonical bytes, so that it can be checked before parsing (`crate::sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +142,7 @@ impl Manifest {
             tree_hash,
             expected_system: None,
             signed_at: None,
+            note: None,
             signature: None,
             entries,
         }
@@ -196,6 +203,9 @@ impl Manifest {
         if let Some(t) = &self.signed_at {
             humantime::parse_rfc3339(t)
                 .map_err(|e| bad(format!("signed_at {t:?} is not an RFC 3339 time: {e}")))?;
+        }
+        if let Some(n) = &self.note {
+            check_note(n).map_err(bad)?;
         }
         if self.entries.len() > MAX_ENTRIES {
             return Err(bad(format!(

@@ -36,6 +36,9 @@ pub struct Report {
     /// "unsigned" (`allow_unsigned`) or "publication too old" (`max_age`), when so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publication: Option<PublicationNote>,
+    /// The admin's change note of the generation (`fleet publish -m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `logs/seen.json`: the last contact, for `fleet status`.
@@ -247,6 +250,7 @@ mod tests {
             agent_version: "0".into(),
             log: log_name("x"),
             publication: None,
+            note: None,
         };
         let json = String::from_utf8(r.to_json()).unwrap();
         assert!(json.contains("\"failed_step\": \"roll_back\""), "{json}");

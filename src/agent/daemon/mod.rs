@@ -12,6 +12,7 @@
 //!   exit 0.
 
 pub mod http;
+pub mod postpone;
 pub mod scheduler;
 pub mod status_cell;
 pub mod worker;
@@ -73,9 +74,11 @@ async fn serve(
     let (shutdown_tx, _) = broadcast::channel::<()>(1);
     let mut tasks = Tasks::start(&config, runner, &status, &shutdown_tx, http_listener);
     let mut server_shutdown = shutdown_tx.subscribe();
+    postpone::restore(&config.state_dir, &status);
     let service: Arc<dyn AgentService> = Arc::new(Api {
         worker: tasks.worker.clone(),
         status: status.clone(),
+        state_dir: config.state_dir.clone(),
     });
     let socket_server = tokio::spawn(server::serve(
         listener,
@@ -218,6 +221,7 @@ fn notify_systemd(state: &str) {
 struct Api {
     worker: WorkerHandle,
     status: StatusCell,
+    state_dir: std::path::PathBuf,
 }
 
 impl AgentService for Api {
@@ -227,6 +231,13 @@ impl AgentService for Api {
 
     fn last_log(&self) -> Option<String> {
         self.worker.last_log()
+    }
+
+    fn postpone(&self, until: u64) -> Result<crate::status::Postponed, ServiceError> {
+        postpone::postpone(&self.state_dir, &self.status, until).map_err(|message| ServiceError {
+            code: ErrorCode::NotPossible,
+            message,
+        })
     }
 
     fn run(

@@ -25,6 +25,8 @@ pub(super) struct NewGeneration<'a> {
     pub walked: &'a [WalkedEntry],
     pub entries: Vec<Entry>,
     pub expected_system: Option<String>,
+    /// The admin's change note (`publish -m`).
+    pub note: Option<String>,
     pub signer: Option<&'a SecretKey>,
     pub owner: Ownership,
 }
@@ -98,6 +100,7 @@ fn manifest_bytes(new: NewGeneration) -> io::Result<Vec<u8>> {
     let host = new.host;
     let mut manifest = Manifest::new(host, new.generation, now_rfc3339(), new.entries);
     manifest.expected_system = new.expected_system;
+    manifest.note = new.note;
     if let Some(k) = new.signer {
         k.sign_manifest(&mut manifest);
     }
@@ -186,6 +189,7 @@ mod tests {
             walked,
             entries: entries_of(walked),
             expected_system: None,
+            note: None,
             signer: None,
             owner: Ownership::Publisher,
         }

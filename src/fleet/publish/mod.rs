@@ -255,6 +255,7 @@ impl<'a> RunContext<'a> {
             walked: &walked,
             entries,
             expected_system: report.expected_system.clone(),
+            note: self.opts.note.clone(),
             signer: self.signer.as_ref(),
             owner,
         };

@@ -86,6 +86,7 @@ mod tests {
             agent_version: "0.1.0".into(),
             log: "x.log.gz".into(),
             publication: Some(crate::status::PublicationNote::Unsigned),
+            note: None,
         });
         let table = render_table(
             &FleetStatus {

@@ -137,6 +137,17 @@ impl Handler {
                 });
                 Response::ok_with(req.id, &log)
             }
+            Command::Postpone => match req.until {
+                Some(until) => match self.service.postpone(until) {
+                    Ok(p) => Response::ok_with(req.id, &p),
+                    Err(e) => Response::err(req.id, e.code, e.message),
+                },
+                None => Response::err(
+                    req.id,
+                    ErrorCode::BadRequest,
+                    "postpone needs `until` (Unix seconds)",
+                ),
+            },
             Command::Check | Command::Update | Command::Rollback => {
                 if self.calls.len() >= self.limits.max_calls {
                     Response::err(

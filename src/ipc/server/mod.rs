@@ -95,6 +95,14 @@ pub trait AgentService: Send + Sync + 'static {
         cmd: Command,
         admin: bool,
     ) -> Pin<Box<dyn Future<Output = Result<CycleReport, ServiceError>> + Send>>;
+    /// `postpone`: no reminder of the waiting update before `until` (Unix seconds).
+    fn postpone(&self, until: u64) -> Result<crate::status::Postponed, ServiceError> {
+        let _ = until;
+        Err(ServiceError {
+            code: ErrorCode::NotPossible,
+            message: "this agent does not postpone updates".into(),
+        })
+    }
 }
 
 /// A call the agent could not serve.

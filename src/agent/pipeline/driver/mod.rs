@@ -73,6 +73,8 @@ struct Cycle {
     mismatch: Option<String>,
     /// The connection of the check, reused to upload the report when it still works.
     source: Option<Box<dyn source::Source>>,
+    /// The change note of the generation this cycle is about (its manifest's `note`).
+    note: Option<String>,
 }
 
 impl Cycle {
@@ -87,6 +89,7 @@ impl Cycle {
             server_reached: false,
             mismatch: None,
             source: None,
+            note: None,
         }
     }
     fn took(&mut self, step: Step, since: Instant) {
