@@ -303,6 +303,9 @@ pub fn summary(s: &AgentStatus, now: u64) -> String {
     if let Some(g) = s.available_generation {
         row("available", format!("generation {g}"));
     }
+    for (k, v) in super::pending::rows(s, now, &crate::timefmt::local_zone()) {
+        row(k, v);
+    }
     if let Some(c) = &s.last_check {
         let result = match c.result {
             CheckResult::UpToDate => "up to date",

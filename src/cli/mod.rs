@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod exit;
 pub mod fleet;
+pub mod pending;
 pub mod postpone;
 
 use clap::{Parser, Subcommand};

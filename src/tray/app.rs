@@ -231,7 +231,7 @@ impl Tray {
             drawn: None,
             status: None,
             down_reason: DownReason::NotRunning,
-            notifier: Notifier::new(may_restart),
+            notifier: Notifier::new(may_restart).in_zone(crate::timefmt::local_zone()),
             may_rollback: false,
             may_rollback_for: None,
         };
@@ -283,6 +283,7 @@ impl Tray {
                     self.redraw();
                 }
                 Some(MenuAction::Quit) => return Flow::Quit,
+                Some(MenuAction::Later(l)) => self.postpone(l),
                 None => {}
             },
             UserEvent::NotificationAction(a) => match a {
@@ -290,6 +291,7 @@ impl Tray {
                 NotificationAction::RollBack => self.agent_action("Rollback", CycleCall::Rollback),
                 NotificationAction::Restart => restart_machine(self.proxy.clone()),
                 NotificationAction::Cancel => {}
+                NotificationAction::Later(l) => self.postpone(l),
             },
             UserEvent::ActionFailed { what, error } => {
                 self.notify(view::action_failed(what, &error))
@@ -300,7 +302,11 @@ impl Tray {
 
     /// Re-evaluates time-dependent output.
     fn tick(&mut self) {
-        if self.status.is_none() {
+        if self.status.is_some() && self.notifier.reminder_due() <= Some(unix_now()) {
+            for n in self.notifier.observe(self.status.as_ref(), unix_now()) {
+                self.notify(n);
+            }
+        } else if self.status.is_none() {
             for n in self.notifier.observe(None, unix_now()) {
                 self.notify(n);
             }
@@ -313,6 +319,7 @@ impl Tray {
         let at = [
             view::next_refresh(self.status.as_ref(), now),
             self.notifier.unreachable_deadline(),
+            self.notifier.reminder_due(),
         ]
         .into_iter()
         .flatten()
@@ -466,6 +473,14 @@ impl Tray {
             let mut client = Client::connect(&socket)?;
             client.cycle(call, &mut |_| {})?;
             Ok(())
+        });
+    }
+
+    /// "Later": postpones the waiting update on a worker thread.
+    fn postpone(&self, later: view::Later) {
+        let socket = self.socket.clone();
+        spawn_worker("Postpone", self.proxy.clone(), move || {
+            crate::tray::later::postpone(&socket, later, unix_now())
         });
     }
 

@@ -9,4 +9,5 @@ pub mod autostart;
 pub mod connection;
 #[cfg(feature = "tray")]
 pub mod icons;
+pub mod later;
 pub mod view;

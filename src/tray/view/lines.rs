@@ -3,9 +3,10 @@
 
 use super::context::{DownReason, ViewContext};
 use super::icon::IconKind;
-use super::icon::{headline, pending_generation};
-use crate::status::{AgentStatus, CheckResult, Outcome, Phase, Policy, PublicationNote};
-use crate::timefmt::{ago, from_now};
+use super::icon::headline;
+use super::pending;
+use crate::status::{AgentStatus, CheckResult, Outcome, Phase, PublicationNote};
+use crate::timefmt::ago;
 
 /// The lines and the tooltip, built together: some lines are in both.
 struct Lines {
@@ -34,6 +35,9 @@ pub(super) fn status_lines(
         lines: vec![head.clone()],
         tooltip: format!("tiffin: {head}"),
     };
+    if let Some(note) = status.and_then(pending::note_line) {
+        out.both(note);
+    }
     match status {
         Some(s) => agent_lines(&mut out, s, icon, ctx),
         None => out.both(
@@ -78,8 +82,11 @@ fn agent_lines(out: &mut Lines, s: &AgentStatus, icon: IconKind, ctx: &ViewConte
         });
     }
     out.lines.push(check_line(s, ctx.now));
-    if let Some(line) = deadline_line(s, ctx.now) {
-        out.lines.push(line);
+    if let Some(line) = pending::deadline_line(s, ctx.now, &ctx.tz) {
+        out.both(line);
+    }
+    if let Some(line) = pending::postponed_line(s, ctx.now, &ctx.tz) {
+        out.both(line);
     }
     if s.reboot_needed && icon != IconKind::RebootNeeded {
         out.both("Restart needed".into());
@@ -110,20 +117,6 @@ fn check_line(s: &AgentStatus, now: u64) -> String {
         _ => {}
     }
     line
-}
-
-/// "Applies by itself in 3 h": a pending update under the notify policy with a deadline. A
-/// generation that was rolled back is not retried, deadline or not.
-fn deadline_line(s: &AgentStatus, now: u64) -> Option<String> {
-    if s.policy != Policy::Notify || s.phase.is_busy() {
-        return None;
-    }
-    let (g, deadline) = (pending_generation(s)?, s.deadline?);
-    let rolled_back = s
-        .last_update
-        .as_ref()
-        .is_some_and(|u| u.outcome == Outcome::RolledBack && u.generation == g);
-    (!rolled_back).then(|| format!("Applies by itself {}", from_now(deadline, now)))
 }
 
 /// The rolled-back line, while the last update ended in a rollback.

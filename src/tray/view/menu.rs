@@ -3,6 +3,7 @@
 
 use super::context::ViewContext;
 use super::lines::clip;
+use super::pending::{later_choices, Later};
 use crate::status::{AgentStatus, Phase};
 
 /// What a clickable menu entry does. The string ids are the muda menu ids.
@@ -14,6 +15,8 @@ pub enum MenuAction {
     ShowLog,
     StartAtLogin,
     Quit,
+    /// Postpone the waiting update (policy `notify`).
+    Later(Later),
 }
 
 impl MenuAction {
@@ -25,6 +28,7 @@ impl MenuAction {
             MenuAction::ShowLog => "show-log",
             MenuAction::StartAtLogin => "start-at-login",
             MenuAction::Quit => "quit",
+            MenuAction::Later(l) => super::notify::later_key(l),
         }
     }
 
@@ -36,6 +40,9 @@ impl MenuAction {
             MenuAction::ShowLog,
             MenuAction::StartAtLogin,
             MenuAction::Quit,
+            MenuAction::Later(Later::Hour),
+            MenuAction::Later(Later::Tonight),
+            MenuAction::Later(Later::Tomorrow),
         ]
         .into_iter()
         .find(|a| a.id() == id)
@@ -97,6 +104,13 @@ pub(super) fn menu(
             LABEL_ROLL_BACK,
             reachable && !busy && rollback_possible && ctx.user_may_rollback,
         ),
+    ]);
+    if let Some(s) = status.filter(|_| !busy) {
+        for (l, until) in later_choices(s, ctx.now, &ctx.tz) {
+            menu.push(action(MenuAction::Later(l), &l.menu_label(until, &ctx.tz), true));
+        }
+    }
+    menu.extend([
         action(MenuAction::ShowLog, LABEL_SHOW_LOG, reachable),
         MenuLine::Separator,
         MenuLine::Check {

@@ -10,6 +10,7 @@ mod icon;
 mod lines;
 mod menu;
 mod notify;
+mod pending;
 
 pub use crate::timefmt::{ago, from_now};
 pub use context::{DownReason, ViewContext};
@@ -19,6 +20,7 @@ pub use menu::{
     MenuAction, MenuLine, LABEL_CHECK_NOW, LABEL_QUIT, LABEL_ROLL_BACK, LABEL_SHOW_LOG,
     LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW,
 };
+pub use pending::{later_choices, update_available, Later};
 pub use notify::{
     action_failed, rollback_confirmation, transition_notifications, Notification,
     NotificationAction, NotificationKind, Notifier, UNREACHABLE_NOTIFY_AFTER,
@@ -81,6 +83,7 @@ pub fn next_refresh(status: Option<&AgentStatus>, now: u64) -> Option<u64> {
         s.last_check.as_ref().map(|c| c.at),
         s.rollback.last.as_ref().map(|r| r.at),
         s.deadline,
+        s.postponed.map(|p| p.until),
     ];
     // Minute granularity is what the lines show; one wake-up a minute at most.
     times.iter().flatten().next().map(|_| now - now % 60 + 60)

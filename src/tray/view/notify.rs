@@ -2,6 +2,17 @@
 //! confirmation before a rollback, a failed action, and the agent gone for too long.
 
 use super::icon::waiting_generation;
+use super::pending::{update_available, Later};
+use jiff::tz::TimeZone;
+
+/// The key of a "Later" choice, in menus and notifications.
+pub(super) fn later_key(l: Later) -> &'static str {
+    match l {
+        Later::Hour => "later-hour",
+        Later::Tonight => "later-tonight",
+        Later::Tomorrow => "later-tomorrow",
+    }
+}
 use crate::status::{AgentStatus, LastUpdate, Outcome, Policy};
 
 /// After this long without the agent, the user is told once (docs/tray.md).
@@ -29,6 +40,8 @@ pub enum NotificationAction {
     Restart,
     RollBack,
     Cancel,
+    /// Postpone the waiting update (policy `notify`).
+    Later(Later),
 }
 
 impl NotificationAction {
@@ -39,6 +52,7 @@ impl NotificationAction {
             NotificationAction::Restart => "restart",
             NotificationAction::RollBack => "roll-back",
             NotificationAction::Cancel => "cancel",
+            NotificationAction::Later(l) => later_key(l),
         }
     }
     pub fn label(self) -> &'static str {
@@ -47,6 +61,9 @@ impl NotificationAction {
             NotificationAction::Restart => "Restart",
             NotificationAction::RollBack => "Roll back",
             NotificationAction::Cancel => "Cancel",
+            NotificationAction::Later(Later::Hour) => "In 1 hour",
+            NotificationAction::Later(Later::Tonight) => "Tonight",
+            NotificationAction::Later(Later::Tomorrow) => "Tomorrow",
         }
     }
     pub fn from_key(key: &str) -> Option<Self> {
@@ -55,6 +72,9 @@ impl NotificationAction {
             NotificationAction::Restart,
             NotificationAction::RollBack,
             NotificationAction::Cancel,
+            NotificationAction::Later(Later::Hour),
+            NotificationAction::Later(Later::Tonight),
+            NotificationAction::Later(Later::Tomorrow),
         ]
         .into_iter()
         .find(|a| a.key() == key)
@@ -79,6 +99,17 @@ pub fn transition_notifications(
     next: &AgentStatus,
     may_restart: bool,
 ) -> Vec<Notification> {
+    transitions_at(prev, next, may_restart, None)
+}
+
+/// [`transition_notifications`] at `now` in a time zone: the update notification then says when
+/// it applies itself in local time and offers the "Later" choices.
+fn transitions_at(
+    prev: Option<&AgentStatus>,
+    next: &AgentStatus,
+    may_restart: bool,
+    at: Option<(u64, &TimeZone)>,
+) -> Vec<Notification> {
     let mut out = match prev {
         Some(p) => ended_notifications(p, next, may_restart),
         None => Vec::new(),
@@ -97,16 +128,7 @@ pub fn transition_notifications(
             && prev.and_then(waiting_generation) != Some(g)
             && just_reported != Some(g)
         {
-            let body = match next.deadline {
-                Some(_) => "It is applied by itself at the deadline if you do not.".into(),
-                None => "Apply it when it suits you.".into(),
-            };
-            out.push(Notification {
-                kind: NotificationKind::UpdateAvailable,
-                summary: format!("Update available: generation {g}"),
-                body,
-                actions: vec![NotificationAction::UpdateNow],
-            });
+            out.push(update_available(next, g, at));
         }
     }
     out
@@ -243,6 +265,10 @@ pub struct Notifier {
     /// announce it again.
     announced: Option<u64>,
     pub may_restart: bool,
+    /// The zone of the times the update notification names.
+    pub tz: Option<TimeZone>,
+    /// A postponed generation, reminded of once its time has come.
+    postponed: Option<crate::status::Postponed>,
 }
 
 impl Notifier {
@@ -253,17 +279,27 @@ impl Notifier {
         }
     }
 
+    /// Names times in `tz` (the local zone) rather than UTC.
+    pub fn in_zone(mut self, tz: TimeZone) -> Self {
+        self.tz = Some(tz);
+        self
+    }
+
     /// The notifications due now.
     pub fn observe(&mut self, next: Option<&AgentStatus>, now: u64) -> Vec<Notification> {
         match next {
             Some(s) => {
                 self.unreachable_since = None;
                 self.unreachable_told = false;
-                let mut out = transition_notifications(self.last.as_ref(), s, self.may_restart);
+                let tz = self.tz.clone().unwrap_or(TimeZone::UTC);
+                let mut out = transitions_at(self.last.as_ref(), s, self.may_restart, Some((now, &tz)));
                 let waiting = waiting_generation(s);
+                let postponed = s.postponed_until(now).is_some();
                 out.retain(|n| {
-                    n.kind != NotificationKind::UpdateAvailable || waiting != self.announced
+                    n.kind != NotificationKind::UpdateAvailable
+                        || (waiting != self.announced && !postponed)
                 });
+                out.extend(self.reminder(s, now, &tz));
                 if out
                     .iter()
                     .any(|n| n.kind == NotificationKind::UpdateAvailable)
@@ -290,6 +326,33 @@ impl Notifier {
                 }]
             }
         }
+    }
+
+    /// The reminder of a postponed update once its time has come (once; none while the agent
+    /// is busy or once the generation no longer waits).
+    fn reminder(&mut self, s: &AgentStatus, now: u64, tz: &TimeZone) -> Option<Notification> {
+        if s.postponed_until(now).is_some() {
+            self.postponed = s.postponed;
+            return None;
+        }
+        let p = self.postponed?;
+        let g = waiting_generation(s);
+        if g != Some(p.generation) {
+            // Applied, superseded, or the agent is busy with it: no reminder.
+            if s.phase.is_busy() {
+                return None;
+            }
+            self.postponed = None;
+            return None;
+        }
+        self.postponed = None;
+        self.announced = g;
+        Some(update_available(s, p.generation, Some((now, tz))))
+    }
+
+    /// When a postponed update is to be reminded of, if one is.
+    pub fn reminder_due(&self) -> Option<u64> {
+        self.postponed.map(|p| p.until)
     }
 
     /// When the unreachable notification falls due, if it has not been sent.

@@ -1,0 +1,142 @@
+//! The update that waits for the person at the machine (policy `notify`): the admin's note, when
+//! it applies itself in local time ("applies itself today at 17:30 unless you update now"), a
+//! postponement, and the "Later" choices — each before the admin's deadline.
+
+use super::icon::{pending_generation, waiting_generation};
+use super::notify::{Notification, NotificationAction, NotificationKind};
+use crate::status::{AgentStatus, Outcome, Policy};
+use crate::timefmt::{clock, day, day_clock, local_hour, Day};
+use jiff::tz::TimeZone;
+
+/// A "Later" choice of the menu and the update notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Later {
+    /// In one hour.
+    Hour,
+    /// This evening at 20:00.
+    Tonight,
+    /// Tomorrow at 09:00.
+    Tomorrow,
+}
+
+/// The evening and morning hours of "tonight" and "tomorrow".
+const TONIGHT_HOUR: i8 = 20;
+const MORNING_HOUR: i8 = 9;
+
+impl Later {
+    pub const ALL: [Later; 3] = [Later::Hour, Later::Tonight, Later::Tomorrow];
+
+    /// The time this choice names, seen at `now` in `tz`; `None` when it does not apply now
+    /// ("tonight" less than an hour and a half ahead: "in 1 hour" says it).
+    pub fn until(self, now: u64, tz: &TimeZone) -> Option<u64> {
+        match self {
+            Later::Hour => Some(now + 3600),
+            Later::Tonight => {
+                local_hour(now, 0, TONIGHT_HOUR, tz).filter(|t| *t >= now + 3600 + 1800)
+            }
+            Later::Tomorrow => local_hour(now, 1, MORNING_HOUR, tz),
+        }
+    }
+
+    /// The menu entry: "Later: in 1 hour", "Later: tonight at 20:00", "Later: tomorrow at 09:00".
+    pub fn menu_label(self, until: u64, tz: &TimeZone) -> String {
+        match self {
+            Later::Hour => "Later: in 1 hour".into(),
+            Later::Tonight => format!("Later: tonight at {}", clock(until, tz)),
+            Later::Tomorrow => format!("Later: tomorrow at {}", clock(until, tz)),
+        }
+    }
+}
+
+/// The "Later" choices open now: policy `notify`, an update waiting, and only times before its
+/// deadline (`tiffin postpone` refuses later ones).
+pub fn later_choices(s: &AgentStatus, now: u64, tz: &TimeZone) -> Vec<(Later, u64)> {
+    if s.policy != Policy::Notify || waiting_generation(s).is_none() || rolled_back(s) {
+        return Vec::new();
+    }
+    Later::ALL
+        .into_iter()
+        .filter_map(|l| Some((l, l.until(now, tz)?)))
+        .filter(|(_, t)| s.deadline.is_none_or_ge(*t))
+        .collect()
+}
+
+/// The admin's note of the waiting update, in quotes.
+pub(super) fn note_line(s: &AgentStatus) -> Option<String> {
+    pending_generation(s)?;
+    s.available_note.as_ref().map(|n| format!("“{n}”"))
+}
+
+/// "Applies itself today at 17:30 unless you update now": a waiting update under `notify` with
+/// a deadline. A generation that was rolled back is not retried, deadline or not.
+pub(super) fn deadline_line(s: &AgentStatus, now: u64, tz: &TimeZone) -> Option<String> {
+    if s.policy != Policy::Notify || s.phase.is_busy() || rolled_back(s) {
+        return None;
+    }
+    pending_generation(s)?;
+    let d = s.deadline?;
+    Some(format!(
+        "Applies itself {} unless you update now",
+        day_clock(d, now, tz)
+    ))
+}
+
+/// "Reminder postponed until 18:30" while the user's postponement runs.
+pub(super) fn postponed_line(s: &AgentStatus, now: u64, tz: &TimeZone) -> Option<String> {
+    let u = s.postponed_until(now)?;
+    Some(match day(u, now, tz) {
+        Day::Today => format!("Postponed until {}", clock(u, tz)),
+        _ => format!("Postponed until {}", day_clock(u, now, tz)),
+    })
+}
+
+fn rolled_back(s: &AgentStatus) -> bool {
+    let Some(g) = pending_generation(s) else {
+        return false;
+    };
+    s.last_update
+        .as_ref()
+        .is_some_and(|u| u.outcome == Outcome::RolledBack && u.generation == g)
+}
+
+/// The notification of a waiting update: its note, when it applies itself (with `now` and the
+/// zone, in local time), "Update now" and the "Later" choices.
+pub fn update_available(s: &AgentStatus, g: u64, at: Option<(u64, &TimeZone)>) -> Notification {
+    let mut body = String::new();
+    if let Some(n) = &s.available_note {
+        body.push_str(n);
+        body.push('\n');
+    }
+    body.push_str(&match (s.deadline, at) {
+        (Some(d), Some((now, tz))) => format!(
+            "It applies itself {} unless you update now.",
+            day_clock(d, now, tz)
+        ),
+        (Some(_), None) => "It is applied by itself at the deadline if you do not.".into(),
+        (None, _) => "Apply it when it suits you.".into(),
+    });
+    let mut actions = vec![NotificationAction::UpdateNow];
+    if let Some((now, tz)) = at {
+        actions.extend(
+            later_choices(s, now, tz)
+                .into_iter()
+                .map(|(l, _)| NotificationAction::Later(l)),
+        );
+    }
+    Notification {
+        kind: NotificationKind::UpdateAvailable,
+        summary: format!("Update available: generation {g}"),
+        body,
+        actions,
+    }
+}
+
+/// `deadline ≥ t`, or no deadline.
+trait NoneOrGe {
+    fn is_none_or_ge(&self, t: u64) -> bool;
+}
+impl NoneOrGe for Option<u64> {
+    fn is_none_or_ge(&self, t: u64) -> bool {
+        !matches!(self, Some(d) if *d < t)
+    }
+}
