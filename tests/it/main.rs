@@ -70,4 +70,6 @@ mod tray_cli;
 #[cfg(feature = "tray")]
 mod tray_dbus;
 #[cfg(feature = "tray")]
+mod tray_desk;
+#[cfg(feature = "tray")]
 mod tray_screenshots;

@@ -216,6 +216,14 @@ impl Publication {
             .unwrap();
     }
 
+    /// Gives generation `n`'s manifest the admin's change note (`fleet publish -m`).
+    pub fn set_note(&self, n: u64, note: &str) {
+        let path = self.root.join("gens").join(n.to_string()).join("manifest.json");
+        let mut m = Manifest::parse(&fs::read(&path).unwrap(), "test").unwrap();
+        m.note = Some(note.into());
+        fs::write(&path, m.to_bytes()).unwrap();
+    }
+
     /// Changes a published file behind the manifest's back.
     pub fn corrupt(&self, n: u64, path: &str) {
         let p = self

@@ -1,0 +1,135 @@
+//! The person at the machine, end to end with the real agent (policy `notify`, `deadline = 2h`)
+//! and the real `tiffin-tray` under Xvfb: the admin's note in the menu and the notification;
+//! "Later" from the menu postpones within the deadline; `tiffin postpone` past the deadline is
+//! refused with the deadline in the message; a postponed update is not announced again before
+//! its time, and is once its time has come.
+
+use crate::daemon_support::{files, require_root, Agent, AgentOptions, TIFFIN};
+use crate::desktop_available;
+use crate::support_tray::{wait_for, Desktop, Proc};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tiffin::status::unix_now;
+
+const CYCLE: Duration = Duration::from_secs(60);
+const NOTE: &str = "Adds the office printer";
+
+/// A `notify` agent checking every 2 s, whose generation 1 carries [`NOTE`].
+fn notify_agent_with_note() -> Agent {
+    let mut agent = Agent::prepare(AgentOptions {
+        interval: "2s",
+        ..AgentOptions::default()
+    });
+    agent.publication.publish(1, &files(3, 100, "g1"));
+    agent.publication.set_note(1, NOTE);
+    let text = std::fs::read_to_string(&agent.config).expect("read agent.toml");
+    std::fs::write(
+        &agent.config,
+        format!("policy = \"notify\"\ndeadline = \"2h\"\n{text}"),
+    )
+    .expect("write agent.toml");
+    agent.spawn();
+    agent
+}
+
+fn start_tray(d: &mut Desktop, agent: &Agent) -> Proc {
+    let tray = d.start_tray_on(&agent.socket);
+    wait_for(CYCLE, "the tray's item", || {
+        let items = d.call(serde_json::json!({"cmd": "items"}))?;
+        Ok(items
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(()))
+    });
+    tray
+}
+
+fn announcements(d: &mut Desktop) -> Vec<Value> {
+    d.notifications()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n["summary"] == "Update available: generation 1")
+        .collect()
+}
+
+fn postpone(agent: &Agent, duration: &str) -> (bool, String, String) {
+    let out = Command::new(TIFFIN)
+        .args(["postpone", duration, "--socket"])
+        .arg(&agent.socket)
+        .output()
+        .expect("run tiffin postpone");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_note_shows_later_postpones_within_the_deadline_and_the_reminder_waits_for_its_time() {
+    if !require_root("tray_desk") || !desktop_available("tray_desk") {
+        return;
+    }
+    let agent = notify_agent_with_note();
+    let mut d = Desktop::start();
+    let _tray = start_tray(&mut d, &agent);
+
+    // The note, in the menu and in the one announcement, with when it applies itself.
+    let menu = d.wait_for_line(CYCLE, &format!("“{NOTE}”"));
+    assert!(
+        menu.iter()
+            .any(|l| l.starts_with("Applies itself today at") || l.starts_with("Applies itself tomorrow at")),
+        "{menu:?}"
+    );
+    let first = wait_for(CYCLE, "the announcement", || {
+        Ok(announcements(&mut d).into_iter().next())
+    });
+    let body = first["body"].as_str().unwrap_or_default();
+    assert!(body.starts_with(NOTE), "{body}");
+    let actions = first["actions"].to_string();
+    assert!(actions.contains("later-hour"), "{actions}");
+
+    // "Later: in 1 hour" from the menu: the agent keeps it, the menu says until when.
+    d.click("Later: in 1 hour").expect("click Later");
+    let postponed = wait_for(CYCLE, "the postponement in the agent's status", || {
+        Ok(agent.try_status().and_then(|s| s.postponed))
+    });
+    assert_eq!(postponed.generation, 1);
+    assert!(postponed.until.abs_diff(unix_now() + 3600) < 60, "{postponed:?}");
+    d.wait_for_line(CYCLE, &format!(
+        "Postponed until {}",
+        tiffin::timefmt::clock(postponed.until, &tiffin::timefmt::local_zone())
+    ));
+
+    // Past the deadline (2 h): refused, naming the deadline.
+    let deadline = agent.try_status().and_then(|s| s.deadline).expect("deadline");
+    let (ok, _, err) = postpone(&agent, "3h");
+    assert!(!ok, "postponing past the deadline was accepted");
+    let shown = tiffin::timefmt::date_time(deadline, &tiffin::timefmt::local_zone());
+    assert!(err.contains(&shown) && err.contains("deadline"), "{err}");
+
+    // A short postponement: no announcement before its time, one once it has come.
+    let (ok, out, err) = postpone(&agent, "6s");
+    assert!(ok, "{out}{err}");
+    let asked = Instant::now();
+    let before = announcements(&mut d).len();
+    while asked.elapsed() < Duration::from_secs(5) {
+        assert_eq!(
+            announcements(&mut d).len(),
+            before,
+            "announced again before the postponed time"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for(Duration::from_secs(20), "the reminder at the postponed time", || {
+        let n = announcements(&mut d).len();
+        if n > before {
+            Ok(Some(()))
+        } else {
+            Err(format!("{n} announcements"))
+        }
+    });
+    assert!(asked.elapsed() >= Duration::from_secs(6));
+    assert_eq!(announcements(&mut d).len(), before + 1, "reminded once");
+}
