@@ -215,6 +215,29 @@ pub struct AgentStatus {
     /// "Later"); UIs do not remind them of that generation before `until`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postponed: Option<Postponed>,
+    /// Automatic updates wait for these to clear (a click or `tiffin update` does not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<Waiting>,
+}
+
+/// What an automatic update waits for (agent.toml `on_battery`, `on_metered`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Waiting {
+    /// UPower says the machine runs on battery.
+    OnBattery,
+    /// NetworkManager says the connection is metered.
+    Metered,
+}
+
+impl Waiting {
+    /// The words `tiffin status` and the reports use.
+    pub fn label(self) -> &'static str {
+        match self {
+            Waiting::OnBattery => "mains power (on battery)",
+            Waiting::Metered => "a network that is not metered",
+        }
+    }
 }
 
 /// An update the user postponed: no reminder of `generation` before `until` (Unix seconds),

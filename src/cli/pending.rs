@@ -28,6 +28,16 @@ pub fn rows(s: &AgentStatus, now: u64, tz: &jiff::tz::TimeZone) -> Vec<(&'static
     if let Some(u) = s.postponed_until(now) {
         out.push(("postponed until", day_clock(u, now, tz)));
     }
+    if !s.waiting_for.is_empty() {
+        let what: Vec<&str> = s.waiting_for.iter().map(|w| w.label()).collect();
+        out.push((
+            "waiting for",
+            format!(
+                "{} before updating by itself (`tiffin update` goes ahead)",
+                what.join(" and ")
+            ),
+        ));
+    }
     out
 }
 

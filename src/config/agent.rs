@@ -107,6 +107,13 @@ pub struct AgentConfig {
     pub max_age: Option<Duration>,
     #[serde(default)]
     pub system: SystemConfig,
+    /// Automatic updates wait while UPower says the machine is on battery (`wait`, default) or
+    /// not (`ignore`).
+    #[serde(default)]
+    pub on_battery: super::WaitRule,
+    /// The same while NetworkManager says the connection is metered.
+    #[serde(default)]
+    pub on_metered: super::WaitRule,
 }
 
 mod d {

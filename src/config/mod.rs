@@ -3,9 +3,11 @@
 //! the line and the column. No I/O beyond reading the file.
 
 pub mod agent;
+pub mod desk;
 pub mod fleet;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
+pub use desk::WaitRule;
 pub use fleet::{BuildConfig, FleetConfig, HostConfig};
 
 use serde::{Deserialize, Deserializer};

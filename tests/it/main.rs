@@ -19,6 +19,8 @@ mod pipeline_support;
 #[path = "support/real_nix/mod.rs"]
 mod real_nix;
 mod support;
+#[path = "support/system_bus.rs"]
+mod system_bus;
 #[cfg(feature = "tray")]
 #[path = "support/tray/mod.rs"]
 mod support_tray;
@@ -38,6 +40,7 @@ mod daemon_misbehaving_clients;
 mod daemon_peer_access;
 mod daemon_systemd_notify;
 mod demo;
+mod desk_power;
 mod faults_clock;
 mod faults_connection;
 mod faults_disk;

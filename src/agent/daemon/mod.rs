@@ -160,6 +160,9 @@ impl Tasks {
             scheduler::Schedule::from_config(config),
             worker.clone(),
             status.clone(),
+            crate::agent::conditions::Gate::follow_system_bus(
+                crate::agent::conditions::Rules::from_config(config),
+            ),
             shutdown.subscribe(),
         ));
         let http = http_listener.map(|l| {

@@ -88,6 +88,9 @@ fn agent_lines(out: &mut Lines, s: &AgentStatus, icon: IconKind, ctx: &ViewConte
     if let Some(line) = pending::postponed_line(s, ctx.now, &ctx.tz) {
         out.both(line);
     }
+    if let Some(line) = pending::waiting_line(s) {
+        out.both(line);
+    }
     if s.reboot_needed && icon != IconKind::RebootNeeded {
         out.both("Restart needed".into());
     }

@@ -4,7 +4,7 @@
 
 use super::icon::{pending_generation, waiting_generation};
 use super::notify::{Notification, NotificationAction, NotificationKind};
-use crate::status::{AgentStatus, Outcome, Policy};
+use crate::status::{AgentStatus, Outcome, Policy, Waiting};
 use crate::timefmt::{clock, day, day_clock, local_hour, Day};
 use jiff::tz::TimeZone;
 
@@ -88,6 +88,19 @@ pub(super) fn postponed_line(s: &AgentStatus, now: u64, tz: &TimeZone) -> Option
         Day::Today => format!("Postponed until {}", clock(u, tz)),
         _ => format!("Postponed until {}", day_clock(u, now, tz)),
     })
+}
+
+/// "Waiting for mains power to update": what automatic updates wait for.
+pub(super) fn waiting_line(s: &AgentStatus) -> Option<String> {
+    let what: Vec<&str> = s
+        .waiting_for
+        .iter()
+        .map(|w| match w {
+            Waiting::OnBattery => "mains power",
+            Waiting::Metered => "a network that is not metered",
+        })
+        .collect();
+    (!what.is_empty()).then(|| format!("Waiting for {} to update", what.join(" and ")))
 }
 
 fn rolled_back(s: &AgentStatus) -> bool {

@@ -137,3 +137,16 @@ fn a_postponement_of_an_older_generation_does_not_silence_a_newer_one() {
         .status_lines()
         .any(|l| l.starts_with("Postponed")));
 }
+
+#[test]
+fn what_automatic_updates_wait_for_is_said() {
+    let mut s = available(Policy::Auto);
+    s.waiting_for = vec![crate::status::Waiting::OnBattery];
+    let v = view(Some(&s), &ctx());
+    assert!(v.status_lines().any(|l| l == "Waiting for mains power to update"));
+    assert!(v.tooltip.contains("Waiting for mains power to update"));
+    s.waiting_for.push(crate::status::Waiting::Metered);
+    let v = view(Some(&s), &ctx());
+    assert!(v.status_lines().any(|l| l
+        == "Waiting for mains power and a network that is not metered to update"));
+}
