@@ -284,6 +284,7 @@ impl Tray {
                 }
                 Some(MenuAction::Quit) => return Flow::Quit,
                 Some(MenuAction::Later(l)) => self.postpone(l),
+                Some(MenuAction::RestartNow) => restart_machine(self.proxy.clone()),
                 None => {}
             },
             UserEvent::NotificationAction(a) => match a {
@@ -540,11 +541,9 @@ fn spawn_worker(
 }
 
 fn restart_machine(proxy: EventLoopProxy<UserEvent>) {
+    // logind decides (polkit) whether the person at the machine may restart it.
     spawn_worker("Restart", proxy, || {
-        // logind decides (polkit) whether the person at the machine may restart it.
-        let out = Runner::new().run("systemctl", &["reboot"], Some(Duration::from_secs(30)))?;
-        anyhow::ensure!(out.success(), "{}", out.describe_failure());
-        Ok(())
+        crate::tray::restart::reboot().map_err(anyhow::Error::msg)
     });
 }
 

@@ -10,4 +10,5 @@ pub mod connection;
 #[cfg(feature = "tray")]
 pub mod icons;
 pub mod later;
+pub mod restart;
 pub mod view;

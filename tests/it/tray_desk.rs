@@ -133,3 +133,75 @@ fn the_note_shows_later_postpones_within_the_deadline_and_the_reminder_waits_for
     assert!(asked.elapsed() >= Duration::from_secs(6));
     assert_eq!(announcements(&mut d).len(), before + 1, "reminded once");
 }
+
+/// "Restart now" in the menu while a restart is needed asks logind (dbusmock's `logind` template
+/// on a private system bus) for `Reboot(true)`; when logind refuses, the tray says so.
+#[test]
+fn restart_now_asks_logind_and_shows_a_refusal() {
+    if !desktop_available("tray_desk")
+        || !crate::support::prerequisite(
+            "tray_desk",
+            crate::system_bus::missing_prerequisite(),
+        )
+    {
+        return;
+    }
+    let mut bus = crate::system_bus::SystemBus::start();
+    bus.mock("logind", "{}", "org.freedesktop.login1");
+    let mut d = Desktop::start();
+    let status = tiffin::status::AgentStatus {
+        host: "laptop".into(),
+        applied_generation: Some(7),
+        reboot_needed: true,
+        ..Default::default()
+    };
+    let _agent = crate::support_tray::StubAgent::start(&d.socket(), status);
+    let _tray = d.start_tray_with(
+        &d.socket(),
+        &[("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str())],
+    );
+    d.wait_for_line(CYCLE, tiffin::tray::view::LABEL_RESTART_NOW);
+    d.click(tiffin::tray::view::LABEL_RESTART_NOW)
+        .expect("click Restart now");
+    let calls = || {
+        bus.send(&[
+            "--print-reply",
+            "--dest=org.freedesktop.login1",
+            "/org/freedesktop/login1",
+            "org.freedesktop.DBus.Mock.GetCalls",
+        ])
+    };
+    let reboot = wait_for(CYCLE, "logind's Reboot call", || {
+        let out = calls()?;
+        Ok(out.contains("\"Reboot\"").then_some(out))
+    });
+    let after = reboot.split("\"Reboot\"").nth(1).unwrap_or_default();
+    assert!(after.trim_start().contains("boolean true"), "interactive: {reboot}");
+
+    // logind refuses (polkit said no): the tray shows logind's words.
+    bus.send(&[
+        "--print-reply",
+        "--dest=org.freedesktop.login1",
+        "/org/freedesktop/login1",
+        "org.freedesktop.DBus.Mock.AddMethod",
+        "string:org.freedesktop.login1.Manager",
+        "string:Reboot",
+        "string:b",
+        "string:",
+        "string:raise dbus.exceptions.DBusException('Access denied by the administrator', name='org.freedesktop.DBus.Error.AccessDenied')",
+    ])
+    .expect("make Reboot refuse");
+    d.click(tiffin::tray::view::LABEL_RESTART_NOW)
+        .expect("click Restart now");
+    let refused = wait_for(CYCLE, "the refusal", || {
+        let all = d.notifications()?;
+        Ok(all
+            .into_iter()
+            .find(|n| n["summary"] == "Restart did not start"))
+    });
+    let body = refused["body"].as_str().unwrap_or_default();
+    assert!(
+        body.contains("Access denied by the administrator") && body.contains("logind refused"),
+        "{body}"
+    );
+}

@@ -148,11 +148,13 @@ mod tests {
         let on_battery = Conditions {
             on_battery: Some(true),
             metered: Some(false),
+            known: true,
         };
         assert_eq!(may_start(&on_battery, &wait), Err(vec![Waiting::OnBattery]));
         let both = Conditions {
             on_battery: Some(true),
             metered: Some(true),
+            known: true,
         };
         assert_eq!(
             may_start(&both, &wait),

@@ -17,6 +17,8 @@ pub enum MenuAction {
     Quit,
     /// Postpone the waiting update (policy `notify`).
     Later(Later),
+    /// Ask logind to restart (shown while a restart is needed).
+    RestartNow,
 }
 
 impl MenuAction {
@@ -29,6 +31,7 @@ impl MenuAction {
             MenuAction::StartAtLogin => "start-at-login",
             MenuAction::Quit => "quit",
             MenuAction::Later(l) => super::notify::later_key(l),
+            MenuAction::RestartNow => "restart-now",
         }
     }
 
@@ -43,6 +46,7 @@ impl MenuAction {
             MenuAction::Later(Later::Hour),
             MenuAction::Later(Later::Tonight),
             MenuAction::Later(Later::Tomorrow),
+            MenuAction::RestartNow,
         ]
         .into_iter()
         .find(|a| a.id() == id)
@@ -74,6 +78,7 @@ pub const LABEL_ROLL_BACK: &str = "Roll back to previous system…";
 pub const LABEL_SHOW_LOG: &str = "Show last log";
 pub const LABEL_START_AT_LOGIN: &str = "Start at login";
 pub const LABEL_QUIT: &str = "Quit";
+pub const LABEL_RESTART_NOW: &str = "Restart now";
 
 /// The menu under the status `lines`.
 pub(super) fn menu(
@@ -105,6 +110,9 @@ pub(super) fn menu(
             reachable && !busy && rollback_possible && ctx.user_may_rollback,
         ),
     ]);
+    if status.is_some_and(|s| s.reboot_needed) {
+        menu.push(action(MenuAction::RestartNow, LABEL_RESTART_NOW, !busy));
+    }
     if let Some(s) = status.filter(|_| !busy) {
         for (l, until) in later_choices(s, ctx.now, &ctx.tz) {
             menu.push(action(MenuAction::Later(l), &l.menu_label(until, &ctx.tz), true));

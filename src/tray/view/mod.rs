@@ -18,7 +18,7 @@ pub use icon::{icon, IconKind};
 pub use lines::{clip, MAX_LINE_CHARS};
 pub use menu::{
     MenuAction, MenuLine, LABEL_CHECK_NOW, LABEL_QUIT, LABEL_ROLL_BACK, LABEL_SHOW_LOG,
-    LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW,
+    LABEL_RESTART_NOW, LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW,
 };
 pub use pending::{later_choices, update_available, Later};
 pub use notify::{

@@ -58,7 +58,7 @@ impl NotificationAction {
     pub fn label(self) -> &'static str {
         match self {
             NotificationAction::UpdateNow => "Update now",
-            NotificationAction::Restart => "Restart",
+            NotificationAction::Restart => "Restart now",
             NotificationAction::RollBack => "Roll back",
             NotificationAction::Cancel => "Cancel",
             NotificationAction::Later(Later::Hour) => "In 1 hour",
