@@ -122,6 +122,8 @@ struct Tray {
 }
 
 fn run(socket: PathBuf) -> anyhow::Result<()> {
+    // The view is made on this (the GTK) thread, in the session's language.
+    crate::tray::i18n::set_language(crate::tray::i18n::Lang::from_env());
     let event_loop = gtk_event_loop()?;
     let proxy = event_loop.create_proxy();
 
@@ -434,6 +436,8 @@ impl Tray {
     /// buttons waits until it is answered or closed.
     fn notify(&self, n: Notification) {
         let proxy = self.proxy.clone();
+        // The buttons' words in this (the GTK) thread's language.
+        let labels: Vec<String> = n.actions.iter().map(|a| a.label()).collect();
         let spawned = std::thread::Builder::new()
             .name("notification".into())
             .spawn(move || {
@@ -442,8 +446,8 @@ impl Tray {
                     .icon("tiffin")
                     .summary(&n.summary)
                     .body(&n.body);
-                for a in &n.actions {
-                    note.action(a.key(), a.label());
+                for (a, label) in n.actions.iter().zip(&labels) {
+                    note.action(a.key(), label);
                 }
                 let handle = match note.show() {
                     Ok(h) => h,

@@ -205,3 +205,61 @@ fn restart_now_asks_logind_and_shows_a_refusal() {
         "{body}"
     );
 }
+
+/// The tray speaks the session's language: with `LANG=de_DE.UTF-8` the menu is German, with
+/// `LANG=fr_FR.UTF-8` French (the real tray under Xvfb, a scripted agent with an update waiting).
+#[test]
+fn the_menu_speaks_german_and_french_from_lang() {
+    if !desktop_available("tray_desk") {
+        return;
+    }
+    let now = unix_now();
+    let status = tiffin::status::AgentStatus {
+        host: "laptop".into(),
+        applied_generation: Some(42),
+        applied_at: Some(now - 600),
+        available_generation: Some(43),
+        available_note: Some(NOTE.into()),
+        policy: tiffin::status::Policy::Notify,
+        deadline: Some(now + 30 * 3600),
+        ..Default::default()
+    };
+    for (lang, headline, update_now, later) in [
+        (
+            "de_DE.UTF-8",
+            "Update verfügbar: Generation 43",
+            "Jetzt aktualisieren",
+            "Später: in 1 Stunde",
+        ),
+        (
+            "fr_FR.UTF-8",
+            "Mise à jour disponible : génération 43",
+            "Mettre à jour maintenant",
+            "Plus tard : dans 1 heure",
+        ),
+    ] {
+        let mut d = Desktop::start();
+        let _agent = crate::support_tray::StubAgent::start(&d.socket(), status.clone());
+        let _tray = d.start_tray_with(
+            &d.socket(),
+            &[
+                ("LANG", lang),
+                ("LANGUAGE", ""),
+                ("LC_ALL", ""),
+                ("LC_MESSAGES", ""),
+            ],
+        );
+        let menu = d.wait_for_line(CYCLE, headline);
+        for want in [update_now, later, &format!("“{NOTE}”")] {
+            assert!(menu.iter().any(|l| l == want), "{lang}: {want:?} in {menu:?}");
+        }
+        assert!(
+            !menu.iter().any(|l| l == tiffin::tray::view::LABEL_UPDATE_NOW),
+            "{lang}: English left in {menu:?}"
+        );
+        let n = wait_for(CYCLE, "the announcement", || {
+            Ok(d.notifications()?.into_iter().next())
+        });
+        assert_eq!(n["summary"], headline, "{lang}");
+    }
+}

@@ -4,6 +4,7 @@
 use super::context::ViewContext;
 use super::lines::clip;
 use super::pending::{later_choices, Later};
+use crate::tray::i18n::tr;
 use crate::status::{AgentStatus, Phase};
 
 /// What a clickable menu entry does. The string ids are the muda menu ids.
@@ -71,7 +72,8 @@ pub enum MenuLine {
     },
 }
 
-/// The labels of the actions; tests and the E2E harness find entries by them.
+/// The English labels of the actions (the catalog's `menu-*` messages, which the menu shows in
+/// the user's language); tests and the E2E harness find entries by them.
 pub const LABEL_UPDATE_NOW: &str = "Update now";
 pub const LABEL_CHECK_NOW: &str = "Check for updates";
 pub const LABEL_ROLL_BACK: &str = "Roll back to previous system…";
@@ -91,42 +93,46 @@ pub(super) fn menu(
     let checking = status.is_some_and(|s| s.phase == Phase::Checking);
     let rollback_possible = status.is_some_and(|s| s.rollback.previous_available);
     let mut menu: Vec<MenuLine> = lines.iter().map(|l| MenuLine::Status(clip(l))).collect();
-    let action = |action, label: &str, enabled| MenuLine::Action {
+    let action = |action, id: &str, enabled| MenuLine::Action {
         action,
-        label: label.into(),
+        label: tr(id),
         enabled,
     };
     menu.extend([
         MenuLine::Separator,
-        action(MenuAction::UpdateNow, LABEL_UPDATE_NOW, reachable && !busy),
+        action(MenuAction::UpdateNow, "menu-update-now", reachable && !busy),
         action(
             MenuAction::CheckNow,
-            LABEL_CHECK_NOW,
+            "menu-check-now",
             reachable && !busy && !checking,
         ),
         action(
             MenuAction::RollBack,
-            LABEL_ROLL_BACK,
+            "menu-roll-back",
             reachable && !busy && rollback_possible && ctx.user_may_rollback,
         ),
     ]);
     if status.is_some_and(|s| s.reboot_needed) {
-        menu.push(action(MenuAction::RestartNow, LABEL_RESTART_NOW, !busy));
+        menu.push(action(MenuAction::RestartNow, "menu-restart-now", !busy));
     }
     if let Some(s) = status.filter(|_| !busy) {
         for (l, until) in later_choices(s, ctx.now, &ctx.tz) {
-            menu.push(action(MenuAction::Later(l), &l.menu_label(until, &ctx.tz), true));
+            menu.push(MenuLine::Action {
+                action: MenuAction::Later(l),
+                label: l.menu_label(until, &ctx.tz),
+                enabled: true,
+            });
         }
     }
     menu.extend([
-        action(MenuAction::ShowLog, LABEL_SHOW_LOG, reachable),
+        action(MenuAction::ShowLog, "menu-show-log", reachable),
         MenuLine::Separator,
         MenuLine::Check {
             action: MenuAction::StartAtLogin,
-            label: LABEL_START_AT_LOGIN.into(),
+            label: tr("menu-start-at-login"),
             checked: ctx.start_at_login,
         },
-        action(MenuAction::Quit, LABEL_QUIT, true),
+        action(MenuAction::Quit, "menu-quit", true),
     ]);
     menu
 }

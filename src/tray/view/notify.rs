@@ -3,6 +3,7 @@
 
 use super::icon::waiting_generation;
 use super::pending::{update_available, Later};
+use crate::tray::i18n::{span, tr, tr_args};
 use jiff::tz::TimeZone;
 
 /// The key of a "Later" choice, in menus and notifications.
@@ -55,16 +56,17 @@ impl NotificationAction {
             NotificationAction::Later(l) => later_key(l),
         }
     }
-    pub fn label(self) -> &'static str {
-        match self {
-            NotificationAction::UpdateNow => "Update now",
-            NotificationAction::Restart => "Restart now",
-            NotificationAction::RollBack => "Roll back",
-            NotificationAction::Cancel => "Cancel",
-            NotificationAction::Later(Later::Hour) => "In 1 hour",
-            NotificationAction::Later(Later::Tonight) => "Tonight",
-            NotificationAction::Later(Later::Tomorrow) => "Tomorrow",
-        }
+    /// The button's words, in this thread's language.
+    pub fn label(self) -> String {
+        tr(match self {
+            NotificationAction::UpdateNow => "action-update-now",
+            NotificationAction::Restart => "action-restart-now",
+            NotificationAction::RollBack => "action-roll-back",
+            NotificationAction::Cancel => "action-cancel",
+            NotificationAction::Later(Later::Hour) => "action-later-hour",
+            NotificationAction::Later(Later::Tonight) => "action-later-tonight",
+            NotificationAction::Later(Later::Tomorrow) => "action-later-tomorrow",
+        })
     }
     pub fn from_key(key: &str) -> Option<Self> {
         [
@@ -155,7 +157,7 @@ fn ended_notifications(
         if let Some(r) = &next.rollback.last {
             out.push(Notification {
                 kind: NotificationKind::RolledBack,
-                summary: format!("Generation {} was rolled back", r.generation),
+                summary: tr_args("notify-rolled-back", &[("g", r.generation.into())]),
                 body: r.reason.clone(),
                 actions: vec![],
             });
@@ -180,30 +182,31 @@ fn outcome_notification(
     rollback_new: bool,
     may_restart: bool,
 ) -> Option<Notification> {
+    let g = || [("g", u.generation.into())];
     let (kind, summary, body) = match u.outcome {
         Outcome::Updated if reboot_needed => (
             NotificationKind::UpdatedRestartNeeded,
-            format!("Updated to generation {}", u.generation),
-            "Restart to finish the update.".to_string(),
+            tr_args("notify-updated", &g()),
+            tr("notify-restart-to-finish"),
         ),
         Outcome::Updated => (
             NotificationKind::Updated,
-            format!("Updated to generation {}", u.generation),
-            "The system is up to date.".to_string(),
+            tr_args("notify-updated", &g()),
+            tr("notify-up-to-date"),
         ),
         Outcome::Failed | Outcome::Interrupted => {
             let step = u
                 .failed_step
                 .as_ref()
-                .map(|s| format!("Failed at {s}"))
-                .unwrap_or_else(|| "Failed".into());
+                .map(|s| tr_args("notify-failed-at", &[("step", s.name().into())]))
+                .unwrap_or_else(|| tr("notify-failed"));
             let body = match &u.message {
                 Some(m) => format!("{step}: {m}"),
                 None => format!("{step}."),
             };
             (
                 NotificationKind::UpdateFailed,
-                format!("Update to generation {} failed", u.generation),
+                tr_args("notify-update-failed", &g()),
                 body,
             )
         }
@@ -211,7 +214,7 @@ fn outcome_notification(
         // reports the outcome without one.
         Outcome::RolledBack if !rollback_new => (
             NotificationKind::RolledBack,
-            format!("Generation {} was rolled back", u.generation),
+            tr_args("notify-rolled-back", &g()),
             u.message.clone().unwrap_or_default(),
         ),
         Outcome::RolledBack | Outcome::UpToDate => return None,
@@ -233,21 +236,25 @@ fn outcome_notification(
 pub fn rollback_confirmation(status: Option<&AgentStatus>) -> Notification {
     let current = status
         .and_then(|s| s.applied_generation)
-        .map(|g| format!("generation {g}"))
-        .unwrap_or_else(|| "the current system".into());
+        .map(|g| tr_args("notify-current-generation", &[("g", g.into())]))
+        .unwrap_or_else(|| tr("notify-current-system"));
     Notification {
         kind: NotificationKind::ConfirmRollback,
-        summary: "Roll back to the previous system?".into(),
-        body: format!("This leaves {current} and activates the system before it."),
+        summary: tr("notify-confirm-rollback"),
+        body: tr_args("notify-confirm-rollback-body", &[("current", current.into())]),
         actions: vec![NotificationAction::RollBack, NotificationAction::Cancel],
     }
 }
 
 /// Says that an action the user clicked could not start.
 pub fn action_failed(what: &str, error: &str) -> Notification {
+    // `what` is the app's English name of the action ("Update"); its catalog id is
+    // `what-<name>` in lower case with dashes.
+    let id = format!("what-{}", what.to_lowercase().replace(' ', "-"));
+    let what = tr(&id);
     Notification {
         kind: NotificationKind::ActionFailed,
-        summary: format!("{what} did not start"),
+        summary: tr_args("notify-did-not-start", &[("what", what.into())]),
         body: error.to_string(),
         actions: vec![],
     }
@@ -317,10 +324,10 @@ impl Notifier {
                 self.unreachable_told = true;
                 vec![Notification {
                     kind: NotificationKind::AgentUnreachable,
-                    summary: "tiffin agent not reachable".into(),
-                    body: format!(
-                        "No contact for {}; updates are not being applied.",
-                        crate::timefmt::span(now.saturating_sub(since))
+                    summary: tr("notify-agent-unreachable"),
+                    body: tr_args(
+                        "notify-agent-unreachable-body",
+                        &[("span", span(now.saturating_sub(since)).into())],
                     ),
                     actions: vec![],
                 }]

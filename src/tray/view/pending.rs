@@ -5,7 +5,8 @@
 use super::icon::{pending_generation, waiting_generation};
 use super::notify::{Notification, NotificationAction, NotificationKind};
 use crate::status::{AgentStatus, Outcome, Policy, Waiting};
-use crate::timefmt::{clock, day, day_clock, local_hour, Day};
+use crate::timefmt::{clock, day, local_hour, Day};
+use crate::tray::i18n::{day_clock, tr, tr_args};
 use jiff::tz::TimeZone;
 
 /// A "Later" choice of the menu and the update notification.
@@ -40,10 +41,11 @@ impl Later {
 
     /// The menu entry: "Later: in 1 hour", "Later: tonight at 20:00", "Later: tomorrow at 09:00".
     pub fn menu_label(self, until: u64, tz: &TimeZone) -> String {
+        let at = [("clock", clock(until, tz).into())];
         match self {
-            Later::Hour => "Later: in 1 hour".into(),
-            Later::Tonight => format!("Later: tonight at {}", clock(until, tz)),
-            Later::Tomorrow => format!("Later: tomorrow at {}", clock(until, tz)),
+            Later::Hour => tr("menu-later-hour"),
+            Later::Tonight => tr_args("menu-later-tonight", &at),
+            Later::Tomorrow => tr_args("menu-later-tomorrow", &at),
         }
     }
 }
@@ -75,32 +77,33 @@ pub(super) fn deadline_line(s: &AgentStatus, now: u64, tz: &TimeZone) -> Option<
     }
     pending_generation(s)?;
     let d = s.deadline?;
-    Some(format!(
-        "Applies itself {} unless you update now",
-        day_clock(d, now, tz)
+    Some(tr_args(
+        "applies-itself",
+        &[("when", day_clock(d, now, tz).into())],
     ))
 }
 
 /// "Reminder postponed until 18:30" while the user's postponement runs.
 pub(super) fn postponed_line(s: &AgentStatus, now: u64, tz: &TimeZone) -> Option<String> {
     let u = s.postponed_until(now)?;
-    Some(match day(u, now, tz) {
-        Day::Today => format!("Postponed until {}", clock(u, tz)),
-        _ => format!("Postponed until {}", day_clock(u, now, tz)),
-    })
+    let when = match day(u, now, tz) {
+        Day::Today => clock(u, tz),
+        _ => day_clock(u, now, tz),
+    };
+    Some(tr_args("postponed-until", &[("when", when.into())]))
 }
 
 /// "Waiting for mains power to update": what automatic updates wait for.
 pub(super) fn waiting_line(s: &AgentStatus) -> Option<String> {
-    let what: Vec<&str> = s
-        .waiting_for
-        .iter()
-        .map(|w| match w {
-            Waiting::OnBattery => "mains power",
-            Waiting::Metered => "a network that is not metered",
-        })
-        .collect();
-    (!what.is_empty()).then(|| format!("Waiting for {} to update", what.join(" and ")))
+    let power = s.waiting_for.contains(&Waiting::OnBattery);
+    let network = s.waiting_for.contains(&Waiting::Metered);
+    let id = match (power, network) {
+        (true, true) => "waiting-for-both",
+        (true, false) => "waiting-for-power",
+        (false, true) => "waiting-for-network",
+        (false, false) => return None,
+    };
+    Some(tr(id))
 }
 
 fn rolled_back(s: &AgentStatus) -> bool {
@@ -121,12 +124,12 @@ pub fn update_available(s: &AgentStatus, g: u64, at: Option<(u64, &TimeZone)>) -
         body.push('\n');
     }
     body.push_str(&match (s.deadline, at) {
-        (Some(d), Some((now, tz))) => format!(
-            "It applies itself {} unless you update now.",
-            day_clock(d, now, tz)
+        (Some(d), Some((now, tz))) => tr_args(
+            "notify-applies-itself",
+            &[("when", day_clock(d, now, tz).into())],
         ),
-        (Some(_), None) => "It is applied by itself at the deadline if you do not.".into(),
-        (None, _) => "Apply it when it suits you.".into(),
+        (Some(_), None) => tr("notify-applies-at-deadline"),
+        (None, _) => tr("notify-apply-when-it-suits"),
     });
     let mut actions = vec![NotificationAction::UpdateNow];
     if let Some((now, tz)) = at {
@@ -138,7 +141,7 @@ pub fn update_available(s: &AgentStatus, g: u64, at: Option<(u64, &TimeZone)>) -
     }
     Notification {
         kind: NotificationKind::UpdateAvailable,
-        summary: format!("Update available: generation {g}"),
+        summary: tr_args("update-available-generation", &[("g", g.into())]),
         body,
         actions,
     }
