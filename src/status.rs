@@ -218,6 +218,9 @@ pub struct AgentStatus {
     /// Automatic updates wait for these to clear (a click or `tiffin update` does not).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for: Vec<Waiting>,
+    /// What the available generation changes (its manifest's closure-diff summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_changes: Option<crate::manifest::Changes>,
 }
 
 /// What an automatic update waits for (agent.toml `on_battery`, `on_metered`).

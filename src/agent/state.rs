@@ -67,6 +67,9 @@ pub struct Available {
     /// The admin's change note in its manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Its manifest's closure-diff summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<crate::manifest::Changes>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

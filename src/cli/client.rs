@@ -27,6 +27,9 @@ pub struct StatusArgs {
     /// Print the status object as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print everything the waiting update changes (packages, versions, restart).
+    #[arg(long, conflicts_with = "json")]
+    pub changes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +59,8 @@ pub fn status(a: StatusArgs) -> anyhow::Result<u8> {
     let s = c.status()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
+    } else if a.changes {
+        print!("{}", super::pending::changes_text(&s));
     } else {
         print!("{}", summary(&s, unix_now()));
     }

@@ -15,6 +15,13 @@ pub fn rows(s: &AgentStatus, now: u64, tz: &jiff::tz::TimeZone) -> Vec<(&'static
         (None, _, Some(n)) => out.push(("note", n.clone())),
         _ => {}
     }
+    if let (Some(_), Some(c)) = (waiting, &s.available_changes) {
+        let mut v = format!("{} (`tiffin status --changes` lists them)", c.total());
+        if c.restart_needed {
+            v.push_str("; restart needed after this update");
+        }
+        out.push(("changes", v));
+    }
     if let (Some(_), Some(d), Policy::Notify) = (waiting, s.deadline, s.policy) {
         out.push((
             "applies itself",
@@ -37,6 +44,21 @@ pub fn rows(s: &AgentStatus, now: u64, tz: &jiff::tz::TimeZone) -> Vec<(&'static
                 what.join(" and ")
             ),
         ));
+    }
+    out
+}
+
+/// `tiffin status --changes`: every line of what the waiting update changes.
+pub fn changes_text(s: &AgentStatus) -> String {
+    let Some(c) = &s.available_changes else {
+        return "no change summary (the admin publishes one with `fleet publish --build`)\n".into();
+    };
+    let mut out: String = c.lines.iter().map(|l| format!("{l}\n")).collect();
+    if c.more > 0 {
+        out.push_str(&format!("… and {} more\n", c.more));
+    }
+    if c.restart_needed {
+        out.push_str("restart needed after this update (kernel, initrd or modules change)\n");
     }
     out
 }

@@ -4,10 +4,12 @@
 //! of two manifests. It does no network I/O and knows nothing of chroots or agents; both sides
 //! call in here so that they agree byte for byte.
 
+mod changes;
 mod diff;
 mod note;
 mod walk;
 
+pub use changes::Changes;
 pub use diff::{apply_diff, ManifestDiff};
 pub use note::{check_note, clean_note, MAX_NOTE_CHARS};
 pub use walk::{entries_of, walk_tree, WalkError, WalkedEntry};
@@ -102,6 +104,10 @@ pub struct Manifest {
     /// subject): one line, checked by [`check_note`]. Signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What this generation changes against the previous one's `expected_system` (`publish
+    /// --build`): the closure diff's summary. Signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
     /// Signature over [`Manifest::signed_bytes`], when the fleet signs. Always the line before
     /// `entries` in the canonical bytes, so that it can be checked before parsing (`crate::sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +149,7 @@ impl Manifest {
             expected_system: None,
             signed_at: None,
             note: None,
+            changes: None,
             signature: None,
             entries,
         }
@@ -206,6 +213,9 @@ impl Manifest {
         }
         if let Some(n) = &self.note {
             check_note(n).map_err(bad)?;
+        }
+        if let Some(c) = &self.changes {
+            c.check().map_err(bad)?;
         }
         if self.entries.len() > MAX_ENTRIES {
             return Err(bad(format!(

@@ -27,6 +27,8 @@ pub(super) struct NewGeneration<'a> {
     pub expected_system: Option<String>,
     /// The admin's change note (`publish -m`).
     pub note: Option<String>,
+    /// The closure diff's summary against the previous expected system (`--build`).
+    pub changes: Option<crate::manifest::Changes>,
     pub signer: Option<&'a SecretKey>,
     pub owner: Ownership,
 }
@@ -101,6 +103,7 @@ fn manifest_bytes(new: NewGeneration) -> io::Result<Vec<u8>> {
     let mut manifest = Manifest::new(host, new.generation, now_rfc3339(), new.entries);
     manifest.expected_system = new.expected_system;
     manifest.note = new.note;
+    manifest.changes = new.changes;
     if let Some(k) = new.signer {
         k.sign_manifest(&mut manifest);
     }
@@ -190,6 +193,7 @@ mod tests {
             entries: entries_of(walked),
             expected_system: None,
             note: None,
+            changes: None,
             signer: None,
             owner: Ownership::Publisher,
         }

@@ -12,6 +12,7 @@
 //! generations and orphaned publications; `outcome` holds the options, reports, errors and modes
 //! they share. The parts import `outcome` and each other, never this file.
 
+mod changes;
 mod generation;
 mod outcome;
 mod prune;
@@ -256,6 +257,14 @@ impl<'a> RunContext<'a> {
             entries,
             expected_system: report.expected_system.clone(),
             note: self.opts.note.clone(),
+            changes: changes::closure_changes(
+                &self.config.build,
+                &self.runner,
+                host,
+                current.as_ref(),
+                report.expected_system.as_deref(),
+                &|n| push(&self.notes, &n),
+            ),
             signer: self.signer.as_ref(),
             owner,
         };

@@ -38,6 +38,9 @@ pub(super) fn status_lines(
     if let Some(note) = status.and_then(pending::note_line) {
         out.both(note);
     }
+    for line in status.map(pending::change_lines).unwrap_or_default() {
+        out.both(line);
+    }
     match status {
         Some(s) => agent_lines(&mut out, s, icon, ctx),
         None => out.both(

@@ -69,6 +69,31 @@ pub(super) fn note_line(s: &AgentStatus) -> Option<String> {
     s.available_note.as_ref().map(|n| format!("“{n}”"))
 }
 
+/// How many change lines the menu shows before "and N more".
+pub const CHANGE_LINES_SHOWN: usize = 3;
+
+/// What the waiting update changes: its first lines, "and N more", and whether a restart
+/// follows (`tiffin status --changes` lists them all).
+pub(super) fn change_lines(s: &AgentStatus) -> Vec<String> {
+    let (Some(_), Some(c)) = (pending_generation(s), &s.available_changes) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = c
+        .lines
+        .iter()
+        .take(CHANGE_LINES_SHOWN)
+        .map(|l| format!("· {l}"))
+        .collect();
+    let rest = c.total().saturating_sub(out.len() as u64);
+    if rest > 0 {
+        out.push(tr_args("changes-more", &[("n", rest.into())]));
+    }
+    if c.restart_needed {
+        out.push(tr("changes-restart"));
+    }
+    out
+}
+
 /// "Applies itself today at 17:30 unless you update now": a waiting update under `notify` with
 /// a deadline. A generation that was rolled back is not retried, deadline or not.
 pub(super) fn deadline_line(s: &AgentStatus, now: u64, tz: &TimeZone) -> Option<String> {

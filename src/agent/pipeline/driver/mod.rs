@@ -75,6 +75,8 @@ struct Cycle {
     source: Option<Box<dyn source::Source>>,
     /// The change note of the generation this cycle is about (its manifest's `note`).
     note: Option<String>,
+    /// Its manifest's closure-diff summary.
+    changes: Option<crate::manifest::Changes>,
 }
 
 impl Cycle {
@@ -90,6 +92,7 @@ impl Cycle {
             mismatch: None,
             source: None,
             note: None,
+            changes: None,
         }
     }
     fn took(&mut self, step: Step, since: Instant) {

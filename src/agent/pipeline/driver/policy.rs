@@ -30,6 +30,7 @@ impl Pipeline {
         let g = local.generation;
         cy.generation = Some(g);
         cy.note = local.manifest.note.clone();
+        cy.changes = local.manifest.changes.clone();
         self.state.state.forget_older_than(g);
         if let Some(end) = self.decide(req, cy, g) {
             return end;
@@ -179,14 +180,14 @@ impl Pipeline {
         self.checked(CheckResult::UpdateAvailable, None);
         let notify = self.config.policy == Policy::Notify;
         if req == CycleRequest::Check {
-            self.mark_available(g, notify, cy.note.clone());
+            self.mark_available(g, notify, cy);
             return Some(Ending::quiet(
                 Outcome::UpToDate,
                 format!("generation {g} is available"),
             ));
         }
         if notify && req == CycleRequest::Scheduled {
-            let deadline = self.mark_available(g, true, cy.note.clone());
+            let deadline = self.mark_available(g, true, cy);
             if deadline.is_some_and(|d| unix_now() < d) {
                 return Some(Ending::quiet(
                     Outcome::UpToDate,
@@ -225,8 +226,9 @@ impl Pipeline {
         &mut self,
         g: u64,
         with_deadline: bool,
-        note: Option<String>,
+        cy: &Cycle,
     ) -> Option<u64> {
+        let (note, changes) = (cy.note.clone(), cy.changes.clone());
         let now = unix_now();
         let a = match self.state.state.available.take() {
             Some(a) if a.generation == g => a,
@@ -235,6 +237,7 @@ impl Pipeline {
                 found_at: now,
                 deadline: None,
                 note: None,
+                changes: None,
             },
         };
         let deadline = match a.deadline {
@@ -242,7 +245,12 @@ impl Pipeline {
             None if with_deadline => Some(now + self.config.deadline.as_secs()),
             None => None,
         };
-        self.state.state.available = Some(Available { deadline, note, ..a });
+        self.state.state.available = Some(Available {
+            deadline,
+            note,
+            changes,
+            ..a
+        });
         deadline
     }
 }

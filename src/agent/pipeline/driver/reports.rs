@@ -199,6 +199,7 @@ impl Pipeline {
             s.available_generation = st.available.as_ref().map(|a| a.generation);
             s.deadline = st.available.as_ref().and_then(|a| a.deadline);
             s.available_note = st.available.as_ref().and_then(|a| a.note.clone());
+            s.available_changes = st.available.as_ref().and_then(|a| a.changes.clone());
             s.applied_note = st.applied_note.clone();
             s.last_update = st.last_update.clone();
             s.rollback.previous_available = st.previous_system.is_some();

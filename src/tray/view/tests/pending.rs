@@ -152,3 +152,33 @@ fn what_automatic_updates_wait_for_is_said() {
         .tooltip
         .contains("Waiting for mains power and a network that is not metered to update"));
 }
+
+#[test]
+fn the_change_summary_shows_its_first_lines_and_counts_the_rest() {
+    let mut s = waiting_with_note(10 * 3600);
+    s.available_changes = Some(crate::manifest::Changes {
+        lines: vec![
+            "firefox 120.0 → 121.0".into(),
+            "hello 2.12.1 (new)".into(),
+            "linux 6.6.1 → 6.6.2".into(),
+            "oldpkg 1.0 (removed)".into(),
+        ],
+        more: 2,
+        restart_needed: true,
+    });
+    let v = view(Some(&s), &ctx());
+    let lines: Vec<&str> = v.status_lines().collect();
+    assert_eq!(
+        lines[1..7],
+        [
+            "“Adds the office printer”",
+            "· firefox 120.0 → 121.0",
+            "· hello 2.12.1 (new)",
+            "· linux 6.6.1 → 6.6.2",
+            "and 3 more",
+            "Restart needed after this update",
+        ]
+    );
+    let text = crate::cli::pending::changes_text(&s);
+    assert!(text.contains("oldpkg 1.0 (removed)") && text.contains("and 2 more"), "{text}");
+}
