@@ -40,6 +40,7 @@ mod daemon_misbehaving_clients;
 mod daemon_peer_access;
 mod daemon_systemd_notify;
 mod demo;
+mod desk_changes;
 mod desk_power;
 mod faults_clock;
 mod faults_connection;

@@ -120,6 +120,8 @@ pub struct HostStatus {
     pub last_report_age_secs: Option<u64>,
     /// Unreadable or invalid files found on the way.
     pub problems: Vec<String>,
+    /// The admin's change note of the published generation (`fleet publish -m`).
+    pub note: Option<String>,
 }
 
 /// Decides a host's row from its records, as of `now` (Unix seconds).
@@ -199,6 +201,7 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         last_report_age_secs: latest.map(|l| now.saturating_sub(l.time)),
         last_report,
         problems,
+        note: rec.manifest.as_ref().and_then(|m| m.note.clone()),
     }
 }
 

@@ -81,6 +81,9 @@ fn note(h: &HostStatus) -> String {
         ));
     }
     parts.extend(h.problems.iter().map(|p| first_line(p, 100)));
+    if let Some(n) = &h.note {
+        parts.push(format!("“{}”", first_line(n, 60)));
+    }
     parts.join("; ")
 }
 
