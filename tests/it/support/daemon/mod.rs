@@ -224,6 +224,14 @@ impl Publication {
         fs::write(&path, m.to_bytes()).unwrap();
     }
 
+    /// Gives generation `n`'s manifest a change summary (`fleet publish --build`).
+    pub fn set_changes(&self, n: u64, changes: tiffin::manifest::Changes) {
+        let path = self.root.join("gens").join(n.to_string()).join("manifest.json");
+        let mut m = Manifest::parse(&fs::read(&path).unwrap(), "test").unwrap();
+        m.changes = Some(changes);
+        fs::write(&path, m.to_bytes()).unwrap();
+    }
+
     /// Changes a published file behind the manifest's back.
     pub fn corrupt(&self, n: u64, path: &str) {
         let p = self
