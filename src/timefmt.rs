@@ -112,7 +112,10 @@ pub fn day_clock(at: u64, now: u64, tz: &TimeZone) -> String {
 /// `hour`:00 local time, `days` days after the day of `now`, as Unix seconds ("tomorrow at
 /// 09:00"); `None` when that time does not exist or is not after `now`.
 pub fn local_hour(now: u64, days: i64, hour: i8, tz: &TimeZone) -> Option<u64> {
-    let date = zoned(now, tz).date().checked_add(jiff::Span::new().days(days)).ok()?;
+    let date = zoned(now, tz)
+        .date()
+        .checked_add(jiff::Span::new().days(days))
+        .ok()?;
     let at = date.at(hour, 0, 0, 0).to_zoned(tz.clone()).ok()?;
     u64::try_from(at.timestamp().as_second())
         .ok()
@@ -139,7 +142,10 @@ mod tests {
         let utc = TimeZone::UTC;
         assert_eq!(day_clock(NOW + 600, NOW, &utc), "today at 22:23");
         assert_eq!(day_clock(NOW + 3 * HOUR, NOW, &utc), "tomorrow at 01:13");
-        assert_eq!(day_clock(NOW + 4 * DAY, NOW, &utc), "on Sat 18 Nov at 22:13");
+        assert_eq!(
+            day_clock(NOW + 4 * DAY, NOW, &utc),
+            "on Sat 18 Nov at 22:13"
+        );
         let tomorrow_nine = local_hour(NOW, 1, 9, &utc).unwrap();
         assert_eq!(day_clock(tomorrow_nine, NOW, &utc), "tomorrow at 09:00");
         assert_eq!(local_hour(NOW, 0, 20, &utc), None, "20:00 today has passed");

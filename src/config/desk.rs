@@ -35,6 +35,9 @@ mod tests {
         let e = AgentConfig::parse(&format!("{BASE}on_battery = \"sometimes\"\n"), "agent.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("agent.toml:3") && e.contains("on_battery") || e.contains("wait"), "{e}");
+        assert!(
+            e.contains("agent.toml:3") && e.contains("on_battery") || e.contains("wait"),
+            "{e}"
+        );
     }
 }

@@ -143,9 +143,7 @@ mod tests {
 
     #[test]
     fn a_long_diff_keeps_the_first_lines_and_counts_the_rest() {
-        let text: String = (0..150)
-            .map(|i| format!("p{i}: 1 → 2, +1 KiB\n"))
-            .collect();
+        let text: String = (0..150).map(|i| format!("p{i}: 1 → 2, +1 KiB\n")).collect();
         let c = Changes::from_diff_closures(&text);
         assert_eq!((c.lines.len(), c.more, c.total()), (100, 50, 150));
         let bad = Changes {

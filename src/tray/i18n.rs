@@ -42,10 +42,7 @@ impl Lang {
 
     /// `de_DE.UTF-8`, `fr`, `en_GB@euro` → the language; `C`, `POSIX` or others → none.
     pub fn from_locale(value: &str) -> Option<Lang> {
-        let code = value
-            .split(['_', '.', '@', '-'])
-            .next()
-            .unwrap_or_default();
+        let code = value.split(['_', '.', '@', '-']).next().unwrap_or_default();
         Lang::ALL.into_iter().find(|l| l.code() == code)
     }
 
@@ -230,7 +227,11 @@ mod tests {
                 lang.code()
             );
             let extra: Vec<&String> = have.iter().filter(|id| !en.contains(id)).collect();
-            assert!(extra.is_empty(), "{}.ftl has unknown {extra:?}", lang.code());
+            assert!(
+                extra.is_empty(),
+                "{}.ftl has unknown {extra:?}",
+                lang.code()
+            );
         }
     }
 
@@ -268,7 +269,11 @@ mod tests {
 
     #[test]
     fn messages_format_with_arguments_in_each_language() {
-        let g = |l| with_language(l, || tr_args("update-available-generation", &[("g", 7.into())]));
+        let g = |l| {
+            with_language(l, || {
+                tr_args("update-available-generation", &[("g", 7.into())])
+            })
+        };
         assert_eq!(g(Lang::En), "Update available: generation 7");
         assert_eq!(g(Lang::Fr), "Mise à jour disponible : génération 7");
         assert_eq!(g(Lang::De), "Update verfügbar: Generation 7");
@@ -279,7 +284,11 @@ mod tests {
             "aujourd’hui à 22:23"
         );
         assert_eq!(
-            with_language(Lang::De, || day_clock(1_700_000_000 + 4 * 86400, 1_700_000_000, &utc)),
+            with_language(Lang::De, || day_clock(
+                1_700_000_000 + 4 * 86400,
+                1_700_000_000,
+                &utc
+            )),
             "am 18.11. um 22:13"
         );
     }

@@ -14,7 +14,10 @@ fn publish_carries_the_note_and_the_change_summary_and_fleet_status_shows_the_no
     let f = TestFleet::new();
     f.write_config(
         &[("plain", "")],
-        &format!("[build]\nnix = \"{0}\"\nnix_build = \"{0}\"\n", fake_nix().display()),
+        &format!(
+            "[build]\nnix = \"{0}\"\nnix_build = \"{0}\"\n",
+            fake_nix().display()
+        ),
     );
     f.write(
         "hosts/plain/configuration.nix",
@@ -72,7 +75,11 @@ fn the_cli_default_note_is_the_last_commit_subject_and_m_overrides_it() {
             .args(extra)
             .output()
             .expect("publish");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run(&[]);
     let m = verify_generation(&f.host_pub("plain").join("gens/1")).expect("gen 1");

@@ -42,7 +42,12 @@ fn agent_on(bus: &SystemBus) -> Agent {
     agent
 }
 
-fn wait_status(agent: &Agent, within: Duration, what: &str, ok: impl Fn(&AgentStatus) -> bool) -> Duration {
+fn wait_status(
+    agent: &Agent,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&AgentStatus) -> bool,
+) -> Duration {
     let start = Instant::now();
     loop {
         let s = agent.try_status();
@@ -79,29 +84,48 @@ fn on_battery_the_automatic_update_waits_says_why_and_goes_ahead_when_on_mains()
     // Several intervals pass: no automatic cycle starts.
     std::thread::sleep(Duration::from_secs(5));
     let s = agent.try_status().expect("status");
-    assert_eq!((s.applied_generation, s.last_check.is_none()), (None, true), "{s:?}");
+    assert_eq!(
+        (s.applied_generation, s.last_check.is_none()),
+        (None, true),
+        "{s:?}"
+    );
     let text = status_text(&agent);
-    assert!(text.contains("waiting for") && text.contains("on battery"), "{text}");
+    assert!(
+        text.contains("waiting for") && text.contains("on battery"),
+        "{text}"
+    );
 
     // Mains power: the update goes ahead by itself, without a poll.
     bus.set_on_battery(false);
-    let took = wait_status(&agent, Duration::from_secs(60), "generation 1 applied", |s| {
-        s.applied_generation == Some(1) && s.waiting_for.is_empty()
-    });
+    let took = wait_status(
+        &agent,
+        Duration::from_secs(60),
+        "generation 1 applied",
+        |s| s.applied_generation == Some(1) && s.waiting_for.is_empty(),
+    );
     eprintln!("desk_power: applied {took:?} after OnBattery turned false");
 
     // A metered network: the next automatic run waits for it.
     bus.set_metered(1);
     agent.publication.publish(2, &files(3, 100, "g2"));
-    wait_status(&agent, Duration::from_secs(30), "waiting for a metered network", |s| {
-        s.waiting_for == [Waiting::Metered]
-    });
+    wait_status(
+        &agent,
+        Duration::from_secs(30),
+        "waiting for a metered network",
+        |s| s.waiting_for == [Waiting::Metered],
+    );
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(agent.try_status().and_then(|s| s.applied_generation), Some(1));
+    assert_eq!(
+        agent.try_status().and_then(|s| s.applied_generation),
+        Some(1)
+    );
     bus.set_metered(4);
-    wait_status(&agent, Duration::from_secs(60), "generation 2 applied", |s| {
-        s.applied_generation == Some(2) && s.waiting_for.is_empty()
-    });
+    wait_status(
+        &agent,
+        Duration::from_secs(60),
+        "generation 2 applied",
+        |s| s.applied_generation == Some(2) && s.waiting_for.is_empty(),
+    );
 }
 
 #[test]
@@ -112,8 +136,16 @@ fn a_request_goes_ahead_on_battery() {
     let bus = bus_on_battery();
     let agent = agent_on(&bus);
     let report = agent.client().update().expect("update");
-    assert_eq!(report.outcome, tiffin::status::Outcome::Updated, "{report:?}");
+    assert_eq!(
+        report.outcome,
+        tiffin::status::Outcome::Updated,
+        "{report:?}"
+    );
     let s = agent.try_status().expect("status");
     assert_eq!(s.applied_generation, Some(1));
-    assert_eq!(s.waiting_for, [Waiting::OnBattery], "still waiting for the automatic runs");
+    assert_eq!(
+        s.waiting_for,
+        [Waiting::OnBattery],
+        "still waiting for the automatic runs"
+    );
 }

@@ -19,11 +19,11 @@ mod pipeline_support;
 #[path = "support/real_nix/mod.rs"]
 mod real_nix;
 mod support;
-#[path = "support/system_bus.rs"]
-mod system_bus;
 #[cfg(feature = "tray")]
 #[path = "support/tray/mod.rs"]
 mod support_tray;
+#[path = "support/system_bus.rs"]
+mod system_bus;
 
 /// The tray tests' prerequisite (Xvfb, D-Bus, the Python harness): skip here, fail under CI.
 #[cfg(feature = "tray")]

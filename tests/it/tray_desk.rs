@@ -78,8 +78,8 @@ fn the_note_shows_later_postpones_within_the_deadline_and_the_reminder_waits_for
     // The note, in the menu and in the one announcement, with when it applies itself.
     let menu = d.wait_for_line(CYCLE, &format!("“{NOTE}”"));
     assert!(
-        menu.iter()
-            .any(|l| l.starts_with("Applies itself today at") || l.starts_with("Applies itself tomorrow at")),
+        menu.iter().any(|l| l.starts_with("Applies itself today at")
+            || l.starts_with("Applies itself tomorrow at")),
         "{menu:?}"
     );
     let first = wait_for(CYCLE, "the announcement", || {
@@ -96,14 +96,23 @@ fn the_note_shows_later_postpones_within_the_deadline_and_the_reminder_waits_for
         Ok(agent.try_status().and_then(|s| s.postponed))
     });
     assert_eq!(postponed.generation, 1);
-    assert!(postponed.until.abs_diff(unix_now() + 3600) < 60, "{postponed:?}");
-    d.wait_for_line(CYCLE, &format!(
-        "Postponed until {}",
-        tiffin::timefmt::clock(postponed.until, &tiffin::timefmt::local_zone())
-    ));
+    assert!(
+        postponed.until.abs_diff(unix_now() + 3600) < 60,
+        "{postponed:?}"
+    );
+    d.wait_for_line(
+        CYCLE,
+        &format!(
+            "Postponed until {}",
+            tiffin::timefmt::clock(postponed.until, &tiffin::timefmt::local_zone())
+        ),
+    );
 
     // Past the deadline (2 h): refused, naming the deadline.
-    let deadline = agent.try_status().and_then(|s| s.deadline).expect("deadline");
+    let deadline = agent
+        .try_status()
+        .and_then(|s| s.deadline)
+        .expect("deadline");
     let (ok, _, err) = postpone(&agent, "3h");
     assert!(!ok, "postponing past the deadline was accepted");
     let shown = tiffin::timefmt::date_time(deadline, &tiffin::timefmt::local_zone());
@@ -122,14 +131,18 @@ fn the_note_shows_later_postpones_within_the_deadline_and_the_reminder_waits_for
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    wait_for(Duration::from_secs(20), "the reminder at the postponed time", || {
-        let n = announcements(&mut d).len();
-        if n > before {
-            Ok(Some(()))
-        } else {
-            Err(format!("{n} announcements"))
-        }
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the reminder at the postponed time",
+        || {
+            let n = announcements(&mut d).len();
+            if n > before {
+                Ok(Some(()))
+            } else {
+                Err(format!("{n} announcements"))
+            }
+        },
+    );
     assert!(asked.elapsed() >= Duration::from_secs(6));
     assert_eq!(announcements(&mut d).len(), before + 1, "reminded once");
 }
@@ -139,10 +152,7 @@ fn the_note_shows_later_postpones_within_the_deadline_and_the_reminder_waits_for
 #[test]
 fn restart_now_asks_logind_and_shows_a_refusal() {
     if !desktop_available("tray_desk")
-        || !crate::support::prerequisite(
-            "tray_desk",
-            crate::system_bus::missing_prerequisite(),
-        )
+        || !crate::support::prerequisite("tray_desk", crate::system_bus::missing_prerequisite())
     {
         return;
     }
@@ -176,7 +186,10 @@ fn restart_now_asks_logind_and_shows_a_refusal() {
         Ok(out.contains("\"Reboot\"").then_some(out))
     });
     let after = reboot.split("\"Reboot\"").nth(1).unwrap_or_default();
-    assert!(after.trim_start().contains("boolean true"), "interactive: {reboot}");
+    assert!(
+        after.trim_start().contains("boolean true"),
+        "interactive: {reboot}"
+    );
 
     // logind refuses (polkit said no): the tray shows logind's words.
     bus.send(&[
@@ -251,10 +264,15 @@ fn the_menu_speaks_german_and_french_from_lang() {
         );
         let menu = d.wait_for_line(CYCLE, headline);
         for want in [update_now, later, &format!("“{NOTE}”")] {
-            assert!(menu.iter().any(|l| l == want), "{lang}: {want:?} in {menu:?}");
+            assert!(
+                menu.iter().any(|l| l == want),
+                "{lang}: {want:?} in {menu:?}"
+            );
         }
         assert!(
-            !menu.iter().any(|l| l == tiffin::tray::view::LABEL_UPDATE_NOW),
+            !menu
+                .iter()
+                .any(|l| l == tiffin::tray::view::LABEL_UPDATE_NOW),
             "{lang}: English left in {menu:?}"
         );
         let n = wait_for(CYCLE, "the announcement", || {

@@ -167,7 +167,11 @@ fn screenshots_of_the_tray_menu_in_a_panel() {
 
     // UPower on a private system bus, on mains power for now.
     let mut bus = crate::system_bus::SystemBus::start();
-    bus.mock("upower", r#"{"OnBattery": false}"#, "org.freedesktop.UPower");
+    bus.mock(
+        "upower",
+        r#"{"OnBattery": false}"#,
+        "org.freedesktop.UPower",
+    );
     bus.mock("networkmanager", "{}", "org.freedesktop.NetworkManager");
 
     // The real agent, policy `notify`, checking every 2 s; generation 1 with the admin's note

@@ -1,7 +1,7 @@
 //! UPower's `OnBattery` and NetworkManager's `Metered` on the system bus (zbus;
 //! `DBUS_SYSTEM_BUS_ADDRESS` or the standard socket), followed through `PropertiesChanged`.
 
-use super::Conditions;
+use super::values::Conditions;
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -74,10 +74,16 @@ async fn connect() -> Option<(Proxy<'static>, Proxy<'static>)> {
             return None;
         }
     };
-    Some((proxy(&conn, UPOWER).await?, proxy(&conn, NETWORK_MANAGER).await?))
+    Some((
+        proxy(&conn, UPOWER).await?,
+        proxy(&conn, NETWORK_MANAGER).await?,
+    ))
 }
 
-async fn proxy(conn: &Connection, (dest, path, iface): (&'static str, &'static str, &'static str)) -> Option<Proxy<'static>> {
+async fn proxy(
+    conn: &Connection,
+    (dest, path, iface): (&'static str, &'static str, &'static str),
+) -> Option<Proxy<'static>> {
     match Proxy::new(conn, dest, path, iface).await {
         Ok(p) => Some(p),
         Err(e) => {

@@ -8,20 +8,13 @@
 //! follow the services' `PropertiesChanged` signals (`bus`), never a poll.
 
 mod bus;
+mod values;
+
+pub use values::Conditions;
 
 use crate::config::{AgentConfig, WaitRule};
 use crate::status::Waiting;
 use tokio::sync::{broadcast, watch};
-
-/// What the system bus says about the machine; `None`: not known (no service, no bus).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Conditions {
-    pub on_battery: Option<bool>,
-    pub metered: Option<bool>,
-    /// The bus has answered once (or is known to be absent): until then an automatic run waits,
-    /// so the first check after boot does not start on battery before UPower was asked.
-    pub known: bool,
-}
 
 /// agent.toml's `on_battery` and `on_metered`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -165,7 +158,10 @@ mod tests {
             on_battery: WaitRule::Ignore,
             ..wait
         };
-        assert_eq!(may_start(&both, &ignore_battery), Err(vec![Waiting::Metered]));
+        assert_eq!(
+            may_start(&both, &ignore_battery),
+            Err(vec![Waiting::Metered])
+        );
     }
 
     #[tokio::test]
@@ -184,6 +180,9 @@ mod tests {
         assert!(!waiter.is_finished());
         tx.send_modify(|c| c.on_battery = Some(false));
         assert!(waiter.await.unwrap());
-        assert_eq!(*seen.lock().unwrap(), vec![vec![Waiting::OnBattery], vec![]]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![vec![Waiting::OnBattery], vec![]]
+        );
     }
 }

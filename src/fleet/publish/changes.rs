@@ -38,7 +38,10 @@ pub(super) fn closure_changes(
             None
         }
         Err(e) => {
-            note(format!("host {host}: no change summary: {}: {e}", build.nix));
+            note(format!(
+                "host {host}: no change summary: {}: {e}",
+                build.nix
+            ));
             None
         }
     }

@@ -158,7 +158,10 @@ pub(super) fn updating_line(s: &AgentStatus) -> String {
             line.push(' ');
             line.push_str(&tr_args(
                 "download-files",
-                &[("done", p.done_files.into()), ("total", p.total_files.into())],
+                &[
+                    ("done", p.done_files.into()),
+                    ("total", p.total_files.into()),
+                ],
             ));
         }
         if let Some(pc) = progress_percent(s) {

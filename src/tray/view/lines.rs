@@ -2,8 +2,8 @@
 //! last did and when, and what the user may need to know (restart, publication notes).
 
 use super::context::{DownReason, ViewContext};
-use super::icon::IconKind;
 use super::icon::headline;
+use super::icon::IconKind;
 use super::pending;
 use crate::status::{AgentStatus, CheckResult, Outcome, Phase, PublicationNote};
 use crate::tray::i18n::{ago, tr, tr_args};
@@ -43,12 +43,10 @@ pub(super) fn status_lines(
     }
     match status {
         Some(s) => agent_lines(&mut out, s, icon, ctx),
-        None => out.both(
-            tr(match ctx.down_reason {
-                DownReason::NotRunning => "agent-running-question",
-                DownReason::NotAllowed => "agent-not-allowed",
-            }),
-        ),
+        None => out.both(tr(match ctx.down_reason {
+            DownReason::NotRunning => "agent-running-question",
+            DownReason::NotAllowed => "agent-not-allowed",
+        })),
     }
     (out.lines, out.tooltip)
 }
@@ -141,7 +139,10 @@ fn rollback_line(s: &AgentStatus, ctx: &ViewContext) -> Option<String> {
         let clock = crate::timefmt::clock(r.at, &ctx.tz);
         tr_args("rolled-back-at", &[("clock", clock.into()), why])
     } else {
-        tr_args("rolled-back-ago", &[("ago", ago(r.at, ctx.now).into()), why])
+        tr_args(
+            "rolled-back-ago",
+            &[("ago", ago(r.at, ctx.now).into()), why],
+        )
     })
 }
 

@@ -2,10 +2,11 @@
 //! work (agent reachable, not busy, a previous system to roll back to, the user allowed).
 
 use super::context::ViewContext;
+use super::later::{later_key, Later};
 use super::lines::clip;
-use super::pending::{later_choices, Later};
-use crate::tray::i18n::tr;
+use super::pending::later_choices;
 use crate::status::{AgentStatus, Phase};
+use crate::tray::i18n::tr;
 
 /// What a clickable menu entry does. The string ids are the muda menu ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,7 +32,7 @@ impl MenuAction {
             MenuAction::ShowLog => "show-log",
             MenuAction::StartAtLogin => "start-at-login",
             MenuAction::Quit => "quit",
-            MenuAction::Later(l) => super::notify::later_key(l),
+            MenuAction::Later(l) => later_key(l),
             MenuAction::RestartNow => "restart-now",
         }
     }

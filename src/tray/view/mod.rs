@@ -7,6 +7,7 @@
 
 mod context;
 mod icon;
+mod later;
 mod lines;
 mod menu;
 mod notify;
@@ -15,16 +16,18 @@ mod pending;
 pub use crate::timefmt::{ago, from_now};
 pub use context::{DownReason, ViewContext};
 pub use icon::{icon, IconKind};
+pub use later::Later;
 pub use lines::{clip, MAX_LINE_CHARS};
 pub use menu::{
-    MenuAction, MenuLine, LABEL_CHECK_NOW, LABEL_QUIT, LABEL_ROLL_BACK, LABEL_SHOW_LOG,
-    LABEL_RESTART_NOW, LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW,
+    MenuAction, MenuLine, LABEL_CHECK_NOW, LABEL_QUIT, LABEL_RESTART_NOW, LABEL_ROLL_BACK,
+    LABEL_SHOW_LOG, LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW,
 };
-pub use pending::{later_choices, update_available, Later};
+pub use notify::update_available;
 pub use notify::{
     action_failed, rollback_confirmation, transition_notifications, Notification,
     NotificationAction, NotificationKind, Notifier, UNREACHABLE_NOTIFY_AFTER,
 };
+pub use pending::later_choices;
 
 use crate::status::AgentStatus;
 

@@ -2,18 +2,11 @@
 //! confirmation before a rollback, a failed action, and the agent gone for too long.
 
 use super::icon::waiting_generation;
-use super::pending::{update_available, Later};
-use crate::tray::i18n::{span, tr, tr_args};
+use super::later::{later_key, Later};
+use super::pending::later_choices;
+use crate::tray::i18n::{day_clock, span, tr, tr_args};
 use jiff::tz::TimeZone;
 
-/// The key of a "Later" choice, in menus and notifications.
-pub(super) fn later_key(l: Later) -> &'static str {
-    match l {
-        Later::Hour => "later-hour",
-        Later::Tonight => "later-tonight",
-        Later::Tomorrow => "later-tomorrow",
-    }
-}
 use crate::status::{AgentStatus, LastUpdate, Outcome, Policy};
 
 /// After this long without the agent, the user is told once (docs/tray.md).
@@ -241,8 +234,43 @@ pub fn rollback_confirmation(status: Option<&AgentStatus>) -> Notification {
     Notification {
         kind: NotificationKind::ConfirmRollback,
         summary: tr("notify-confirm-rollback"),
-        body: tr_args("notify-confirm-rollback-body", &[("current", current.into())]),
+        body: tr_args(
+            "notify-confirm-rollback-body",
+            &[("current", current.into())],
+        ),
         actions: vec![NotificationAction::RollBack, NotificationAction::Cancel],
+    }
+}
+
+/// The notification of a waiting update: its note, when it applies itself (with `now` and the
+/// zone, in local time), "Update now" and the "Later" choices.
+pub fn update_available(s: &AgentStatus, g: u64, at: Option<(u64, &TimeZone)>) -> Notification {
+    let mut body = String::new();
+    if let Some(n) = &s.available_note {
+        body.push_str(n);
+        body.push('\n');
+    }
+    body.push_str(&match (s.deadline, at) {
+        (Some(d), Some((now, tz))) => tr_args(
+            "notify-applies-itself",
+            &[("when", day_clock(d, now, tz).into())],
+        ),
+        (Some(_), None) => tr("notify-applies-at-deadline"),
+        (None, _) => tr("notify-apply-when-it-suits"),
+    });
+    let mut actions = vec![NotificationAction::UpdateNow];
+    if let Some((now, tz)) = at {
+        actions.extend(
+            later_choices(s, now, tz)
+                .into_iter()
+                .map(|(l, _)| NotificationAction::Later(l)),
+        );
+    }
+    Notification {
+        kind: NotificationKind::UpdateAvailable,
+        summary: tr_args("update-available-generation", &[("g", g.into())]),
+        body,
+        actions,
     }
 }
 
@@ -299,7 +327,8 @@ impl Notifier {
                 self.unreachable_since = None;
                 self.unreachable_told = false;
                 let tz = self.tz.clone().unwrap_or(TimeZone::UTC);
-                let mut out = transitions_at(self.last.as_ref(), s, self.may_restart, Some((now, &tz)));
+                let mut out =
+                    transitions_at(self.last.as_ref(), s, self.may_restart, Some((now, &tz)));
                 let waiting = waiting_generation(s);
                 let postponed = s.postponed_until(now).is_some();
                 out.retain(|n| {

@@ -3,52 +3,11 @@
 //! postponement, and the "Later" choices — each before the admin's deadline.
 
 use super::icon::{pending_generation, waiting_generation};
-use super::notify::{Notification, NotificationAction, NotificationKind};
+use super::later::Later;
 use crate::status::{AgentStatus, Outcome, Policy, Waiting};
-use crate::timefmt::{clock, day, local_hour, Day};
+use crate::timefmt::{clock, day, Day};
 use crate::tray::i18n::{day_clock, tr, tr_args};
 use jiff::tz::TimeZone;
-
-/// A "Later" choice of the menu and the update notification.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Later {
-    /// In one hour.
-    Hour,
-    /// This evening at 20:00.
-    Tonight,
-    /// Tomorrow at 09:00.
-    Tomorrow,
-}
-
-/// The evening and morning hours of "tonight" and "tomorrow".
-const TONIGHT_HOUR: i8 = 20;
-const MORNING_HOUR: i8 = 9;
-
-impl Later {
-    pub const ALL: [Later; 3] = [Later::Hour, Later::Tonight, Later::Tomorrow];
-
-    /// The time this choice names, seen at `now` in `tz`; `None` when it does not apply now
-    /// ("tonight" less than an hour and a half ahead: "in 1 hour" says it).
-    pub fn until(self, now: u64, tz: &TimeZone) -> Option<u64> {
-        match self {
-            Later::Hour => Some(now + 3600),
-            Later::Tonight => {
-                local_hour(now, 0, TONIGHT_HOUR, tz).filter(|t| *t >= now + 3600 + 1800)
-            }
-            Later::Tomorrow => local_hour(now, 1, MORNING_HOUR, tz),
-        }
-    }
-
-    /// The menu entry: "Later: in 1 hour", "Later: tonight at 20:00", "Later: tomorrow at 09:00".
-    pub fn menu_label(self, until: u64, tz: &TimeZone) -> String {
-        let at = [("clock", clock(until, tz).into())];
-        match self {
-            Later::Hour => tr("menu-later-hour"),
-            Later::Tonight => tr_args("menu-later-tonight", &at),
-            Later::Tomorrow => tr_args("menu-later-tomorrow", &at),
-        }
-    }
-}
 
 /// The "Later" choices open now: policy `notify`, an update waiting, and only times before its
 /// deadline (`tiffin postpone` refuses later ones).
@@ -138,38 +97,6 @@ fn rolled_back(s: &AgentStatus) -> bool {
     s.last_update
         .as_ref()
         .is_some_and(|u| u.outcome == Outcome::RolledBack && u.generation == g)
-}
-
-/// The notification of a waiting update: its note, when it applies itself (with `now` and the
-/// zone, in local time), "Update now" and the "Later" choices.
-pub fn update_available(s: &AgentStatus, g: u64, at: Option<(u64, &TimeZone)>) -> Notification {
-    let mut body = String::new();
-    if let Some(n) = &s.available_note {
-        body.push_str(n);
-        body.push('\n');
-    }
-    body.push_str(&match (s.deadline, at) {
-        (Some(d), Some((now, tz))) => tr_args(
-            "notify-applies-itself",
-            &[("when", day_clock(d, now, tz).into())],
-        ),
-        (Some(_), None) => tr("notify-applies-at-deadline"),
-        (None, _) => tr("notify-apply-when-it-suits"),
-    });
-    let mut actions = vec![NotificationAction::UpdateNow];
-    if let Some((now, tz)) = at {
-        actions.extend(
-            later_choices(s, now, tz)
-                .into_iter()
-                .map(|(l, _)| NotificationAction::Later(l)),
-        );
-    }
-    Notification {
-        kind: NotificationKind::UpdateAvailable,
-        summary: tr_args("update-available-generation", &[("g", g.into())]),
-        body,
-        actions,
-    }
 }
 
 /// `deadline ≥ t`, or no deadline.

@@ -14,7 +14,9 @@ const PYTHON: &str = "/usr/bin/python3";
 pub fn missing_prerequisite() -> Option<String> {
     for tool in ["dbus-daemon", "dbus-send"] {
         if Command::new(tool).arg("--help").output().is_err() {
-            return Some(format!("`{tool}` is not installed (packaging/deps.sh test)"));
+            return Some(format!(
+                "`{tool}` is not installed (packaging/deps.sh test)"
+            ));
         }
     }
     let ok = Command::new(PYTHON)
@@ -65,7 +67,15 @@ impl SystemBus {
     /// Starts dbusmock's `template` with `parameters` (JSON) and waits until `name` is owned.
     pub fn mock(&mut self, template: &str, parameters: &str, name: &str) {
         let child = Command::new(PYTHON)
-            .args(["-m", "dbusmock", "--system", "--template", template, "-p", parameters])
+            .args([
+                "-m",
+                "dbusmock",
+                "--system",
+                "--template",
+                template,
+                "-p",
+                parameters,
+            ])
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -29,9 +29,16 @@ fn the_note_is_in_the_menu_the_tooltip_and_the_notification() {
     let lines: Vec<&str> = v.status_lines().collect();
     assert_eq!(
         lines[..2],
-        ["Update available: generation 43", "“Adds the office printer”"]
+        [
+            "Update available: generation 43",
+            "“Adds the office printer”"
+        ]
     );
-    assert!(v.tooltip.contains("“Adds the office printer”"), "{}", v.tooltip);
+    assert!(
+        v.tooltip.contains("“Adds the office printer”"),
+        "{}",
+        v.tooltip
+    );
     assert!(v
         .tooltip
         .contains("Applies itself today at 13:00 unless you update now"));
@@ -143,7 +150,9 @@ fn what_automatic_updates_wait_for_is_said() {
     let mut s = available(Policy::Auto);
     s.waiting_for = vec![crate::status::Waiting::OnBattery];
     let v = view(Some(&s), &ctx());
-    assert!(v.status_lines().any(|l| l == "Waiting for mains power to update"));
+    assert!(v
+        .status_lines()
+        .any(|l| l == "Waiting for mains power to update"));
     assert!(v.tooltip.contains("Waiting for mains power to update"));
     s.waiting_for.push(crate::status::Waiting::Metered);
     let v = view(Some(&s), &ctx());
@@ -180,5 +189,8 @@ fn the_change_summary_shows_its_first_lines_and_counts_the_rest() {
         ]
     );
     let text = crate::cli::pending::changes_text(&s);
-    assert!(text.contains("oldpkg 1.0 (removed)") && text.contains("and 2 more"), "{text}");
+    assert!(
+        text.contains("oldpkg 1.0 (removed)") && text.contains("and 2 more"),
+        "{text}"
+    );
 }

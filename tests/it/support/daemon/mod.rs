@@ -218,7 +218,11 @@ impl Publication {
 
     /// Gives generation `n`'s manifest the admin's change note (`fleet publish -m`).
     pub fn set_note(&self, n: u64, note: &str) {
-        let path = self.root.join("gens").join(n.to_string()).join("manifest.json");
+        let path = self
+            .root
+            .join("gens")
+            .join(n.to_string())
+            .join("manifest.json");
         let mut m = Manifest::parse(&fs::read(&path).unwrap(), "test").unwrap();
         m.note = Some(note.into());
         fs::write(&path, m.to_bytes()).unwrap();
@@ -226,7 +230,11 @@ impl Publication {
 
     /// Gives generation `n`'s manifest a change summary (`fleet publish --build`).
     pub fn set_changes(&self, n: u64, changes: tiffin::manifest::Changes) {
-        let path = self.root.join("gens").join(n.to_string()).join("manifest.json");
+        let path = self
+            .root
+            .join("gens")
+            .join(n.to_string())
+            .join("manifest.json");
         let mut m = Manifest::parse(&fs::read(&path).unwrap(), "test").unwrap();
         m.changes = Some(changes);
         fs::write(&path, m.to_bytes()).unwrap();
