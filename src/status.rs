@@ -221,6 +221,9 @@ pub struct AgentStatus {
     /// What the available generation changes (its manifest's closure-diff summary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_changes: Option<crate::manifest::Changes>,
+    /// `auto_reboot`: the machine restarts at this time (logged-in users are warned first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_planned: Option<u64>,
 }
 
 /// What an automatic update waits for (agent.toml `on_battery`, `on_metered`).

@@ -7,7 +7,7 @@ pub mod desk;
 pub mod fleet;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
-pub use desk::WaitRule;
+pub use desk::{RebootWindow, WaitRule};
 pub use fleet::{BuildConfig, FleetConfig, HostConfig};
 
 use serde::{Deserialize, Deserializer};

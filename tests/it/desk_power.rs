@@ -149,3 +149,106 @@ fn a_request_goes_ahead_on_battery() {
         "still waiting for the automatic runs"
     );
 }
+
+/// An agent with `auto_reboot = true` and a window around now, on a machine that needs a
+/// restart (its booted system has no kernel link), with dbusmock's logind.
+fn auto_reboot_agent(bus: &SystemBus) -> Agent {
+    let mut agent = Agent::prepare(AgentOptions {
+        interval: "1h",
+        ..AgentOptions::default()
+    });
+    let tz = tiffin::timefmt::local_zone();
+    let now = tiffin::status::unix_now();
+    let window = format!(
+        "{}-{}",
+        tiffin::timefmt::clock(now - 3600, &tz),
+        tiffin::timefmt::clock(now + 3600, &tz)
+    );
+    let booted = agent.dir.path().join("booted-elsewhere");
+    std::fs::create_dir_all(&booted).unwrap();
+    let text = std::fs::read_to_string(&agent.config).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("booted_system = ") {
+                format!("booted_system = \"{}\"", booted.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        &agent.config,
+        format!("auto_reboot = true\nreboot_window = \"{window}\"\n{text}\n"),
+    )
+    .unwrap();
+    agent
+        .env
+        .push(("DBUS_SYSTEM_BUS_ADDRESS".into(), bus.address.clone()));
+    agent
+}
+
+fn reboot_calls(bus: &SystemBus) -> String {
+    bus.send(&[
+        "--print-reply",
+        "--dest=org.freedesktop.login1",
+        "/org/freedesktop/login1",
+        "org.freedesktop.DBus.Mock.GetCalls",
+    ])
+    .unwrap_or_default()
+}
+
+#[test]
+fn auto_reboot_restarts_in_the_window_when_nobody_is_active_and_not_over_an_active_session() {
+    if !bus_available("desk_power") {
+        return;
+    }
+    // Someone is logged in and active: no restart.
+    let mut bus = SystemBus::start();
+    bus.mock("logind", "{}", "org.freedesktop.login1");
+    bus.send(&[
+        "--print-reply",
+        "--dest=org.freedesktop.login1",
+        "/org/freedesktop/login1",
+        "org.freedesktop.DBus.Mock.AddSession",
+        "string:c1",
+        "string:seat0",
+        "uint32:1000",
+        "string:someone",
+        "boolean:true",
+    ])
+    .expect("add an active session");
+    let mut agent = auto_reboot_agent(&bus);
+    agent.spawn();
+    assert!(
+        agent.try_status().is_some_and(|s| s.reboot_needed),
+        "the test machine needs a restart"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !reboot_calls(&bus).contains("\"Reboot\""),
+        "restarted over an active session"
+    );
+    agent.stop();
+
+    // Nobody logged in: logind is asked to reboot (not interactive: the agent is root).
+    let mut bus = SystemBus::start();
+    bus.mock("logind", "{}", "org.freedesktop.login1");
+    let mut agent = auto_reboot_agent(&bus);
+    agent.spawn();
+    let start = Instant::now();
+    loop {
+        let calls = reboot_calls(&bus);
+        if let Some(after) = calls.split("\"Reboot\"").nth(1) {
+            assert!(after.contains("boolean false"), "{calls}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no Reboot call: {calls}\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -11,6 +11,7 @@
 //! - shutdown (SIGTERM/SIGINT): stop accepting, let a cycle in flight finish, remove the socket,
 //!   exit 0.
 
+pub mod auto_reboot;
 pub mod http;
 pub mod postpone;
 pub mod scheduler;
@@ -75,6 +76,10 @@ async fn serve(
     let mut tasks = Tasks::start(&config, runner, &status, &shutdown_tx, http_listener);
     let mut server_shutdown = shutdown_tx.subscribe();
     postpone::restore(&config.state_dir, &status);
+    let auto_reboot = config
+        .reboot_window
+        .filter(|_| config.auto_reboot)
+        .map(|w| tokio::spawn(auto_reboot::run(w, status.clone(), shutdown_tx.subscribe())));
     let service: Arc<dyn AgentService> = Arc::new(Api {
         worker: tasks.worker.clone(),
         status: status.clone(),
@@ -113,6 +118,9 @@ async fn serve(
     let _ = shutdown_tx.send(());
     tasks.join(worker_done).await;
     let _ = socket_server.await;
+    if let Some(t) = auto_reboot {
+        let _ = t.await;
+    }
     if socket_id.is_some() && server::socket_identity(&config.socket) == socket_id {
         if let Err(e) = std::fs::remove_file(&config.socket) {
             tracing::warn!(socket = %config.socket.display(), error = %e, "cannot remove the socket");

@@ -25,6 +25,8 @@ pub enum NotificationKind {
     ConfirmRollback,
     /// An action the user asked for could not start.
     ActionFailed,
+    /// `auto_reboot` restarts the machine soon.
+    RestartPlanned,
 }
 
 /// What a notification's button does.
@@ -274,6 +276,27 @@ pub fn update_available(s: &AgentStatus, g: u64, at: Option<(u64, &TimeZone)>) -
     }
 }
 
+/// The warning before `auto_reboot` restarts the machine, once per planned time.
+fn restart_planned(
+    prev: Option<&AgentStatus>,
+    next: &AgentStatus,
+    tz: &TimeZone,
+) -> Option<Notification> {
+    let at = next.reboot_planned?;
+    if prev.and_then(|p| p.reboot_planned) == Some(at) {
+        return None;
+    }
+    Some(Notification {
+        kind: NotificationKind::RestartPlanned,
+        summary: tr_args(
+            "notify-restart-planned",
+            &[("clock", crate::timefmt::clock(at, tz).into())],
+        ),
+        body: tr("notify-restart-planned-body"),
+        actions: vec![],
+    })
+}
+
 /// Says that an action the user clicked could not start.
 pub fn action_failed(what: &str, error: &str) -> Notification {
     // `what` is the app's English name of the action ("Update"); its catalog id is
@@ -336,6 +359,7 @@ impl Notifier {
                         || (waiting != self.announced && !postponed)
                 });
                 out.extend(self.reminder(s, now, &tz));
+                out.extend(restart_planned(self.last.as_ref(), s, &tz));
                 if out
                     .iter()
                     .any(|n| n.kind == NotificationKind::UpdateAvailable)

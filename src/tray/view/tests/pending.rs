@@ -194,3 +194,16 @@ fn the_change_summary_shows_its_first_lines_and_counts_the_rest() {
         "{text}"
     );
 }
+
+#[test]
+fn a_planned_restart_is_announced_once() {
+    let mut s = up_to_date();
+    s.reboot_needed = true;
+    let mut n = Notifier::new(false).in_zone(jiff::tz::TimeZone::UTC);
+    assert!(n.observe(Some(&s), NOW).is_empty());
+    s.reboot_planned = Some(NOW + 300);
+    let sent = n.observe(Some(&s), NOW);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].summary, "This machine restarts at 08:05");
+    assert!(n.observe(Some(&s), NOW + 10).is_empty());
+}
