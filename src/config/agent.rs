@@ -204,7 +204,8 @@ impl AgentConfig {
 
     fn validate(&self, origin: &str) -> Result<(), AgentConfigError> {
         let bad = |key: &str, why: String| AgentConfigError(format!("{origin}: {key}: {why}"));
-        super::desk::check(self).map_err(|e| AgentConfigError(format!("{origin}: {e}")))?;
+        super::desk::check(self.auto_reboot, self.reboot_window.as_ref())
+            .map_err(|e| AgentConfigError(format!("{origin}: {e}")))?;
         if self.host.is_empty() {
             return Err(bad("host", "must not be empty".into()));
         }

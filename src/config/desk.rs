@@ -87,8 +87,8 @@ impl<'de> Deserialize<'de> for RebootWindow {
 }
 
 /// `auto_reboot = true` needs a `reboot_window`.
-pub fn check(c: &crate::config::AgentConfig) -> Result<(), String> {
-    if c.auto_reboot && c.reboot_window.is_none() {
+pub fn check(auto_reboot: bool, window: Option<&RebootWindow>) -> Result<(), String> {
+    if auto_reboot && window.is_none() {
         return Err(
             "auto_reboot: needs reboot_window (e.g. reboot_window = \"02:00-05:00\")".into(),
         );
