@@ -35,6 +35,9 @@ fn agent_on(bus: &SystemBus) -> Agent {
         interval: "2s",
         ..AgentOptions::default()
     });
+    agent.publication.set_note(1, "Adds the office printer");
+    // Where the agent uploads its reports (a file:// publication's logs/).
+    std::fs::create_dir_all(agent.publication.root.join("logs")).expect("logs/");
     agent
         .env
         .push(("DBUS_SYSTEM_BUS_ADDRESS".into(), bus.address.clone()));
@@ -143,6 +146,20 @@ fn a_request_goes_ahead_on_battery() {
     );
     let s = agent.try_status().expect("status");
     assert_eq!(s.applied_generation, Some(1));
+    // The applied generation's note, in the status and in the report uploaded to logs/.
+    assert_eq!(s.applied_note.as_deref(), Some("Adds the office printer"));
+    let logs = agent.publication.root.join("logs");
+    let report = std::fs::read_dir(&logs)
+        .expect("logs/")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-g1-updated.json"))
+        .expect("the report of generation 1");
+    let text = std::fs::read_to_string(&report).expect("report");
+    assert!(
+        text.contains("\"note\": \"Adds the office printer\""),
+        "{text}"
+    );
     assert_eq!(
         s.waiting_for,
         [Waiting::OnBattery],
