@@ -12,6 +12,7 @@ test_pkgs=(openssh-server openssh-client rsync xvfb dbus dbus-x11 nix-bin deskto
            libglib2.0-bin x11-apps imagemagick iproute2 procps passwd python3 python3-dbus python3-gi
            trayer xdotool faketime tzdata)
 test_pkgs+=(restic)  # issue 23: backups are made by real restic, through the real sshd chroot
+test_pkgs+=(python3-dbusmock)  # issue 19: UPower/NetworkManager/logind mocks on a private system bus
 # The demo needs only the build: its simulated NixOS is POSIX sh and coreutils.
 case "$what" in
   build|demo) pkgs=("${build_pkgs[@]}") ;;

@@ -240,6 +240,63 @@ pub struct AgentStatus {
     /// While a prebuilt system is downloaded from the host's binary cache: paths and bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_download: Option<CacheProgress>,
+    /// The admin's change note of the available generation (`fleet publish -m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_note: Option<String>,
+    /// The change note of the applied generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_note: Option<String>,
+    /// Policy `notify`: the user postponed an available update (`tiffin postpone`, the tray's
+    /// "Later"); UIs do not remind them of that generation before `until`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postponed: Option<Postponed>,
+    /// Automatic updates wait for these to clear (a click or `tiffin update` does not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<Waiting>,
+    /// What the available generation changes (its manifest's closure-diff summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_changes: Option<crate::manifest::Changes>,
+    /// `auto_reboot`: the machine restarts at this time (logged-in users are warned first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_planned: Option<u64>,
+}
+
+/// What an automatic update waits for (agent.toml `on_battery`, `on_metered`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Waiting {
+    /// UPower says the machine runs on battery.
+    OnBattery,
+    /// NetworkManager says the connection is metered.
+    Metered,
+}
+
+impl Waiting {
+    /// The words `tiffin status` and the reports use.
+    pub fn label(self) -> &'static str {
+        match self {
+            Waiting::OnBattery => "mains power (on battery)",
+            Waiting::Metered => "a network that is not metered",
+        }
+    }
+}
+
+/// An update the user postponed: no reminder of `generation` before `until` (Unix seconds),
+/// which is never after the admin's deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Postponed {
+    pub generation: u64,
+    pub until: u64,
+}
+
+impl AgentStatus {
+    /// The postponement of the generation that waits now, while it runs.
+    pub fn postponed_until(&self, now: u64) -> Option<u64> {
+        let p = self.postponed?;
+        let waiting = self.available_generation? == p.generation
+            && !matches!(self.applied_generation, Some(a) if a >= p.generation);
+        (waiting && p.until > now).then_some(p.until)
+    }
 }
 
 /// Now, as Unix seconds.

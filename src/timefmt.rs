@@ -77,6 +77,51 @@ pub fn date_time(at: u64, tz: &TimeZone) -> String {
     zoned(at, tz).strftime("%Y-%m-%d %H:%M %Z").to_string()
 }
 
+/// The day a time falls on, as a person names it from `now`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Day {
+    Today,
+    Tomorrow,
+    /// Another day: "Sat 28 Nov".
+    Other(String),
+}
+
+/// Which day `at` is on, seen from `now`, in `tz`.
+pub fn day(at: u64, now: u64, tz: &TimeZone) -> Day {
+    let (d, today) = (zoned(at, tz).date(), zoned(now, tz).date());
+    if d == today {
+        Day::Today
+    } else if today.tomorrow().is_ok_and(|t| t == d) {
+        Day::Tomorrow
+    } else {
+        Day::Other(zoned(at, tz).strftime("%a %-d %b").to_string())
+    }
+}
+
+/// "today at 17:30", "tomorrow at 09:00", "on Sat 28 Nov at 17:30" (English; the tray words it
+/// from [`day`] and [`clock`] through its catalog).
+pub fn day_clock(at: u64, now: u64, tz: &TimeZone) -> String {
+    let at_clock = clock(at, tz);
+    match day(at, now, tz) {
+        Day::Today => format!("today at {at_clock}"),
+        Day::Tomorrow => format!("tomorrow at {at_clock}"),
+        Day::Other(d) => format!("on {d} at {at_clock}"),
+    }
+}
+
+/// `hour`:00 local time, `days` days after the day of `now`, as Unix seconds ("tomorrow at
+/// 09:00"); `None` when that time does not exist or is not after `now`.
+pub fn local_hour(now: u64, days: i64, hour: i8, tz: &TimeZone) -> Option<u64> {
+    let date = zoned(now, tz)
+        .date()
+        .checked_add(jiff::Span::new().days(days))
+        .ok()?;
+    let at = date.at(hour, 0, 0, 0).to_zoned(tz.clone()).ok()?;
+    u64::try_from(at.timestamp().as_second())
+        .ok()
+        .filter(|t| *t > now)
+}
+
 fn zoned(at: u64, tz: &TimeZone) -> jiff::Zoned {
     let ts = i64::try_from(at)
         .ok()
@@ -90,6 +135,25 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_700_000_000;
+
+    /// 1_700_000_000 is Tue 14 Nov 2023 22:13:20 UTC.
+    #[test]
+    fn days_are_named_from_now_in_the_local_zone() {
+        let utc = TimeZone::UTC;
+        assert_eq!(day_clock(NOW + 600, NOW, &utc), "today at 22:23");
+        assert_eq!(day_clock(NOW + 3 * HOUR, NOW, &utc), "tomorrow at 01:13");
+        assert_eq!(
+            day_clock(NOW + 4 * DAY, NOW, &utc),
+            "on Sat 18 Nov at 22:13"
+        );
+        let tomorrow_nine = local_hour(NOW, 1, 9, &utc).unwrap();
+        assert_eq!(day_clock(tomorrow_nine, NOW, &utc), "tomorrow at 09:00");
+        assert_eq!(local_hour(NOW, 0, 20, &utc), None, "20:00 today has passed");
+        // Berlin is an hour ahead in November: it is already Wednesday there.
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(day_clock(NOW + 600, NOW, &berlin), "today at 23:23");
+        assert_eq!(day_clock(NOW + 3600, NOW, &berlin), "tomorrow at 00:13");
+    }
 
     #[test]
     fn durations_read_in_their_largest_whole_unit() {

@@ -12,6 +12,7 @@
 //! Must not accept a byte from the server that it has not checked against the manifest, and must
 //! never make a system the boot default before it has been verified.
 
+pub mod conditions;
 pub mod cycle;
 pub mod daemon;
 pub mod pipeline;

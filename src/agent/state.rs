@@ -64,6 +64,12 @@ pub struct Available {
     /// Policy `notify`: when it is applied anyway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<u64>,
+    /// The admin's change note in its manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Its manifest's closure-diff summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<crate::manifest::Changes>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +102,9 @@ pub struct AgentState {
     pub available: Option<Available>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<Journal>,
+    /// The change note of the applied generation's manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_note: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

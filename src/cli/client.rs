@@ -27,6 +27,9 @@ pub struct StatusArgs {
     /// Print the status object as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print everything the waiting update changes (packages, versions, restart).
+    #[arg(long, conflicts_with = "json")]
+    pub changes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +59,8 @@ pub fn status(a: StatusArgs) -> anyhow::Result<u8> {
     let s = c.status()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
+    } else if a.changes {
+        print!("{}", super::pending::changes_text(&s));
     } else {
         print!("{}", summary(&s, unix_now()));
     }
@@ -308,6 +313,9 @@ pub fn summary(s: &AgentStatus, now: u64) -> String {
     );
     if let Some(g) = s.available_generation {
         row("available", format!("generation {g}"));
+    }
+    for (k, v) in super::pending::rows(s, now, &crate::timefmt::local_zone()) {
+        row(k, v);
     }
     if let Some(c) = &s.last_check {
         let result = match c.result {

@@ -44,6 +44,10 @@ pub enum FleetCommand {
         /// agents refuse unsigned generations unless agent.toml says `allow_unsigned = true`.
         #[arg(long)]
         unsigned: bool,
+        /// The change note shown to each machine's user (tray, notification, `tiffin status`) and
+        /// in reports; one line. Default: the fleet repository's last git commit subject.
+        #[arg(short = 'm', long = "message", value_name = "NOTE")]
+        message: Option<String>,
     },
     /// Build each host's system (nix) without publishing.
     Build {
@@ -107,6 +111,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
             dry_run,
             prune,
             unsigned,
+            message,
         } => {
             let build = match (build, dry_build) {
                 (true, _) => Some(BuildMode::Build),
@@ -121,6 +126,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
                     dry_run,
                     prune,
                     unsigned,
+                    note: fleet::git_note::publish_note(&args.fleet, message.as_deref()),
                     ..PublishOptions::default()
                 },
             )

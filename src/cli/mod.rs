@@ -7,6 +7,8 @@ pub mod client;
 pub mod demo;
 pub mod exit;
 pub mod fleet;
+pub mod pending;
+pub mod postpone;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -51,6 +53,9 @@ pub enum Command {
     Watch(client::ClientArgs),
     /// This machine's backups: `now`, `status` (default), `snapshots`.
     Backup(backup::BackupArgs),
+    /// Do not remind me of the waiting update for DURATION (policy "notify"; never past the
+    /// admin's deadline).
+    Postpone(postpone::PostponeArgs),
     /// A self-contained fleet sandbox on this machine: publish, update, roll back, with nothing to set up.
     Demo(demo::DemoArgs),
 }
@@ -68,6 +73,7 @@ The whole command tree:
   tiffin agent [--config FILE] [--once]       the privileged agent (root)
   tiffin status|check|update|rollback|log|watch   talk to the local agent
   tiffin backup [now|status|snapshots]        this machine's backups
+  tiffin postpone DURATION                    no reminder of the waiting update for DURATION
   tiffin demo                                 the whole system in a sandbox
   tiffin-tray                                 the desktop tray app
 
@@ -86,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Rollback(a) => client::rollback(a),
         Command::Log(a) => client::log(a),
         Command::Watch(a) => client::watch(a),
+        Command::Postpone(a) => postpone::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Backup(a) => backup::run(a),
     };

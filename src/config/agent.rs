@@ -129,6 +129,19 @@ pub struct AgentConfig {
     /// `auto`, `local` or `prebuilt` ([`BuildPolicy`]).
     #[serde(default)]
     pub build: BuildPolicy,
+    /// Automatic updates wait while UPower says the machine is on battery (`wait`, default) or
+    /// not (`ignore`).
+    #[serde(default)]
+    pub on_battery: super::WaitRule,
+    /// The same while NetworkManager says the connection is metered.
+    #[serde(default)]
+    pub on_metered: super::WaitRule,
+    /// Local times between which `auto_reboot` may restart the machine.
+    #[serde(default)]
+    pub reboot_window: Option<super::RebootWindow>,
+    /// Restart inside `reboot_window` when a restart is needed and no user session is active.
+    #[serde(default)]
+    pub auto_reboot: bool,
 }
 
 mod d {
@@ -213,6 +226,8 @@ impl AgentConfig {
 
     fn validate(&self, origin: &str) -> Result<(), AgentConfigError> {
         let bad = |key: &str, why: String| AgentConfigError(format!("{origin}: {key}: {why}"));
+        super::desk::check(self.auto_reboot, self.reboot_window.as_ref())
+            .map_err(|e| AgentConfigError(format!("{origin}: {e}")))?;
         if self.host.is_empty() {
             return Err(bad("host", "must not be empty".into()));
         }

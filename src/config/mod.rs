@@ -4,11 +4,13 @@
 
 pub mod agent;
 pub mod backup;
+pub mod desk;
 pub mod fleet;
 pub mod secrets;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
 pub use backup::{BackupConfig, KeepPolicy};
+pub use desk::{RebootWindow, WaitRule};
 pub use fleet::{BuildConfig, FleetConfig, HostConfig};
 
 use serde::{Deserialize, Deserializer};

@@ -78,6 +78,10 @@ fn report_rows(rec: &HostRecords, shown: &[ReportName]) -> (Vec<[String; 5]>, Op
                 if let Some(n) = r.publication {
                     message = format!("[{}] {message}", n.label());
                 }
+                // The admin's note of the generation, as the host reported it.
+                if let Some(n) = &r.note {
+                    message = format!("{message} “{}”", first_line(n, 60));
+                }
                 let cells = (
                     first_line(r.failed_step.map_or("-", |s| s.name()), 40),
                     message.trim_end().to_string(),

@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod diff;
+pub mod git_note;
 pub mod inert;
 pub mod init;
 pub mod logs;

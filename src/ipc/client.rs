@@ -65,6 +65,8 @@ pub struct Client {
     next_id: u64,
     /// Statuses that arrived while waiting for an answer, oldest first.
     pending: VecDeque<AgentStatus>,
+    /// The `until` of the next request sent (`postpone`).
+    until: Option<u64>,
 }
 
 impl Client {
@@ -84,6 +86,7 @@ impl Client {
             writer,
             next_id: 1,
             pending: VecDeque::new(),
+            until: None,
         })
     }
 
@@ -107,6 +110,15 @@ impl Client {
     /// `update`: apply the newest generation now.
     pub fn update(&mut self) -> Result<CycleReport, ClientError> {
         self.plain_cycle(CycleCall::Update)
+    }
+
+    /// `postpone`: no reminder of the waiting update before `until` (Unix seconds); refused
+    /// past the admin's deadline, with the deadline in the message.
+    pub fn postpone(&mut self, until: u64) -> Result<crate::status::Postponed, ClientError> {
+        self.until = Some(until);
+        let data = self.call(Command::Postpone, None)?;
+        serde_json::from_value(data)
+            .map_err(|e| ClientError::Protocol(format!("bad postpone answer: {e}")))
     }
 
     /// `rollback`: go back to the previous system.
@@ -185,6 +197,7 @@ impl Client {
             id,
             cmd,
             v: PROTOCOL_VERSION,
+            until: self.until.take(),
         });
         self.writer.write_all(&line)?;
         Ok(id)

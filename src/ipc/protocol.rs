@@ -22,6 +22,9 @@ pub enum Command {
     Backup,
     /// List the backup repository's snapshots.
     Snapshots,
+    /// Policy `notify`: no reminder of the waiting update before `until` (never after the
+    /// admin's deadline).
+    Postpone,
 }
 
 /// `{"id":N,"cmd":"status"}`; `v` is optional and defaults to the current version.
@@ -32,6 +35,9 @@ pub struct Request {
     pub cmd: Command,
     #[serde(default = "current_version")]
     pub v: u32,
+    /// `postpone`: until when (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
 }
 
 fn current_version() -> u32 {

@@ -5,12 +5,16 @@
 //! call in here so that they agree byte for byte.
 
 pub mod cache;
+mod changes;
 mod diff;
+mod note;
 mod sealed;
 mod walk;
 
+pub use changes::Changes;
 pub use diff::{apply_diff, ManifestDiff};
 pub use sealed::{is_sealed_path, Sealed};
+pub use note::{check_note, clean_note, MAX_NOTE_CHARS};
 pub use walk::{entries_of, walk_tree, WalkError, WalkedEntry};
 
 use crate::hash::{self, Sha256Hex};
@@ -107,6 +111,14 @@ pub struct Manifest {
     /// not the plain files: the agent opens them with its identity. Signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<Sealed>,
+    /// The admin's change note (`fleet publish -m`, default the repository's last commit
+    /// subject): one line, checked by [`check_note`]. Signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// What this generation changes against the previous one's `expected_system` (`publish
+    /// --build`): the closure diff's summary. Signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
     /// Signature over [`Manifest::signed_bytes`], when the fleet signs. Always the line before
     /// `entries` in the canonical bytes, so that it can be checked before parsing (`crate::sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,6 +161,8 @@ impl Manifest {
             signed_at: None,
             cache: None,
             sealed: None,
+            note: None,
+            changes: None,
             signature: None,
             entries,
         }
@@ -212,6 +226,12 @@ impl Manifest {
         }
         if let Some(s) = &self.sealed {
             s.check().map_err(|why| bad(format!("sealed: {why}")))?;
+        }
+        if let Some(n) = &self.note {
+            check_note(n).map_err(bad)?;
+        }
+        if let Some(c) = &self.changes {
+            c.check().map_err(bad)?;
         }
         if self.entries.len() > MAX_ENTRIES {
             return Err(bad(format!(

@@ -43,6 +43,9 @@ pub struct Report {
     /// Bytes downloaded from the host's binary cache in this cycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_bytes: Option<u64>,
+    /// The admin's change note of the generation (`fleet publish -m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `logs/seen.json`: the last contact, for `fleet status`.
@@ -256,6 +259,7 @@ mod tests {
             publication: None,
             built_by: None,
             cache_bytes: None,
+            note: None,
         };
         let json = String::from_utf8(r.to_json()).unwrap();
         assert!(json.contains("\"failed_step\": \"roll_back\""), "{json}");

@@ -122,6 +122,8 @@ struct Tray {
 }
 
 fn run(socket: PathBuf) -> anyhow::Result<()> {
+    // The view is made on this (the GTK) thread, in the session's language.
+    crate::tray::i18n::set_language(crate::tray::i18n::Lang::from_env());
     let event_loop = gtk_event_loop()?;
     let proxy = event_loop.create_proxy();
 
@@ -231,7 +233,7 @@ impl Tray {
             drawn: None,
             status: None,
             down_reason: DownReason::NotRunning,
-            notifier: Notifier::new(may_restart),
+            notifier: Notifier::new(may_restart).in_zone(crate::timefmt::local_zone()),
             may_rollback: false,
             may_rollback_for: None,
         };
@@ -284,6 +286,8 @@ impl Tray {
                     self.redraw();
                 }
                 Some(MenuAction::Quit) => return Flow::Quit,
+                Some(MenuAction::Later(l)) => self.postpone(l),
+                Some(MenuAction::RestartNow) => restart_machine(self.proxy.clone()),
                 None => {}
             },
             UserEvent::NotificationAction(a) => match a {
@@ -291,6 +295,7 @@ impl Tray {
                 NotificationAction::RollBack => self.agent_action("Rollback", CycleCall::Rollback),
                 NotificationAction::Restart => restart_machine(self.proxy.clone()),
                 NotificationAction::Cancel => {}
+                NotificationAction::Later(l) => self.postpone(l),
             },
             UserEvent::ActionFailed { what, error } => {
                 self.notify(view::action_failed(what, &error))
@@ -301,7 +306,11 @@ impl Tray {
 
     /// Re-evaluates time-dependent output.
     fn tick(&mut self) {
-        if self.status.is_none() {
+        if self.status.is_some() && self.notifier.reminder_due() <= Some(unix_now()) {
+            for n in self.notifier.observe(self.status.as_ref(), unix_now()) {
+                self.notify(n);
+            }
+        } else if self.status.is_none() {
             for n in self.notifier.observe(None, unix_now()) {
                 self.notify(n);
             }
@@ -314,6 +323,7 @@ impl Tray {
         let at = [
             view::next_refresh(self.status.as_ref(), now),
             self.notifier.unreachable_deadline(),
+            self.notifier.reminder_due(),
         ]
         .into_iter()
         .flatten()
@@ -427,6 +437,8 @@ impl Tray {
     /// buttons waits until it is answered or closed.
     fn notify(&self, n: Notification) {
         let proxy = self.proxy.clone();
+        // The buttons' words in this (the GTK) thread's language.
+        let labels: Vec<String> = n.actions.iter().map(|a| a.label()).collect();
         let spawned = std::thread::Builder::new()
             .name("notification".into())
             .spawn(move || {
@@ -435,8 +447,8 @@ impl Tray {
                     .icon("tiffin")
                     .summary(&n.summary)
                     .body(&n.body);
-                for a in &n.actions {
-                    note.action(a.key(), a.label());
+                for (a, label) in n.actions.iter().zip(&labels) {
+                    note.action(a.key(), label);
                 }
                 let handle = match note.show() {
                     Ok(h) => h,
@@ -476,6 +488,14 @@ impl Tray {
         spawn_worker("Back up now", self.proxy.clone(), move || {
             Client::connect(&socket)?.backup_now()?;
             Ok(())
+        });
+    }
+
+    /// "Later": postpones the waiting update on a worker thread.
+    fn postpone(&self, later: view::Later) {
+        let socket = self.socket.clone();
+        spawn_worker("Postpone", self.proxy.clone(), move || {
+            crate::tray::later::postpone(&socket, later, unix_now())
         });
     }
 
@@ -535,11 +555,9 @@ fn spawn_worker(
 }
 
 fn restart_machine(proxy: EventLoopProxy<UserEvent>) {
+    // logind decides (polkit) whether the person at the machine may restart it.
     spawn_worker("Restart", proxy, || {
-        // logind decides (polkit) whether the person at the machine may restart it.
-        let out = Runner::new().run("systemctl", &["reboot"], Some(Duration::from_secs(30)))?;
-        anyhow::ensure!(out.success(), "{}", out.describe_failure());
-        Ok(())
+        crate::tray::restart::reboot().map_err(anyhow::Error::msg)
     });
 }
 

@@ -7,6 +7,9 @@
 pub mod app;
 pub mod autostart;
 pub mod connection;
+pub mod i18n;
 #[cfg(feature = "tray")]
 pub mod icons;
+pub mod later;
+pub mod restart;
 pub mod view;

@@ -22,6 +22,8 @@ mod support;
 #[cfg(feature = "tray")]
 #[path = "support/tray/mod.rs"]
 mod support_tray;
+#[path = "support/system_bus.rs"]
+mod system_bus;
 
 /// The tray tests' prerequisite (Xvfb, D-Bus, the Python harness): skip here, fail under CI.
 #[cfg(feature = "tray")]
@@ -39,6 +41,8 @@ mod daemon_misbehaving_clients;
 mod daemon_peer_access;
 mod daemon_systemd_notify;
 mod demo;
+mod desk_changes;
+mod desk_power;
 mod faults_clock;
 mod faults_connection;
 mod faults_disk;
@@ -74,5 +78,7 @@ mod tray_backup;
 mod tray_cli;
 #[cfg(feature = "tray")]
 mod tray_dbus;
+#[cfg(feature = "tray")]
+mod tray_desk;
 #[cfg(feature = "tray")]
 mod tray_screenshots;

@@ -85,9 +85,18 @@ fn tray_follows_the_real_agent_through_publish_notify_update_and_restart() {
     d.wait_for_line(CYCLE, "Update available: generation 1");
     d.wait_for_icon(CYCLE, IconKind::UpdateAvailable);
     let first = wait_for_notification(&mut d, "Update available: generation 1");
+    // "Update now" first, then the "Later" choices before the deadline (issue 19).
+    let actions = first["actions"].as_array().cloned().unwrap_or_default();
     assert_eq!(
-        first["actions"],
-        serde_json::json!(["update-now", "Update now"])
+        actions[..2],
+        [
+            serde_json::json!("update-now"),
+            serde_json::json!("Update now")
+        ]
+    );
+    assert!(
+        actions.contains(&serde_json::json!("later-hour")),
+        "{actions:?}"
     );
 
     // "Update now" in the menu: the agent runs the cycle and the menu reaches "Up to date".

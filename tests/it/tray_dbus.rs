@@ -255,9 +255,18 @@ fn update_available_is_shown_and_notified_and_both_update_buttons_reach_the_agen
     d.wait_for_icon(CHANGE, IconKind::UpdateAvailable);
     let note = wait_for_notification(&mut d, "Update available: generation 43");
     assert_eq!(note["app_name"], "tiffin");
+    // "Update now" first, then the "Later" choices before the deadline (issue 19).
+    let actions = note["actions"].as_array().cloned().unwrap_or_default();
     assert_eq!(
-        note["actions"],
-        serde_json::json!(["update-now", "Update now"])
+        actions[..2],
+        [
+            serde_json::json!("update-now"),
+            serde_json::json!("Update now")
+        ]
+    );
+    assert!(
+        actions.contains(&serde_json::json!("later-hour")),
+        "{actions:?}"
     );
     assert!(d.item().expect("item")["Title"]
         .as_str()

@@ -14,7 +14,7 @@ use support_tray::{Desktop, Proc};
 use tiffin::status::{AgentStatus, Phase};
 
 const SCREEN_W: u32 = 800;
-const SCREEN: &str = "800x420x24";
+const SCREEN: &str = "800x480x24";
 const PANEL_H: u32 = 28;
 const CYCLE: Duration = Duration::from_secs(60);
 
@@ -78,7 +78,7 @@ fn shoot(d: &Desktop, socket: &Path, out_dir: &Path, name: &str) -> PathBuf {
     run(d, "import", &["-window", "root", &full.to_string_lossy()]);
     run(d, "xdotool", &["key", "Escape"]);
     let png = out_dir.join(format!("tray-{name}.png"));
-    let crop = format!("540x300+{}+0", SCREEN_W - 540);
+    let crop = format!("540x480+{}+0", SCREEN_W - 540);
     let out = Command::new("convert")
         .args([
             &full.to_string_lossy(),
@@ -113,10 +113,15 @@ fn screenshots_of_the_tray_menu_in_a_panel() {
         "xdotool",
         "import",
         "convert",
+        "dbus-send",
     ]
     .into_iter()
     .filter(|t| !have(t))
     .collect();
+    if let Some(why) = crate::system_bus::missing_prerequisite() {
+        crate::support::prerequisite("screenshots", Some(why));
+        return;
+    }
     if !missing.is_empty() {
         let why = format!("missing {missing:?} (packaging/deps.sh test)");
         crate::support::prerequisite("screenshots", Some(why));
@@ -160,11 +165,38 @@ fn screenshots_of_the_tray_menu_in_a_panel() {
     );
     std::thread::sleep(Duration::from_secs(1));
 
-    // The real agent, policy `notify`, checking every 2 s.
+    // UPower on a private system bus, on mains power for now.
+    let mut bus = crate::system_bus::SystemBus::start();
+    bus.mock(
+        "upower",
+        r#"{"OnBattery": false}"#,
+        "org.freedesktop.UPower",
+    );
+    bus.mock("networkmanager", "{}", "org.freedesktop.NetworkManager");
+
+    // The real agent, policy `notify`, checking every 2 s; generation 1 with the admin's note
+    // and a change summary.
     let mut agent = Agent::prepare(AgentOptions {
         interval: "2s",
         ..AgentOptions::default()
     });
+    agent.publication.set_note(1, "Adds the office printer");
+    agent.publication.set_changes(
+        1,
+        tiffin::manifest::Changes {
+            lines: vec![
+                "cups 2.4.7 (new)".into(),
+                "hplip 3.23.12 (new)".into(),
+                "firefox 120.0 → 121.0".into(),
+                "linux 6.6.1 → 6.6.2".into(),
+            ],
+            more: 3,
+            restart_needed: true,
+        },
+    );
+    agent
+        .env
+        .push(("DBUS_SYSTEM_BUS_ADDRESS".into(), bus.address.clone()));
     let text = std::fs::read_to_string(&agent.config).expect("read agent.toml");
     // Top-level keys go before the `[system]` table.
     std::fs::write(&agent.config, format!("policy = \"notify\"\n{text}")).expect("agent.toml");
@@ -181,6 +213,14 @@ fn screenshots_of_the_tray_menu_in_a_panel() {
         s.applied_generation == Some(1)
     });
     shoot(&d, &agent.socket, &out_dir, "up-to-date");
+
+    // On battery: the next automatic run waits and says why; back on mains it goes ahead.
+    bus.set_on_battery(true);
+    wait_status(&agent, "waiting on battery", |s| {
+        !s.waiting_for.is_empty() && s.phase == Phase::Idle
+    });
+    shoot(&d, &agent.socket, &out_dir, "waiting-on-battery");
+    bus.set_on_battery(false);
 
     // Generation 2, held at the fake build while the picture is taken.
     let pause = agent.dir.path().join("nixos/pause-build");

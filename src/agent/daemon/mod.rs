@@ -12,7 +12,9 @@
 //!   exit 0.
 
 pub mod backup;
+pub mod auto_reboot;
 pub mod http;
+pub mod postpone;
 pub mod scheduler;
 pub mod status_cell;
 pub mod worker;
@@ -74,10 +76,16 @@ async fn serve(
     let (shutdown_tx, _) = broadcast::channel::<()>(1);
     let mut tasks = Tasks::start(&config, runner, &status, &shutdown_tx, http_listener);
     let mut server_shutdown = shutdown_tx.subscribe();
+    postpone::restore(&config.state_dir, &status);
+    let auto_reboot = config
+        .reboot_window
+        .filter(|_| config.auto_reboot)
+        .map(|w| tokio::spawn(auto_reboot::run(w, status.clone(), shutdown_tx.subscribe())));
     let service: Arc<dyn AgentService> = Arc::new(Api {
         worker: tasks.worker.clone(),
         status: status.clone(),
         backup: tasks.backup.as_ref().map(|(h, _)| h.clone()),
+        state_dir: config.state_dir.clone(),
     });
     let socket_server = tokio::spawn(server::serve(
         listener,
@@ -112,6 +120,9 @@ async fn serve(
     let _ = shutdown_tx.send(());
     tasks.join(worker_done).await;
     let _ = socket_server.await;
+    if let Some(t) = auto_reboot {
+        let _ = t.await;
+    }
     if socket_id.is_some() && server::socket_identity(&config.socket) == socket_id {
         if let Err(e) = std::fs::remove_file(&config.socket) {
             tracing::warn!(socket = %config.socket.display(), error = %e, "cannot remove the socket");
@@ -161,6 +172,9 @@ impl Tasks {
             scheduler::Schedule::from_config(config),
             worker.clone(),
             status.clone(),
+            crate::agent::conditions::Gate::follow_system_bus(
+                crate::agent::conditions::Rules::from_config(config),
+            ),
             shutdown.subscribe(),
         ));
         let http = http_listener.map(|l| {
@@ -231,6 +245,7 @@ struct Api {
     worker: WorkerHandle,
     status: StatusCell,
     backup: Option<backup::BackupHandle>,
+    state_dir: std::path::PathBuf,
 }
 
 impl AgentService for Api {
@@ -247,6 +262,13 @@ impl AgentService for Api {
 
     fn last_log(&self) -> Option<String> {
         self.worker.last_log()
+    }
+
+    fn postpone(&self, until: u64) -> Result<crate::status::Postponed, ServiceError> {
+        postpone::postpone(&self.state_dir, &self.status, until).map_err(|message| ServiceError {
+            code: ErrorCode::NotPossible,
+            message,
+        })
     }
 
     fn run(

@@ -119,11 +119,13 @@ async fn sleep_until_wall_by(
     }
 }
 
-/// Runs the schedule until shutdown: a check at start, then one per interval.
+/// Runs the schedule until shutdown: a check at start, then one per interval, each once `gate`
+/// allows an automatic run (on mains power, not metered: `agent::conditions`).
 pub async fn run(
     schedule: Schedule,
     worker: WorkerHandle,
     status: StatusCell,
+    mut gate: crate::agent::conditions::Gate,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let mut rng = Jitter::seeded();
@@ -133,6 +135,15 @@ pub async fn run(
         let due = SystemTime::now() + delay;
         status.update(|s| s.next_check = Some(unix_secs(due)));
         if !sleep_until_wall(due, delay, &mut shutdown).await {
+            return;
+        }
+        let say = |w: &[crate::status::Waiting]| {
+            if !w.is_empty() {
+                tracing::info!(waiting_for = ?w, "the automatic update waits");
+            }
+            status.update(|s| s.waiting_for = w.to_vec());
+        };
+        if !gate.until_allowed(say, &mut shutdown).await {
             return;
         }
         if worker

@@ -27,6 +27,10 @@ pub(super) struct NewGeneration<'a> {
     pub walked: &'a [WalkedEntry],
     pub entries: Vec<Entry>,
     pub expected_system: Option<String>,
+    /// The admin's change note (`publish -m`).
+    pub note: Option<String>,
+    /// The closure diff's summary against the previous expected system (`--build`).
+    pub changes: Option<crate::manifest::Changes>,
     pub signer: Option<&'a SecretKey>,
     pub owner: Ownership,
     /// The host's binary cache (`publish --build`) and the pool its files are linked from.
@@ -109,6 +113,8 @@ fn manifest_bytes(new: NewGeneration) -> io::Result<Vec<u8>> {
     manifest.expected_system = new.expected_system;
     manifest.cache = new.cache.map(|(index, _)| index);
     manifest.sealed = new.sealed;
+    manifest.note = new.note;
+    manifest.changes = new.changes;
     if let Some(k) = new.signer {
         k.sign_manifest(&mut manifest);
     }
@@ -199,6 +205,8 @@ mod tests {
             walked,
             entries: entries_of(walked),
             expected_system: None,
+            note: None,
+            changes: None,
             signer: None,
             owner: Ownership::Publisher,
             cache: None,

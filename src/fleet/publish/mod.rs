@@ -13,6 +13,7 @@
 //! they share. The parts import `outcome` and each other, never this file.
 
 mod cache;
+mod changes;
 mod generation;
 mod outcome;
 mod prune;
@@ -334,6 +335,15 @@ impl<'a> RunContext<'a> {
             walked: &walked,
             entries,
             expected_system: report.expected_system.clone(),
+            note: self.opts.note.clone(),
+            changes: changes::closure_changes(
+                &self.config.build,
+                &self.runner,
+                host,
+                current.as_ref(),
+                report.expected_system.as_deref(),
+                &|n| push(&self.notes, &n),
+            ),
             signer: self.signer.as_ref(),
             owner,
             cache: cache.map(|index| (index, &self.pool)),

@@ -39,6 +39,9 @@ pub struct PublishOptions {
     /// their agent.toml says `allow_unsigned = true`). Without it, a fleet with no signing key
     /// is refused.
     pub unsigned: bool,
+    /// The change note carried in each new generation's manifest (`-m`; the CLI's default is the
+    /// fleet repository's last commit subject, `fleet::git_note`).
+    pub note: Option<String>,
 }
 
 impl Default for PublishOptions {
@@ -51,6 +54,7 @@ impl Default for PublishOptions {
             jobs: 4,
             keep_owner: false,
             unsigned: false,
+            note: None,
         }
     }
 }

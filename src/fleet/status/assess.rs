@@ -126,6 +126,8 @@ pub struct HostStatus {
     /// The live generation's files are sealed to another key than the host's key in fleet.toml
     /// (its key changed since): the next `fleet publish` seals them to the new one.
     pub sealed_to_old_key: bool,
+    /// The admin's change note of the published generation (`fleet publish -m`).
+    pub note: Option<String>,
 }
 
 /// Decides a host's row from its records, as of `now` (Unix seconds).
@@ -207,6 +209,7 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         problems,
         backup: None,
         sealed_to_old_key: false,
+        note: rec.manifest.as_ref().and_then(|m| m.note.clone()),
     }
 }
 

@@ -92,6 +92,7 @@ mod tests {
             publication: Some(crate::status::PublicationNote::Unsigned),
             built_by: Some(crate::status::BuiltBy::Cache),
             cache_bytes: Some(3 << 20),
+            note: None,
         });
         let table = render_table(
             &FleetStatus {

@@ -87,6 +87,9 @@ fn note(h: &HostStatus) -> String {
         parts.push("files sealed to an old key: publish again".into());
     }
     parts.extend(h.problems.iter().map(|p| first_line(p, 100)));
+    if let Some(n) = &h.note {
+        parts.push(format!("“{}”", first_line(n, 60)));
+    }
     parts.join("; ")
 }
 

@@ -29,8 +29,8 @@ pub enum Permission {
 pub fn permission_of(cmd: Command) -> Permission {
     match cmd {
         Command::Status | Command::Subscribe | Command::Log => Permission::Connected,
-        Command::Check | Command::Update => Permission::Member,
         Command::Backup | Command::Snapshots => Permission::Member,
+        Command::Check | Command::Update | Command::Postpone => Permission::Member,
         Command::Rollback => Permission::Admin,
     }
 }

@@ -148,6 +148,17 @@ impl Handler {
                 });
                 return Ok(());
             }
+            Command::Postpone => match req.until {
+                Some(until) => match self.service.postpone(until) {
+                    Ok(p) => Response::ok_with(req.id, &p),
+                    Err(e) => Response::err(req.id, e.code, e.message),
+                },
+                None => Response::err(
+                    req.id,
+                    ErrorCode::BadRequest,
+                    "postpone needs `until` (Unix seconds)",
+                ),
+            },
             Command::Check | Command::Update | Command::Rollback => {
                 if self.calls.len() >= self.limits.max_calls {
                     Response::err(

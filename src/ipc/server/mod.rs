@@ -101,6 +101,14 @@ pub trait AgentService: Send + Sync + 'static {
         let _ = cmd;
         no_backups()
     }
+    /// `postpone`: no reminder of the waiting update before `until` (Unix seconds).
+    fn postpone(&self, until: u64) -> Result<crate::status::Postponed, ServiceError> {
+        let _ = until;
+        Err(ServiceError {
+            code: ErrorCode::NotPossible,
+            message: "this agent does not postpone updates".into(),
+        })
+    }
 }
 
 /// The future an agent's service returns for a backup call.
@@ -115,6 +123,7 @@ pub fn no_backups() -> BackupCall {
         })
     })
 }
+
 
 /// A call the agent could not serve.
 #[derive(Clone, Debug)]

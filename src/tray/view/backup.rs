@@ -4,6 +4,7 @@
 use crate::backup::{BackupOutcome, BackupStatus};
 use crate::status::AgentStatus;
 use crate::timefmt::{ago, span};
+use crate::tray::i18n::{tr, tr_args};
 
 /// The backup lines: none when the agent makes no backups.
 pub(super) fn backup_lines(s: &AgentStatus, now: u64) -> Vec<String> {
@@ -11,9 +12,9 @@ pub(super) fn backup_lines(s: &AgentStatus, now: u64) -> Vec<String> {
         return vec![];
     };
     let mut lines = vec![match (b.running, b.last_success) {
-        (true, _) => "Backing up now…".to_string(),
-        (false, Some(t)) => format!("Last backup: {}", ago(t, now)),
-        (false, None) => "Last backup: none yet".to_string(),
+        (true, _) => tr("backup-running"),
+        (false, Some(t)) => tr_args("backup-last", &[("ago", ago(t, now).into())]),
+        (false, None) => tr("backup-none-yet"),
     }];
     if let Some(r) = b
         .last
@@ -22,8 +23,11 @@ pub(super) fn backup_lines(s: &AgentStatus, now: u64) -> Vec<String> {
     {
         let why = r.message.as_deref().and_then(|m| m.lines().next());
         lines.push(match why {
-            Some(w) => format!("Backup failed {}: {w}", ago(r.finished, now)),
-            None => format!("Backup failed {}", ago(r.finished, now)),
+            Some(w) => tr_args(
+                "backup-failed-because",
+                &[("ago", ago(r.finished, now).into()), ("why", w.into())],
+            ),
+            None => tr_args("backup-failed-ago", &[("ago", ago(r.finished, now).into())]),
         });
     }
     lines
@@ -69,7 +73,7 @@ impl BackupNotes {
                 self.failed_told = Some(r.finished);
                 out.push(BackupNote {
                     stale: false,
-                    summary: "Backup failed".into(),
+                    summary: tr("notify-backup-failed"),
                     body: r.message.clone().unwrap_or_default(),
                 });
             }
@@ -85,16 +89,18 @@ impl BackupNotes {
 
 fn stale_note(b: &BackupStatus, now: u64) -> BackupNote {
     let body = match b.last_success {
-        Some(t) => format!(
-            "The last backup is {} old; backups should run every {}.",
-            span(now.saturating_sub(t)),
-            span(b.interval_secs)
+        Some(t) => tr_args(
+            "notify-backup-old",
+            &[
+                ("age", span(now.saturating_sub(t)).into()),
+                ("every", span(b.interval_secs).into()),
+            ],
         ),
-        None => "This machine has not been backed up yet.".into(),
+        None => tr("notify-backup-never"),
     };
     BackupNote {
         stale: true,
-        summary: "Backup overdue".into(),
+        summary: tr("notify-backup-overdue"),
         body,
     }
 }

@@ -2,6 +2,7 @@
 //! line and the tooltip's start).
 
 use crate::status::{AgentStatus, CheckResult, Outcome, Phase};
+use crate::tray::i18n::{tr, tr_args};
 
 /// The states with a distinct icon (docs/tray.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -118,51 +119,56 @@ pub(super) fn progress_percent(s: &AgentStatus) -> Option<u8> {
 /// The first status line and the heart of the tooltip.
 pub(super) fn headline(s: Option<&AgentStatus>, icon: IconKind) -> String {
     let Some(s) = s else {
-        return "Agent not reachable".into();
+        return tr("agent-not-reachable");
     };
     match icon {
-        IconKind::UpToDate => "Up to date".into(),
+        IconKind::UpToDate => tr("up-to-date"),
         IconKind::UpdateAvailable => match pending_generation(s) {
-            Some(g) => format!("Update available: generation {g}"),
-            None => "Update available".into(),
+            Some(g) => tr_args("update-available-generation", &[("g", g.into())]),
+            None => tr("update-available"),
         },
         IconKind::Updating(_) => updating_line(s),
         IconKind::Failed => match &s.last_update {
             Some(u) if matches!(u.outcome, Outcome::Failed | Outcome::Interrupted) => {
-                let how = match (u.outcome, &u.failed_step) {
-                    (Outcome::Interrupted, _) => "was interrupted".to_string(),
-                    (_, Some(step)) => format!("failed at {step}"),
-                    _ => "failed".to_string(),
-                };
-                format!("Update to generation {} {how}", u.generation)
+                let g = ("g", u.generation.into());
+                match (u.outcome, &u.failed_step) {
+                    (Outcome::Interrupted, _) => tr_args("update-interrupted", &[g]),
+                    (_, Some(step)) => {
+                        tr_args("update-failed-at", &[g, ("step", step.name().into())])
+                    }
+                    _ => tr_args("update-failed", &[g]),
+                }
             }
-            _ => "Checking for updates failed".into(),
+            _ => tr("checking-failed"),
         },
-        IconKind::RolledBack => "Rolled back".into(),
-        IconKind::RebootNeeded => "Restart needed".into(),
-        IconKind::ServerUnreachable => "Update server not reachable".into(),
-        IconKind::AgentUnreachable => "Agent not reachable".into(),
+        IconKind::RolledBack => tr("rolled-back"),
+        IconKind::RebootNeeded => tr("restart-needed"),
+        IconKind::ServerUnreachable => tr("server-not-reachable"),
+        IconKind::AgentUnreachable => tr("agent-not-reachable"),
     }
 }
 
 pub(super) fn updating_line(s: &AgentStatus) -> String {
-    let step = match s.phase {
-        Phase::Downloading => "downloading",
-        Phase::Building => "building",
-        Phase::Activating => "activating",
-        Phase::Verifying => "verifying",
-        Phase::Committing => "committing",
-        Phase::RollingBack => "rolling back",
-        Phase::Idle | Phase::Checking => "starting",
+    let step = tr(match s.phase {
+        Phase::Downloading => "step-downloading",
+        Phase::Building => "step-building",
+        Phase::Activating => "step-activating",
+        Phase::Verifying => "step-verifying",
+        Phase::Committing => "step-committing",
+        Phase::RollingBack => "step-rolling-back",
+        Phase::Idle | Phase::Checking => "step-starting",
+    });
+    let mut line = match s.available_generation {
+        Some(g) => tr_args("updating-to", &[("g", g.into()), ("step", step.into())]),
+        None => tr_args("updating", &[("step", step.into())]),
     };
-    let target = s
-        .available_generation
-        .map(|g| format!(" to generation {g}"))
-        .unwrap_or_default();
-    let mut line = format!("Updating{target}: {step}");
     if let (Phase::Downloading, Some(c)) = (s.phase, s.cache_download) {
         // A prebuilt system from the host's binary cache.
-        line.push_str(&format!(" {} of {} paths", c.done_paths, c.total_paths));
+        let paths = tr_args(
+            "download-paths",
+            &[("done", c.done_paths.into()), ("total", c.total_paths.into())],
+        );
+        line.push_str(&format!(" {paths}"));
         if let Some(pc) = progress_percent(s) {
             line.push_str(&format!(" ({pc}%)"));
         }
@@ -170,7 +176,14 @@ pub(super) fn updating_line(s: &AgentStatus) -> String {
     }
     if let (Phase::Downloading, Some(p)) = (s.phase, s.progress) {
         if p.total_files > 0 {
-            line.push_str(&format!(" {} of {} files", p.done_files, p.total_files));
+            line.push(' ');
+            line.push_str(&tr_args(
+                "download-files",
+                &[
+                    ("done", p.done_files.into()),
+                    ("total", p.total_files.into()),
+                ],
+            ));
         }
         if let Some(pc) = progress_percent(s) {
             line.push_str(&format!(" ({pc}%)"));

@@ -2,10 +2,11 @@
 //! last did and when, and what the user may need to know (restart, publication notes).
 
 use super::context::{DownReason, ViewContext};
+use super::icon::headline;
 use super::icon::IconKind;
-use super::icon::{headline, pending_generation};
-use crate::status::{AgentStatus, CheckResult, Outcome, Phase, Policy, PublicationNote};
-use crate::timefmt::{ago, from_now};
+use super::pending;
+use crate::status::{AgentStatus, CheckResult, Outcome, Phase, PublicationNote};
+use crate::tray::i18n::{ago, tr, tr_args};
 
 /// The lines and the tooltip, built together: some lines are in both.
 struct Lines {
@@ -34,15 +35,18 @@ pub(super) fn status_lines(
         lines: vec![head.clone()],
         tooltip: format!("tiffin: {head}"),
     };
+    if let Some(note) = status.and_then(pending::note_line) {
+        out.both(note);
+    }
+    for line in status.map(pending::change_lines).unwrap_or_default() {
+        out.both(line);
+    }
     match status {
         Some(s) => agent_lines(&mut out, s, icon, ctx),
-        None => out.both(
-            match ctx.down_reason {
-                DownReason::NotRunning => "Is the tiffin agent running?",
-                DownReason::NotAllowed => "Not allowed to use its socket: ask to join its group",
-            }
-            .into(),
-        ),
+        None => out.both(tr(match ctx.down_reason {
+            DownReason::NotRunning => "agent-running-question",
+            DownReason::NotAllowed => "agent-not-allowed",
+        })),
     }
     (out.lines, out.tooltip)
 }
@@ -73,60 +77,51 @@ fn agent_lines(out: &mut Lines, s: &AgentStatus, icon: IconKind, ctx: &ViewConte
     }
     if let Some(g) = s.applied_generation {
         out.both(match s.applied_at {
-            Some(at) => format!("Generation {g}, applied {}", ago(at, ctx.now)),
-            None => format!("Generation {g}"),
+            Some(at) => tr_args(
+                "generation-applied",
+                &[("g", g.into()), ("ago", ago(at, ctx.now).into())],
+            ),
+            None => tr_args("generation", &[("g", g.into())]),
         });
     }
     out.lines.push(check_line(s, ctx.now));
     for line in super::backup::backup_lines(s, ctx.now) {
         out.both(line);
     }
-    if let Some(line) = deadline_line(s, ctx.now) {
-        out.lines.push(line);
+    if let Some(line) = pending::deadline_line(s, ctx.now, &ctx.tz) {
+        out.both(line);
+    }
+    if let Some(line) = pending::postponed_line(s, ctx.now, &ctx.tz) {
+        out.both(line);
+    }
+    if let Some(line) = pending::waiting_line(s) {
+        out.both(line);
     }
     if s.reboot_needed && icon != IconKind::RebootNeeded {
-        out.both("Restart needed".into());
+        out.both(tr("restart-needed"));
     }
     if let Some(note) = s.publication {
-        out.both(
-            match note {
-                PublicationNote::Unsigned => "Publication unsigned (not verified)",
-                PublicationNote::TooOld => "Publication too old: not applied",
-            }
-            .into(),
-        );
+        out.both(tr(match note {
+            PublicationNote::Unsigned => "publication-unsigned",
+            PublicationNote::TooOld => "publication-too-old",
+        }));
     }
 }
 
 /// "Checking for updates…", "Last check 2 min ago[: what went wrong]" or "Not checked yet".
 fn check_line(s: &AgentStatus, now: u64) -> String {
     if s.phase == Phase::Checking {
-        return "Checking for updates…".into();
+        return tr("checking");
     }
     let Some(c) = &s.last_check else {
-        return "Not checked yet".into();
+        return tr("not-checked-yet");
     };
-    let mut line = format!("Last check {}", ago(c.at, now));
-    match c.result {
-        CheckResult::Unreachable => line.push_str(": server not reachable"),
-        CheckResult::Failed => line.push_str(": failed"),
-        _ => {}
-    }
-    line
-}
-
-/// "Applies by itself in 3 h": a pending update under the notify policy with a deadline. A
-/// generation that was rolled back is not retried, deadline or not.
-fn deadline_line(s: &AgentStatus, now: u64) -> Option<String> {
-    if s.policy != Policy::Notify || s.phase.is_busy() {
-        return None;
-    }
-    let (g, deadline) = (pending_generation(s)?, s.deadline?);
-    let rolled_back = s
-        .last_update
-        .as_ref()
-        .is_some_and(|u| u.outcome == Outcome::RolledBack && u.generation == g);
-    (!rolled_back).then(|| format!("Applies by itself {}", from_now(deadline, now)))
+    let id = match c.result {
+        CheckResult::Unreachable => "last-check-unreachable",
+        CheckResult::Failed => "last-check-failed",
+        _ => "last-check",
+    };
+    tr_args(id, &[("ago", ago(c.at, now).into())])
 }
 
 /// The rolled-back line, while the last update ended in a rollback.
@@ -137,17 +132,21 @@ fn rollback_line(s: &AgentStatus, ctx: &ViewContext) -> Option<String> {
     let Some(r) = &s.rollback.last else {
         let why = s.last_update.as_ref().and_then(|u| u.message.clone());
         return Some(match why {
-            Some(w) => format!("Rolled back: {w}"),
-            None => "Rolled back".into(),
+            Some(w) => tr_args("rolled-back-because", &[("why", w.into())]),
+            None => tr("rolled-back"),
         });
     };
+    let why = ("why", r.reason.as_str().into());
     // A clock time is only unambiguous within the day; older ones say how long ago.
-    let when = if ctx.now.saturating_sub(r.at) < 20 * 3600 {
-        format!("at {}", crate::timefmt::clock(r.at, &ctx.tz))
+    Some(if ctx.now.saturating_sub(r.at) < 20 * 3600 {
+        let clock = crate::timefmt::clock(r.at, &ctx.tz);
+        tr_args("rolled-back-at", &[("clock", clock.into()), why])
     } else {
-        ago(r.at, ctx.now)
-    };
-    Some(format!("Rolled back {when}: {}", r.reason))
+        tr_args(
+            "rolled-back-ago",
+            &[("ago", ago(r.at, ctx.now).into()), why],
+        )
+    })
 }
 
 /// The longest status line, in characters: a panel menu as wide as a long error message is

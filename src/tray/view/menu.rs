@@ -2,8 +2,11 @@
 //! work (agent reachable, not busy, a previous system to roll back to, the user allowed).
 
 use super::context::ViewContext;
+use super::later::{later_key, Later};
 use super::lines::clip;
+use super::pending::later_choices;
 use crate::status::{AgentStatus, Phase};
+use crate::tray::i18n::tr;
 
 /// What a clickable menu entry does. The string ids are the muda menu ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -15,6 +18,10 @@ pub enum MenuAction {
     StartAtLogin,
     Quit,
     BackUpNow,
+    /// Postpone the waiting update (policy `notify`).
+    Later(Later),
+    /// Ask logind to restart (shown while a restart is needed).
+    RestartNow,
 }
 
 impl MenuAction {
@@ -27,6 +34,8 @@ impl MenuAction {
             MenuAction::StartAtLogin => "start-at-login",
             MenuAction::Quit => "quit",
             MenuAction::BackUpNow => "back-up-now",
+            MenuAction::Later(l) => later_key(l),
+            MenuAction::RestartNow => "restart-now",
         }
     }
 
@@ -39,6 +48,10 @@ impl MenuAction {
             MenuAction::StartAtLogin,
             MenuAction::Quit,
             MenuAction::BackUpNow,
+            MenuAction::Later(Later::Hour),
+            MenuAction::Later(Later::Tonight),
+            MenuAction::Later(Later::Tomorrow),
+            MenuAction::RestartNow,
         ]
         .into_iter()
         .find(|a| a.id() == id)
@@ -63,7 +76,8 @@ pub enum MenuLine {
     },
 }
 
-/// The labels of the actions; tests and the E2E harness find entries by them.
+/// The English labels of the actions (the catalog's `menu-*` messages, which the menu shows in
+/// the user's language); tests and the E2E harness find entries by them.
 pub const LABEL_UPDATE_NOW: &str = "Update now";
 pub const LABEL_CHECK_NOW: &str = "Check for updates";
 pub const LABEL_ROLL_BACK: &str = "Roll back to previous system…";
@@ -71,6 +85,7 @@ pub const LABEL_SHOW_LOG: &str = "Show last log";
 pub const LABEL_START_AT_LOGIN: &str = "Start at login";
 pub const LABEL_QUIT: &str = "Quit";
 pub const LABEL_BACK_UP_NOW: &str = "Back up now";
+pub const LABEL_RESTART_NOW: &str = "Restart now";
 
 /// The menu under the status `lines`.
 pub(super) fn menu(
@@ -83,38 +98,50 @@ pub(super) fn menu(
     let checking = status.is_some_and(|s| s.phase == Phase::Checking);
     let rollback_possible = status.is_some_and(|s| s.rollback.previous_available);
     let mut menu: Vec<MenuLine> = lines.iter().map(|l| MenuLine::Status(clip(l))).collect();
-    let action = |action, label: &str, enabled| MenuLine::Action {
+    let action = |action, id: &str, enabled| MenuLine::Action {
         action,
-        label: label.into(),
+        label: tr(id),
         enabled,
     };
     menu.extend([
         MenuLine::Separator,
-        action(MenuAction::UpdateNow, LABEL_UPDATE_NOW, reachable && !busy),
+        action(MenuAction::UpdateNow, "menu-update-now", reachable && !busy),
         action(
             MenuAction::CheckNow,
-            LABEL_CHECK_NOW,
+            "menu-check-now",
             reachable && !busy && !checking,
         ),
         action(
             MenuAction::RollBack,
-            LABEL_ROLL_BACK,
+            "menu-roll-back",
             reachable && !busy && rollback_possible && ctx.user_may_rollback,
         ),
-        action(MenuAction::ShowLog, LABEL_SHOW_LOG, reachable),
     ]);
     if status.is_some_and(|s| s.backup.is_some()) {
         let enabled = super::backup::can_back_up(status);
-        menu.push(action(MenuAction::BackUpNow, LABEL_BACK_UP_NOW, enabled));
+        menu.push(action(MenuAction::BackUpNow, "menu-back-up-now", enabled));
+    }
+    if status.is_some_and(|s| s.reboot_needed) {
+        menu.push(action(MenuAction::RestartNow, "menu-restart-now", !busy));
+    }
+    if let Some(s) = status.filter(|_| !busy) {
+        for (l, until) in later_choices(s, ctx.now, &ctx.tz) {
+            menu.push(MenuLine::Action {
+                action: MenuAction::Later(l),
+                label: l.menu_label(until, &ctx.tz),
+                enabled: true,
+            });
+        }
     }
     menu.extend([
+        action(MenuAction::ShowLog, "menu-show-log", reachable),
         MenuLine::Separator,
         MenuLine::Check {
             action: MenuAction::StartAtLogin,
-            label: LABEL_START_AT_LOGIN.into(),
+            label: tr("menu-start-at-login"),
             checked: ctx.start_at_login,
         },
-        action(MenuAction::Quit, LABEL_QUIT, true),
+        action(MenuAction::Quit, "menu-quit", true),
     ]);
     menu
 }

@@ -8,23 +8,28 @@
 mod backup;
 mod context;
 mod icon;
+mod later;
 mod lines;
 mod menu;
 mod notify;
+mod pending;
 
 pub use crate::timefmt::{ago, from_now};
 pub use backup::BackupNotes;
 pub use context::{DownReason, ViewContext};
 pub use icon::{icon, IconKind};
+pub use later::Later;
 pub use lines::{clip, MAX_LINE_CHARS};
 pub use menu::{
-    MenuAction, MenuLine, LABEL_BACK_UP_NOW, LABEL_CHECK_NOW, LABEL_QUIT, LABEL_ROLL_BACK,
-    LABEL_SHOW_LOG, LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW,
+    MenuAction, MenuLine, LABEL_BACK_UP_NOW, LABEL_CHECK_NOW, LABEL_QUIT, LABEL_RESTART_NOW,
+    LABEL_ROLL_BACK, LABEL_SHOW_LOG, LABEL_START_AT_LOGIN, LABEL_UPDATE_NOW,
 };
+pub use notify::update_available;
 pub use notify::{
     action_failed, rollback_confirmation, transition_notifications, Notification,
     NotificationAction, NotificationKind, Notifier, UNREACHABLE_NOTIFY_AFTER,
 };
+pub use pending::later_choices;
 
 use crate::status::AgentStatus;
 
@@ -83,6 +88,7 @@ pub fn next_refresh(status: Option<&AgentStatus>, now: u64) -> Option<u64> {
         s.last_check.as_ref().map(|c| c.at),
         s.rollback.last.as_ref().map(|r| r.at),
         s.deadline,
+        s.postponed.map(|p| p.until),
     ];
     // Minute granularity is what the lines show; one wake-up a minute at most.
     times.iter().flatten().next().map(|_| now - now % 60 + 60)

@@ -2,6 +2,11 @@
 //! confirmation before a rollback, a failed action, and the agent gone for too long.
 
 use super::icon::waiting_generation;
+use super::later::{later_key, Later};
+use super::pending::later_choices;
+use crate::tray::i18n::{day_clock, span, tr, tr_args};
+use jiff::tz::TimeZone;
+
 use crate::status::{AgentStatus, LastUpdate, Outcome, Policy};
 
 /// After this long without the agent, the user is told once (docs/tray.md).
@@ -24,6 +29,8 @@ pub enum NotificationKind {
     BackupFailed,
     /// No backup for more than twice the schedule.
     BackupStale,
+    /// `auto_reboot` restarts the machine soon.
+    RestartPlanned,
 }
 
 /// What a notification's button does.
@@ -33,6 +40,8 @@ pub enum NotificationAction {
     Restart,
     RollBack,
     Cancel,
+    /// Postpone the waiting update (policy `notify`).
+    Later(Later),
 }
 
 impl NotificationAction {
@@ -43,15 +52,20 @@ impl NotificationAction {
             NotificationAction::Restart => "restart",
             NotificationAction::RollBack => "roll-back",
             NotificationAction::Cancel => "cancel",
+            NotificationAction::Later(l) => later_key(l),
         }
     }
-    pub fn label(self) -> &'static str {
-        match self {
-            NotificationAction::UpdateNow => "Update now",
-            NotificationAction::Restart => "Restart",
-            NotificationAction::RollBack => "Roll back",
-            NotificationAction::Cancel => "Cancel",
-        }
+    /// The button's words, in this thread's language.
+    pub fn label(self) -> String {
+        tr(match self {
+            NotificationAction::UpdateNow => "action-update-now",
+            NotificationAction::Restart => "action-restart-now",
+            NotificationAction::RollBack => "action-roll-back",
+            NotificationAction::Cancel => "action-cancel",
+            NotificationAction::Later(Later::Hour) => "action-later-hour",
+            NotificationAction::Later(Later::Tonight) => "action-later-tonight",
+            NotificationAction::Later(Later::Tomorrow) => "action-later-tomorrow",
+        })
     }
     pub fn from_key(key: &str) -> Option<Self> {
         [
@@ -59,6 +73,9 @@ impl NotificationAction {
             NotificationAction::Restart,
             NotificationAction::RollBack,
             NotificationAction::Cancel,
+            NotificationAction::Later(Later::Hour),
+            NotificationAction::Later(Later::Tonight),
+            NotificationAction::Later(Later::Tomorrow),
         ]
         .into_iter()
         .find(|a| a.key() == key)
@@ -83,6 +100,17 @@ pub fn transition_notifications(
     next: &AgentStatus,
     may_restart: bool,
 ) -> Vec<Notification> {
+    transitions_at(prev, next, may_restart, None)
+}
+
+/// [`transition_notifications`] at `now` in a time zone: the update notification then says when
+/// it applies itself in local time and offers the "Later" choices.
+fn transitions_at(
+    prev: Option<&AgentStatus>,
+    next: &AgentStatus,
+    may_restart: bool,
+    at: Option<(u64, &TimeZone)>,
+) -> Vec<Notification> {
     let mut out = match prev {
         Some(p) => ended_notifications(p, next, may_restart),
         None => Vec::new(),
@@ -101,16 +129,7 @@ pub fn transition_notifications(
             && prev.and_then(waiting_generation) != Some(g)
             && just_reported != Some(g)
         {
-            let body = match next.deadline {
-                Some(_) => "It is applied by itself at the deadline if you do not.".into(),
-                None => "Apply it when it suits you.".into(),
-            };
-            out.push(Notification {
-                kind: NotificationKind::UpdateAvailable,
-                summary: format!("Update available: generation {g}"),
-                body,
-                actions: vec![NotificationAction::UpdateNow],
-            });
+            out.push(update_available(next, g, at));
         }
     }
     out
@@ -137,7 +156,7 @@ fn ended_notifications(
         if let Some(r) = &next.rollback.last {
             out.push(Notification {
                 kind: NotificationKind::RolledBack,
-                summary: format!("Generation {} was rolled back", r.generation),
+                summary: tr_args("notify-rolled-back", &[("g", r.generation.into())]),
                 body: r.reason.clone(),
                 actions: vec![],
             });
@@ -162,30 +181,31 @@ fn outcome_notification(
     rollback_new: bool,
     may_restart: bool,
 ) -> Option<Notification> {
+    let g = || [("g", u.generation.into())];
     let (kind, summary, body) = match u.outcome {
         Outcome::Updated if reboot_needed => (
             NotificationKind::UpdatedRestartNeeded,
-            format!("Updated to generation {}", u.generation),
-            "Restart to finish the update.".to_string(),
+            tr_args("notify-updated", &g()),
+            tr("notify-restart-to-finish"),
         ),
         Outcome::Updated => (
             NotificationKind::Updated,
-            format!("Updated to generation {}", u.generation),
-            "The system is up to date.".to_string(),
+            tr_args("notify-updated", &g()),
+            tr("notify-up-to-date"),
         ),
         Outcome::Failed | Outcome::Interrupted => {
             let step = u
                 .failed_step
                 .as_ref()
-                .map(|s| format!("Failed at {s}"))
-                .unwrap_or_else(|| "Failed".into());
+                .map(|s| tr_args("notify-failed-at", &[("step", s.name().into())]))
+                .unwrap_or_else(|| tr("notify-failed"));
             let body = match &u.message {
                 Some(m) => format!("{step}: {m}"),
                 None => format!("{step}."),
             };
             (
                 NotificationKind::UpdateFailed,
-                format!("Update to generation {} failed", u.generation),
+                tr_args("notify-update-failed", &g()),
                 body,
             )
         }
@@ -193,7 +213,7 @@ fn outcome_notification(
         // reports the outcome without one.
         Outcome::RolledBack if !rollback_new => (
             NotificationKind::RolledBack,
-            format!("Generation {} was rolled back", u.generation),
+            tr_args("notify-rolled-back", &g()),
             u.message.clone().unwrap_or_default(),
         ),
         Outcome::RolledBack | Outcome::UpToDate => return None,
@@ -215,21 +235,81 @@ fn outcome_notification(
 pub fn rollback_confirmation(status: Option<&AgentStatus>) -> Notification {
     let current = status
         .and_then(|s| s.applied_generation)
-        .map(|g| format!("generation {g}"))
-        .unwrap_or_else(|| "the current system".into());
+        .map(|g| tr_args("notify-current-generation", &[("g", g.into())]))
+        .unwrap_or_else(|| tr("notify-current-system"));
     Notification {
         kind: NotificationKind::ConfirmRollback,
-        summary: "Roll back to the previous system?".into(),
-        body: format!("This leaves {current} and activates the system before it."),
+        summary: tr("notify-confirm-rollback"),
+        body: tr_args(
+            "notify-confirm-rollback-body",
+            &[("current", current.into())],
+        ),
         actions: vec![NotificationAction::RollBack, NotificationAction::Cancel],
     }
 }
 
+/// The notification of a waiting update: its note, when it applies itself (with `now` and the
+/// zone, in local time), "Update now" and the "Later" choices.
+pub fn update_available(s: &AgentStatus, g: u64, at: Option<(u64, &TimeZone)>) -> Notification {
+    let mut body = String::new();
+    if let Some(n) = &s.available_note {
+        body.push_str(n);
+        body.push('\n');
+    }
+    body.push_str(&match (s.deadline, at) {
+        (Some(d), Some((now, tz))) => tr_args(
+            "notify-applies-itself",
+            &[("when", day_clock(d, now, tz).into())],
+        ),
+        (Some(_), None) => tr("notify-applies-at-deadline"),
+        (None, _) => tr("notify-apply-when-it-suits"),
+    });
+    let mut actions = vec![NotificationAction::UpdateNow];
+    if let Some((now, tz)) = at {
+        actions.extend(
+            later_choices(s, now, tz)
+                .into_iter()
+                .map(|(l, _)| NotificationAction::Later(l)),
+        );
+    }
+    Notification {
+        kind: NotificationKind::UpdateAvailable,
+        summary: tr_args("update-available-generation", &[("g", g.into())]),
+        body,
+        actions,
+    }
+}
+
+/// The warning before `auto_reboot` restarts the machine, once per planned time.
+fn restart_planned(
+    prev: Option<&AgentStatus>,
+    next: &AgentStatus,
+    tz: &TimeZone,
+) -> Option<Notification> {
+    let at = next.reboot_planned?;
+    if prev.and_then(|p| p.reboot_planned) == Some(at) {
+        return None;
+    }
+    Some(Notification {
+        kind: NotificationKind::RestartPlanned,
+        summary: tr_args(
+            "notify-restart-planned",
+            &[("clock", crate::timefmt::clock(at, tz).into())],
+        ),
+        body: tr("notify-restart-planned-body"),
+        actions: vec![],
+    })
+}
+
 /// Says that an action the user clicked could not start.
 pub fn action_failed(what: &str, error: &str) -> Notification {
+    // `what` is the app's English name of the action ("Update"); its catalog id is
+    // `what-<name>` in lower case with dashes.
+    let id = format!("what-{}", what.to_lowercase().replace(' ', "-"));
+    let what = tr(&id);
     Notification {
         kind: NotificationKind::ActionFailed,
-        summary: format!("{what} did not start"),
+        summary: tr_args("notify-did-not-start", &[("what", what.into())]),
         body: error.to_string(),
         actions: vec![],
     }
@@ -249,6 +329,10 @@ pub struct Notifier {
     pub may_restart: bool,
     /// What was said about backups.
     backup: super::backup::BackupNotes,
+    /// The zone of the times the update notification names.
+    pub tz: Option<TimeZone>,
+    /// A postponed generation, reminded of once its time has come.
+    postponed: Option<crate::status::Postponed>,
 }
 
 impl Notifier {
@@ -259,17 +343,29 @@ impl Notifier {
         }
     }
 
+    /// Names times in `tz` (the local zone) rather than UTC.
+    pub fn in_zone(mut self, tz: TimeZone) -> Self {
+        self.tz = Some(tz);
+        self
+    }
+
     /// The notifications due now.
     pub fn observe(&mut self, next: Option<&AgentStatus>, now: u64) -> Vec<Notification> {
         match next {
             Some(s) => {
                 self.unreachable_since = None;
                 self.unreachable_told = false;
-                let mut out = transition_notifications(self.last.as_ref(), s, self.may_restart);
+                let tz = self.tz.clone().unwrap_or(TimeZone::UTC);
+                let mut out =
+                    transitions_at(self.last.as_ref(), s, self.may_restart, Some((now, &tz)));
                 let waiting = waiting_generation(s);
+                let postponed = s.postponed_until(now).is_some();
                 out.retain(|n| {
-                    n.kind != NotificationKind::UpdateAvailable || waiting != self.announced
+                    n.kind != NotificationKind::UpdateAvailable
+                        || (waiting != self.announced && !postponed)
                 });
+                out.extend(self.reminder(s, now, &tz));
+                out.extend(restart_planned(self.last.as_ref(), s, &tz));
                 if out
                     .iter()
                     .any(|n| n.kind == NotificationKind::UpdateAvailable)
@@ -302,15 +398,42 @@ impl Notifier {
                 self.unreachable_told = true;
                 vec![Notification {
                     kind: NotificationKind::AgentUnreachable,
-                    summary: "tiffin agent not reachable".into(),
-                    body: format!(
-                        "No contact for {}; updates are not being applied.",
-                        crate::timefmt::span(now.saturating_sub(since))
+                    summary: tr("notify-agent-unreachable"),
+                    body: tr_args(
+                        "notify-agent-unreachable-body",
+                        &[("span", span(now.saturating_sub(since)).into())],
                     ),
                     actions: vec![],
                 }]
             }
         }
+    }
+
+    /// The reminder of a postponed update once its time has come (once; none while the agent
+    /// is busy or once the generation no longer waits).
+    fn reminder(&mut self, s: &AgentStatus, now: u64, tz: &TimeZone) -> Option<Notification> {
+        if s.postponed_until(now).is_some() {
+            self.postponed = s.postponed;
+            return None;
+        }
+        let p = self.postponed?;
+        let g = waiting_generation(s);
+        if g != Some(p.generation) {
+            // Applied, superseded, or the agent is busy with it: no reminder.
+            if s.phase.is_busy() {
+                return None;
+            }
+            self.postponed = None;
+            return None;
+        }
+        self.postponed = None;
+        self.announced = g;
+        Some(update_available(s, p.generation, Some((now, tz))))
+    }
+
+    /// When a postponed update is to be reminded of, if one is.
+    pub fn reminder_due(&self) -> Option<u64> {
+        self.postponed.map(|p| p.until)
     }
 
     /// When the unreachable notification falls due, if it has not been sent.

@@ -77,6 +77,10 @@ struct Cycle {
     built_by: Option<crate::status::BuiltBy>,
     /// Bytes downloaded from the host's binary cache.
     cache_bytes: Option<u64>,
+    /// The change note of the generation this cycle is about (its manifest's `note`).
+    note: Option<String>,
+    /// Its manifest's closure-diff summary.
+    changes: Option<crate::manifest::Changes>,
 }
 
 impl Cycle {
@@ -93,6 +97,8 @@ impl Cycle {
             source: None,
             built_by: None,
             cache_bytes: None,
+            note: None,
+            changes: None,
         }
     }
     fn took(&mut self, step: Step, since: Instant) {

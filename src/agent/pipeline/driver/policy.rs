@@ -29,12 +29,18 @@ impl Pipeline {
         };
         let g = local.generation;
         cy.generation = Some(g);
+        cy.note = local.manifest.note.clone();
+        cy.changes = local.manifest.changes.clone();
         self.state.state.forget_older_than(g);
         if let Some(end) = self.decide(req, cy, g) {
             return end;
         }
         self.announce_updating(cy, g);
-        self.apply(cy, g, &local.tree, &local.manifest)
+        let end = self.apply(cy, g, &local.tree, &local.manifest);
+        if end.outcome == Outcome::Updated && self.state.state.applied_generation == Some(g) {
+            self.state.state.applied_note = cy.note.clone();
+        }
+        end
     }
 
     /// Checks the server and fetches what it publishes for this host (`None`: nothing yet).
@@ -174,14 +180,14 @@ impl Pipeline {
         self.checked(CheckResult::UpdateAvailable, None);
         let notify = self.config.policy == Policy::Notify;
         if req == CycleRequest::Check {
-            self.mark_available(g, notify);
+            self.mark_available(g, notify, cy);
             return Some(Ending::quiet(
                 Outcome::UpToDate,
                 format!("generation {g} is available"),
             ));
         }
         if notify && req == CycleRequest::Scheduled {
-            let deadline = self.mark_available(g, true);
+            let deadline = self.mark_available(g, true, cy);
             if deadline.is_some_and(|d| unix_now() < d) {
                 return Some(Ending::quiet(
                     Outcome::UpToDate,
@@ -216,7 +222,13 @@ impl Pipeline {
     }
 
     /// Records `g` as available; returns its deadline (policy `notify`).
-    pub(super) fn mark_available(&mut self, g: u64, with_deadline: bool) -> Option<u64> {
+    pub(super) fn mark_available(
+        &mut self,
+        g: u64,
+        with_deadline: bool,
+        cy: &Cycle,
+    ) -> Option<u64> {
+        let (note, changes) = (cy.note.clone(), cy.changes.clone());
         let now = unix_now();
         let a = match self.state.state.available.take() {
             Some(a) if a.generation == g => a,
@@ -224,6 +236,8 @@ impl Pipeline {
                 generation: g,
                 found_at: now,
                 deadline: None,
+                note: None,
+                changes: None,
             },
         };
         let deadline = match a.deadline {
@@ -231,7 +245,12 @@ impl Pipeline {
             None if with_deadline => Some(now + self.config.deadline.as_secs()),
             None => None,
         };
-        self.state.state.available = Some(Available { deadline, ..a });
+        self.state.state.available = Some(Available {
+            deadline,
+            note,
+            changes,
+            ..a
+        });
         deadline
     }
 }

@@ -128,6 +128,7 @@ impl Pipeline {
             publication: self.status.get().publication,
             built_by: cy.built_by,
             cache_bytes: cy.cache_bytes,
+            note: cy.note.clone(),
         };
         if let Err(e) = enqueue_report(&self.outbox, &r, log) {
             tracing::error!("queueing the report: {e}");
@@ -199,6 +200,9 @@ impl Pipeline {
             s.applied_at = st.applied_at;
             s.available_generation = st.available.as_ref().map(|a| a.generation);
             s.deadline = st.available.as_ref().and_then(|a| a.deadline);
+            s.available_note = st.available.as_ref().and_then(|a| a.note.clone());
+            s.available_changes = st.available.as_ref().and_then(|a| a.changes.clone());
+            s.applied_note = st.applied_note.clone();
             s.last_update = st.last_update.clone();
             s.rollback.previous_available = st.previous_system.is_some();
             s.rollback.last = st.last_rollback.clone();

@@ -68,7 +68,9 @@ fn notify_policy_shows_when_the_update_applies_by_itself() {
     let mut s = available(Policy::Notify);
     s.deadline = Some(NOW + 5 * 3600 + 10);
     let v = view(Some(&s), &ctx());
-    assert!(v.status_lines().any(|l| l == "Applies by itself in 5 h"));
+    assert!(v
+        .status_lines()
+        .any(|l| l == "Applies itself today at 13:00 unless you update now"));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 mod menu;
 mod notify;
+mod pending;
 
 use super::*;
 use crate::status::{

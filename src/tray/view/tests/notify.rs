@@ -333,5 +333,5 @@ fn a_rolled_back_generation_is_not_promised_for_the_deadline() {
     s.policy = Policy::Notify;
     s.deadline = Some(NOW + 5 * 3600);
     let v = view(Some(&s), &ctx());
-    assert!(!v.status_lines().any(|l| l.starts_with("Applies by itself")));
+    assert!(!v.status_lines().any(|l| l.starts_with("Applies itself")));
 }

@@ -216,6 +216,30 @@ impl Publication {
             .unwrap();
     }
 
+    /// Gives generation `n`'s manifest the admin's change note (`fleet publish -m`).
+    pub fn set_note(&self, n: u64, note: &str) {
+        let path = self
+            .root
+            .join("gens")
+            .join(n.to_string())
+            .join("manifest.json");
+        let mut m = Manifest::parse(&fs::read(&path).unwrap(), "test").unwrap();
+        m.note = Some(note.into());
+        fs::write(&path, m.to_bytes()).unwrap();
+    }
+
+    /// Gives generation `n`'s manifest a change summary (`fleet publish --build`).
+    pub fn set_changes(&self, n: u64, changes: tiffin::manifest::Changes) {
+        let path = self
+            .root
+            .join("gens")
+            .join(n.to_string())
+            .join("manifest.json");
+        let mut m = Manifest::parse(&fs::read(&path).unwrap(), "test").unwrap();
+        m.changes = Some(changes);
+        fs::write(&path, m.to_bytes()).unwrap();
+    }
+
     /// Changes a published file behind the manifest's back.
     pub fn corrupt(&self, n: u64, path: &str) {
         let p = self
@@ -334,8 +358,21 @@ impl Agent {
         self.spawn_via(cmd);
     }
 
+    /// Starts the agent process and waits until its status satisfies `ready`.
+    pub fn spawn_until(&mut self, ready: impl Fn(&AgentStatus) -> bool) {
+        let mut cmd = Command::new(TIFFIN);
+        cmd.args(["agent", "--config"]).arg(&self.config);
+        self.spawn_via_until(cmd, ready);
+    }
+
     /// As [`Agent::spawn`], with `cmd` running the agent (a wrapper that execs it, say).
-    pub fn spawn_via(&mut self, mut cmd: Command) {
+    pub fn spawn_via(&mut self, cmd: Command) {
+        self.spawn_via_until(cmd, |s| {
+            s.last_check.is_some() && s.phase == tiffin::status::Phase::Idle
+        });
+    }
+
+    fn spawn_via_until(&mut self, mut cmd: Command, ready: impl Fn(&AgentStatus) -> bool) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -352,10 +389,8 @@ impl Agent {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(s) = self.try_status() {
-                if s.last_check.is_some() && s.phase == tiffin::status::Phase::Idle {
-                    return;
-                }
+            if self.try_status().is_some_and(|s| ready(&s)) {
+                return;
             }
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("agent exited with {st} during startup:\n{}", self.stderr());

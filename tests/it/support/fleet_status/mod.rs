@@ -90,6 +90,7 @@ impl Fleet {
             publication: None,
             built_by: None,
             cache_bytes: None,
+            note: None,
         };
         let logs = self.logs(host);
         let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -188,9 +188,15 @@ impl Desktop {
 
     /// Starts the real tray binary in this session, following the agent at `socket`.
     pub fn start_tray_on(&self, socket: &Path) -> Proc {
+        self.start_tray_with(socket, &[])
+    }
+
+    /// [`Desktop::start_tray_on`] with more environment (a system bus, a language).
+    pub fn start_tray_with(&self, socket: &Path, env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tiffin-tray"));
         self.session_env(&mut cmd);
         cmd.env("TIFFIN_SOCKET", socket);
+        cmd.envs(env.iter().copied());
         cmd.env("TIFFIN_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("tray.log")).expect("log"));
