@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod exit;
 pub mod fleet;
+pub mod rollout;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

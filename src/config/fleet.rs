@@ -26,6 +26,10 @@ pub struct HostConfig {
     /// Its system user on the server; default the host's name.
     #[serde(default)]
     pub user: Option<String>,
+    /// The host's rollout wave (`fleet publish --staged` publishes to wave 0, `fleet rollout`
+    /// to the next); default: the last wave of the fleet.
+    #[serde(default)]
+    pub wave: Option<u32>,
 }
 
 /// The whole fleet file.
@@ -53,6 +57,9 @@ pub struct FleetConfig {
     pub build: BuildConfig,
     #[serde(default)]
     pub hosts: BTreeMap<String, HostConfig>,
+    /// How `fleet rollout` and `fleet watch` promote a staged release (`[rollout]`).
+    #[serde(default)]
+    pub rollout: super::rollout::RolloutConfig,
 }
 
 /// The `[build]` table: the Nix commands, configurable so that tests can use a fake.

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod fleet;
+pub mod rollout;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
 pub use fleet::{BuildConfig, FleetConfig, HostConfig};

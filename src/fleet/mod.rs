@@ -13,10 +13,12 @@ pub mod never_publish;
 pub mod nix_build;
 pub mod publish;
 pub mod report;
+pub mod rollout;
 pub mod signing;
 pub mod sshd;
 pub mod status;
 pub mod users;
+pub mod watcher;
 
 pub use crate::publication::Publication;
 pub use build::{build_hosts, BuildOptions, BuildReport, HostBuild};

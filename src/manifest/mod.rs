@@ -96,6 +96,10 @@ pub struct Manifest {
     /// Signed, like every field but `signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<String>,
+    /// The release this generation belongs to (`fleet publish --staged`, `fleet rollout`): one
+    /// id across the hosts of a staged rollout, derived from the repository's content. Signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     /// Signature over [`Manifest::signed_bytes`], when the fleet signs. Always the line before
     /// `entries` in the canonical bytes, so that it can be checked before parsing (`crate::sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +140,7 @@ impl Manifest {
             tree_hash,
             expected_system: None,
             signed_at: None,
+            release: None,
             signature: None,
             entries,
         }

@@ -60,6 +60,14 @@ pub struct Seen {
     /// Absent from older agents (then the latest report's `reboot_needed` is used).
     #[serde(default)]
     pub reboot_needed: Option<bool>,
+    /// The system tiffin last left running (applied and verified, or rolled back to): a running
+    /// system that is neither this nor `rolled_back_to` was switched by hand ("drifted").
+    /// Absent from older agents (then drift is not judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiffin_system: Option<String>,
+    /// The system tiffin's last rollback went to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
 }
 
 /// The name of the last-contact file in `logs/`.

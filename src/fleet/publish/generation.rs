@@ -27,6 +27,7 @@ pub(super) struct NewGeneration<'a> {
     pub expected_system: Option<String>,
     pub signer: Option<&'a SecretKey>,
     pub owner: Ownership,
+    pub release: Option<String>,
 }
 
 /// Writes `new` beside the live generation `current` (whose unchanged files it hard-links) and
@@ -98,6 +99,7 @@ fn manifest_bytes(new: NewGeneration) -> io::Result<Vec<u8>> {
     let host = new.host;
     let mut manifest = Manifest::new(host, new.generation, now_rfc3339(), new.entries);
     manifest.expected_system = new.expected_system;
+    manifest.release = new.release;
     if let Some(k) = new.signer {
         k.sign_manifest(&mut manifest);
     }

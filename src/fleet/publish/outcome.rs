@@ -39,6 +39,9 @@ pub struct PublishOptions {
     /// their agent.toml says `allow_unsigned = true`). Without it, a fleet with no signing key
     /// is refused.
     pub unsigned: bool,
+    /// The release id written into each new manifest (`fleet publish --staged`, `fleet
+    /// rollout`); `None`: none.
+    pub release: Option<String>,
 }
 
 impl Default for PublishOptions {
@@ -51,6 +54,7 @@ impl Default for PublishOptions {
             jobs: 4,
             keep_owner: false,
             unsigned: false,
+            release: None,
         }
     }
 }

@@ -23,6 +23,8 @@ pub enum HostState {
     RolledBack,
     /// No contact for more than [`STALE_INTERVALS`] of its intervals.
     NotSeen,
+    /// Runs a system tiffin neither applied nor rolled back to (someone switched it by hand).
+    Drifted,
     /// Neither `seen.json` nor a report, ever.
     NeverSeen,
     /// Runs the published generation, but its kernel, initrd or modules wait for a reboot.
@@ -36,10 +38,11 @@ pub enum HostState {
 }
 
 impl HostState {
-    pub const ALL: [HostState; 8] = [
+    pub const ALL: [HostState; 9] = [
         HostState::Failing,
         HostState::RolledBack,
         HostState::NotSeen,
+        HostState::Drifted,
         HostState::NeverSeen,
         HostState::RestartNeeded,
         HostState::Updating,
@@ -53,6 +56,7 @@ impl HostState {
             HostState::Failing => "failing",
             HostState::RolledBack => "rolled back",
             HostState::NotSeen => "not seen",
+            HostState::Drifted => "drifted",
             HostState::NeverSeen => "never seen",
             HostState::RestartNeeded => "restart needed",
             HostState::Updating => "updating",
@@ -66,6 +70,7 @@ impl HostState {
             HostState::Failing => "✗",
             HostState::RolledBack => "↺",
             HostState::NotSeen => "?",
+            HostState::Drifted => "≠",
             HostState::NeverSeen => "·",
             HostState::RestartNeeded => "⟳",
             HostState::Updating => "…",
@@ -80,6 +85,7 @@ impl HostState {
             HostState::Failing => "1;31",
             HostState::RolledBack => "35",
             HostState::NotSeen => "33",
+            HostState::Drifted => "1;33",
             HostState::NeverSeen => "2",
             HostState::RestartNeeded => "33",
             HostState::Updating => "36",
@@ -120,6 +126,9 @@ pub struct HostStatus {
     pub last_report_age_secs: Option<u64>,
     /// Unreadable or invalid files found on the way.
     pub problems: Vec<String>,
+    /// The system tiffin last left running, as its agent said (drift is judged against it and
+    /// its last rollback's system).
+    pub tiffin_system: Option<String>,
 }
 
 /// Decides a host's row from its records, as of `now` (Unix seconds).
@@ -156,6 +165,8 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         HostState::NotSeen
     } else if updating_to.is_some() {
         HostState::Updating
+    } else if drifted(rec, seen_at) {
+        HostState::Drifted
     } else {
         seen_state(
             published,
@@ -199,6 +210,23 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         last_report_age_secs: latest.map(|l| now.saturating_sub(l.time)),
         last_report,
         problems,
+        tiffin_system: seen.and_then(|s| s.tiffin_system.clone()),
+    }
+}
+
+/// seen.json, newer than every report, says the machine runs a system that is neither the one
+/// tiffin last left running nor the one its last rollback went to.
+fn drifted(rec: &HostRecords, seen_at: Option<u64>) -> bool {
+    let Some(s) = rec.seen.as_ref() else {
+        return false;
+    };
+    let newest = rec
+        .reports
+        .last()
+        .map_or(true, |l| seen_at.is_some_and(|t| t >= l.time));
+    match (&s.running_system, &s.tiffin_system) {
+        (Some(run), Some(left)) => newest && run != left && s.rolled_back_to.as_ref() != Some(run),
+        _ => false,
     }
 }
 

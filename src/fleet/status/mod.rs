@@ -26,6 +26,7 @@ pub use records::{
     MAX_LOG_TEXT,
 };
 pub use table::{age, render_table, Style};
+pub(crate) use watch::{add_watches, wait_for_change};
 pub use watch::{watch, WatchOutput};
 
 #[cfg(test)]
@@ -45,6 +46,8 @@ mod tests {
             interval_secs,
             updating_to: None,
             reboot_needed: None,
+            tiffin_system: None,
+            rolled_back_to: None,
         }
     }
 

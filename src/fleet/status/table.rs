@@ -76,8 +76,20 @@ fn note(h: &HostStatus) -> String {
     }
     if h.state == HostState::NotSeen {
         parts.push(format!(
-            "no contact for more than {STALE_INTERVALS} × {}",
+            "stale: no contact for more than {STALE_INTERVALS} × {}",
             age(h.interval_secs)
+        ));
+    }
+    if h.state == HostState::Drifted {
+        let short = |s: &Option<String>| {
+            s.as_deref()
+                .map(|p| first_line(p.rsplit('/').next().unwrap_or(p), 48))
+                .unwrap_or_else(|| "-".into())
+        };
+        parts.push(format!(
+            "runs {} (not switched by tiffin; tiffin left {})",
+            short(&h.running_system),
+            short(&h.tiffin_system)
         ));
     }
     parts.extend(h.problems.iter().map(|p| first_line(p, 100)));

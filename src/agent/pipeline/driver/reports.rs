@@ -163,6 +163,13 @@ impl Pipeline {
             interval_secs: Some(self.config.interval.as_secs()),
             updating_to,
             reboot_needed: Some(reboot_needed),
+            tiffin_system: self.state.state.running_system.clone(),
+            rolled_back_to: self
+                .state
+                .state
+                .last_rollback
+                .as_ref()
+                .map(|r| r.to_system.clone()),
         }
     }
 

@@ -104,6 +104,14 @@ impl Fleet {
         path
     }
 
+    /// Uploads `logs/seen.json` exactly as given.
+    pub fn seen_raw(&self, seen: &Seen) {
+        let logs = self.logs(&seen.host);
+        let tmp = logs.join(".seen.json.part");
+        fs::write(&tmp, serde_json::to_vec_pretty(seen).unwrap()).unwrap();
+        fs::rename(&tmp, logs.join(SEEN_NAME)).unwrap();
+    }
+
     /// Uploads `logs/seen.json`.
     pub fn seen(&self, host: &str, s: SeenSpec) {
         let seen = Seen {
@@ -116,6 +124,8 @@ impl Fleet {
             interval_secs: s.interval_secs,
             updating_to: s.updating_to,
             reboot_needed: s.reboot_needed,
+            tiffin_system: None,
+            rolled_back_to: None,
         };
         let logs = self.logs(host);
         let tmp = logs.join(".seen.json.part");
