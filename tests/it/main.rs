@@ -49,6 +49,7 @@ mod fleet_ownership;
 mod fleet_publish;
 mod fleet_real_nix;
 mod fleet_status;
+mod fleet_watch;
 mod fuzz_corpus;
 mod packaging;
 mod pipeline_cycle;
