@@ -48,6 +48,7 @@ mod fleet_never_publish;
 mod fleet_ownership;
 mod fleet_publish;
 mod fleet_real_nix;
+mod fleet_rollout;
 mod fleet_status;
 mod fleet_watch;
 mod fuzz_corpus;
