@@ -7,6 +7,9 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Debian's Python, where python3-prometheus-client is installed (not a pyenv one on PATH).
+const PYTHON: &str = "/usr/bin/python3";
+
 const PARSE: &str = r#"
 import json, sys
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,7 +22,7 @@ print(json.dumps(out))
 
 /// Why the parser cannot run here, if it cannot.
 pub fn missing() -> Option<String> {
-    let ok = Command::new("python3")
+    let ok = Command::new(PYTHON)
         .args(["-c", "import prometheus_client.parser"])
         .stderr(Stdio::null())
         .status()
@@ -29,7 +32,7 @@ pub fn missing() -> Option<String> {
 
 /// Every sample by its name: `[[labels, value], …]`. Panics with the page when it does not parse.
 pub fn parse(page: &str) -> serde_json::Map<String, Value> {
-    let mut child = Command::new("python3")
+    let mut child = Command::new(PYTHON)
         .args(["-c", PARSE])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
