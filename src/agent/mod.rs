@@ -14,6 +14,7 @@
 
 pub mod cycle;
 pub mod daemon;
+pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod state;

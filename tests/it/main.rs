@@ -29,6 +29,7 @@ fn desktop_available(test: &str) -> bool {
     support::prerequisite(test, support_tray::missing_prerequisite())
 }
 
+mod agent_metrics;
 mod architecture;
 mod cli_help;
 mod client_update;

@@ -12,6 +12,7 @@
 //!   exit 0.
 
 pub mod http;
+pub mod metrics_http;
 pub mod scheduler;
 pub mod status_cell;
 pub mod worker;
@@ -72,6 +73,17 @@ async fn serve(
 
     let (shutdown_tx, _) = broadcast::channel::<()>(1);
     let mut tasks = Tasks::start(&config, runner, &status, &shutdown_tx, http_listener);
+    let metrics = match config.metrics.as_str() {
+        "" => None,
+        addr => metrics_http::bind(addr).await.map(|l| {
+            tokio::spawn(metrics_http::serve(
+                l,
+                config.state_dir.clone(),
+                status.clone(),
+                shutdown_tx.subscribe(),
+            ))
+        }),
+    };
     let mut server_shutdown = shutdown_tx.subscribe();
     let service: Arc<dyn AgentService> = Arc::new(Api {
         worker: tasks.worker.clone(),
@@ -109,6 +121,9 @@ async fn serve(
     notify_systemd("STOPPING=1");
     let _ = shutdown_tx.send(());
     tasks.join(worker_done).await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     let _ = socket_server.await;
     if socket_id.is_some() && server::socket_identity(&config.socket) == socket_id {
         if let Err(e) = std::fs::remove_file(&config.socket) {

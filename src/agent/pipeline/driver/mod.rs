@@ -73,6 +73,8 @@ struct Cycle {
     mismatch: Option<String>,
     /// The connection of the check, reused to upload the report when it still works.
     source: Option<Box<dyn source::Source>>,
+    /// Bytes this cycle downloaded (the agent's metrics).
+    downloaded_bytes: u64,
 }
 
 impl Cycle {
@@ -87,6 +89,7 @@ impl Cycle {
             server_reached: false,
             mismatch: None,
             source: None,
+            downloaded_bytes: 0,
         }
     }
     fn took(&mut self, step: Step, since: Instant) {

@@ -39,6 +39,14 @@ impl Pipeline {
                 .unwrap_or_default()
         ));
         let reported_at = self.record(&mut cy, &end, now);
+        if let Err(e) = crate::agent::metrics::Counters::record_cycle(
+            &self.config.state_dir,
+            end.outcome,
+            &cy.durations,
+            cy.downloaded_bytes,
+        ) {
+            tracing::warn!("metrics: {e}");
+        }
         let log = cy.runner.log();
         if end.attempted {
             if let Some(g) = cy.generation {
