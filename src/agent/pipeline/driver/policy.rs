@@ -86,6 +86,7 @@ impl Pipeline {
                 downloaded_files,
                 downloaded_bytes,
             }) => {
+                cy.downloaded_bytes += downloaded_bytes;
                 cy.runner.note(&format!(
                     "fetch: generation {} ({downloaded_files} files, {downloaded_bytes} bytes downloaded)",
                     local.generation
