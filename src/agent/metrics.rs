@@ -134,8 +134,14 @@ pub fn render(c: &Counters, s: &AgentStatus) -> String {
         "tiffin_agent_downloaded_bytes_total {}",
         c.downloaded_bytes
     );
+    render_status(&mut o, s);
+    o
+}
+
+/// The part of the page that comes from the live status.
+fn render_status(o: &mut String, s: &AgentStatus) {
     head(
-        &mut o,
+        o,
         "tiffin_agent_last_check_timestamp_seconds",
         "gauge",
         "the last check (Unix time)",
@@ -144,7 +150,7 @@ pub fn render(c: &Counters, s: &AgentStatus) -> String {
         let _ = writeln!(o, "tiffin_agent_last_check_timestamp_seconds {}", l.at);
     }
     head(
-        &mut o,
+        o,
         "tiffin_agent_last_update_timestamp_seconds",
         "gauge",
         "the last update attempt (Unix time)",
@@ -153,7 +159,7 @@ pub fn render(c: &Counters, s: &AgentStatus) -> String {
         let _ = writeln!(o, "tiffin_agent_last_update_timestamp_seconds {}", u.at);
     }
     head(
-        &mut o,
+        o,
         "tiffin_agent_applied_generation",
         "gauge",
         "the generation applied",
@@ -162,7 +168,7 @@ pub fn render(c: &Counters, s: &AgentStatus) -> String {
         let _ = writeln!(o, "tiffin_agent_applied_generation {g}");
     }
     head(
-        &mut o,
+        o,
         "tiffin_agent_reboot_needed",
         "gauge",
         "1 when the kernel, initrd or modules wait for a reboot",
@@ -172,7 +178,6 @@ pub fn render(c: &Counters, s: &AgentStatus) -> String {
         "tiffin_agent_reboot_needed {}",
         u8::from(s.reboot_needed)
     );
-    o
 }
 
 #[cfg(test)]

@@ -170,7 +170,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
 }
 
 /// Reads fleet.toml; a bad one is reported here (exit 2 by the caller).
-pub(super) fn load(fleet: &Path) -> Option<FleetConfig> {
+fn load(fleet: &Path) -> Option<FleetConfig> {
     match FleetConfig::load(fleet) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -282,7 +282,7 @@ impl Progress {
     }
 }
 
-pub(super) fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
+fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
     let Some(config) = load(fleet_dir) else {
         return Ok(EXIT_USAGE);
     };

@@ -1,7 +1,6 @@
 //! `tiffin fleet publish --staged`, `fleet rollout` and `fleet watch`: the arguments and what
 //! they print; the work is `fleet::rollout` and `fleet::watcher`.
 
-use super::fleet::load;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::config::FleetConfig;
 use crate::fleet::rollout::{self, RolloutError, RolloutState, Step};
@@ -43,6 +42,17 @@ pub struct WatchArgs {
     /// Publish promoted waves without signing.
     #[arg(long)]
     pub unsigned: bool,
+}
+
+/// Reads fleet.toml; a bad one is reported here (exit 2 by the caller).
+fn load(fleet: &Path) -> Option<FleetConfig> {
+    match FleetConfig::load(fleet) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("tiffin fleet: {e}");
+            None
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

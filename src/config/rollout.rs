@@ -3,7 +3,6 @@
 
 use super::de_duration;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// `[rollout]`.
@@ -40,15 +39,6 @@ impl Default for RolloutConfig {
     }
 }
 
-/// Each host's wave: its `wave`, or the last wave of the fleet when it names none.
-pub fn waves_of(hosts: &BTreeMap<String, super::HostConfig>) -> BTreeMap<String, u32> {
-    let last = hosts.values().filter_map(|h| h.wave).max().unwrap_or(0);
-    hosts
-        .iter()
-        .map(|(name, h)| (name.clone(), h.wave.unwrap_or(last)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use crate::config::FleetConfig;
@@ -57,13 +47,12 @@ mod tests {
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa";
 
     #[test]
-    fn a_host_without_a_wave_is_in_the_last_one_and_rollout_keys_parse() {
+    fn rollout_keys_parse_and_a_bad_duration_is_named() {
         let text = format!(
             "chroot = \"/srv/tiffin\"\n[rollout]\nsoak = \"10m\"\ngrace = \"2h\"\n\n[hosts.a]\nkey = \"{KEY}\"\nwave = 0\n\n[hosts.b]\nkey = \"{KEY}\"\nuser = \"b\"\nwave = 2\n\n[hosts.c]\nkey = \"{KEY}\"\nuser = \"c\"\n"
         );
         let c = FleetConfig::parse(&text, "fleet.toml").unwrap();
-        let w = super::waves_of(&c.hosts);
-        assert_eq!((w["a"], w["b"], w["c"]), (0, 2, 2));
+        assert_eq!(c.hosts["a"].wave, Some(0));
         assert_eq!(c.rollout.soak.as_secs(), 600);
         assert_eq!(c.rollout.grace.as_secs(), 7200);
         let bad = text.replace("soak = \"10m\"", "soak = \"soon\"");

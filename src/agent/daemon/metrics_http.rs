@@ -18,6 +18,24 @@ use tokio::sync::{broadcast, Semaphore};
 const MAX_CONNECTIONS: usize = 8;
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// agent.toml `metrics`: the listener's task, when it is set and its address could be bound.
+pub async fn start(
+    config: &crate::config::AgentConfig,
+    status: &StatusCell,
+    shutdown: &broadcast::Sender<()>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if config.metrics.is_empty() {
+        return None;
+    }
+    let l = bind(&config.metrics).await?;
+    Some(tokio::spawn(serve(
+        l,
+        config.state_dir.clone(),
+        status.clone(),
+        shutdown.subscribe(),
+    )))
+}
+
 /// Binds `addr`; `None` (and a warning) when it cannot.
 pub async fn bind(addr: &str) -> Option<TcpListener> {
     match TcpListener::bind(addr).await {

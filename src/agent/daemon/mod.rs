@@ -73,17 +73,7 @@ async fn serve(
 
     let (shutdown_tx, _) = broadcast::channel::<()>(1);
     let mut tasks = Tasks::start(&config, runner, &status, &shutdown_tx, http_listener);
-    let metrics = match config.metrics.as_str() {
-        "" => None,
-        addr => metrics_http::bind(addr).await.map(|l| {
-            tokio::spawn(metrics_http::serve(
-                l,
-                config.state_dir.clone(),
-                status.clone(),
-                shutdown_tx.subscribe(),
-            ))
-        }),
-    };
+    let metrics = metrics_http::start(&config, &status, &shutdown_tx).await;
     let mut server_shutdown = shutdown_tx.subscribe();
     let service: Arc<dyn AgentService> = Arc::new(Api {
         worker: tasks.worker.clone(),

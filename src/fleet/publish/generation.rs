@@ -190,6 +190,7 @@ mod tests {
             expected_system: None,
             signer: None,
             owner: Ownership::Publisher,
+            release: None,
         }
     }
 

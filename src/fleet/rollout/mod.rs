@@ -11,12 +11,13 @@
 mod judge;
 mod release;
 mod state;
+mod waves;
 
 pub use judge::{judge, Verdict};
 pub use release::release_id;
 pub use state::{Halt, Quarantine, Release, RolloutState, STATE_FILE};
+pub use waves::waves_of;
 
-use crate::config::rollout::waves_of;
 use crate::config::FleetConfig;
 use crate::fleet::publish::{publish, PublishError, PublishOptions, PublishReport};
 use std::fs;
@@ -28,15 +29,8 @@ const LOCK_FILE: &str = ".tiffin-rollout.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
-    #[error("release {id} is quarantined: host {host} {outcome}{step} (g{generation}){message}; change the configuration, or clear it with `tiffin fleet rollout --clear`")]
-    Quarantined {
-        id: String,
-        host: String,
-        outcome: String,
-        step: String,
-        generation: u64,
-        message: String,
-    },
+    #[error("release {id} is quarantined: {why}; change the configuration, or clear it with `tiffin fleet rollout --clear`")]
+    Quarantined { id: String, why: String },
     #[error("the repository changed since release {staged} was staged (its content is now release {now}): publish it with `tiffin fleet publish --staged` first")]
     RepositoryChanged { staged: String, now: String },
     #[error("release {id}: not published to host(s) {hosts}; wave {wave} stays where it was")]
@@ -93,7 +87,7 @@ pub fn stage(
     if let Some(q) = st.quarantine_of(&id) {
         return Err(quarantined(q));
     }
-    let waves = waves_of(&config.hosts);
+    let waves = waves_of(config);
     let mut all: Vec<u32> = waves.values().copied().collect();
     all.sort_unstable();
     all.dedup();
@@ -139,21 +133,7 @@ pub fn advance(
         });
     }
     let unseen = match judge(&config.chroot, &release, &config.rollout, now) {
-        Verdict::Halt(halt) => {
-            release.halted = Some(halt.clone());
-            st.quarantined.retain(|q| q.release != id);
-            st.quarantined.push(Quarantine {
-                release: id.clone(),
-                halt: halt.clone(),
-            });
-            st.release = Some(release);
-            st.save(&config.chroot)?;
-            return Ok(Step::Halted {
-                id,
-                halt,
-                new: true,
-            });
-        }
+        Verdict::Halt(halt) => return halt_and_quarantine(config, st, release, halt),
         _ if release.complete => return Ok(Step::Complete { id }),
         Verdict::Waiting { hosts, unseen } => {
             return Ok(Step::Waiting {
@@ -206,6 +186,29 @@ pub fn advance(
     })
 }
 
+/// Marks the release halted and quarantines it.
+fn halt_and_quarantine(
+    config: &FleetConfig,
+    mut st: RolloutState,
+    mut release: Release,
+    halt: Halt,
+) -> Result<Step, RolloutError> {
+    let id = release.id.clone();
+    release.halted = Some(halt.clone());
+    st.quarantined.retain(|q| q.release != id);
+    st.quarantined.push(Quarantine {
+        release: id.clone(),
+        halt: halt.clone(),
+    });
+    st.release = Some(release);
+    st.save(&config.chroot)?;
+    Ok(Step::Halted {
+        id,
+        halt,
+        new: true,
+    })
+}
+
 /// `fleet rollout --clear`: lifts every quarantine and ends a halted rollout. The releases it
 /// lifted.
 pub fn clear(config: &FleetConfig) -> Result<Vec<String>, RolloutError> {
@@ -227,7 +230,7 @@ fn publish_wave(
     release: &mut Release,
     wave: u32,
 ) -> Result<PublishReport, RolloutError> {
-    let hosts: Vec<String> = waves_of(&config.hosts)
+    let hosts: Vec<String> = waves_of(config)
         .into_iter()
         .filter(|(_, w)| *w == wave)
         .map(|(h, _)| h)
@@ -261,23 +264,22 @@ fn publish_wave(
 }
 
 fn quarantined(q: &Quarantine) -> RolloutError {
+    let h = &q.halt;
+    let step = h.step.as_deref().map(|s| format!(" at {s}"));
+    let message = h
+        .message
+        .as_deref()
+        .map(|m| format!(": {}", crate::fleet::inert::first_line(m, 80)));
     RolloutError::Quarantined {
         id: q.release.clone(),
-        host: q.halt.host.clone(),
-        outcome: q.halt.outcome.replace('_', " "),
-        step: q
-            .halt
-            .step
-            .as_deref()
-            .map(|s| format!(" at {s}"))
-            .unwrap_or_default(),
-        generation: q.halt.generation,
-        message: q
-            .halt
-            .message
-            .as_deref()
-            .map(|m| format!(": {}", crate::fleet::inert::first_line(m, 80)))
-            .unwrap_or_default(),
+        why: format!(
+            "host {} {}{} (g{}){}",
+            h.host,
+            h.outcome.replace('_', " "),
+            step.unwrap_or_default(),
+            h.generation,
+            message.unwrap_or_default()
+        ),
     }
 }
 

@@ -177,14 +177,7 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
     };
 
     let pending_generation = published.filter(|p| !runs_published && updating_to != Some(*p));
-    let expected_system = rec
-        .manifest
-        .as_ref()
-        .and_then(|m| m.expected_system.clone());
-    let system_matches = running_system
-        .as_ref()
-        .zip(expected_system.as_ref())
-        .map(|(r, e)| r == e);
+    let (expected_system, system_matches) = expected_system(rec, running_system.as_ref());
     let published_at = rec.manifest.as_ref().map(|m| m.published.clone());
     HostStatus {
         host: rec.host.clone(),
@@ -212,6 +205,17 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         problems,
         tiffin_system: seen.and_then(|s| s.tiffin_system.clone()),
     }
+}
+
+/// The manifest's expected system, and whether the running one is it (null when either is
+/// unknown).
+fn expected_system(rec: &HostRecords, running: Option<&String>) -> (Option<String>, Option<bool>) {
+    let expected = rec
+        .manifest
+        .as_ref()
+        .and_then(|m| m.expected_system.clone());
+    let matches = running.zip(expected.as_ref()).map(|(r, e)| r == e);
+    (expected, matches)
 }
 
 /// seen.json, newer than every report, says the machine runs a system that is neither the one

@@ -3,7 +3,7 @@
 //! and whether it halted.
 
 use crate::fleet::rollout::RolloutState;
-use crate::fleet::status::{FleetStatus, HostState};
+use crate::fleet::status::{FleetStatus, HostState, HostStatus};
 use crate::publication::report::{outcome_word, parse_time};
 use std::fmt::Write;
 
@@ -17,6 +17,9 @@ pub fn label(v: &str) -> String {
 fn family(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }
+
+/// A per-host gauge: its name, its help and how to read it from the row.
+type Gauge = (&'static str, &'static str, fn(&HostStatus) -> Option<u64>);
 
 /// The whole page.
 pub fn render(status: &FleetStatus, rollout: &RolloutState, now: u64) -> String {
@@ -37,11 +40,7 @@ pub fn render(status: &FleetStatus, rollout: &RolloutState, now: u64) -> String 
             );
         }
     }
-    let gauges: [(
-        &str,
-        &str,
-        fn(&crate::fleet::status::HostStatus) -> Option<u64>,
-    ); 4] = [
+    let gauges: [Gauge; 4] = [
         (
             "tiffin_fleet_host_published_generation",
             "the generation `current` names",
@@ -86,13 +85,19 @@ pub fn render(status: &FleetStatus, rollout: &RolloutState, now: u64) -> String 
             );
         }
     }
+    render_rollout(&mut o, rollout, now);
+    o
+}
+
+/// Per rollout: its wave and whether it halted; the quarantined releases; the watcher's look.
+fn render_rollout(o: &mut String, rollout: &RolloutState, now: u64) {
     family(
-        &mut o,
+        o,
         "tiffin_fleet_rollout_wave",
         "the highest wave the staged release reached",
     );
     family(
-        &mut o,
+        o,
         "tiffin_fleet_rollout_halted",
         "1 when the staged release halted",
     );
@@ -110,7 +115,7 @@ pub fn render(status: &FleetStatus, rollout: &RolloutState, now: u64) -> String 
         );
     }
     family(
-        &mut o,
+        o,
         "tiffin_fleet_quarantined_releases",
         "releases publish --staged refuses",
     );
@@ -120,10 +125,9 @@ pub fn render(status: &FleetStatus, rollout: &RolloutState, now: u64) -> String 
         rollout.quarantined.len()
     );
     family(
-        &mut o,
+        o,
         "tiffin_fleet_watch_last_look_timestamp_seconds",
         "when fleet watch last looked (Unix time)",
     );
     let _ = writeln!(o, "tiffin_fleet_watch_last_look_timestamp_seconds {now}");
-    o
 }
