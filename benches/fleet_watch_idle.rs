@@ -81,6 +81,7 @@ fn write_fleet(dir: &Path, hosts: usize, now: u64) {
             agent_version: tiffin::VERSION.into(),
             log: format!("{base}.log.gz"),
             publication: None,
+            drifted_from: None,
         };
         fs::write(hd.join("logs").join(format!("{base}.json")), r.to_json()).unwrap();
         let seen = Seen {

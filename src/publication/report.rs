@@ -36,6 +36,10 @@ pub struct Report {
     /// "unsigned" (`allow_unsigned`) or "publication too old" (`max_age`), when so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publication: Option<PublicationNote>,
+    /// The system the cycle found running when it was neither the one tiffin had left nor its
+    /// last rollback's (switched by hand; the cycle then applied the publication again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drifted_from: Option<String>,
 }
 
 /// `logs/seen.json`: the last contact, for `fleet status`.
@@ -255,6 +259,7 @@ mod tests {
             agent_version: "0".into(),
             log: log_name("x"),
             publication: None,
+            drifted_from: None,
         };
         let json = String::from_utf8(r.to_json()).unwrap();
         assert!(json.contains("\"failed_step\": \"roll_back\""), "{json}");

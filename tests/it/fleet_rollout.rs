@@ -156,6 +156,14 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The row of `fleet status` for host `h`.
+fn row<'a>(status: &'a str, h: &str) -> &'a str {
+    status
+        .lines()
+        .find(|l| l.starts_with(&format!("{h} ")))
+        .unwrap_or_else(|| panic!("no row for {h}: {status}"))
+}
+
 fn release_of(out: &str) -> String {
     out.split_whitespace()
         .find(|w| w.starts_with("r-"))
@@ -217,6 +225,36 @@ fn a_staged_release_reaches_the_canary_first_then_wave_one_after_the_canary_repo
         out.lines().next().unwrap().contains("wave 1 of 0,1") && out.contains("complete"),
         "{out}"
     );
+    for h in ALL {
+        assert!(row(&out, h).contains("up to date"), "{out}");
+    }
+
+    // Someone switches web2 to another system by hand (here: the one it ran before tiffin's
+    // first cycle); its agent's next contact says so, and `fleet status` calls it drifted.
+    let link = f.root("web2").join("run/current-system");
+    let before = fs::canonicalize(&link).unwrap();
+    let initial = fs::canonicalize(f.root("web2").join("profiles/system-1-link")).unwrap();
+    assert_ne!(before, initial);
+    fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&initial, &link).unwrap();
+    let (code, out) = f.agent_once("web2");
+    assert_eq!(code, 0, "{out}");
+    let (_, out) = f.fleet_cmd(&["status"]);
+    let web2 = row(&out, "web2");
+    // Its agent (policy auto) applied g2 again and said in its report what it had found.
+    let name = initial.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        web2.contains("drifted")
+            && web2.contains("was switched by hand to")
+            && web2.contains(&name[..20]),
+        "{out}"
+    );
+    assert_eq!(
+        fs::canonicalize(&link).unwrap(),
+        before,
+        "tiffin put its system back"
+    );
+    assert!(row(&out, "web1").contains("up to date"), "{out}");
     // The rollout's state is the server's, in no host's chroot, root's alone.
     let state = f
         .srv
@@ -297,6 +335,7 @@ fn a_release_that_cuts_the_canary_off_halts_is_quarantined_and_alerted_and_wave_
         assert_eq!(f.published(h), (1, None), "{h} got a halted release");
     }
     let (_, status) = f.fleet_cmd(&["status"]);
+    assert!(row(&status, CANARY).contains("rolled back"), "{status}");
     let first = status.lines().next().unwrap();
     assert!(
         first.contains(&format!("rollout {id}: wave 0"))

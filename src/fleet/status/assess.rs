@@ -165,7 +165,7 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         HostState::NotSeen
     } else if updating_to.is_some() {
         HostState::Updating
-    } else if drifted(rec, seen_at) {
+    } else if drifted(rec, seen_at) || put_back(last_report.as_ref(), latest, now, interval_secs) {
         HostState::Drifted
     } else {
         seen_state(
@@ -216,6 +216,19 @@ fn expected_system(rec: &HostRecords, running: Option<&String>) -> (Option<Strin
         .and_then(|m| m.expected_system.clone());
     let matches = running.zip(expected.as_ref()).map(|(r, e)| r == e);
     (expected, matches)
+}
+
+/// The newest report says its cycle found the machine switched by hand (and applied the
+/// publication again); shown for [`STALE_INTERVALS`] of the host's intervals.
+fn put_back(
+    report: Option<&Report>,
+    name: Option<&report::ReportName>,
+    now: u64,
+    interval: u64,
+) -> bool {
+    report.is_some_and(|r| r.drifted_from.is_some())
+        && name
+            .is_some_and(|n| now.saturating_sub(n.time) <= interval.saturating_mul(STALE_INTERVALS))
 }
 
 /// seen.json, newer than every report, says the machine runs a system that is neither the one

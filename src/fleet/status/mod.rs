@@ -89,6 +89,7 @@ mod tests {
             agent_version: "0.1.0".into(),
             log: "x.log.gz".into(),
             publication: Some(crate::status::PublicationNote::Unsigned),
+            drifted_from: None,
         });
         let table = render_table(
             &FleetStatus {

@@ -75,6 +75,9 @@ struct Cycle {
     source: Option<Box<dyn source::Source>>,
     /// Bytes this cycle downloaded (the agent's metrics).
     downloaded_bytes: u64,
+    /// The system found running at the start, when it was neither the one tiffin left nor the
+    /// one its last rollback went to (switched by hand): said in the report.
+    drifted_from: Option<String>,
 }
 
 impl Cycle {
@@ -90,6 +93,7 @@ impl Cycle {
             mismatch: None,
             source: None,
             downloaded_bytes: 0,
+            drifted_from: None,
         }
     }
     fn took(&mut self, step: Step, since: Instant) {

@@ -134,6 +134,7 @@ impl Pipeline {
             agent_version: crate::VERSION.to_string(),
             log: report::log_name(&base),
             publication: self.status.get().publication,
+            drifted_from: cy.drifted_from.clone(),
         };
         if let Err(e) = enqueue_report(&self.outbox, &r, log) {
             tracing::error!("queueing the report: {e}");
@@ -179,6 +180,15 @@ impl Pipeline {
                 .as_ref()
                 .map(|r| r.to_system.clone()),
         }
+    }
+
+    /// `running` when tiffin left another system running and its last rollback did not go to
+    /// it: someone switched the machine by hand.
+    pub(super) fn drift(&self, running: Option<&String>) -> Option<String> {
+        let st = &self.state.state;
+        let left = st.running_system.as_ref()?;
+        let back = st.last_rollback.as_ref().map(|r| &r.to_system);
+        running.filter(|r| *r != left && Some(*r) != back).cloned()
     }
 
     /// Tells the server, before a long build, that this machine is updating to `g`, so that

@@ -88,6 +88,7 @@ impl Fleet {
             agent_version: "0.1.0".into(),
             log: format!("{base}.log.gz"),
             publication: None,
+            drifted_from: None,
         };
         let logs = self.logs(host);
         let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
