@@ -383,3 +383,61 @@ fn a_release_that_cuts_the_canary_off_halts_is_quarantined_and_alerted_and_wave_
         assert_eq!(f.published(h), (1, None), "{out}");
     }
 }
+
+/// The judge on synthetic records: a host not seen within the grace period is listed and does not
+/// hold the wave back unless `wait_for_unseen`; a failure of the release's generation halts.
+#[test]
+fn unseen_hosts_are_listed_and_wait_only_when_asked_and_a_failure_halts() {
+    use crate::fleet_status_support::{Fleet as Synthetic, ReportSpec, SeenSpec};
+    use tiffin::config::rollout::RolloutConfig;
+    use tiffin::fleet::rollout::{judge, Release, Verdict};
+    use tiffin::status::{unix_now, Outcome};
+    let now = unix_now();
+    let f = Synthetic::new(&["done", "gone", "late"]);
+    for h in ["done", "gone", "late"] {
+        f.publish(h, 2, now - 600, None);
+    }
+    f.seen("done", SeenSpec::running(2, now - 60));
+    f.seen("late", SeenSpec::running(1, now - 60));
+    f.seen("gone", SeenSpec::running(1, now - 3 * 3600));
+    let release = |hosts: &[&str]| Release {
+        id: "r-test".into(),
+        staged_at: now - 600,
+        wave: 0,
+        wave_since: now - 600,
+        waves: vec![0, 1],
+        generations: hosts.iter().map(|h| (h.to_string(), 2)).collect(),
+        complete: false,
+        halted: None,
+    };
+    let cfg = RolloutConfig::default();
+    assert_eq!(
+        judge(&f.chroot, &release(&["done", "gone"]), &cfg, now),
+        Verdict::Done {
+            unseen: vec!["gone".into()]
+        }
+    );
+    let strict = RolloutConfig {
+        wait_for_unseen: true,
+        ..RolloutConfig::default()
+    };
+    assert!(matches!(
+        judge(&f.chroot, &release(&["done", "gone"]), &strict, now),
+        Verdict::Waiting { hosts, .. } if hosts.len() == 1 && hosts[0].0 == "gone"
+    ));
+    assert!(matches!(
+        judge(&f.chroot, &release(&["done", "late"]), &cfg, now),
+        Verdict::Waiting { hosts, unseen } if hosts[0].0 == "late" && unseen.is_empty()
+    ));
+    f.report("late", ReportSpec::new(2, Outcome::Failed, now - 30));
+    match judge(&f.chroot, &release(&["done", "late"]), &cfg, now) {
+        Verdict::Halt(h) => {
+            assert_eq!((h.host.as_str(), h.generation), ("late", 2));
+            assert_eq!(
+                (h.outcome.as_str(), h.step.as_deref()),
+                ("failed", Some("build"))
+            );
+        }
+        v => panic!("{v:?}"),
+    }
+}
