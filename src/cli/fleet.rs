@@ -404,6 +404,8 @@ fn status(fleet_dir: &std::path::Path, json: bool, watch: bool) -> anyhow::Resul
     let view = status::fleet_status(&config, crate::status::unix_now());
     use std::io::Write;
     if json {
+        let mut view = serde_json::to_value(&view)?;
+        view["rollout"] = super::rollout::status_json(&config);
         serde_json::to_writer_pretty(&mut out, &view)?;
         writeln!(out)?;
     } else {

@@ -200,6 +200,16 @@ pub fn status_line(config: &FleetConfig) -> Option<String> {
     }
 }
 
+/// The rollout state for `fleet status --json` (`null` when nothing was staged or quarantined;
+/// the error's text when the file is unreadable).
+pub fn status_json(config: &FleetConfig) -> serde_json::Value {
+    match RolloutState::load(&config.chroot) {
+        Ok(st) if st == RolloutState::default() => serde_json::Value::Null,
+        Ok(st) => serde_json::to_value(st).unwrap_or_default(),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
+}
+
 /// `fleet watch`.
 pub fn watch(fleet_dir: &Path, args: WatchArgs) -> anyhow::Result<u8> {
     let opts = fleet::watcher::WatchOptions {

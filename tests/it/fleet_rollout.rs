@@ -336,6 +336,14 @@ fn a_release_that_cuts_the_canary_off_halts_is_quarantined_and_alerted_and_wave_
     }
     let (_, status) = f.fleet_cmd(&["status"]);
     assert!(row(&status, CANARY).contains("rolled back"), "{status}");
+    let (_, json) = f.fleet_cmd(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["rollout"]["release"]["halted"]["host"], CANARY, "{json}");
+    assert_eq!(
+        v["rollout"]["quarantined"][0]["release"],
+        id.as_str(),
+        "{json}"
+    );
     let first = status.lines().next().unwrap();
     assert!(
         first.contains(&format!("rollout {id}: wave 0"))
