@@ -172,6 +172,14 @@ fn fleet_watch_alerts_each_transition_once_and_serves_metrics_a_prometheus_parse
         pairs.contains(&("drifted".into(), "drifted".into())),
         "{pairs:?}"
     );
+    let drifted = first.iter().find(|e| e["event"] == "drifted").unwrap();
+    assert!(
+        drifted["message"]
+            .as_str()
+            .unwrap()
+            .contains("runs /nix/store/hand-made-system"),
+        "{drifted}"
+    );
 
     // A transition: "fine" rolls back g2; one event, with the step and the message.
     f.publish("fine", 2, now, None);

@@ -4,7 +4,7 @@
 //! start every host in one of those states is alerted once.
 
 use crate::fleet::rollout::RolloutState;
-use crate::fleet::status::{FleetStatus, HostState};
+use crate::fleet::status::{FleetStatus, HostState, HostStatus};
 use crate::publication::report::{outcome_word, rfc3339};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -77,10 +77,7 @@ impl Alerts {
                 generation: r.map(|r| r.generation).or(h.running_generation),
                 release: rollout.release.as_ref().map(|r| r.id.clone()),
                 step: r.and_then(|r| r.failed_step).map(|s| s.to_string()),
-                message: r.and_then(|r| r.message.clone()).or_else(|| {
-                    r.map(|r| outcome_word(r.outcome))
-                        .filter(|_| h.state != HostState::NotSeen)
-                }),
+                message: message(h),
             });
         }
         let halt = rollout
@@ -118,6 +115,28 @@ impl Alerts {
             }
         }
         self.sent.push(e);
+    }
+}
+
+/// What the event says besides its name: the report's message, how long the host has been
+/// silent, or which system it was found running.
+fn message(h: &HostStatus) -> Option<String> {
+    let r = h.last_report.as_ref();
+    match h.state {
+        HostState::NotSeen => h
+            .last_seen_age_secs
+            .map(|a| format!("no contact for {a} s (interval {} s)", h.interval_secs)),
+        HostState::Drifted => match r.and_then(|r| r.drifted_from.clone()) {
+            Some(hand) => Some(format!(
+                "was switched by hand to {hand}; tiffin applied its generation again"
+            )),
+            None => Some(format!(
+                "runs {}; tiffin left {}",
+                h.running_system.as_deref().unwrap_or("-"),
+                h.tiffin_system.as_deref().unwrap_or("-")
+            )),
+        },
+        _ => r.and_then(|r| r.message.clone().or_else(|| Some(outcome_word(r.outcome)))),
     }
 }
 
