@@ -264,6 +264,25 @@ fn fleet_watch_alerts_each_transition_once_and_serves_metrics_a_prometheus_parse
     // Nothing else changed: no event twice.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(events(3).len(), 3);
+    // Idle means idle: nothing the watcher does itself (its rollout lock, its own state) wakes it
+    // into another look. Over 3 s the look's time changes at most once (a minute turning).
+    let mut looks = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let (_, body) = prometheus::get(&addr, "/metrics").unwrap();
+        looks.insert(
+            prometheus::value(
+                &prometheus::parse(&body),
+                "tiffin_fleet_watch_last_look_timestamp_seconds",
+                &[],
+            )
+            .unwrap() as u64,
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        looks.len() <= 2,
+        "the watcher keeps waking itself: {looks:?}"
+    );
     let (status, _) = prometheus::get(&addr, "/other").unwrap();
     assert!(status.contains("404"), "{status}");
 }

@@ -287,13 +287,18 @@ fn quarantined(q: &Quarantine) -> RolloutError {
 fn lock(config: &FleetConfig) -> Result<nix::fcntl::Flock<fs::File>, RolloutError> {
     let path = config.chroot.join(LOCK_FILE);
     fs::create_dir_all(&config.chroot).map_err(|e| crate::fsutil::with_path(e, &config.chroot))?;
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| crate::fsutil::with_path(e, &path))?;
+    // Opened for reading once it exists: closing a file opened for writing is an inotify event
+    // in the chroot, which would wake `fleet watch` into its next look, and that into the next.
+    let file = match fs::File::open(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path),
+        r => r,
+    }
+    .map_err(|e| crate::fsutil::with_path(e, &path))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| crate::fsutil::with_path(e.into(), &path).into())
 }
