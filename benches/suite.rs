@@ -23,6 +23,8 @@ mod common;
 mod fetch;
 #[path = "prebuilt_cache.rs"]
 mod prebuilt_cache;
+#[path = "fleet_watch_idle.rs"]
+mod fleet_watch_idle;
 #[path = "publish.rs"]
 mod publish;
 #[path = "server_load.rs"]
@@ -468,15 +470,43 @@ fn cache_section(runs: usize) -> Section {
     s
 }
 
+/// `fleet watch` on a synthetic fleet: CPU seconds per minute and RSS.
+fn watch_lines(five: &mut Section, watch: &Result<fleet_watch_idle::WatchIdle, String>) {
+    match watch {
+        Ok(w) => {
+            let what = format!("fleet watch, {} hosts", w.hosts);
+            five.line(
+                format!("{what}: RSS MiB (sampled each second)"),
+                Cell::of(&w.rss_kib.iter().map(|k| k / 1024.0).collect::<Vec<_>>(), 1),
+                none(),
+                "",
+            );
+            five.line(
+                format!("{what}: CPU s per minute"),
+                Cell::Text(format!("{:.3}", w.cpu_s_per_min())),
+                none(),
+                format!(
+                    "{:.2} CPU s in {:.0} s; inotify on every host's logs/, one look a minute, /metrics served ({} bytes)",
+                    w.cpu_s, w.window_s, w.page_bytes
+                ),
+            );
+        }
+        Err(why) => five.line("fleet watch", Cell::Text(why.clone()), none(), ""),
+    }
+}
+
 fn footprint_and_responsiveness(idle: u64) -> Vec<Section> {
     // The agent's and the tray's idle windows run at the same time: both are idle, and the
     // budget is tight.
-    let (agent, tray) = std::thread::scope(|s| {
+    let watch_hosts = if quick() { 20 } else { 200 };
+    let (agent, tray, watch) = std::thread::scope(|s| {
         let a = s.spawn(|| agent_idle::measure(idle));
         let t = s.spawn(|| tray::idle(idle));
+        let w = s.spawn(|| fleet_watch_idle::measure(watch_hosts, idle));
         (
             a.join().expect("agent idle measurement"),
             t.join().expect("tray idle measurement"),
+            w.join().expect("fleet watch idle measurement"),
         )
     });
     let mut five = Section::new(5, &format!("Footprint at rest over {idle} s"), "—");
@@ -520,6 +550,7 @@ fn footprint_and_responsiveness(idle: u64) -> Vec<Section> {
             five.line("tray", Cell::Text(why.clone()), none(), "");
         }
     }
+    watch_lines(&mut five, &watch);
     five.notes.push(
         "The agent: the real `tiffin agent` daemon on a 50-file `file://` publication, no clients, interval set so that one scheduled check falls in the window. CPU = utime+stime from /proc (10 ms ticks). The tray: `tiffin-tray` under Xvfb on a private D-Bus session with a StatusNotifierWatcher, connected to an agent socket.".into(),
     );

@@ -34,8 +34,8 @@ let
 
   # The same rules as the Rust parser (src/config/fleet.rs), so that a fleet the admin's
   # `tiffin fleet publish` accepts is also one the server module accepts, and vice versa.
-  fleetKeys = [ "chroot" "server" "port" "keep_generations" "hosts" "secrets" ];
-  hostKeys = [ "key" "dir" "attr" "user" "backup_quota" ];
+  fleetKeys = [ "chroot" "server" "port" "keep_generations" "signing_key" "never_publish" "build" "hosts" "secrets" "rollout" ];
+  hostKeys = [ "key" "dir" "attr" "user" "backup_quota" "wave" ];
   keyTypes = "ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\\.com";
   # One line, starting with the key type: no options (`command="…" ssh-ed25519 …`), and no
   # newline or other control character in the comment (a newline would add a line, with options
@@ -386,6 +386,19 @@ rec {
      no ProtectSystem, ProtectHome, ProtectKernel*, ProtectHostname, ProtectClock,
      RestrictSUIDSGID, NoNewPrivileges or CapabilityBoundingSet: each would break some activation.
      What is left costs activation nothing. */
+  /* The command line of `tiffin fleet watch` for the server module's unit (`bin` is the tiffin
+     binary): each argument quoted for the shell systemd's ExecStart is parsed like. */
+  watchCommand = { bin, fleetDir, alertCommand ? null, metrics ? null, soak ? null, advance ? true }:
+    let
+      quote = a: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] a + "'";
+      args = [ "fleet" "--fleet" fleetDir "watch" ]
+        ++ (if alertCommand == null then [ ] else [ "--alert-command" alertCommand ])
+        ++ (if metrics == null then [ ] else [ "--metrics" metrics ])
+        ++ (if soak == null then [ ] else [ "--soak" soak ])
+        ++ (if advance then [ ] else [ "--no-rollout" ]);
+    in
+    concatStringsSep " " ([ bin ] ++ map quote args);
+
   agentServiceConfig = {
     Type = "notify";
     NotifyAccess = "main";

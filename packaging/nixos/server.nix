@@ -98,6 +98,46 @@ in
       '';
     };
 
+    watch = {
+      enable = lib.mkEnableOption ''
+        `tiffin fleet watch` as a service: it follows the hosts' logs/ (inotify), advances staged
+        rollouts (publishing promoted waves from fleetDir), runs alertCommand on every transition
+        to failing, rolled back, stale, drifted or halted, and serves metrics'';
+      fleetDir = lib.mkOption {
+        type = lib.types.str;
+        default = "";
+        example = "/var/lib/tiffin/fleet";
+        description = ''
+          The fleet repository on this server (fleet.toml, hosts/, the signing key): the watcher
+          reads it and publishes each promoted wave from it. A string: it must not be copied
+          into the store.
+        '';
+      };
+      alertCommand = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "mail -s tiffin admin@example.org";
+        description = "Run through `sh -c` with each event as one JSON object on its stdin.";
+      };
+      metrics = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "127.0.0.1:9102";
+        description = "Serve Prometheus metrics at http://ADDRESS/metrics (unauthenticated).";
+      };
+      soak = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "30m";
+        description = "Overrides fleet.toml's `[rollout] soak`.";
+      };
+      advanceRollouts = lib.mkOption {
+        type = lib.types.bool;
+        default = true;
+        description = "Promote and halt staged rollouts (false: only watch, alert and serve metrics).";
+      };
+    };
+
     binaryCache = {
       enable = lib.mkEnableOption ''
         (deprecated: `tiffin fleet publish --build` puts each host's own closure in its
@@ -156,6 +196,10 @@ in
         message = "services.tiffin.server: ${lib.concatStringsSep ", " groupSharers} would read that host's publication: each host user's primary group must be its own.";
       }
       {
+        assertion = cfg.watch.enable -> builtins.match "/.*" cfg.watch.fleetDir != null;
+        message = "services.tiffin.server.watch.fleetDir = \"${cfg.watch.fleetDir}\" must be the absolute path of the fleet repository on this server (fleet.toml, hosts/, the signing key).";
+      }
+      {
         assertion = cfg.binaryCache.enable -> cfg.binaryCache.secretKeyFile != null;
         message = "services.tiffin.server.binaryCache.enable needs binaryCache.secretKeyFile: hosts only substitute paths signed by a key they trust.";
       }
@@ -182,6 +226,24 @@ in
     };
 
     systemd.tmpfiles.rules = tiffinLib.tmpfilesRules fleet;
+
+    systemd.services = lib.optionalAttrs cfg.watch.enable {
+      tiffin-fleet-watch = {
+        description = "tiffin fleet watcher: staged rollouts, alerts, metrics";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "network.target" ];
+        serviceConfig = {
+          # Root: it reads every host's logs/ (each its host user's, 0700) and publishes.
+          ExecStart = tiffinLib.watchCommand {
+            bin = "${cfg.package}/bin/tiffin";
+            inherit (cfg.watch) fleetDir alertCommand metrics soak;
+            advance = cfg.watch.advanceRollouts;
+          };
+          Restart = "always";
+          RestartSec = 10;
+        };
+      };
+    };
 
     nix = lib.mkIf cfg.binaryCache.enable {
       sshServe = {

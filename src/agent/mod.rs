@@ -15,6 +15,7 @@
 pub mod conditions;
 pub mod cycle;
 pub mod daemon;
+pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod state;

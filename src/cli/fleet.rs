@@ -48,7 +48,21 @@ pub enum FleetCommand {
         /// in reports; one line. Default: the fleet repository's last git commit subject.
         #[arg(short = 'm', long = "message", value_name = "NOTE")]
         message: Option<String>,
+        /// Publish the repository's content as a release to wave 0 only (fleet.toml `wave`);
+        /// `tiffin fleet rollout` takes it to the next waves. Refused while it is quarantined.
+        #[arg(long, conflicts_with_all = ["hosts", "prune"])]
+        staged: bool,
     },
+    /// Take a staged release to the next wave, or halt it when a host broke on it.
+    ///
+    /// Promotes when every host that has the release runs it (hosts not seen within fleet.toml's
+    /// `[rollout] grace` are listed and do not block unless `wait_for_unseen`) and the wave has
+    /// had it for the soak time. A host that rolled it back, failed it or was interrupted halts
+    /// the rollout and quarantines the release.
+    Rollout(super::rollout::RolloutArgs),
+    /// Follow the hosts' logs/ (inotify): advance rollouts, run an alert command on every
+    /// transition to failing, rolled back, stale, drifted or halted, serve Prometheus metrics.
+    Watch(super::rollout::WatchArgs),
     /// Build each host's system (nix) without publishing.
     Build {
         /// Hosts to build (default: all).
@@ -112,25 +126,29 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
             prune,
             unsigned,
             message,
+            staged,
         } => {
             let build = match (build, dry_build) {
                 (true, _) => Some(BuildMode::Build),
                 (_, true) => Some(BuildMode::DryRun),
                 _ => None,
             };
-            publish(
-                &args.fleet,
-                PublishOptions {
-                    hosts,
-                    build,
-                    dry_run,
-                    prune,
-                    unsigned,
-                    note: fleet::git_note::publish_note(&args.fleet, message.as_deref()),
-                    ..PublishOptions::default()
-                },
-            )
+            let opts = PublishOptions {
+                hosts,
+                build,
+                dry_run,
+                prune,
+                unsigned,
+                note: fleet::git_note::publish_note(&args.fleet, message.as_deref()),
+                ..PublishOptions::default()
+            };
+            if staged {
+                return super::rollout::publish_staged(&args.fleet, opts);
+            }
+            publish(&args.fleet, opts)
         }
+        FleetCommand::Rollout(a) => super::rollout::rollout(&args.fleet, a),
+        FleetCommand::Watch(a) => super::rollout::watch(&args.fleet, a),
         FleetCommand::Build { hosts, dry_run } => build(
             &args.fleet,
             BuildOptions {
@@ -392,9 +410,14 @@ fn status(fleet_dir: &std::path::Path, json: bool, watch: bool) -> anyhow::Resul
     let view = status::fleet_status(&config, crate::status::unix_now());
     use std::io::Write;
     if json {
+        let mut view = serde_json::to_value(&view)?;
+        view["rollout"] = super::rollout::status_json(&config);
         serde_json::to_writer_pretty(&mut out, &view)?;
         writeln!(out)?;
     } else {
+        if let Some(line) = super::rollout::status_line(&config) {
+            writeln!(out, "{line}")?;
+        }
         out.write_all(status::render_table(&view, Style::for_stdout()).as_bytes())?;
     }
     Ok(super::EXIT_OK)

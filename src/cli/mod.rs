@@ -9,6 +9,7 @@ pub mod exit;
 pub mod fleet;
 pub mod pending;
 pub mod postpone;
+pub mod rollout;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -65,6 +66,10 @@ const COMMAND_TREE: &str = "\
 The whole command tree:
   tiffin fleet init [DIR]                     create a fleet repository
   tiffin fleet publish [HOST…]                publish changed hosts as new generations
+  tiffin fleet publish --staged               publish a release to wave 0 only
+  tiffin fleet rollout [--soak D] [--clear]   take a staged release to the next wave, or halt it
+  tiffin fleet watch [--alert-command CMD] [--metrics ADDR]
+                                              follow the fleet: rollouts, alerts, metrics
   tiffin fleet build [HOST…]                  build hosts' systems without publishing
   tiffin fleet status [--json] [--watch]      every host's state
   tiffin fleet diff HOST                      running vs expected system closure

@@ -142,6 +142,26 @@ pub struct AgentConfig {
     /// Restart inside `reboot_window` when a restart is needed and no user session is active.
     #[serde(default)]
     pub auto_reboot: bool,
+    /// Where the agent serves `/metrics` (Prometheus text format), e.g. `127.0.0.1:9101`, on a
+    /// listener of its own; `""` (the default): off.
+    #[serde(default)]
+    pub metrics: String,
+}
+
+/// `metrics` is an address, and not the trigger's.
+fn check_metrics(metrics: &str, http_trigger: &str) -> Result<(), String> {
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    let a: std::net::SocketAddr = metrics.parse().map_err(|_| {
+        format!("{metrics:?} is not an address like 127.0.0.1:9101 (\"\" turns it off)")
+    })?;
+    if http_trigger.parse::<std::net::SocketAddr>() == Ok(a) {
+        return Err(format!(
+            "{metrics:?} is http_trigger's address; metrics need a listener of their own"
+        ));
+    }
+    Ok(())
 }
 
 mod d {
@@ -221,6 +241,8 @@ impl AgentConfig {
         let c: AgentConfig =
             toml::from_str(text).map_err(|e| AgentConfigError(toml_error(origin, text, &e)))?;
         c.validate(origin)?;
+        check_metrics(&c.metrics, &c.http_trigger)
+            .map_err(|why| AgentConfigError(format!("{origin}: metrics: {why}")))?;
         Ok(c)
     }
 

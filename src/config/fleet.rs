@@ -29,6 +29,10 @@ pub struct HostConfig {
     /// What `fleet status` measures its `backup/` against (`"50G"`); sshd cannot enforce it.
     #[serde(default, deserialize_with = "super::backup::de_opt_size")]
     pub backup_quota: Option<u64>,
+    /// The host's rollout wave (`fleet publish --staged` publishes to wave 0, `fleet rollout`
+    /// to the next); default: the last wave of the fleet.
+    #[serde(default)]
+    pub wave: Option<u32>,
 }
 
 /// The whole fleet file.
@@ -59,6 +63,9 @@ pub struct FleetConfig {
     /// `[secrets]`: files/ sealed to each host's key (`seal`), and to whom else.
     #[serde(default)]
     pub secrets: super::secrets::SecretsConfig,
+    /// How `fleet rollout` and `fleet watch` promote a staged release (`[rollout]`).
+    #[serde(default)]
+    pub rollout: super::rollout::RolloutConfig,
 }
 
 /// The `[build]` table: the Nix commands, configurable so that tests can use a fake.

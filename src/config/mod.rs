@@ -7,6 +7,7 @@ pub mod backup;
 pub mod desk;
 pub mod fleet;
 pub mod secrets;
+pub mod rollout;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
 pub use backup::{BackupConfig, KeepPolicy};

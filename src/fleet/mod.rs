@@ -15,10 +15,12 @@ pub mod nix_build;
 pub mod publish;
 pub mod report;
 pub mod seal_state;
+pub mod rollout;
 pub mod signing;
 pub mod sshd;
 pub mod status;
 pub mod users;
+pub mod watcher;
 
 pub use crate::publication::Publication;
 pub use build::{build_hosts, BuildOptions, BuildReport, HostBuild};

@@ -119,6 +119,10 @@ pub struct Manifest {
     /// --build`): the closure diff's summary. Signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<Changes>,
+    /// The release this generation belongs to (`fleet publish --staged`, `fleet rollout`): one
+    /// id across the hosts of a staged rollout, derived from the repository's content. Signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     /// Signature over [`Manifest::signed_bytes`], when the fleet signs. Always the line before
     /// `entries` in the canonical bytes, so that it can be checked before parsing (`crate::sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,6 +167,7 @@ impl Manifest {
             sealed: None,
             note: None,
             changes: None,
+            release: None,
             signature: None,
             entries,
         }

@@ -46,6 +46,10 @@ pub struct Report {
     /// The admin's change note of the generation (`fleet publish -m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The system the cycle found running when it was neither the one tiffin had left nor its
+    /// last rollback's (switched by hand; the cycle then applied the publication again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drifted_from: Option<String>,
 }
 
 /// `logs/seen.json`: the last contact, for `fleet status`.
@@ -70,6 +74,14 @@ pub struct Seen {
     /// Absent from older agents (then the latest report's `reboot_needed` is used).
     #[serde(default)]
     pub reboot_needed: Option<bool>,
+    /// The system tiffin last left running (applied and verified, or rolled back to): a running
+    /// system that is neither this nor `rolled_back_to` was switched by hand ("drifted").
+    /// Absent from older agents (then drift is not judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiffin_system: Option<String>,
+    /// The system tiffin's last rollback went to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
 }
 
 /// The name of the last-contact file in `logs/`.
@@ -260,6 +272,7 @@ mod tests {
             built_by: None,
             cache_bytes: None,
             note: None,
+            drifted_from: None,
         };
         let json = String::from_utf8(r.to_json()).unwrap();
         assert!(json.contains("\"failed_step\": \"roll_back\""), "{json}");

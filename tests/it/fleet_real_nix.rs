@@ -171,6 +171,8 @@ fn fleet_diff_runs_the_real_diff_closures_and_names_both_kernels() {
         interval_secs: None,
         updating_to: None,
         reboot_needed: None,
+        tiffin_system: None,
+        rolled_back_to: None,
     };
     fs::write(
         logs.join("seen.json"),

@@ -31,6 +31,7 @@ fn desktop_available(test: &str) -> bool {
     support::prerequisite(test, support_tray::missing_prerequisite())
 }
 
+mod agent_metrics;
 mod architecture;
 mod backup_restic;
 mod cli_help;
@@ -53,7 +54,9 @@ mod fleet_never_publish;
 mod fleet_ownership;
 mod fleet_publish;
 mod fleet_real_nix;
+mod fleet_rollout;
 mod fleet_status;
+mod fleet_watch;
 mod fuzz_corpus;
 mod packaging;
 mod pipeline_cycle;

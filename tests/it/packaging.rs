@@ -1979,3 +1979,61 @@ fn the_fleet_toml_of_fleet_init_with_its_secrets_table_is_read_by_the_server_mod
     ));
     assert!(fleet.to_string().contains("example"), "{fleet}");
 }
+
+#[test]
+fn server_module_runs_fleet_watch_as_a_unit_with_its_options_quoted() {
+    if !have_nix() {
+        return;
+    }
+    let fleet = fixture("fleet.toml");
+    let r = eval_module(
+        "server.nix",
+        &format!(
+            "{{ enable = true; fleetFile = {}; watch = {{ enable = true; fleetDir = \"/var/lib/tiffin/fleet\"; alertCommand = \"mail -s 'tiffin alert' admin\"; metrics = \"127.0.0.1:9102\"; soak = \"30m\"; }}; }}",
+            fleet.display()
+        ),
+        "{ }",
+    );
+    assert_eq!(failed_assertions(&r), Vec::<String>::new());
+    let unit = &r["config"]["systemd"]["services"]["tiffin-fleet-watch"];
+    let exec = unit["serviceConfig"]["ExecStart"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{unit}"));
+    assert!(exec.ends_with("/bin/tiffin 'fleet' '--fleet' '/var/lib/tiffin/fleet' 'watch' '--alert-command' 'mail -s '\\''tiffin alert'\\'' admin' '--metrics' '127.0.0.1:9102' '--soak' '30m'"), "{exec}");
+    assert_eq!(unit["serviceConfig"]["Restart"], json!("always"));
+    assert_eq!(unit["wantedBy"], json!(["multi-user.target"]));
+    // Off by default; on without a repository it says what to set.
+    let off = eval_module(
+        "server.nix",
+        &format!("{{ enable = true; fleetFile = {}; }}", fleet.display()),
+        "{ }",
+    );
+    assert!(off["config"]["systemd"]["services"]
+        .get("tiffin-fleet-watch")
+        .is_none());
+    let r = eval_module(
+        "server.nix",
+        &format!(
+            "{{ enable = true; fleetFile = {}; watch.enable = true; }}",
+            fleet.display()
+        ),
+        "{ }",
+    );
+    assert_failed(&r, &["watch.fleetDir", "absolute path"]);
+}
+
+#[test]
+fn a_fleet_toml_with_waves_and_a_rollout_table_is_accepted_by_the_server_module() {
+    if !have_nix() {
+        return;
+    }
+    let text = format!(
+        "chroot = \"/srv/tiffin\"\n[rollout]\nsoak = \"10m\"\n\n[hosts.laptop]\nkey = \"{LAPTOP_KEY}\"\nwave = 0\n"
+    );
+    tiffin::config::FleetConfig::parse(&text, "fleet.toml").expect("tiffin accepts it");
+    let v = eval_ok(&format!(
+        "(lib.checkFleet (builtins.fromTOML {})).hosts",
+        serde_json::to_string(&text).unwrap()
+    ));
+    assert_eq!(v[0]["name"], json!("laptop"), "{v}");
+}

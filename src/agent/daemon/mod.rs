@@ -15,6 +15,7 @@ pub mod backup;
 pub mod auto_reboot;
 pub mod http;
 pub mod postpone;
+pub mod metrics_http;
 pub mod scheduler;
 pub mod status_cell;
 pub mod worker;
@@ -75,6 +76,7 @@ async fn serve(
 
     let (shutdown_tx, _) = broadcast::channel::<()>(1);
     let mut tasks = Tasks::start(&config, runner, &status, &shutdown_tx, http_listener);
+    let metrics = metrics_http::start(&config, &status, &shutdown_tx).await;
     let mut server_shutdown = shutdown_tx.subscribe();
     postpone::restore(&config.state_dir, &status);
     let auto_reboot = config
@@ -119,6 +121,9 @@ async fn serve(
     notify_systemd("STOPPING=1");
     let _ = shutdown_tx.send(());
     tasks.join(worker_done).await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     let _ = socket_server.await;
     if let Some(t) = auto_reboot {
         let _ = t.await;

@@ -37,6 +37,7 @@ pub(super) struct NewGeneration<'a> {
     pub cache: Option<(CacheIndex, &'a CachePool)>,
     /// Set when the tree's files/ and files.toml are sealed.
     pub sealed: Option<crate::manifest::Sealed>,
+    pub release: Option<String>,
 }
 
 /// Writes `new` beside the live generation `current` (whose unchanged files it hard-links) and
@@ -115,6 +116,7 @@ fn manifest_bytes(new: NewGeneration) -> io::Result<Vec<u8>> {
     manifest.sealed = new.sealed;
     manifest.note = new.note;
     manifest.changes = new.changes;
+    manifest.release = new.release;
     if let Some(k) = new.signer {
         k.sign_manifest(&mut manifest);
     }
@@ -211,6 +213,7 @@ mod tests {
             owner: Ownership::Publisher,
             cache: None,
             sealed: None,
+            release: None,
         }
     }
 

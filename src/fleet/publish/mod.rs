@@ -27,7 +27,7 @@ pub use outcome::{
     HostReport, HostResult, Orphan, PublishError, PublishOptions, PublishReport, StageError,
 };
 pub(crate) use stage::set_owner_mode;
-pub use stage::stage_host;
+pub use stage::{host_tree_hash, stage_host};
 
 use super::nix_build::{build_system, BuildMode};
 use super::signing::{load_signing_key, resign, signature_is_stale};
@@ -348,6 +348,7 @@ impl<'a> RunContext<'a> {
             owner,
             cache: cache.map(|index| (index, &self.pool)),
             sealed: sealed_info.clone(),
+            release: self.opts.release.clone(),
         };
         generation::write_and_switch(&publication, new, current.as_ref())?;
         self.sealed_live(host, sealed);

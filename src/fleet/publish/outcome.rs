@@ -42,6 +42,9 @@ pub struct PublishOptions {
     /// The change note carried in each new generation's manifest (`-m`; the CLI's default is the
     /// fleet repository's last commit subject, `fleet::git_note`).
     pub note: Option<String>,
+    /// The release id written into each new manifest (`fleet publish --staged`, `fleet
+    /// rollout`); `None`: none.
+    pub release: Option<String>,
 }
 
 impl Default for PublishOptions {
@@ -55,6 +58,7 @@ impl Default for PublishOptions {
             keep_owner: false,
             unsigned: false,
             note: None,
+            release: None,
         }
     }
 }

@@ -48,6 +48,19 @@ pub(super) fn build_view(walked: &[WalkedEntry]) -> Vec<WalkedEntry> {
 
 /// Stages the build view of a host's tree (without `files/` and `files.toml`) with its source
 /// modes into `dest`, returning the whole walk.
+/// The `tree_hash` a publication of the host's directory would carry now (the walk of
+/// `publish`, never-published paths refused): what a release id is made of.
+pub fn host_tree_hash(
+    fleet_dir: &Path,
+    config: &FleetConfig,
+    host: &str,
+) -> Result<String, StageError> {
+    let walked = walk_host(fleet_dir, config, host)?;
+    Ok(crate::manifest::tree_hash(&crate::manifest::entries_of(
+        &walked,
+    )))
+}
+
 pub fn stage_host(
     fleet_dir: &Path,
     config: &FleetConfig,

@@ -23,6 +23,8 @@ pub enum HostState {
     RolledBack,
     /// No contact for more than [`STALE_INTERVALS`] of its intervals.
     NotSeen,
+    /// Runs a system tiffin neither applied nor rolled back to (someone switched it by hand).
+    Drifted,
     /// Neither `seen.json` nor a report, ever.
     NeverSeen,
     /// Runs the published generation, but its kernel, initrd or modules wait for a reboot.
@@ -36,10 +38,11 @@ pub enum HostState {
 }
 
 impl HostState {
-    pub const ALL: [HostState; 8] = [
+    pub const ALL: [HostState; 9] = [
         HostState::Failing,
         HostState::RolledBack,
         HostState::NotSeen,
+        HostState::Drifted,
         HostState::NeverSeen,
         HostState::RestartNeeded,
         HostState::Updating,
@@ -53,6 +56,7 @@ impl HostState {
             HostState::Failing => "failing",
             HostState::RolledBack => "rolled back",
             HostState::NotSeen => "not seen",
+            HostState::Drifted => "drifted",
             HostState::NeverSeen => "never seen",
             HostState::RestartNeeded => "restart needed",
             HostState::Updating => "updating",
@@ -66,6 +70,7 @@ impl HostState {
             HostState::Failing => "✗",
             HostState::RolledBack => "↺",
             HostState::NotSeen => "?",
+            HostState::Drifted => "≠",
             HostState::NeverSeen => "·",
             HostState::RestartNeeded => "⟳",
             HostState::Updating => "…",
@@ -80,6 +85,7 @@ impl HostState {
             HostState::Failing => "1;31",
             HostState::RolledBack => "35",
             HostState::NotSeen => "33",
+            HostState::Drifted => "1;33",
             HostState::NeverSeen => "2",
             HostState::RestartNeeded => "33",
             HostState::Updating => "36",
@@ -128,6 +134,9 @@ pub struct HostStatus {
     pub sealed_to_old_key: bool,
     /// The admin's change note of the published generation (`fleet publish -m`).
     pub note: Option<String>,
+    /// The system tiffin last left running, as its agent said (drift is judged against it and
+    /// its last rollback's system).
+    pub tiffin_system: Option<String>,
 }
 
 /// Decides a host's row from its records, as of `now` (Unix seconds).
@@ -164,6 +173,8 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         HostState::NotSeen
     } else if updating_to.is_some() {
         HostState::Updating
+    } else if drifted(rec, seen_at) || put_back(last_report.as_ref(), latest, now, interval_secs) {
+        HostState::Drifted
     } else {
         seen_state(
             published,
@@ -174,14 +185,7 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
     };
 
     let pending_generation = published.filter(|p| !runs_published && updating_to != Some(*p));
-    let expected_system = rec
-        .manifest
-        .as_ref()
-        .and_then(|m| m.expected_system.clone());
-    let system_matches = running_system
-        .as_ref()
-        .zip(expected_system.as_ref())
-        .map(|(r, e)| r == e);
+    let (expected_system, system_matches) = expected_system(rec, running_system.as_ref());
     let published_at = rec.manifest.as_ref().map(|m| m.published.clone());
     HostStatus {
         host: rec.host.clone(),
@@ -210,6 +214,47 @@ pub fn assess(rec: &HostRecords, in_fleet_toml: bool, now: u64) -> HostStatus {
         backup: None,
         sealed_to_old_key: false,
         note: rec.manifest.as_ref().and_then(|m| m.note.clone()),
+        tiffin_system: seen.and_then(|s| s.tiffin_system.clone()),
+    }
+}
+
+/// The manifest's expected system, and whether the running one is it (null when either is
+/// unknown).
+fn expected_system(rec: &HostRecords, running: Option<&String>) -> (Option<String>, Option<bool>) {
+    let expected = rec
+        .manifest
+        .as_ref()
+        .and_then(|m| m.expected_system.clone());
+    let matches = running.zip(expected.as_ref()).map(|(r, e)| r == e);
+    (expected, matches)
+}
+
+/// The newest report says its cycle found the machine switched by hand (and applied the
+/// publication again); shown for [`STALE_INTERVALS`] of the host's intervals.
+fn put_back(
+    report: Option<&Report>,
+    name: Option<&report::ReportName>,
+    now: u64,
+    interval: u64,
+) -> bool {
+    report.is_some_and(|r| r.drifted_from.is_some())
+        && name
+            .is_some_and(|n| now.saturating_sub(n.time) <= interval.saturating_mul(STALE_INTERVALS))
+}
+
+/// seen.json, newer than every report, says the machine runs a system that is neither the one
+/// tiffin last left running nor the one its last rollback went to.
+fn drifted(rec: &HostRecords, seen_at: Option<u64>) -> bool {
+    let Some(s) = rec.seen.as_ref() else {
+        return false;
+    };
+    let newest = rec
+        .reports
+        .last()
+        .map_or(true, |l| seen_at.is_some_and(|t| t >= l.time));
+    match (&s.running_system, &s.tiffin_system) {
+        (Some(run), Some(left)) => newest && run != left && s.rolled_back_to.as_ref() != Some(run),
+        _ => false,
     }
 }
 

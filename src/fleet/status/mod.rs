@@ -30,6 +30,7 @@ pub use records::{
     MAX_LOG_TEXT,
 };
 pub use table::{age, render_table, Style};
+pub(crate) use watch::{add_watches, wait_for_change};
 pub use watch::{watch, WatchOutput};
 
 #[cfg(test)]
@@ -49,6 +50,8 @@ mod tests {
             interval_secs,
             updating_to: None,
             reboot_needed: None,
+            tiffin_system: None,
+            rolled_back_to: None,
         }
     }
 
@@ -93,6 +96,7 @@ mod tests {
             built_by: Some(crate::status::BuiltBy::Cache),
             cache_bytes: Some(3 << 20),
             note: None,
+            drifted_from: None,
         });
         let table = render_table(
             &FleetStatus {

@@ -141,7 +141,7 @@ impl HostRecords {
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    pub(super) fn seen_at(&self) -> Option<u64> {
+    pub fn seen_at(&self) -> Option<u64> {
         self.seen.as_ref().and_then(|s| parse_time(&s.last_seen))
     }
 }

@@ -79,12 +79,33 @@ fn note(h: &HostStatus) -> String {
     }
     if h.state == HostState::NotSeen {
         parts.push(format!(
-            "no contact for more than {STALE_INTERVALS} × {}",
+            "stale: no contact for more than {STALE_INTERVALS} × {}",
             age(h.interval_secs)
         ));
     }
     if h.sealed_to_old_key {
         parts.push("files sealed to an old key: publish again".into());
+    }
+    if h.state == HostState::Drifted {
+        let short = |s: &Option<String>| {
+            s.as_deref()
+                .map(|p| first_line(p.rsplit('/').next().unwrap_or(p), 48))
+                .unwrap_or_else(|| "-".into())
+        };
+        match h.last_report.as_ref().and_then(|r| r.drifted_from.clone()) {
+            Some(hand) if h.tiffin_system.as_ref() == h.running_system.as_ref() => {
+                parts.push(format!(
+                    "was switched by hand to {}; tiffin applied g{} again",
+                    short(&Some(hand)),
+                    h.last_report.as_ref().map_or(0, |r| r.generation)
+                ))
+            }
+            _ => parts.push(format!(
+                "runs {} (not switched by tiffin; tiffin left {})",
+                short(&h.running_system),
+                short(&h.tiffin_system)
+            )),
+        }
     }
     parts.extend(h.problems.iter().map(|p| first_line(p, 100)));
     if let Some(n) = &h.note {

@@ -65,7 +65,12 @@ fn io_err(place: &str, e: nix::Error) -> FleetViewError {
 /// Watches the fleet directory, the chroot and each host's directory and `logs/`. Watches are
 /// (re)added each round: adding an existing one is a no-op, and hosts or `logs/` directories
 /// created since the last round get theirs.
-fn add_watches(inotify: &Inotify, fleet_dir: &Path, config: &FleetConfig, warned: &mut bool) {
+pub(crate) fn add_watches(
+    inotify: &Inotify,
+    fleet_dir: &Path,
+    config: &FleetConfig,
+    warned: &mut bool,
+) {
     let changes = AddWatchFlags::IN_CREATE
         | AddWatchFlags::IN_CLOSE_WRITE
         | AddWatchFlags::IN_MOVED_TO
@@ -121,7 +126,7 @@ fn render(
 }
 
 /// Sleeps until something changes or the minute turns.
-fn wait_for_change(inotify: &Inotify, now: u64) -> Result<(), FleetViewError> {
+pub(crate) fn wait_for_change(inotify: &Inotify, now: u64) -> Result<(), FleetViewError> {
     let until_minute = ((60 - now % 60) * 1000) as i32;
     let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
     let ready = poll(

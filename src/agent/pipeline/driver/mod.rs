@@ -81,6 +81,11 @@ struct Cycle {
     note: Option<String>,
     /// Its manifest's closure-diff summary.
     changes: Option<crate::manifest::Changes>,
+    /// Bytes this cycle downloaded (the agent's metrics).
+    downloaded_bytes: u64,
+    /// The system found running at the start, when it was neither the one tiffin left nor the
+    /// one its last rollback went to (switched by hand): said in the report.
+    drifted_from: Option<String>,
 }
 
 impl Cycle {
@@ -99,6 +104,8 @@ impl Cycle {
             cache_bytes: None,
             note: None,
             changes: None,
+            downloaded_bytes: 0,
+            drifted_from: None,
         }
     }
     fn took(&mut self, step: Step, since: Instant) {

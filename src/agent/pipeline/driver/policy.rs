@@ -19,6 +19,7 @@ impl Pipeline {
         self.set_phase(Phase::Checking);
         cy.system_before = system::current_system(&self.config.system);
         cy.system_after = cy.system_before.clone();
+        cy.drifted_from = self.drift(cy.system_before.as_ref());
         journal_or_stop!(self.journal(cy, Step::Fetch, None), Step::Fetch);
         let local = match self.check_and_fetch(cy) {
             Ok(Some(l)) => l,
@@ -92,6 +93,7 @@ impl Pipeline {
                 downloaded_files,
                 downloaded_bytes,
             }) => {
+                cy.downloaded_bytes += downloaded_bytes;
                 cy.runner.note(&format!(
                     "fetch: generation {} ({downloaded_files} files, {downloaded_bytes} bytes downloaded)",
                     local.generation

@@ -39,6 +39,14 @@ impl Pipeline {
                 .unwrap_or_default()
         ));
         let reported_at = self.record(&mut cy, &end, now);
+        if let Err(e) = crate::agent::metrics::Counters::record_cycle(
+            &self.config.state_dir,
+            end.outcome,
+            &cy.durations,
+            cy.downloaded_bytes,
+        ) {
+            tracing::warn!("metrics: {e}");
+        }
         let log = cy.runner.log();
         if end.attempted {
             if let Some(g) = cy.generation {
@@ -129,6 +137,7 @@ impl Pipeline {
             built_by: cy.built_by,
             cache_bytes: cy.cache_bytes,
             note: cy.note.clone(),
+            drifted_from: cy.drifted_from.clone(),
         };
         if let Err(e) = enqueue_report(&self.outbox, &r, log) {
             tracing::error!("queueing the report: {e}");
@@ -166,7 +175,23 @@ impl Pipeline {
             interval_secs: Some(self.config.interval.as_secs()),
             updating_to,
             reboot_needed: Some(reboot_needed),
+            tiffin_system: self.state.state.running_system.clone(),
+            rolled_back_to: self
+                .state
+                .state
+                .last_rollback
+                .as_ref()
+                .map(|r| r.to_system.clone()),
         }
+    }
+
+    /// `running` when tiffin left another system running and its last rollback did not go to
+    /// it: someone switched the machine by hand.
+    pub(super) fn drift(&self, running: Option<&String>) -> Option<String> {
+        let st = &self.state.state;
+        let left = st.running_system.as_ref()?;
+        let back = st.last_rollback.as_ref().map(|r| &r.to_system);
+        running.filter(|r| *r != left && Some(*r) != back).cloned()
     }
 
     /// Tells the server, before a long build, that this machine is updating to `g`, so that

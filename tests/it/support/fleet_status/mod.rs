@@ -91,6 +91,7 @@ impl Fleet {
             built_by: None,
             cache_bytes: None,
             note: None,
+            drifted_from: None,
         };
         let logs = self.logs(host);
         let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -107,6 +108,14 @@ impl Fleet {
         path
     }
 
+    /// Uploads `logs/seen.json` exactly as given.
+    pub fn seen_raw(&self, seen: &Seen) {
+        let logs = self.logs(&seen.host);
+        let tmp = logs.join(".seen.json.part");
+        fs::write(&tmp, serde_json::to_vec_pretty(seen).unwrap()).unwrap();
+        fs::rename(&tmp, logs.join(SEEN_NAME)).unwrap();
+    }
+
     /// Uploads `logs/seen.json`.
     pub fn seen(&self, host: &str, s: SeenSpec) {
         let seen = Seen {
@@ -119,6 +128,8 @@ impl Fleet {
             interval_secs: s.interval_secs,
             updating_to: s.updating_to,
             reboot_needed: s.reboot_needed,
+            tiffin_system: None,
+            rolled_back_to: None,
         };
         let logs = self.logs(host);
         let tmp = logs.join(".seen.json.part");
