@@ -21,10 +21,10 @@ mod agent_idle;
 mod common;
 #[path = "fetch.rs"]
 mod fetch;
-#[path = "prebuilt_cache.rs"]
-mod prebuilt_cache;
 #[path = "fleet_watch_idle.rs"]
 mod fleet_watch_idle;
+#[path = "prebuilt_cache.rs"]
+mod prebuilt_cache;
 #[path = "publish.rs"]
 mod publish;
 #[path = "server_load.rs"]

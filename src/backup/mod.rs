@@ -10,7 +10,6 @@
 //! The daemon side (schedule, power, never during an update cycle) is `agent::daemon::backup`.
 
 pub mod password;
-pub mod power;
 pub mod record;
 pub mod restic;
 pub mod run;

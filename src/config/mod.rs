@@ -6,8 +6,8 @@ pub mod agent;
 pub mod backup;
 pub mod desk;
 pub mod fleet;
-pub mod secrets;
 pub mod rollout;
+pub mod secrets;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
 pub use backup::{BackupConfig, KeepPolicy};

@@ -13,8 +13,8 @@ mod walk;
 
 pub use changes::Changes;
 pub use diff::{apply_diff, ManifestDiff};
-pub use sealed::{is_sealed_path, Sealed};
 pub use note::{check_note, clean_note, MAX_NOTE_CHARS};
+pub use sealed::{is_sealed_path, Sealed};
 pub use walk::{entries_of, walk_tree, WalkError, WalkedEntry};
 
 use crate::hash::{self, Sha256Hex};
@@ -22,9 +22,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Component, Path};
 
-/// The manifest format this build writes. Format 2 added `signed_at`; format 1 (without it) is
-/// still read, so that a fleet's live generations stay valid across the upgrade.
-pub const FORMAT_VERSION: u32 = 2;
+/// The manifest format this build writes. Format 2 added `signed_at`; format 3 added `cache`,
+/// `sealed`, `note`, `changes` and `release`. Older formats (without them) are still read, so
+/// that a fleet's live generations stay valid across the upgrade; an older agent refuses format
+/// 3 with "upgrade tiffin" rather than installing, say, sealed files it cannot open.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest manifest format this build reads.
 pub const OLDEST_FORMAT: u32 = 1;
 /// The file name of a generation's manifest.
@@ -224,6 +226,21 @@ impl Manifest {
                 "signed_at needs manifest format 2, this one is format {}",
                 self.format
             )));
+        }
+        if self.format < 3 {
+            let added = [
+                ("cache", self.cache.is_some()),
+                ("sealed", self.sealed.is_some()),
+                ("note", self.note.is_some()),
+                ("changes", self.changes.is_some()),
+                ("release", self.release.is_some()),
+            ];
+            if let Some((field, _)) = added.iter().find(|(_, set)| *set) {
+                return Err(bad(format!(
+                    "{field} needs manifest format 3, this one is format {}",
+                    self.format
+                )));
+            }
         }
         if let Some(t) = &self.signed_at {
             humantime::parse_rfc3339(t)

@@ -144,6 +144,25 @@ fn a_format_1_manifest_of_an_older_publisher_is_still_read_but_carries_no_signin
 }
 
 #[test]
+fn a_format_2_manifest_is_still_read_but_may_not_carry_the_fields_of_format_3() {
+    // What tiffin wrote before the cache, sealed files, notes and releases: format 2.
+    let old = tampered(|m| m.format = 2);
+    assert_eq!(Manifest::parse(&old, "x").unwrap().format, 2);
+    let e = parse_err(&tampered(|m| {
+        m.format = 2;
+        m.note = Some("Adds the office printer".into());
+    }));
+    assert!(e.contains("note needs manifest format 3"), "{e}");
+    let e = parse_err(&tampered(|m| {
+        m.format = 2;
+        m.release = Some("r1".into());
+    }));
+    assert!(e.contains("release needs manifest format 3"), "{e}");
+    let note = tampered(|m| m.note = Some("Adds the office printer".into()));
+    assert!(Manifest::parse(&note, "x").is_ok());
+}
+
+#[test]
 fn absolute_path_is_refused_with_the_path() {
     let e = parse_err(&tampered(|m| {
         m.entries.insert(0, Entry::dir("/etc", 0o755))

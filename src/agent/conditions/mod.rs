@@ -87,6 +87,11 @@ impl Gate {
         may_start(&self.rx.borrow(), &self.rules)
     }
 
+    /// Waits until the conditions change; false when the follower ended (nothing is known).
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+
     /// Returns once an automatic run may start, calling `waiting` with the reasons each time
     /// they change (an empty list when it may start again). False: shutdown was asked for.
     pub async fn until_allowed(

@@ -1,14 +1,16 @@
 //! The daemon's backups (docs/backup.md): one task that runs `[backup]` on its schedule (plus a
 //! random jitter, on the wall clock like the scheduler) and when asked, never during an update
-//! cycle (it holds the worker's exclusive lock), only when [`power::may_run_now`] says so for a
-//! scheduled run, and that publishes the backup part of the status, remembers the last run in
+//! cycle (it holds the worker's exclusive lock), a scheduled run only when the power and network
+//! [`Gate`] the automatic updates ask says so (it waits for the change, and a request does not
+//! ask), and that publishes the backup part of the status, remembers the last run in
 //! the state directory and queues its report for `logs/` (sent at once if the server answers).
 
 use super::scheduler::{Jitter, MAX_SLEEP};
 use super::status_cell::StatusCell;
 use super::worker::WorkerHandle;
+use crate::agent::conditions::Gate;
 use crate::agent::pipeline::outbox::Outbox;
-use crate::backup::{power, state, Backup, BackupRun, BackupStatus, Snapshot};
+use crate::backup::{state, Backup, BackupRun, BackupStatus, Snapshot};
 use crate::config::AgentConfig;
 use crate::publication::backup_report::BackupReport;
 use crate::runner::Runner;
@@ -50,6 +52,7 @@ pub fn start(
     config: &AgentConfig,
     worker: WorkerHandle,
     status: StatusCell,
+    gate: Gate,
     shutdown: broadcast::Receiver<()>,
 ) -> Option<(BackupHandle, tokio::task::JoinHandle<()>)> {
     let backup = Arc::new(Backup::from_config(config)?);
@@ -59,10 +62,19 @@ pub fn start(
         backup: backup.clone(),
         worker,
         status,
+        gate: Some(gate),
         rx,
         shutdown,
     };
     Some((BackupHandle { tx, backup }, tokio::spawn(task.run())))
+}
+
+/// Waits for the gate's conditions to change; true when its follower ended.
+async fn changed(gate: &mut Option<Gate>) -> bool {
+    match gate {
+        Some(g) => !g.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 struct BackupTask {
@@ -70,6 +82,9 @@ struct BackupTask {
     backup: Arc<Backup>,
     worker: WorkerHandle,
     status: StatusCell,
+    /// On battery or a metered network scheduled runs wait; `None` once the bus follower ended
+    /// (nothing is known then, and nothing waits).
+    gate: Option<Gate>,
     rx: mpsc::Receiver<oneshot::Sender<BackupRun>>,
     shutdown: broadcast::Receiver<()>,
 }
@@ -77,6 +92,12 @@ struct BackupTask {
 impl BackupTask {
     fn interval(&self) -> Duration {
         self.backup.config.schedule
+    }
+
+    /// A scheduled run may start: not on battery or a metered network (agent.toml `on_battery`,
+    /// `on_metered`, as for automatic updates).
+    fn may_start(&self) -> bool {
+        !matches!(&self.gate, Some(g) if g.may_start().is_err())
     }
 
     async fn run(mut self) {
@@ -89,7 +110,11 @@ impl BackupTask {
         } + jitter.up_to(self.backup.config.jitter).as_secs();
         self.publish(&memory, false, due);
         loop {
-            let wait = Duration::from_secs(due.saturating_sub(unix_now())).min(MAX_SLEEP);
+            let held_back = unix_now() >= due && !self.may_start();
+            let wait = match held_back {
+                true => MAX_SLEEP,
+                false => Duration::from_secs(due.saturating_sub(unix_now())).min(MAX_SLEEP),
+            };
             let mut waiters = Vec::new();
             tokio::select! {
                 r = self.rx.recv() => match r {
@@ -100,10 +125,15 @@ impl BackupTask {
                     if unix_now() < due {
                         continue;
                     }
-                    if !power::may_run_now() {
-                        due = unix_now() + MAX_SLEEP.as_secs();
+                    if !self.may_start() {
                         continue;
                     }
+                }
+                ended = changed(&mut self.gate), if held_back => {
+                    if ended {
+                        self.gate = None;
+                    }
+                    continue;
                 }
                 _ = self.shutdown.recv() => return,
             }

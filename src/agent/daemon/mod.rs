@@ -11,11 +11,11 @@
 //! - shutdown (SIGTERM/SIGINT): stop accepting, let a cycle in flight finish, remove the socket,
 //!   exit 0.
 
-pub mod backup;
 pub mod auto_reboot;
+pub mod backup;
 pub mod http;
-pub mod postpone;
 pub mod metrics_http;
+pub mod postpone;
 pub mod scheduler;
 pub mod status_cell;
 pub mod worker;
@@ -173,13 +173,15 @@ impl Tasks {
         http_listener: Option<Option<tokio::net::TcpListener>>,
     ) -> Self {
         let (worker, worker_task) = Worker::start(runner, status.clone(), shutdown.subscribe());
+        // Power and network, for automatic updates and scheduled backups alike.
+        let gate = crate::agent::conditions::Gate::follow_system_bus(
+            crate::agent::conditions::Rules::from_config(config),
+        );
         let scheduler = tokio::spawn(scheduler::run(
             scheduler::Schedule::from_config(config),
             worker.clone(),
             status.clone(),
-            crate::agent::conditions::Gate::follow_system_bus(
-                crate::agent::conditions::Rules::from_config(config),
-            ),
+            gate.clone(),
             shutdown.subscribe(),
         ));
         let http = http_listener.map(|l| {
@@ -191,7 +193,13 @@ impl Tasks {
                 shutdown.subscribe(),
             ))
         });
-        let backup = backup::start(config, worker.clone(), status.clone(), shutdown.subscribe());
+        let backup = backup::start(
+            config,
+            worker.clone(),
+            status.clone(),
+            gate,
+            shutdown.subscribe(),
+        );
         Self {
             worker,
             worker_task,

@@ -312,7 +312,9 @@ impl<'a> RunContext<'a> {
         report.cache = cache.as_ref().map(|c| (c.paths.len(), c.total_bytes()));
         if let Some(cur) = &current {
             let same_cache = cache.is_none() || cur.cache == cache;
-            if same_cache && self.is_unchanged(cur, &new_hash, &report.expected_system, &sealed_info) {
+            if same_cache
+                && self.is_unchanged(cur, &new_hash, &report.expected_system, &sealed_info)
+            {
                 if !self.opts.dry_run {
                     ensure_skeleton(&publication, owner)?;
                     if let Some(k) = self.signer.as_ref().filter(|_| signature_is_stale(cur)) {

@@ -124,7 +124,6 @@ pub fn no_backups() -> BackupCall {
     })
 }
 
-
 /// A call the agent could not serve.
 #[derive(Clone, Debug)]
 pub struct ServiceError {

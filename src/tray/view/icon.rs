@@ -166,7 +166,10 @@ pub(super) fn updating_line(s: &AgentStatus) -> String {
         // A prebuilt system from the host's binary cache.
         let paths = tr_args(
             "download-paths",
-            &[("done", c.done_paths.into()), ("total", c.total_paths.into())],
+            &[
+                ("done", c.done_paths.into()),
+                ("total", c.total_paths.into()),
+            ],
         );
         line.push_str(&format!(" {paths}"));
         if let Some(pc) = progress_percent(s) {
