@@ -15,7 +15,7 @@ fn publish_carries_the_note_and_the_change_summary_and_fleet_status_shows_the_no
     f.write_config(
         &[("plain", "")],
         &format!(
-            "[build]\nnix = \"{0}\"\nnix_build = \"{0}\"\n",
+            "[build]\nnix = \"{0}\"\nnix_build = \"{0}\"\ncache = false\n",
             fake_nix().display()
         ),
     );

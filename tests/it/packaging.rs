@@ -925,7 +925,8 @@ fn server_module_makes_users_keys_sshd_text_and_chroots_from_fleet_toml() {
     );
     assert_eq!(
         c["systemd"]["tmpfiles"]["rules"].as_array().map(Vec::len),
-        Some(7)
+        // The chroot root, then per host: its chroot, gens/, logs/ and backup/.
+        Some(9)
     );
     assert_eq!(c["nix"], Value::Null, "no binary cache unless asked for");
 

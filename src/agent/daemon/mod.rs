@@ -58,13 +58,7 @@ async fn serve(
     status: StatusCell,
     inherited: Option<std::net::TcpListener>,
 ) -> anyhow::Result<u8> {
-    status.update(|s| {
-        s.host = config.host.clone();
-        s.policy = config.policy;
-        s.admin_group = config.admin_group.clone();
-        s.phase = crate::status::Phase::Idle;
-        s.progress = None;
-    });
+    starting_status(&config, &status);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -128,13 +122,29 @@ async fn serve(
     if let Some(t) = auto_reboot {
         let _ = t.await;
     }
-    if socket_id.is_some() && server::socket_identity(&config.socket) == socket_id {
-        if let Err(e) = std::fs::remove_file(&config.socket) {
-            tracing::warn!(socket = %config.socket.display(), error = %e, "cannot remove the socket");
-        }
-    }
+    remove_own_socket(&config.socket, socket_id);
     tracing::info!("stopped");
     Ok(exit_code)
+}
+
+/// The status an agent starts with: who it is, its policy, idle.
+fn starting_status(config: &AgentConfig, status: &StatusCell) {
+    status.update(|s| {
+        s.host = config.host.clone();
+        s.policy = config.policy;
+        s.admin_group = config.admin_group.clone();
+        s.phase = crate::status::Phase::Idle;
+        s.progress = None;
+    });
+}
+
+/// Removes the socket this agent bound, unless another process replaced it meanwhile.
+fn remove_own_socket(socket: &std::path::Path, bound: Option<(u64, u64)>) {
+    if bound.is_some() && server::socket_identity(socket) == bound {
+        if let Err(e) = std::fs::remove_file(socket) {
+            tracing::warn!(socket = %socket.display(), error = %e, "cannot remove the socket");
+        }
+    }
 }
 
 /// The trigger's port: a port already taken leaves the agent running without the trigger,

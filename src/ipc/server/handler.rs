@@ -124,30 +124,7 @@ impl Handler {
                 self.subscription = Some(rx);
                 Response::ok_with(req.id, &status)
             }
-            Command::Log => {
-                let log = self.service.last_log().map(|mut l| {
-                    if l.len() > MAX_LOG_ANSWER {
-                        let mut cut = l.len() - MAX_LOG_ANSWER;
-                        while !l.is_char_boundary(cut) {
-                            cut += 1;
-                        }
-                        l = format!("[… {cut} bytes left out …]\n{}", &l[cut..]);
-                    }
-                    l
-                });
-                Response::ok_with(req.id, &log)
-            }
-            Command::Backup | Command::Snapshots => {
-                tracing::info!(cmd = ?req.cmd, "requested");
-                let (call, id) = (self.service.backup(req.cmd), req.id);
-                self.calls.spawn(async move {
-                    match call.await {
-                        Ok(answer) => Response::ok(id, answer.to_value()),
-                        Err(e) => Response::err(id, e.code, e.message),
-                    }
-                });
-                return Ok(());
-            }
+            Command::Log => Response::ok_with(req.id, &self.clipped_log()),
             Command::Postpone => match req.until {
                 Some(until) => match self.service.postpone(until) {
                     Ok(p) => Response::ok_with(req.id, &p),
@@ -159,7 +136,11 @@ impl Handler {
                     "postpone needs `until` (Unix seconds)",
                 ),
             },
-            Command::Check | Command::Update | Command::Rollback => {
+            Command::Check
+            | Command::Update
+            | Command::Rollback
+            | Command::Backup
+            | Command::Snapshots => {
                 if self.calls.len() >= self.limits.max_calls {
                     Response::err(
                         req.id,
@@ -170,22 +151,50 @@ impl Handler {
                         ),
                     )
                 } else {
-                    tracing::info!(cmd = ?req.cmd, "requested");
-                    // Only an admin's update retries a generation marked "do not retry".
-                    let admin = req.cmd == Command::Update && self.allowed(Permission::Admin).await;
-                    let call = self.service.run(req.cmd, admin);
-                    let id = req.id;
-                    self.calls.spawn(async move {
-                        match call.await {
-                            Ok(report) => Response::ok(id, report_to_value(&report)),
-                            Err(e) => Response::err(id, e.code, e.message),
-                        }
-                    });
+                    self.spawn_call(req.cmd, req.id).await;
                     return Ok(());
                 }
             }
         };
         self.send(&answer).await
+    }
+
+    /// The last cycle's log, its start left out beyond [`MAX_LOG_ANSWER`].
+    fn clipped_log(&self) -> Option<String> {
+        self.service.last_log().map(|mut l| {
+            if l.len() > MAX_LOG_ANSWER {
+                let mut cut = l.len() - MAX_LOG_ANSWER;
+                while !l.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                l = format!("[… {cut} bytes left out …]\n{}", &l[cut..]);
+            }
+            l
+        })
+    }
+
+    /// Starts a long call (a cycle or a backup); its answer is sent when it ends.
+    async fn spawn_call(&mut self, cmd: Command, id: u64) {
+        tracing::info!(?cmd, "requested");
+        if matches!(cmd, Command::Backup | Command::Snapshots) {
+            let call = self.service.backup(cmd);
+            self.calls.spawn(async move {
+                match call.await {
+                    Ok(answer) => Response::ok(id, answer.to_value()),
+                    Err(e) => Response::err(id, e.code, e.message),
+                }
+            });
+            return;
+        }
+        // Only an admin's update retries a generation marked "do not retry".
+        let admin = cmd == Command::Update && self.allowed(Permission::Admin).await;
+        let call = self.service.run(cmd, admin);
+        self.calls.spawn(async move {
+            match call.await {
+                Ok(report) => Response::ok(id, report_to_value(&report)),
+                Err(e) => Response::err(id, e.code, e.message),
+            }
+        });
     }
 
     /// Asks the group database off the async thread (NSS may be slow: LDAP, sssd) and
