@@ -25,7 +25,10 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// Parses `nix store diff-closures` output (colours, if any, removed).
+    /// Parses `nix store diff-closures` output (colours, if any, removed). A line is
+    /// `NAME: OLD → NEW[, ±SIZE KiB]` or `NAME: ±SIZE KiB`; OLD and NEW are the versions only
+    /// one side has, joined by ", " when several ("python3: 3.11.6, 3.12.0 → 3.11.7, 3.12.1"),
+    /// `∅` for none (added, removed) and `ε` for the empty version of an unversioned name.
     pub fn from_diff_closures(text: &str) -> Self {
         let mut out = Changes::default();
         for raw in text.lines() {
@@ -34,18 +37,31 @@ impl Changes {
                 continue;
             };
             let name = name.trim();
-            let versions = rest.split(", ").next().unwrap_or_default().trim();
-            if name.is_empty() || !versions.contains('→') {
+            // Store names hold no ',' or ' ': ", " separates versions and the size, last.
+            let versions = match rest.rsplit_once(", ") {
+                Some((v, size)) if size.trim_end().ends_with(" KiB") => v,
+                _ => rest,
+            };
+            let Some((from, to)) = versions.split_once('→') else {
+                continue;
+            };
+            if name.is_empty() {
                 continue;
             }
             if is_boot_part(name) {
                 out.restart_needed = true;
             }
-            let (from, to) = versions.split_once('→').unwrap_or_default();
             let (from, to) = (from.trim(), to.trim());
+            let version = |v: &str| {
+                if v == "ε" {
+                    String::new()
+                } else {
+                    format!(" {v}")
+                }
+            };
             let words = match (from, to) {
-                ("∅" | "ε", v) => format!("{name} {v} (new)"),
-                (v, "∅" | "ε") => format!("{name} {v} (removed)"),
+                ("∅", v) => format!("{name}{} (new)", version(v)),
+                (v, "∅") => format!("{name}{} (removed)", version(v)),
                 (a, b) => format!("{name} {a} → {b}"),
             };
             let words: String = words
@@ -139,6 +155,29 @@ mod tests {
         assert!(k.restart_needed);
         let m = Changes::from_diff_closures("initrd-linux: 6.6.1 → 6.6.2\n");
         assert!(m.restart_needed);
+    }
+
+    #[test]
+    fn several_versions_of_a_name_and_unversioned_names_read_as_real_nix_prints_them() {
+        // Nix 2.8's own output (tests/it/desk_changes_real_nix.rs builds such closures).
+        let text = "pkg-w-: ∅ → ε\n\
+                    pkg-x: 1-0, 2-0 → 3-0, \u{1b}[32;1m-64.3 KiB\u{1b}[0m\n\
+                    pkg-y: 3-0 → 1-0, 2-0\n\
+                    pkg-z-: ε → ∅\n\
+                    pkg-v: 1.0 → ε\n\
+                    nixos-system-web: \u{1b}[31;1m+12.0 KiB\u{1b}[0m\n";
+        let c = Changes::from_diff_closures(text);
+        assert_eq!(
+            c.lines,
+            [
+                "pkg-w- (new)",
+                "pkg-x 1-0, 2-0 → 3-0",
+                "pkg-y 3-0 → 1-0, 2-0",
+                "pkg-z- (removed)",
+                "pkg-v 1.0 → ε",
+            ]
+        );
+        assert!(!c.restart_needed);
     }
 
     #[test]

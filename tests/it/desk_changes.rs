@@ -1,7 +1,8 @@
 //! What an update brings, on the admin's side: `fleet publish -m` (default the repository's last
 //! commit subject) puts the note in the signed manifest, `--build` adds the closure diff against
-//! the previous expected system (the fleet tests' fake Nix answers `store diff-closures` with a
-//! new package and a kernel change), and `fleet status` shows the published note.
+//! the previous expected system (the fleet tests' fake Nix answers `store diff-closures` with
+//! canned text: a new package and a kernel change), and `fleet status` shows the published note.
+//! desk_changes_real_nix.rs runs the summary on real Nix's `nix store diff-closures`.
 
 use crate::fleet_support::{fake_nix, verify_generation, TestFleet};
 use std::process::Command;

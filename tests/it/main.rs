@@ -43,6 +43,7 @@ mod daemon_peer_access;
 mod daemon_systemd_notify;
 mod demo;
 mod desk_changes;
+mod desk_changes_real_nix;
 mod desk_power;
 mod faults_clock;
 mod faults_connection;
