@@ -18,7 +18,7 @@ use tiffin::fleet::status::{fleet_status, render_table, Style};
 use tiffin::runner::Runner;
 
 /// Why restic cannot run here, if it cannot.
-fn missing_restic() -> Option<String> {
+pub(crate) fn missing_restic() -> Option<String> {
     let ok = Command::new("restic")
         .arg("version")
         .stdout(Stdio::null())
@@ -28,7 +28,7 @@ fn missing_restic() -> Option<String> {
 }
 
 /// A server with `hosts`, each published once (so `fleet publish` made their `backup/`).
-fn server(hosts: &[&str]) -> Option<Sshd> {
+pub(crate) fn server(hosts: &[&str]) -> Option<Sshd> {
     if !support::prerequisite("the backup tests", missing_restic()) {
         return None;
     }

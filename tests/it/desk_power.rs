@@ -15,8 +15,8 @@ fn bus_available(test: &str) -> bool {
     require_root(test) && support::prerequisite(test, system_bus::missing_prerequisite())
 }
 
-/// UPower on battery, NetworkManager with `Metered` = no.
-fn bus_on_battery() -> SystemBus {
+/// UPower on battery, NetworkManager with `Metered` = no (also `backup_power`'s bus).
+pub(crate) fn bus_on_battery() -> SystemBus {
     let mut bus = SystemBus::start();
     bus.mock("upower", r#"{"OnBattery": true}"#, "org.freedesktop.UPower");
     bus.mock("networkmanager", "{}", "org.freedesktop.NetworkManager");
@@ -45,7 +45,7 @@ fn agent_on(bus: &SystemBus) -> Agent {
     agent
 }
 
-fn wait_status(
+pub(crate) fn wait_status(
     agent: &Agent,
     within: Duration,
     what: &str,

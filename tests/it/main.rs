@@ -33,6 +33,7 @@ fn desktop_available(test: &str) -> bool {
 
 mod agent_metrics;
 mod architecture;
+mod backup_power;
 mod backup_restic;
 mod cli_help;
 mod client_update;

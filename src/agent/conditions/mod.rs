@@ -82,9 +82,14 @@ impl Gate {
         (Self { rx, rules }, tx)
     }
 
-    /// May an automatic run start now, and if not, why.
+    /// May an automatic run start now, and if not, why (no reason: the bus has not answered
+    /// yet; as in [`Gate::until_allowed`], a run waits for that first answer or its timeout).
     pub fn may_start(&self) -> Result<(), Vec<Waiting>> {
-        may_start(&self.rx.borrow(), &self.rules)
+        let c = *self.rx.borrow();
+        if !c.known {
+            return Err(Vec::new());
+        }
+        may_start(&c, &self.rules)
     }
 
     /// Waits until the conditions change; false when the follower ended (nothing is known).
