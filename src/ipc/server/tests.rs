@@ -40,6 +40,13 @@ impl AgentService for FakeAgent {
             })
         })
     }
+    fn backup(&self, _cmd: Command) -> BackupCall {
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            let _ = gate.acquire().await.map(|p| p.forget());
+            Ok(BackupAnswer::Snapshots(Vec::new()))
+        })
+    }
 }
 
 async fn read_all(s: &mut UnixStream) -> String {
@@ -160,4 +167,57 @@ async fn shutdown_still_delivers_the_answer_of_a_call_in_flight() {
         "{answer}"
     );
     server.await.unwrap();
+}
+
+#[tokio::test]
+async fn backup_calls_count_against_the_calls_in_flight_of_a_connection() {
+    // A local user may not pile up backup or snapshot calls on one connection any more than
+    // cycles: past `max_calls` in flight the answer is `busy`.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sock");
+    let listener = bind(&path, None).unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let (status, _) = watch::channel(AgentStatus::default());
+    let service = Arc::new(FakeAgent {
+        status,
+        gate: gate.clone(),
+        calls_started: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    });
+    let access = AccessPolicy {
+        socket_group: "test".into(),
+        socket_gid: Some(nix::unistd::getegid()),
+        admin_group: "test".into(),
+        admin_gid: None,
+    };
+    let limits = Limits {
+        max_calls: 2,
+        ..Limits::default()
+    };
+    tokio::spawn(serve(
+        listener,
+        service,
+        access,
+        limits,
+        std::future::pending::<()>(),
+    ));
+    let mut caller = UnixStream::connect(&path).await.unwrap();
+    for (id, cmd) in [(1, "backup"), (2, "snapshots"), (3, "backup")] {
+        let line = format!("{{\"id\":{id},\"cmd\":\"{cmd}\"}}\n");
+        caller.write_all(line.as_bytes()).await.unwrap();
+    }
+    caller.shutdown().await.unwrap();
+    // The third is refused at once; the first two are answered when they end.
+    gate.add_permits(2);
+    let answers = read_all(&mut caller).await;
+    let by_id: Vec<serde_json::Value> = answers
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let busy: Vec<_> = by_id
+        .iter()
+        .filter(|v| v["error"]["code"] == "busy")
+        .map(|v| v["id"].clone())
+        .collect();
+    assert_eq!(busy, vec![serde_json::json!(3)], "{answers}");
+    assert_eq!(by_id.len(), 3, "{answers}");
 }
