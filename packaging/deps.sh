@@ -11,9 +11,9 @@ build_pkgs=(build-essential pkg-config libssl-dev libgtk-3-dev libayatana-appind
 test_pkgs=(openssh-server openssh-client rsync xvfb dbus dbus-x11 nix-bin desktop-file-utils systemd
            libglib2.0-bin x11-apps imagemagick iproute2 procps passwd python3 python3-dbus python3-gi
            trayer xdotool faketime tzdata)
-test_pkgs+=(restic)  # issue 23: backups are made by real restic, through the real sshd chroot
-test_pkgs+=(python3-dbusmock)  # issue 19: UPower/NetworkManager/logind mocks on a private system bus
-test_pkgs+=(python3-prometheus-client)  # issue 20: the metrics tests parse /metrics with a real Prometheus text-format parser
+test_pkgs+=(restic)  # backups are made by real restic, through the real sshd chroot
+test_pkgs+=(python3-dbusmock)  # UPower/NetworkManager/logind mocks on a private system bus
+test_pkgs+=(python3-prometheus-client)  # the metrics tests parse /metrics with a real Prometheus text-format parser
 # The demo needs only the build: its simulated NixOS is POSIX sh and coreutils.
 case "$what" in
   build|demo) pkgs=("${build_pkgs[@]}") ;;

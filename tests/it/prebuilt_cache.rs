@@ -1,4 +1,4 @@
-//! Prebuilt systems through each host's own binary cache (issue 18), on real Nix and a real
+//! Prebuilt systems through each host's own binary cache, on real Nix and a real
 //! chrooted sshd: `fleet publish --build` exports the closure of the host's system into its
 //! generation; the agent with `build = "prebuilt"` downloads over its own SFTP session only
 //! the narinfos and NARs of the paths its store lacks, checks each against the signed manifest,

@@ -85,7 +85,7 @@ fn tray_follows_the_real_agent_through_publish_notify_update_and_restart() {
     d.wait_for_line(CYCLE, "Update available: generation 1");
     d.wait_for_icon(CYCLE, IconKind::UpdateAvailable);
     let first = wait_for_notification(&mut d, "Update available: generation 1");
-    // "Update now" first, then the "Later" choices before the deadline (issue 19).
+    // "Update now" first, then the "Later" choices before the deadline.
     let actions = first["actions"].as_array().cloned().unwrap_or_default();
     assert_eq!(
         actions[..2],

@@ -255,7 +255,7 @@ fn update_available_is_shown_and_notified_and_both_update_buttons_reach_the_agen
     d.wait_for_icon(CHANGE, IconKind::UpdateAvailable);
     let note = wait_for_notification(&mut d, "Update available: generation 43");
     assert_eq!(note["app_name"], "tiffin");
-    // "Update now" first, then the "Later" choices before the deadline (issue 19).
+    // "Update now" first, then the "Later" choices before the deadline.
     let actions = note["actions"].as_array().cloned().unwrap_or_default();
     assert_eq!(
         actions[..2],
