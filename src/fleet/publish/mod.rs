@@ -317,6 +317,7 @@ impl<'a> RunContext<'a> {
             {
                 if !self.opts.dry_run {
                     ensure_skeleton(&publication, owner)?;
+                    generation::ensure_current_txt(&publication, cur.generation, owner)?;
                     if let Some(k) = self.signer.as_ref().filter(|_| signature_is_stale(cur)) {
                         resign(&publication, cur, k, owner)?;
                     }
