@@ -1,8 +1,47 @@
 //! The keys of an http(s):// source and of the web layout: agent.toml `http_ca` (and that an
 //! http(s) source comes with `trusted_key`), fleet.toml `[http] root` and `[hosts.X] http_prefix`.
 
-use super::AgentConfig;
-use std::path::Path;
+use super::{AgentConfig, FleetConfig};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// fleet.toml `[http]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The directory a web server serves: publish keeps `<root>/<http_prefix>/current.txt` and
+    /// `<root>/<http_prefix>/gens` there, links into each host's publication, and nothing else.
+    pub root: PathBuf,
+}
+
+/// fleet.toml: `[http] root` is absolute and outside the chroot root; every `http_prefix` is
+/// valid and used by one host only. `at` names the line of a key.
+pub fn check_fleet(c: &FleetConfig, at: &dyn Fn(&str) -> String) -> Result<(), String> {
+    if let Some(h) = &c.http {
+        check_root(&h.root).map_err(|why| format!("{}: [http] root: {why}", at("root")))?;
+        if h.root.starts_with(&c.chroot) || c.chroot.starts_with(&h.root) {
+            return Err(format!(
+                "{}: [http] root {:?} overlaps chroot {:?}: a web server must see only the links publish makes, never logs/ or backup/",
+                at("root"),
+                h.root.display().to_string(),
+                c.chroot.display().to_string()
+            ));
+        }
+    }
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, h) in &c.hosts {
+        let Some(p) = &h.http_prefix else { continue };
+        let here = at(p);
+        check_prefix(p).map_err(|why| format!("{here}: host {name:?}: http_prefix: {why}"))?;
+        if let Some(other) = seen.insert(p, name) {
+            return Err(format!(
+                "{here}: host {name:?}: http_prefix is already host {other:?}'s; each host needs its own"
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// agent.toml: `http_ca` is an absolute path; an http(s) source needs `trusted_key`, since a web
 /// server is an untrusted transport (`allow_unsigned` applies to a pinned sftp:// server only).

@@ -90,11 +90,18 @@ pub(super) fn write_current_txt(
 ) -> io::Result<()> {
     let path = publication.current_txt();
     let body = crate::publication::layout::current_txt_body(generation);
+    // Web servers derive ETag and Last-Modified from the mtime in seconds and the size: a new
+    // content of the same size within the same second must still get a later mtime.
+    let before = fs::metadata(&path).and_then(|m| m.modified()).ok();
     fsutil::atomic_write_with(&path, GEN_FILE_MODE, |f| {
         if let Some((uid, gid)) = owner.tree() {
             std::os::unix::fs::fchown(&*f, Some(uid), Some(gid))?;
         }
-        io::Write::write_all(f, body.as_bytes())
+        io::Write::write_all(f, body.as_bytes())?;
+        if let Some(later) = before.and_then(|b| later_second(b, SystemTime::now())) {
+            f.set_modified(later)?;
+        }
+        Ok(())
     })
 }
 
@@ -218,6 +225,17 @@ pub(super) fn remove_stale_incoming(p: &Publication) {
     }
 }
 
+/// The whole second after `before` when `now` is not in a later second than it.
+fn later_second(before: SystemTime, now: SystemTime) -> Option<SystemTime> {
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    (secs(now) <= secs(before))
+        .then(|| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs(before) + 1))
+}
+
 /// Makes everything written on the generation's filesystem durable with one syncfs(2), instead of
 /// one fsync per file: a 300-file generation costs one flush.
 fn sync_filesystem(dir: &Path) -> io::Result<()> {
@@ -273,6 +291,12 @@ mod tests {
         fs::remove_file(p.current_txt()).unwrap();
         ensure_current_txt(&p, 2, Ownership::Publisher).unwrap();
         assert_eq!(fs::read_to_string(p.current_txt()).unwrap(), "gens/2\n");
+        // Rewritten within the same second, same size: still a later mtime (a new ETag).
+        let mtime = |p: &Publication| fs::metadata(p.current_txt()).unwrap().modified().unwrap();
+        let before = mtime(&p);
+        write_current_txt(&p, 3, Ownership::Publisher).unwrap();
+        let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert!(secs(mtime(&p)) > secs(before));
         let names: Vec<_> = fs::read_dir(p.gens())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

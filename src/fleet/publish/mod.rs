@@ -20,6 +20,7 @@ mod prune;
 mod root;
 mod seal;
 mod stage;
+mod web;
 
 pub(crate) use outcome::GEN_FILE_MODE;
 use outcome::{push, HostError};
@@ -97,6 +98,9 @@ pub fn publish_with_progress(
     }
     report.warnings.extend(ctx.warnings());
     report.warnings.extend(ctx.save_seal_state());
+    if !opts.dry_run {
+        report.warnings.extend(web::update(config, &report.hosts));
+    }
     report.orphans = prune::orphans(config, opts)?;
     Ok(report)
 }
