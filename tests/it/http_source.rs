@@ -109,11 +109,17 @@ impl Web {
 
     /// Starts nginx on the web root (https with `tls`).
     fn serve(&mut self, tls: Option<(&Path, &Path)>) -> &Nginx {
+        self.serve_with(tls, "")
+    }
+
+    /// [`Web::serve`] with more directives in nginx's server block.
+    fn serve_with(&mut self, tls: Option<(&Path, &Path)>, extra: &str) -> &Nginx {
         self.nginx = Some(Nginx::start(&NginxOptions {
             root: &self.dir.path().join("web"),
             user: "nobody",
             group: &self.user,
             tls,
+            extra,
         }));
         self.nginx.as_ref().unwrap()
     }
@@ -257,7 +263,7 @@ fn a_full_cycle_over_nginx_alone_installs_a_signed_sealed_publication_and_refuse
     let sealed = fs::read(served.join("files/etc/app/secret")).unwrap();
     assert!(!sealed.windows(5).any(|w| w == b"first"));
     // Every request went to the host's prefix; logs/ was never asked for.
-    let log = web.nginx().access_log();
+    let log = web.nginx().settled_access_log();
     assert!(
         log.iter()
             .all(|a| a.uri.starts_with(&format!("/{PREFIX}/gens/"))
@@ -299,10 +305,10 @@ fn a_no_change_check_is_one_conditional_get_answered_304_on_the_same_connection(
     let config = AgentConfig::parse(&web.agent_toml(&url, &state, ""), "agent.toml").unwrap();
     let first = web.check(&config).unwrap();
     assert!(matches!(first, SyncOutcome::Fetched { .. }), "{first:?}");
-    let before = web.nginx().access_log();
+    let before = web.nginx().settled_access_log();
     let unchanged = web.check(&config).unwrap();
     assert!(matches!(unchanged, SyncOutcome::Unchanged(_)));
-    let after = web.nginx().access_log();
+    let after = web.nginx().settled_access_log();
     assert_eq!(after.len(), before.len() + 1, "{after:?}");
     let check = after.last().unwrap();
     assert_eq!(
@@ -324,11 +330,11 @@ fn a_no_change_check_is_one_conditional_get_answered_304_on_the_same_connection(
         format!("{PREFIX}/logs/seen.json"),
         format!("{PREFIX}/backup/config"),
         format!("{PREFIX}/current"),
-        String::new(),
     ] {
-        let status = http_status(&web.nginx().url(&path));
-        assert!(status == 404 || status == 403, "{path}: HTTP {status}");
+        assert_eq!(http_status(&web.nginx().url(&path)), 404, "{path}");
     }
+    // The root lists nothing (0711, and no index).
+    assert_eq!(http_status(&web.nginx().url("")), 403);
     assert_eq!(
         http_status(&web.nginx().url(&format!("{PREFIX}/current.txt"))),
         200
@@ -373,4 +379,31 @@ fn https_accepts_only_the_pinned_ca() {
     );
     let e = web.check(&config_with(None, "state-system")).unwrap_err();
     assert!(e.contains("TLS") && e.contains("system's root"), "{e}");
+}
+
+#[test]
+fn redirects_are_followed_on_the_same_server_only() {
+    let Some(mut web) = Web::new("http_source") else {
+        return;
+    };
+    web.write("files/etc/motd", b"hello\n");
+    assert_eq!(web.publish(), 1);
+    // /moved/… is now under the prefix (same server); /away/… goes to another address.
+    let extra = format!(
+        "location /moved/ {{ rewrite ^/moved/(.*)$ /{PREFIX}/$1 permanent; }}\n    \
+         location /away/ {{ rewrite ^/away/(.*)$ http://127.0.0.2:$server_port/{PREFIX}/$1 redirect; }}"
+    );
+    web.serve_with(None, &extra);
+    let config = |path: &str, state: &str| {
+        let text = web.agent_toml(&web.nginx().url(path), &web.dir.path().join(state), "");
+        AgentConfig::parse(&text, "agent.toml").unwrap()
+    };
+    let moved = web.check(&config("moved/", "state-moved")).unwrap();
+    assert!(matches!(moved, SyncOutcome::Fetched { .. }), "{moved:?}");
+    let e = web.check(&config("away/", "state-away")).unwrap_err();
+    assert!(
+        e.contains("redirected to http://127.0.0.2:") && e.contains("another server"),
+        "{e}"
+    );
+    assert!(!web.dir.path().join("state-away/tree").exists());
 }

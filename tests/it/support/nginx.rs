@@ -31,6 +31,8 @@ pub struct NginxOptions<'a> {
     pub group: &'a str,
     /// HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<(&'a Path, &'a Path)>,
+    /// More directives for the server block (`location …`).
+    pub extra: &'a str,
 }
 
 /// One line of the access log.
@@ -128,6 +130,7 @@ http {{
     listen 127.0.0.1:{port}{ssl};
     {tls}root {root};
     autoindex off;
+    {extra}
   }}
 }}
 "#,
@@ -135,6 +138,7 @@ http {{
             group = o.group,
             port = self.port,
             root = o.root.display(),
+            extra = o.extra,
         )
     }
 
@@ -187,6 +191,21 @@ http {{
                 }
             })
             .collect()
+    }
+
+    /// The access log once nginx has written it out: nginx logs a request after sending its
+    /// response, so a client can be faster than the log. Waits until no line came for 200 ms.
+    pub fn settled_access_log(&self) -> Vec<Access> {
+        let mut last = self.access_log();
+        let start = Instant::now();
+        loop {
+            thread::sleep(Duration::from_millis(200));
+            let now = self.access_log();
+            if now.len() == last.len() || start.elapsed() > Duration::from_secs(5) {
+                return now;
+            }
+            last = now;
+        }
     }
 
     /// The directory of nginx's config and logs.
