@@ -248,7 +248,13 @@ impl AgentConfig {
         c.validate(origin)?;
         check_metrics(&c.metrics, &c.http_trigger)
             .map_err(|why| AgentConfigError(format!("{origin}: metrics: {why}")))?;
-        super::http::check_agent(&c).map_err(|e| AgentConfigError(format!("{origin}: {e}")))?;
+        super::http::check_agent(
+            &c.source,
+            &c.trusted_key,
+            c.http_ca.as_deref(),
+            c.backup.is_some(),
+        )
+        .map_err(|e| AgentConfigError(format!("{origin}: {e}")))?;
         Ok(c)
     }
 

@@ -165,6 +165,16 @@ impl FleetConfig {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// `[http] root` and every `http_prefix` (`config::http`).
+    fn check_http(&self, at: &dyn Fn(&str) -> String) -> Result<(), FleetConfigError> {
+        let prefixes = self
+            .hosts
+            .iter()
+            .map(|(n, h)| (n.as_str(), h.http_prefix.as_deref()));
+        super::http::check_fleet(&self.chroot, self.http.as_ref(), prefixes, at)
+            .map_err(FleetConfigError)
+    }
+
     /// Parses and validates fleet text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, FleetConfigError> {
         let c: FleetConfig =
@@ -242,7 +252,7 @@ impl FleetConfig {
             .map(|(n, h)| (n.as_str(), h.key.as_str()))
             .collect();
         super::secrets::check(&c.secrets, &keys, &at).map_err(FleetConfigError)?;
-        super::http::check_fleet(&c, &at).map_err(FleetConfigError)?;
+        c.check_http(&at)?;
         Ok(c)
     }
 }

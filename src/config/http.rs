@@ -1,7 +1,7 @@
 //! The keys of an http(s):// source and of the web layout: agent.toml `http_ca` (and that an
 //! http(s) source comes with `trusted_key`), fleet.toml `[http] root` and `[hosts.X] http_prefix`.
 
-use super::{AgentConfig, FleetConfig};
+use crate::source::SourceUrl;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,22 +17,27 @@ pub struct HttpConfig {
 
 /// fleet.toml: `[http] root` is absolute and outside the chroot root; every `http_prefix` is
 /// valid and used by one host only. `at` names the line of a key.
-pub fn check_fleet(c: &FleetConfig, at: &dyn Fn(&str) -> String) -> Result<(), String> {
-    if let Some(h) = &c.http {
-        check_root(&h.root).map_err(|why| format!("{}: [http] root: {why}", at("root")))?;
-        if h.root.starts_with(&c.chroot) || c.chroot.starts_with(&h.root) {
+pub fn check_fleet<'a>(
+    chroot: &Path,
+    http: Option<&HttpConfig>,
+    prefixes: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), String> {
+    if let Some(h) = http {
+        check_root(&h.root).map_err(|why| format!("{}: [http] root: {why}", at("[http]")))?;
+        if h.root.starts_with(chroot) || chroot.starts_with(&h.root) {
             return Err(format!(
                 "{}: [http] root {:?} overlaps chroot {:?}: a web server must see only the links publish makes, never logs/ or backup/",
-                at("root"),
+                at("[http]"),
                 h.root.display().to_string(),
-                c.chroot.display().to_string()
+                chroot.display().to_string()
             ));
         }
     }
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
-    for (name, h) in &c.hosts {
-        let Some(p) = &h.http_prefix else { continue };
-        let here = at(p);
+    for (name, prefix) in prefixes {
+        let Some(p) = prefix else { continue };
+        let here = at(&format!("hosts.{name}"));
         check_prefix(p).map_err(|why| format!("{here}: host {name:?}: http_prefix: {why}"))?;
         if let Some(other) = seen.insert(p, name) {
             return Err(format!(
@@ -45,8 +50,13 @@ pub fn check_fleet(c: &FleetConfig, at: &dyn Fn(&str) -> String) -> Result<(), S
 
 /// agent.toml: `http_ca` is an absolute path; an http(s) source needs `trusted_key`, since a web
 /// server is an untrusted transport (`allow_unsigned` applies to a pinned sftp:// server only).
-pub fn check_agent(c: &AgentConfig) -> Result<(), String> {
-    if let Some(ca) = &c.http_ca {
+pub fn check_agent(
+    source: &SourceUrl,
+    trusted_key: &str,
+    http_ca: Option<&Path>,
+    backup: bool,
+) -> Result<(), String> {
+    if let Some(ca) = http_ca {
         if !ca.is_absolute() {
             return Err(format!(
                 "http_ca: {:?} must be an absolute path (a PEM file, e.g. /etc/tiffin/fleet-ca.pem)",
@@ -54,16 +64,14 @@ pub fn check_agent(c: &AgentConfig) -> Result<(), String> {
             ));
         }
     }
-    if c.source.is_http() && c.trusted_key.is_empty() {
+    if source.is_http() && trusted_key.is_empty() {
         return Err(format!(
-            "source: {} is a web server, an untrusted transport: set trusted_key (the fleet's public key); unsigned publications are accepted only from a pinned sftp:// server",
-            c.source
+            "source: {source} is a web server, an untrusted transport: set trusted_key (the fleet's public key); unsigned publications are accepted only from a pinned sftp:// server"
         ));
     }
-    if c.source.is_http() && c.backup.is_some() {
+    if source.is_http() && backup {
         return Err(format!(
-            "[backup]: needs an sftp:// source (the host's chroot takes the repository); {} is a read-only web server",
-            c.source
+            "[backup]: needs an sftp:// source (the host's chroot takes the repository); {source} is a read-only web server"
         ));
     }
     Ok(())
@@ -124,6 +132,7 @@ mod tests {
 
     #[test]
     fn an_http_source_needs_a_trusted_key_and_an_absolute_ca() {
+        use crate::config::AgentConfig;
         let base = "host = \"a\"\nsource = \"https://cdn.example.org/p/\"\n";
         let e = AgentConfig::parse(base, "agent.toml")
             .unwrap_err()
@@ -147,5 +156,35 @@ mod tests {
         )
         .unwrap();
         assert!(c.source.is_http());
+    }
+
+    #[test]
+    fn fleet_toml_prefixes_and_root_are_checked_with_their_line() {
+        use crate::config::FleetConfig;
+        const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOhfranTNzd5iz9u62K9DBWkqC9JBYkSle3Nr25o6PSa root@laptop";
+        let fleet = |a: &str, b: &str, root: &str| {
+            format!(
+                "chroot = \"/srv/tiffin\"\n[http]\nroot = \"{root}\"\n\
+                 [hosts.a]\nkey = \"{KEY}\"\nhttp_prefix = \"{a}\"\n\
+                 [hosts.b]\nkey = \"{KEY}\"\nhttp_prefix = \"{b}\"\n"
+            )
+        };
+        let (p1, p2) = ("Zm9vYmFyYmF6cXV4LWZvb2Jh", "b3RoZXJwcmVmaXhvdGhlcnBy");
+        let c = FleetConfig::parse(&fleet(p1, p2, "/srv/web"), "fleet.toml").unwrap();
+        assert_eq!(c.hosts["a"].http_prefix.as_deref(), Some(p1));
+        for (text, line, why) in [
+            (fleet(p1, "short", "/srv/web"), 7, "at least 22"),
+            (fleet(p1, p1, "/srv/web"), 7, "already host \"a\"'s"),
+            (fleet(p1, p2, "/srv/tiffin/web"), 2, "overlaps chroot"),
+            (fleet(p1, p2, "web"), 2, "absolute"),
+        ] {
+            let e = FleetConfig::parse(&text, "fleet.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("fleet.toml:{line}:")) && e.contains(why),
+                "{e}"
+            );
+        }
     }
 }

@@ -19,7 +19,7 @@ use super::http_client::{client, request_error, same_origin, Client, LastCurrent
 use super::{parse_current_target, Source, SourceError, TransferLimits};
 use crate::publication::layout::{self, CURRENT_TXT};
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ureq::http::{Response, StatusCode};
@@ -318,27 +318,19 @@ impl Source for HttpSource {
     }
 }
 
-/// The base URL of a source, for [`super::open`].
-pub(super) fn target(base: &::url::Url, ca: Option<&Path>) -> HttpTarget {
-    HttpTarget {
-        base: base.clone(),
-        ca: ca.map(Path::to_path_buf),
-        connect_timeout: super::CONNECT_TIMEOUT,
-        io_timeout: super::IO_TIMEOUT,
-        limits: super::TRANSFER_LIMITS,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn layout_paths_are_percent_encoded_segments_under_the_base() {
-        let s = HttpSource::open(target(
-            &::url::Url::parse("https://cdn.example.org/fleet/abc/").unwrap(),
-            None,
-        ))
+        let s = HttpSource::open(HttpTarget {
+            base: ::url::Url::parse("https://cdn.example.org/fleet/abc/").unwrap(),
+            ca: None,
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(1),
+            limits: super::super::TRANSFER_LIMITS,
+        })
         .unwrap();
         assert_eq!(
             s.url(&layout::tree_rel(3, "files/etc/a b?#%.conf"))

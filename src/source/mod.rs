@@ -157,10 +157,13 @@ pub fn open<'a>(login: impl Into<Login<'a>>) -> Result<Box<dyn Source>, SourceEr
             io_timeout: IO_TIMEOUT,
             limits: TRANSFER_LIMITS,
         })?)),
-        SourceUrl::Http(base) => Ok(Box::new(HttpSource::open(http::target(
-            base,
-            login.http_ca,
-        ))?)),
+        SourceUrl::Http(base) => Ok(Box::new(HttpSource::open(HttpTarget {
+            base: base.clone(),
+            ca: login.http_ca.map(Path::to_path_buf),
+            connect_timeout: CONNECT_TIMEOUT,
+            io_timeout: IO_TIMEOUT,
+            limits: TRANSFER_LIMITS,
+        })?)),
     }
 }
 
