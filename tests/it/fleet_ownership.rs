@@ -82,6 +82,16 @@ fn chroot_tree_and_logs_have_the_owners_and_modes_sshd_needs() {
             fs::read_link(dir.join("current")).unwrap(),
             Path::new("gens").join(gen.to_string())
         );
+        // The same for HTTP readers, readable like the generation.
+        assert_eq!(
+            fs::read_to_string(dir.join("current.txt")).unwrap(),
+            format!("gens/{gen}\n")
+        );
+        assert_eq!(
+            owner_mode(&dir.join("current.txt")),
+            (0, user.gid, 0o640),
+            "{host}: current.txt"
+        );
         let g = dir.join("gens").join(gen.to_string());
         assert_eq!(
             owner_mode(&g),

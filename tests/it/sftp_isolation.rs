@@ -71,7 +71,7 @@ fn a_host_key_reaches_only_its_own_chroot_and_writes_only_its_logs() {
         .filter_map(|(p, _)| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     names.sort();
-    assert_eq!(names, ["backup", "current", "gens", "logs"]);
+    assert_eq!(names, ["backup", "current", "current.txt", "gens", "logs"]);
     let mut buf = String::new();
     sftp.open(Path::new("/gens/1/tree/configuration.nix"))
         .unwrap()
