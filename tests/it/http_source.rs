@@ -407,3 +407,44 @@ fn redirects_are_followed_on_the_same_server_only() {
     );
     assert!(!web.dir.path().join("state-away/tree").exists());
 }
+
+#[test]
+fn a_wrong_prefix_is_not_found_and_a_server_error_is_unreachable_both_naming_the_url() {
+    let Some(mut web) = Web::new("http_source") else {
+        return;
+    };
+    web.write("files/etc/motd", b"hello\n");
+    assert_eq!(web.publish(), 1);
+    web.serve_with(None, "location /broken/ { return 503; }");
+    let open = |path: &str| {
+        let text = web.agent_toml(&web.nginx().url(path), &web.dir.path().join("s"), "");
+        let config = AgentConfig::parse(&text, "agent.toml").unwrap();
+        tiffin::source::open(&config).unwrap()
+    };
+    let wrong = format!("{}x/", &PREFIX[..PREFIX.len() - 1]);
+    let e = open(&wrong).current_generation().unwrap_err();
+    assert!(
+        matches!(e, tiffin::source::SourceError::NotFound { .. })
+            && e.to_string().contains(&format!("/{wrong}current.txt")),
+        "{e}"
+    );
+    let e = open("broken/").current_generation().unwrap_err();
+    assert!(
+        e.is_unreachable()
+            && e.to_string().contains("/broken/current.txt")
+            && e.to_string().contains("503"),
+        "{e}"
+    );
+    let mut s = open(&format!("{PREFIX}/"));
+    assert_eq!(s.current_generation().unwrap(), Some(1));
+    // More than the caller expects is refused.
+    let e = s
+        .read_file(1, "files/etc/motd", &mut Vec::new(), 3)
+        .unwrap_err();
+    assert!(
+        matches!(e, tiffin::source::SourceError::TooLarge { limit: 3, .. }),
+        "{e}"
+    );
+    let e = s.upload_log("report.json", b"{}").unwrap_err().to_string();
+    assert!(e.contains("read-only source"), "{e}");
+}
