@@ -15,6 +15,8 @@ let
   # { user; server; port; } of an sftp source (explicit or from server/port), null for file:///.
   endpoint = tiffinLib.agentEndpoint cfg;
   usesSftp = cfg.source == null || lib.hasPrefix "sftp://" cfg.source;
+  # A read-only web server (docs/serving.md): no server key or known_hosts.
+  usesHttp = cfg.source != null && (lib.hasPrefix "https://" cfg.source || lib.hasPrefix "http://" cfg.source);
   # The server to name in messages: the explicit source's, or the server option.
   serverName = if endpoint == null || endpoint.server == "" then "<server>" else endpoint.server;
   knownHostsText = if usesSftp && endpoint != null then tiffinLib.agentKnownHosts cfg else null;
@@ -221,6 +223,16 @@ in
       '';
     };
 
+    httpCa = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/etc/tiffin/fleet-ca.pem";
+      description = ''
+        For an https:// source: absolute path of the PEM file of the CA the web server's
+        certificate must be issued by (agent.toml `http_ca`); null: the system's roots.
+      '';
+    };
+
     maxAge = mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -354,8 +366,16 @@ in
           Set it to the server's /etc/ssh/ssh_host_ed25519_key.pub, e.g. from `ssh-keyscan -p ${toString (if endpoint == null then cfg.port else endpoint.port)} -t ed25519 ${serverName}`.'';
       }
       {
-        assertion = cfg.source == null || tiffinLib.parseSftpSource cfg.source != null || lib.hasPrefix "file:///" cfg.source;
-        message = "services.tiffin.agent.source = \"${toString cfg.source}\" is neither sftp://user@host:port/ nor file:///path.";
+        assertion = cfg.source == null || tiffinLib.parseSftpSource cfg.source != null || lib.hasPrefix "file:///" cfg.source || usesHttp;
+        message = "services.tiffin.agent.source = \"${toString cfg.source}\" is neither sftp://user@host:port/, https://host/path/ nor file:///path.";
+      }
+      {
+        assertion = usesHttp -> cfg.trustedKey != null;
+        message = "services.tiffin.agent.trustedKey is not set: an https:// source is a web server, an untrusted transport, and needs it (allowUnsigned does not apply).";
+      }
+      {
+        assertion = cfg.httpCa == null || lib.hasPrefix "/" cfg.httpCa;
+        message = "services.tiffin.agent.httpCa = \"${toString cfg.httpCa}\" must be an absolute path (a PEM file).";
       }
       {
         assertion = usesSftp -> (cfg.trustedKey != null || cfg.allowUnsigned);

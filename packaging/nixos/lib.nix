@@ -34,8 +34,10 @@ let
 
   # The same rules as the Rust parser (src/config/fleet.rs), so that a fleet the admin's
   # `tiffin fleet publish` accepts is also one the server module accepts, and vice versa.
-  fleetKeys = [ "chroot" "server" "port" "keep_generations" "signing_key" "never_publish" "build" "hosts" "secrets" "rollout" ];
-  hostKeys = [ "key" "dir" "attr" "user" "backup_quota" "wave" ];
+  fleetKeys = [ "chroot" "server" "port" "keep_generations" "signing_key" "never_publish" "build" "hosts" "secrets" "rollout" ]
+    ++ [ "http" ];  # [http] root: the web root (docs/serving.md)
+  hostKeys = [ "key" "dir" "attr" "user" "backup_quota" "wave" ]
+    ++ [ "http_prefix" ];
   keyTypes = "ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\\.com";
   # One line, starting with the key type: no options (`command="…" ssh-ed25519 …`), and no
   # newline or other control character in the comment (a newline would add a line, with options
@@ -107,7 +109,7 @@ let
     "interval" "jitter" "policy" "deadline" "operation" "verify_timeout" "health_checks"
     "http_trigger" "trusted_key" "allow_unsigned" "max_age" "build_timeout" "activate_timeout"
     "build"
-  ];
+  ] ++ [ "http_ca" ];
   # [backup] (docs/backup.md) and its forget policy, in the order of docs/configuration.md.
   backupKeyOrder = [ "paths" "exclude" "schedule" "jitter" "password_file" "restic" "timeout" ];
   keepKeyOrder = [ "last" "hourly" "daily" "weekly" "monthly" "yearly" ];
@@ -360,6 +362,8 @@ rec {
       # Written only when true: the admin said so (the module asserts on it for sftp sources).
       allow_unsigned = if o.allowUnsigned or false then true else null;
       max_age = o.maxAge or null;
+      # An https:// source's pinned CA (PEM file); null: the system's roots.
+      http_ca = o.httpCa or null;
       build_timeout = o.buildTimeout or null;
       activate_timeout = o.activateTimeout or null;
       build = o.build or null;

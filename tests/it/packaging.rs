@@ -618,6 +618,24 @@ fn rendered_agent_toml_passes_the_real_agents_check_with_every_value_kept() {
 }
 
 #[test]
+fn an_https_source_with_a_pinned_ca_renders_an_agent_toml_the_real_agent_accepts() {
+    if !have_nix() {
+        return;
+    }
+    let text = eval_string(
+        r#"lib.agentToml { host = "laptop"; source = "https://web.example.org/q3VzZXItcHJlZml4LW9mLWxhcHRvcA/"; trustedKey = "/etc/tiffin/admin.pub"; httpCa = "/etc/tiffin/fleet-ca.pem"; }"#,
+    );
+    let c = AgentConfig::parse(&text, "agent.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(c.source.is_http(), "{text}");
+    assert_eq!(c.http_ca, Some(PathBuf::from("/etc/tiffin/fleet-ca.pem")));
+    // fleet.toml's [http] root and http_prefix are known to the server module too.
+    let fleet = eval_ok(&format!(
+        r#"(lib.checkFleet {{ http = {{ root = "/srv/tiffin-web"; }}; hosts.laptop = {{ key = "{LAPTOP_KEY}"; http_prefix = "q3VzZXItcHJlZml4LW9mLWxhcHRvcA"; }}; }}).hosts"#
+    ));
+    assert!(fleet.to_string().contains("laptop"), "{fleet}");
+}
+
+#[test]
 fn minimal_agent_options_render_the_documented_defaults() {
     if !have_nix() {
         return;
@@ -1580,6 +1598,32 @@ fn agent_module_requires_a_trusted_key_or_allow_unsigned_and_writes_it() {
 
     let relative = eval_agent(&format!("{server} trustedKey = \"fleet.pub\";"));
     assert_failed(&relative, &["trustedKey = \"fleet.pub\"", "absolute"]);
+}
+
+#[test]
+fn agent_module_takes_an_https_source_only_with_a_trusted_key_and_writes_http_ca() {
+    if !have_nix() {
+        return;
+    }
+    let source = r#"source = "https://web.example.org/q3VzZXItcHJlZml4LW9mLWxhcHRvcA/";"#;
+    let unsigned = eval_agent(&format!("{source} allowUnsigned = true;"));
+    assert_failed(&unsigned, &["trustedKey is not set", "untrusted transport"]);
+    let signed = eval_agent(&format!(
+        "{source} trustedKey = \"/etc/tiffin/fleet.pub\"; httpCa = \"/etc/tiffin/ca.pem\";"
+    ));
+    assert_eq!(failed_assertions(&signed), Vec::<String>::new());
+    let text = agent_toml_text(&signed);
+    assert!(
+        text.lines()
+            .any(|l| l == "http_ca = \"/etc/tiffin/ca.pem\""),
+        "{text}"
+    );
+    let a = AgentConfig::parse(&text, "agent.toml").expect("valid agent.toml");
+    assert!(a.source.is_http());
+    let relative = eval_agent(&format!(
+        "{source} trustedKey = \"/etc/tiffin/fleet.pub\"; httpCa = \"ca.pem\";"
+    ));
+    assert_failed(&relative, &["httpCa = \"ca.pem\"", "absolute"]);
 }
 
 #[test]
