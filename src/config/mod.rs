@@ -8,6 +8,7 @@ pub mod desk;
 pub mod fleet;
 pub mod rollout;
 pub mod secrets;
+pub mod sources;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
 pub use backup::{BackupConfig, KeepPolicy};
