@@ -4,6 +4,7 @@
 
 use super::{Cycle, Ending, Pipeline};
 use crate::agent::pipeline::fetch::{self, LocalTree, SyncOutcome};
+use crate::agent::pipeline::sources;
 use crate::agent::pipeline::system;
 use crate::agent::state::Available;
 use crate::cycle::CycleRequest;
@@ -53,18 +54,28 @@ impl Pipeline {
             Ending::failed(Step::Fetch, e, false)
         })?;
         let t = Instant::now();
-        let mut src = source::open(&self.config).map_err(|e| {
+        let highest = self.highest_seen();
+        let mut skipped = Vec::new();
+        let chosen =
+            sources::choose(&self.config, highest, &mut |m| skipped.push(m.to_string()));
+        for m in &skipped {
+            tracing::warn!("{m}");
+            cy.runner.note(&format!("fetch: {m}"));
+        }
+        let sources::Chosen { url, source: mut src } = chosen.map_err(|e| {
             cy.took(Step::Fetch, t);
-            cy.runner.note(&format!("fetch: {e}"));
-            let result = if e.is_unreachable() {
+            cy.runner.note(&format!("fetch: {}", e.message));
+            let result = if e.unreachable {
                 CheckResult::Unreachable
             } else {
                 // Reached, but refused: a changed host key, a rejected identity.
                 CheckResult::Failed
             };
-            self.checked(result, Some(e.to_string()));
-            Ending::failed(Step::Fetch, e.to_string(), false)
+            self.checked(result, Some(e.message.clone()));
+            Ending::failed(Step::Fetch, e.message, false)
         })?;
+        self.status.update(|s| s.served_by = Some(url.to_string()));
+        cy.served_by = Some(url);
         let status = self.status.clone();
         let mut progress = |p| {
             status.update(|s| {
@@ -103,6 +114,10 @@ impl Pipeline {
             Err(e) => return Err(self.fetch_failed(cy, src.as_mut(), e)),
         };
         cy.server_reached = true;
+        if let Some(l) = &local {
+            let st = &mut self.state.state;
+            st.highest_seen_generation = st.highest_seen_generation.max(Some(l.generation));
+        }
         match local {
             Some(l) => {
                 cy.source = Some(src);
@@ -210,6 +225,12 @@ impl Pipeline {
     /// older than what is applied.
     pub(super) fn trust_policy(&self) -> Result<fetch::TrustPolicy, String> {
         fetch::TrustPolicy::from_config(&self.config, self.state.state.applied_generation)
+    }
+
+    /// The highest generation this machine has seen: accepted from a source, or applied.
+    fn highest_seen(&self) -> Option<u64> {
+        let st = &self.state.state;
+        st.highest_seen_generation.max(st.applied_generation)
     }
 
     pub(super) fn checked(&self, result: CheckResult, message: Option<String>) {
