@@ -72,6 +72,7 @@ mod pipeline_status;
 mod prebuilt_cache;
 mod sealed_files;
 mod sftp_faults;
+mod sources_failover;
 mod sftp_fetch;
 mod sftp_isolation;
 mod signed_publications;

@@ -10,6 +10,7 @@
 pub mod prometheus;
 pub mod publication;
 pub mod relay;
+pub mod mirror_sshd;
 pub mod sshd;
 
 use std::io::Read;
