@@ -78,7 +78,7 @@ fn with_the_primary_down_the_mirror_serves_reports_wait_and_a_lagging_mirror_is_
     let (code, out) = m.run_once();
     assert_eq!(code, 0, "{out}\n{}", mirror.log_text());
     assert_eq!(applied(&m), g2, "fetched from the mirror: {out}");
-    assert!(out.contains("skipped sftp://"), "the primary was passed over: {out}");
+    assert!(out.contains("skipped: sftp://"), "the primary was passed over: {out}");
     // Reports go to report_to (the primary): queued, not left on the mirror.
     assert!(!m.queued().is_empty(), "the report waits in the outbox");
     assert!(reports_of(&mirror.host_dir(HOST).join("logs"), g2).is_empty());

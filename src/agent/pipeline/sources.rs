@@ -52,8 +52,8 @@ pub fn choose(
                     });
                 }
                 unreachable &= e.is_unreachable();
-                note(&format!("skipped {url}: {e}"));
-                said.push(format!("{url}: {e}"));
+                note(&format!("skipped: {e}"));
+                said.push(e.to_string());
                 continue;
             }
         };
@@ -82,8 +82,8 @@ pub fn choose(
             },
             Err(e) => {
                 unreachable &= e.is_unreachable();
-                note(&format!("skipped {url}: {e}"));
-                said.push(format!("{url}: {e}"));
+                note(&format!("skipped: {e}"));
+                said.push(e.to_string());
             }
         }
     }
