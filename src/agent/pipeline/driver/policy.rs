@@ -75,6 +75,13 @@ impl Pipeline {
             Ending::failed(Step::Fetch, e.message, false)
         })?;
         self.status.update(|s| s.served_by = Some(url.to_string()));
+        // Trust is per source: an http(s):// one always needs a signed publication.
+        let applied = self.state.state.applied_generation;
+        let trust = fetch::TrustPolicy::for_source(&self.config, &url, applied).map_err(|e| {
+            cy.runner.note(&format!("fetch: {e}"));
+            self.checked(CheckResult::Failed, Some(e.clone()));
+            Ending::failed(Step::Fetch, e, false)
+        })?;
         cy.served_by = Some(url);
         let status = self.status.clone();
         let mut progress = |p| {
