@@ -8,11 +8,13 @@
 
 use crate::pipeline_sshd::{SshMachine, HOST};
 use crate::support::mirror_sshd::MirrorSshd;
+use crate::support::nginx::{self, Nginx, NginxOptions};
 use std::fs;
+use std::process::Command;
 
 /// Rewrites the machine's agent.toml to read `sources = [primary, mirror]` with both servers'
 /// host keys pinned.
-fn use_sources(m: &SshMachine, mirror: &MirrorSshd) {
+fn use_sources(m: &SshMachine, mirror: &MirrorSshd, third: Option<&str>) {
     let user = &m.srv.host(HOST).user;
     let primary = format!("sftp://{user}@127.0.0.1:{}/", m.srv.port());
     let second = format!("sftp://{user}@127.0.0.1:{}/", mirror.port());
@@ -27,8 +29,11 @@ fn use_sources(m: &SshMachine, mirror: &MirrorSshd) {
     let text: String = text
         .lines()
         .map(|l| {
-            if l.starts_with("source = ") {
-                format!("sources = [{primary:?}, {second:?}]\n")
+            if l.starts_with("source = ") || l.starts_with("sources = ") {
+                match third {
+                    None => format!("sources = [{primary:?}, {second:?}]\n"),
+                    Some(t) => format!("sources = [{primary:?}, {second:?}, {t:?}]\n"),
+                }
             } else if l.starts_with("known_hosts = ") {
                 format!("known_hosts = {:?}\n", known.display().to_string())
             } else {
@@ -64,7 +69,7 @@ fn with_the_primary_down_the_mirror_serves_reports_wait_and_a_lagging_mirror_is_
     m.write("notes.txt", b"one\n");
     let g1 = m.publish();
     mirror.copy_from(&m.srv, HOST);
-    use_sources(&m, &mirror);
+    use_sources(&m, &mirror, None);
     let (code, out) = m.run_once();
     assert_eq!(code, 0, "{out}");
     assert_eq!(applied(&m), g1);
@@ -118,5 +123,42 @@ fn with_the_primary_down_the_mirror_serves_reports_wait_and_a_lagging_mirror_is_
         fs::read(m.state.join("tree/notes.txt")).unwrap(),
         b"four\n",
         "the fetched tree stays the newest"
+    );
+
+    // nginx serves a third, up-to-date copy (HTTP, signed): with the primary still down and the
+    // mirror still behind, the cycle skips the mirror and takes generation 5 from nginx.
+    if !crate::support::prerequisite("the nginx part", nginx::missing()) {
+        return;
+    }
+    m.write("notes.txt", b"five\n");
+    let g5 = m.publish();
+    let web = tempfile::Builder::new()
+        .prefix("tiffin-failover-web-")
+        .tempdir()
+        .unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&m.srv.host(HOST).dir)
+        .arg(web.path().join(HOST))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    nginx::open_to_workers(web.path());
+    let group = m.srv.host(HOST).user.clone();
+    let n = Nginx::start(&NginxOptions {
+        root: web.path(),
+        user: "nobody",
+        group: &group,
+        tls: None,
+        extra: "",
+    });
+    use_sources(&m, &mirror, Some(&n.url(&format!("/{HOST}/"))));
+    let (code, out) = m.run_once();
+    assert_eq!(code, 0, "{out}\n{}", n.error_log());
+    assert!(out.contains(&stale), "{out}");
+    assert_eq!(applied(&m), g5, "from nginx: {out}");
+    assert!(
+        !m.queued().is_empty(),
+        "reports wait for the primary (nginx is read-only)"
     );
 }

@@ -48,7 +48,8 @@ impl Pipeline {
     /// Checks the server and fetches what it publishes for this host (`None`: nothing yet).
     /// The connection stays in `cy` for the reports.
     fn check_and_fetch(&mut self, cy: &mut Cycle) -> Result<Option<LocalTree>, Ending> {
-        let trust = self.trust_policy().map_err(|e| {
+        // Before any server is contacted: a configuration that can verify nothing fails here.
+        self.trust_policy().map_err(|e| {
             cy.runner.note(&format!("fetch: {e}"));
             self.checked(CheckResult::Failed, Some(e.clone()));
             Ending::failed(Step::Fetch, e, false)
