@@ -567,6 +567,38 @@ mod tests {
     }
 
     #[test]
+    fn sources_or_source_exactly_one_and_report_to_defaults_to_the_first_sftp_one() {
+        let c = AgentConfig::parse(
+            "host = \"a\"\nsources = [\"file:///srv/a\", \"sftp://u@m:22/\"]\n",
+            "agent.toml",
+        )
+        .unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.source, c.sources[0]);
+        assert_eq!(c.report_to, Some(c.sources[1].clone()));
+        let c = AgentConfig::parse("host = \"a\"\nsource = \"file:///x\"\n", "agent.toml").unwrap();
+        assert_eq!(c.sources, vec![c.source.clone()]);
+        let e = AgentConfig::parse(
+            "host = \"a\"\nsource = \"file:///x\"\nsources = [\"file:///y\"]\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("agent.toml: source, sources: "), "{e}");
+        let e = AgentConfig::parse("host = \"a\"\n", "agent.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("agent.toml: source, sources: "), "{e}");
+        let e = AgentConfig::parse(
+            "host = \"a\"\nsource = \"sftp://u@s:22/\"\nreport_to = \"https://cdn.example/a/\"\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("agent.toml: report_to: ") && e.contains("read-only"), "{e}");
+    }
+
+    #[test]
     fn bad_source_scheme_is_refused() {
         let e = AgentConfig::parse("host = \"a\"\nsource = \"ftp://x\"\n", "agent.toml")
             .unwrap_err()
