@@ -329,7 +329,11 @@ pub fn summary(s: &AgentStatus, now: u64) -> String {
             v.push_str(&format!(": {m}"));
         }
         row("last check", v);
-        if let Some(url) = s.served_by.as_ref().filter(|_| c.result != CheckResult::Unreachable) {
+        if let Some(url) = s
+            .served_by
+            .as_ref()
+            .filter(|_| c.result != CheckResult::Unreachable)
+        {
             row("served by", format!("checked {url}: {result}"));
         }
     }

@@ -272,8 +272,9 @@ impl AgentConfig {
 
     /// `source` or `sources` into [`AgentConfig::sources`] and `source`; `report_to` resolved.
     fn resolve_sources(&mut self, origin: &str) -> Result<(), AgentConfigError> {
-        let list = super::sources::resolve(self.source_key.take(), std::mem::take(&mut self.sources))
-            .map_err(|(key, why)| AgentConfigError(format!("{origin}: {key}: {why}")))?;
+        let list =
+            super::sources::resolve(self.source_key.take(), std::mem::take(&mut self.sources))
+                .map_err(|(key, why)| AgentConfigError(format!("{origin}: {key}: {why}")))?;
         self.report_to = super::sources::report_to(self.report_to.take(), &list)
             .map_err(|why| AgentConfigError(format!("{origin}: report_to: {why}")))?;
         self.source = list[0].clone();
@@ -595,7 +596,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("agent.toml: report_to: ") && e.contains("read-only"), "{e}");
+        assert!(
+            e.starts_with("agent.toml: report_to: ") && e.contains("read-only"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -94,7 +94,7 @@ mod tests {
             report_to(None, &[f.clone(), a.clone(), b.clone()]).unwrap(),
             Some(a)
         );
-        assert_eq!(report_to(None, &[f.clone()]).unwrap(), None);
+        assert_eq!(report_to(None, std::slice::from_ref(&f)).unwrap(), None);
         assert_eq!(report_to(Some(b.clone()), &[f]).unwrap(), Some(b));
     }
 }

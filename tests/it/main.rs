@@ -73,10 +73,10 @@ mod pipeline_status;
 mod prebuilt_cache;
 mod sealed_files;
 mod sftp_faults;
-mod sources_failover;
 mod sftp_fetch;
 mod sftp_isolation;
 mod signed_publications;
+mod sources_failover;
 #[cfg(feature = "tray")]
 mod tray_agent;
 #[cfg(feature = "tray")]

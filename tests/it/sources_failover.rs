@@ -83,7 +83,10 @@ fn with_the_primary_down_the_mirror_serves_reports_wait_and_a_lagging_mirror_is_
     let (code, out) = m.run_once();
     assert_eq!(code, 0, "{out}\n{}", mirror.log_text());
     assert_eq!(applied(&m), g2, "fetched from the mirror: {out}");
-    assert!(out.contains("skipped: sftp://"), "the primary was passed over: {out}");
+    assert!(
+        out.contains("skipped: sftp://"),
+        "the primary was passed over: {out}"
+    );
     // Reports go to report_to (the primary): queued, not left on the mirror.
     assert!(!m.queued().is_empty(), "the report waits in the outbox");
     assert!(reports_of(&mirror.host_dir(HOST).join("logs"), g2).is_empty());
@@ -95,7 +98,11 @@ fn with_the_primary_down_the_mirror_serves_reports_wait_and_a_lagging_mirror_is_
     assert_eq!(code, 0, "{out}");
     // (The tree change leaves the system as it is: the outcome is "up_to_date".)
     let delivered = reports_of(&m.srv.host(HOST).dir.join("logs"), g2);
-    assert_eq!(delivered.len(), 1, "delivered to the primary: {delivered:?}");
+    assert_eq!(
+        delivered.len(),
+        1,
+        "delivered to the primary: {delivered:?}"
+    );
     assert!(m.queued().is_empty(), "{:?}", m.queued());
 
     // The mirror stops being updated; the primary publishes twice and the machine takes it.
@@ -117,7 +124,11 @@ fn with_the_primary_down_the_mirror_serves_reports_wait_and_a_lagging_mirror_is_
         mirror.port()
     );
     assert!(out.contains(&stale), "{out}");
-    assert_eq!(applied(&m), g4, "the lagging mirror must not downgrade: {out}");
+    assert_eq!(
+        applied(&m),
+        g4,
+        "the lagging mirror must not downgrade: {out}"
+    );
     assert_eq!(m.state_json()["highest_seen_generation"], g4);
     assert_eq!(
         fs::read(m.state.join("tree/notes.txt")).unwrap(),

@@ -24,9 +24,7 @@ pub struct NoSource {
 /// What one source said when it was not used.
 fn skipped_stale(url: &SourceUrl, served: Option<u64>, highest: u64) -> String {
     match served {
-        Some(g) => format!(
-            "skipped {url}: serves generation {g}, this machine has seen {highest}"
-        ),
+        Some(g) => format!("skipped {url}: serves generation {g}, this machine has seen {highest}"),
         None => format!("skipped {url}: serves nothing, this machine has seen {highest}"),
     }
 }

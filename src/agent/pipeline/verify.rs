@@ -89,9 +89,7 @@ fn reconnect(config: &AgentConfig, deadline: Instant) -> Result<(), String> {
             Ok(Err(e)) => said.push(e),
             // Every source said no.
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err(said.join("; ")),
-            Err(mpsc::RecvTimeoutError::Timeout) if said.is_empty() => {
-                return Err(NO_ANSWER.into())
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) if said.is_empty() => return Err(NO_ANSWER.into()),
             Err(mpsc::RecvTimeoutError::Timeout) => return Err(said.join("; ")),
         }
     }

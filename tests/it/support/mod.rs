@@ -7,11 +7,11 @@
 //! bench). Not every user needs every part.
 #![allow(dead_code)]
 
+pub mod mirror_sshd;
 pub mod nginx;
 pub mod prometheus;
 pub mod publication;
 pub mod relay;
-pub mod mirror_sshd;
 pub mod sshd;
 
 use std::io::Read;

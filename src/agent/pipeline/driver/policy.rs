@@ -57,13 +57,15 @@ impl Pipeline {
         let t = Instant::now();
         let highest = self.highest_seen();
         let mut skipped = Vec::new();
-        let chosen =
-            sources::choose(&self.config, highest, &mut |m| skipped.push(m.to_string()));
+        let chosen = sources::choose(&self.config, highest, &mut |m| skipped.push(m.to_string()));
         for m in &skipped {
             tracing::warn!("{m}");
             cy.runner.note(&format!("fetch: {m}"));
         }
-        let sources::Chosen { url, source: mut src } = chosen.map_err(|e| {
+        let sources::Chosen {
+            url,
+            source: mut src,
+        } = chosen.map_err(|e| {
             cy.took(Step::Fetch, t);
             cy.runner.note(&format!("fetch: {}", e.message));
             let result = if e.unreachable {
