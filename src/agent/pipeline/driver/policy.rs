@@ -55,37 +55,7 @@ impl Pipeline {
             Ending::failed(Step::Fetch, e, false)
         })?;
         let t = Instant::now();
-        let highest = self.highest_seen();
-        let mut skipped = Vec::new();
-        let chosen = sources::choose(&self.config, highest, &mut |m| skipped.push(m.to_string()));
-        for m in &skipped {
-            tracing::warn!("{m}");
-            cy.runner.note(&format!("fetch: {m}"));
-        }
-        let sources::Chosen {
-            url,
-            source: mut src,
-        } = chosen.map_err(|e| {
-            cy.took(Step::Fetch, t);
-            cy.runner.note(&format!("fetch: {}", e.message));
-            let result = if e.unreachable {
-                CheckResult::Unreachable
-            } else {
-                // Reached, but refused: a changed host key, a rejected identity.
-                CheckResult::Failed
-            };
-            self.checked(result, Some(e.message.clone()));
-            Ending::failed(Step::Fetch, e.message, false)
-        })?;
-        self.status.update(|s| s.served_by = Some(url.to_string()));
-        // Trust is per source: an http(s):// one always needs a signed publication.
-        let applied = self.state.state.applied_generation;
-        let trust = fetch::TrustPolicy::for_source(&self.config, &url, applied).map_err(|e| {
-            cy.runner.note(&format!("fetch: {e}"));
-            self.checked(CheckResult::Failed, Some(e.clone()));
-            Ending::failed(Step::Fetch, e, false)
-        })?;
-        cy.served_by = Some(url);
+        let (mut src, trust) = self.serving_source(cy, t)?;
         let status = self.status.clone();
         let mut progress = |p| {
             status.update(|s| {
@@ -138,6 +108,44 @@ impl Pipeline {
                 Ok(None)
             }
         }
+    }
+
+    /// The source that serves this cycle (agent.toml `sources`, in order, stale ones skipped)
+    /// and the trust policy for it; recorded in `cy` and the status's `served_by`.
+    fn serving_source(
+        &mut self,
+        cy: &mut Cycle,
+        t: Instant,
+    ) -> Result<(Box<dyn source::Source>, fetch::TrustPolicy), Ending> {
+        let highest = self.highest_seen();
+        let mut skipped = Vec::new();
+        let chosen = sources::choose(&self.config, highest, &mut |m| skipped.push(m.to_string()));
+        for m in &skipped {
+            tracing::warn!("{m}");
+            cy.runner.note(&format!("fetch: {m}"));
+        }
+        let sources::Chosen { url, source: src } = chosen.map_err(|e| {
+            cy.took(Step::Fetch, t);
+            cy.runner.note(&format!("fetch: {}", e.message));
+            let result = if e.unreachable {
+                CheckResult::Unreachable
+            } else {
+                // Reached, but refused: a changed host key, a rejected identity.
+                CheckResult::Failed
+            };
+            self.checked(result, Some(e.message.clone()));
+            Ending::failed(Step::Fetch, e.message, false)
+        })?;
+        self.status.update(|s| s.served_by = Some(url.to_string()));
+        // Trust is per source: an http(s):// one always needs a signed publication.
+        let applied = self.state.state.applied_generation;
+        let trust = fetch::TrustPolicy::for_source(&self.config, &url, applied).map_err(|e| {
+            cy.runner.note(&format!("fetch: {e}"));
+            self.checked(CheckResult::Failed, Some(e.clone()));
+            Ending::failed(Step::Fetch, e, false)
+        })?;
+        cy.served_by = Some(url);
+        Ok((src, trust))
     }
 
     /// A fetch that failed: what the status shows, and whether it is reported (once per
