@@ -156,7 +156,7 @@ pub struct AgentConfig {
     #[serde(default)]
     pub sources: Vec<SourceUrl>,
     /// Where reports and `seen.json` go: agent.toml `report_to`, else (as loaded) the first
-    /// `sftp://` source; `None`: they stay queued in the outbox.
+    /// `sftp://` (or `file://`) source; `None`: they stay queued in the outbox.
     #[serde(default)]
     pub report_to: Option<SourceUrl>,
     /// For an https:// source: the PEM file of the CA its certificate must come from (pinned);
@@ -570,7 +570,7 @@ mod tests {
     #[test]
     fn sources_or_source_exactly_one_and_report_to_defaults_to_the_first_sftp_one() {
         let c = AgentConfig::parse(
-            "host = \"a\"\nsources = [\"file:///srv/a\", \"sftp://u@m:22/\"]\n",
+            "host = \"a\"\nsources = [\"https://cdn.example/a/\", \"sftp://u@m:22/\"]\ntrusted_key = \"/k.pub\"\n",
             "agent.toml",
         )
         .unwrap();

@@ -37,8 +37,8 @@ pub fn resolve(
     Ok(list)
 }
 
-/// Where reports, logs and `seen.json` go: `report_to` when set, else the first `sftp://`
-/// source; `None` (no sftp:// source) keeps them queued in the outbox. A read-only source
+/// Where reports, logs and `seen.json` go: `report_to` when set, else the first `sftp://` (or
+/// local `file://`) source; `None` (no such source) keeps them queued in the outbox. A read-only source
 /// (anything but `sftp://` and `file://`) is refused as `report_to`.
 pub fn report_to(
     explicit: Option<SourceUrl>,
@@ -50,7 +50,7 @@ pub fn report_to(
             "{u} is read-only (reports are uploaded over sftp://); name an sftp:// server, or leave \
              report_to out to use the first sftp:// source"
         )),
-        None => Ok(sources.iter().find(|u| u.is_sftp()).cloned()),
+        None => Ok(sources.iter().find(|u| writable(u)).cloned()),
     }
 }
 
@@ -90,11 +90,17 @@ mod tests {
         let f = u("file:///srv/x");
         let a = u("sftp://h@a:22/");
         let b = u("sftp://h@b:22/");
+        let web = u("https://cdn.example/h/");
         assert_eq!(
-            report_to(None, &[f.clone(), a.clone(), b.clone()]).unwrap(),
+            report_to(None, &[web.clone(), a.clone(), b.clone()]).unwrap(),
             Some(a)
         );
-        assert_eq!(report_to(None, std::slice::from_ref(&f)).unwrap(), None);
+        // A local publication takes its reports, as with one `source`.
+        assert_eq!(
+            report_to(None, std::slice::from_ref(&f)).unwrap(),
+            Some(f.clone())
+        );
+        assert_eq!(report_to(None, std::slice::from_ref(&web)).unwrap(), None);
         assert_eq!(report_to(Some(b.clone()), &[f]).unwrap(), Some(b));
     }
 }
