@@ -75,8 +75,11 @@ fn with_the_primary_down_the_mirror_serves_reports_wait_and_a_lagging_mirror_is_
     assert_eq!(applied(&m), g1);
     assert_eq!(reports_of(&m.srv.host(HOST).dir.join("logs"), g1).len(), 1);
 
-    // The mirror gets generation 2, then the primary goes down.
-    m.write("notes.txt", b"two\n");
+    // The mirror gets generation 2 (a new system), then the primary goes down.
+    m.write(
+        "configuration.nix",
+        b"{ ... }: { services.openssh.enable = true; }\n",
+    );
     let g2 = m.publish();
     mirror.copy_from(&m.srv, HOST);
     m.srv.kill();
