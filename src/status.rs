@@ -259,6 +259,9 @@ pub struct AgentStatus {
     /// `auto_reboot`: the machine restarts at this time (logged-in users are warned first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_planned: Option<u64>,
+    /// The source (agent.toml `sources`) that answered the last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
 }
 
 /// What an automatic update waits for (agent.toml `on_battery`, `on_metered`).

@@ -35,6 +35,7 @@ not-checked-yet = Noch nicht geprüft
 last-check = Zuletzt geprüft { $ago }
 last-check-unreachable = Zuletzt geprüft { $ago }: Server nicht erreichbar
 last-check-failed = Zuletzt geprüft { $ago }: fehlgeschlagen
+served-by = Geprüft bei { $url }
 rolled-back-because = Zurückgesetzt: { $why }
 rolled-back-at = Zurückgesetzt um { $clock }: { $why }
 rolled-back-ago = Zurückgesetzt { $ago }: { $why }

@@ -36,6 +36,7 @@ not-checked-yet = Not checked yet
 last-check = Last check { $ago }
 last-check-unreachable = Last check { $ago }: server not reachable
 last-check-failed = Last check { $ago }: failed
+served-by = Checked at { $url }
 rolled-back-because = Rolled back: { $why }
 rolled-back-at = Rolled back at { $clock }: { $why }
 rolled-back-ago = Rolled back { $ago }: { $why }

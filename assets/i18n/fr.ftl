@@ -35,6 +35,7 @@ not-checked-yet = Pas encore vérifié
 last-check = Dernière vérification { $ago }
 last-check-unreachable = Dernière vérification { $ago } : serveur injoignable
 last-check-failed = Dernière vérification { $ago } : échec
+served-by = Vérifié auprès de { $url }
 rolled-back-because = Retour en arrière : { $why }
 rolled-back-at = Retour en arrière à { $clock } : { $why }
 rolled-back-ago = Retour en arrière { $ago } : { $why }

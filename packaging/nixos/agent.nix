@@ -115,6 +115,28 @@ in
       '';
     };
 
+    sources = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "sftp://laptop@tiffin.example:22/" "sftp://laptop@mirror.example:22/" "https://cdn.example/k3P0yq…/" ];
+      description = ''
+        Several sources, tried in order each cycle (agent.toml `sources`, docs/agent.md "Several
+        sources"); when set, it replaces `source`. A source serving a generation below the highest
+        this machine has seen is skipped. Only server/port (or `source`) is pinned in known_hosts
+        by serverHostKey: a mirror on another host or port needs its own line there.
+      '';
+    };
+
+    reportTo = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "sftp://laptop@tiffin.example:22/";
+      description = ''
+        Where reports, `seen.json` and backups go (agent.toml `report_to`); null: the first
+        `sftp://` source. While it is down, reports wait in the agent's outbox.
+      '';
+    };
+
     identityFile = mkOption {
       type = types.str;
       default = defaultIdentity;

@@ -105,7 +105,7 @@ let
 
   # agent.toml's keys in the order of docs/configuration.md.
   agentKeyOrder = [
-    "host" "source" "identity" "known_hosts" "state_dir" "socket" "socket_group" "admin_group"
+    "host" "source" "sources" "report_to" "identity" "known_hosts" "state_dir" "socket" "socket_group" "admin_group"
     "interval" "jitter" "policy" "deadline" "operation" "verify_timeout" "health_checks"
     "http_trigger" "trusted_key" "allow_unsigned" "max_age" "build_timeout" "activate_timeout"
     "build"
@@ -343,7 +343,10 @@ rec {
     in
     {
       host = checkUnixName "services.tiffin.agent.host" (o.host or (fail "services.tiffin.agent" "host is missing"));
-      inherit source;
+      # `sources` (several, in order) replaces `source`; agent.toml takes exactly one of the two.
+      source = if (o.sources or [ ]) != [ ] then null else source;
+      sources = if (o.sources or [ ]) != [ ] then o.sources else null;
+      report_to = o.reportTo or null;
       identity = o.identityFile or "/etc/tiffin/id_ed25519";
       known_hosts = o.knownHostsFile or "/etc/tiffin/known_hosts";
       state_dir = o.stateDir or "/var/lib/tiffin";

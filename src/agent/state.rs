@@ -105,6 +105,10 @@ pub struct AgentState {
     /// The change note of the applied generation's manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_note: Option<String>,
+    /// The highest generation a source served and the fetch accepted: a source serving less is
+    /// skipped as stale (docs/agent.md "Several sources").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highest_seen_generation: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

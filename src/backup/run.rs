@@ -32,7 +32,8 @@ impl Backup {
         let dir = c.state_dir.join("backup");
         let restic = Restic::for_source(
             &b.restic,
-            &c.source,
+            // Backups go to the server reports go to (agent.toml `report_to`).
+            c.report_to.as_ref().unwrap_or(&c.source),
             &c.identity,
             &c.known_hosts,
             b.password_path(&c.state_dir),

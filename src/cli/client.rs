@@ -329,6 +329,13 @@ pub fn summary(s: &AgentStatus, now: u64) -> String {
             v.push_str(&format!(": {m}"));
         }
         row("last check", v);
+        if let Some(url) = s
+            .served_by
+            .as_ref()
+            .filter(|_| c.result != CheckResult::Unreachable)
+        {
+            row("served by", format!("checked {url}: {result}"));
+        }
     }
     if let Some(u) = &s.last_update {
         let r = CycleReport {
@@ -427,6 +434,24 @@ mod tests {
         assert_eq!(
             progress_line(&c),
             "downloading from the host's cache: 2/5 paths, 4096/10000 bytes"
+        );
+    }
+
+    #[test]
+    fn summary_names_the_source_that_served_the_last_check() {
+        let s = AgentStatus {
+            last_check: Some(crate::status::LastCheck {
+                at: 990,
+                result: CheckResult::UpToDate,
+                message: None,
+            }),
+            served_by: Some("sftp://laptop@mirror:22/".into()),
+            ..Default::default()
+        };
+        let text = summary(&s, 1000);
+        assert!(
+            text.contains("served by            checked sftp://laptop@mirror:22/: up to date"),
+            "{text}"
         );
     }
 

@@ -74,8 +74,13 @@ impl Default for SystemConfig {
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     pub host: String,
-    /// `sftp://user@host:port/` or `file:///path`, parsed as the file loads.
+    /// The first of [`AgentConfig::sources`], set as the file loads (agent.toml `source` or
+    /// `sources`, exactly one of the two: `config::sources`).
+    #[serde(skip, default = "d::unset_source")]
     pub source: SourceUrl,
+    /// agent.toml `source`: `sftp://user@host:port/` or `file:///path`, parsed as the file loads.
+    #[serde(default, rename = "source")]
+    source_key: Option<SourceUrl>,
     #[serde(default = "d::identity")]
     pub identity: PathBuf,
     #[serde(default = "d::known_hosts")]
@@ -146,6 +151,14 @@ pub struct AgentConfig {
     /// listener of its own; `""` (the default): off.
     #[serde(default)]
     pub metrics: String,
+    /// The sources a cycle tries in order (agent.toml `sources`, or the one `source`); never
+    /// empty once loaded.
+    #[serde(default)]
+    pub sources: Vec<SourceUrl>,
+    /// Where reports and `seen.json` go: agent.toml `report_to`, else (as loaded) the first
+    /// `sftp://` (or `file://`) source; `None`: they stay queued in the outbox.
+    #[serde(default)]
+    pub report_to: Option<SourceUrl>,
     /// For an https:// source: the PEM file of the CA its certificate must come from (pinned);
     /// unset: the system's root certificates.
     #[serde(default)]
@@ -210,6 +223,10 @@ mod d {
     pub fn http_trigger() -> String {
         "127.0.0.1:9999".into()
     }
+    /// Replaced by the first source as the file loads.
+    pub fn unset_source() -> crate::source::SourceUrl {
+        crate::source::SourceUrl::File(PathBuf::new())
+    }
 }
 
 /// The longest duration a key accepts: longer than any schedule, and short enough that adding
@@ -243,8 +260,9 @@ impl AgentConfig {
 
     /// Parses and validates configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, AgentConfigError> {
-        let c: AgentConfig =
+        let mut c: AgentConfig =
             toml::from_str(text).map_err(|e| AgentConfigError(toml_error(origin, text, &e)))?;
+        c.resolve_sources(origin)?;
         c.validate(origin)?;
         check_metrics(&c.metrics, &c.http_trigger)
             .map_err(|why| AgentConfigError(format!("{origin}: metrics: {why}")))?;
@@ -256,6 +274,26 @@ impl AgentConfig {
         )
         .map_err(|e| AgentConfigError(format!("{origin}: {e}")))?;
         Ok(c)
+    }
+
+    /// `source` or `sources` into [`AgentConfig::sources`] and `source`; `report_to` resolved.
+    fn resolve_sources(&mut self, origin: &str) -> Result<(), AgentConfigError> {
+        let list =
+            super::sources::resolve(self.source_key.take(), std::mem::take(&mut self.sources))
+                .map_err(|(key, why)| AgentConfigError(format!("{origin}: {key}: {why}")))?;
+        self.report_to = super::sources::report_to(self.report_to.take(), &list)
+            .map_err(|why| AgentConfigError(format!("{origin}: report_to: {why}")))?;
+        self.source = list[0].clone();
+        self.sources = list;
+        Ok(())
+    }
+
+    /// What opening `url` needs, with this configuration's keys.
+    pub fn login<'a>(&'a self, url: &'a SourceUrl) -> Login<'a> {
+        Login {
+            url,
+            ..Login::from(self)
+        }
     }
 
     fn validate(&self, origin: &str) -> Result<(), AgentConfigError> {
@@ -533,6 +571,41 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{addr}: {e}"));
         }
+    }
+
+    #[test]
+    fn sources_or_source_exactly_one_and_report_to_defaults_to_the_first_sftp_one() {
+        let c = AgentConfig::parse(
+            "host = \"a\"\nsources = [\"https://cdn.example/a/\", \"sftp://u@m:22/\"]\ntrusted_key = \"/k.pub\"\n",
+            "agent.toml",
+        )
+        .unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.source, c.sources[0]);
+        assert_eq!(c.report_to, Some(c.sources[1].clone()));
+        let c = AgentConfig::parse("host = \"a\"\nsource = \"file:///x\"\n", "agent.toml").unwrap();
+        assert_eq!(c.sources, vec![c.source.clone()]);
+        let e = AgentConfig::parse(
+            "host = \"a\"\nsource = \"file:///x\"\nsources = [\"file:///y\"]\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("agent.toml: source, sources: "), "{e}");
+        let e = AgentConfig::parse("host = \"a\"\n", "agent.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("agent.toml: source, sources: "), "{e}");
+        let e = AgentConfig::parse(
+            "host = \"a\"\nsource = \"sftp://u@s:22/\"\nreport_to = \"https://cdn.example/a/\"\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("agent.toml: report_to: ") && e.contains("read-only"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod http;
 pub mod rollout;
 pub mod secrets;
+pub mod sources;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};
 pub use backup::{BackupConfig, KeepPolicy};

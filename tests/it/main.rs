@@ -76,6 +76,7 @@ mod sftp_faults;
 mod sftp_fetch;
 mod sftp_isolation;
 mod signed_publications;
+mod sources_failover;
 #[cfg(feature = "tray")]
 mod tray_agent;
 #[cfg(feature = "tray")]

@@ -636,6 +636,20 @@ fn an_https_source_with_a_pinned_ca_renders_an_agent_toml_the_real_agent_accepts
 }
 
 #[test]
+fn the_agent_modules_sources_and_report_to_render_what_the_agent_accepts() {
+    if !have_nix() {
+        return;
+    }
+    let text = eval_string(
+        r#"lib.agentToml { host = "laptop"; server = "fleet.example.org"; sources = [ "sftp://lap@a:22/" "sftp://lap@b:22/" ]; reportTo = "sftp://lap@b:22/"; }"#,
+    );
+    let c = AgentConfig::parse(&text, "agent.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(c.sources.len(), 2, "{text}");
+    assert_eq!(c.report_to, Some(c.sources[1].clone()), "{text}");
+    assert!(!text.contains("\nsource ="), "{text}");
+}
+
+#[test]
 fn minimal_agent_options_render_the_documented_defaults() {
     if !have_nix() {
         return;

@@ -36,7 +36,7 @@ pub(crate) struct SshMachine {
     root: PathBuf,
     pub(crate) state: PathBuf,
     pub(crate) files_root: PathBuf,
-    config_path: PathBuf,
+    pub(crate) config_path: PathBuf,
     /// The system the machine ran before tiffin's first cycle.
     initial_system: PathBuf,
 }
@@ -153,7 +153,7 @@ http_trigger = ""
     }
 
     /// `tiffin fleet publish laptop`: the new generation.
-    fn publish(&self) -> u64 {
+    pub(crate) fn publish(&self) -> u64 {
         self.srv.publish_repo(HOST)
     }
 
@@ -243,7 +243,7 @@ http_trigger = ""
             .count()
     }
 
-    fn state_json(&self) -> serde_json::Value {
+    pub(crate) fn state_json(&self) -> serde_json::Value {
         let b = fs::read(self.state.join("state.json")).expect("state.json");
         serde_json::from_slice(&b).expect("state.json is JSON")
     }
@@ -276,7 +276,7 @@ http_trigger = ""
     }
 
     /// Names of the reports on the server (not seen.json), sorted.
-    fn reports(&self) -> Vec<String> {
+    pub(crate) fn reports(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.server_logs())
             .map(|rd| {
                 rd.flatten()
@@ -290,7 +290,7 @@ http_trigger = ""
     }
 
     /// Reports still queued on the machine.
-    fn queued(&self) -> Vec<String> {
+    pub(crate) fn queued(&self) -> Vec<String> {
         fs::read_dir(self.state.join("outbox"))
             .map(|rd| {
                 rd.flatten()
@@ -314,7 +314,7 @@ http_trigger = ""
 
     /// The one report for generation `g` with `outcome` on the server, and its unzipped log;
     /// both uploaded through SFTP.
-    fn report(&self, g: u64, outcome: &str) -> (serde_json::Value, String) {
+    pub(crate) fn report(&self, g: u64, outcome: &str) -> (serde_json::Value, String) {
         let suffix = format!("-g{g}-{outcome}.json");
         let names: Vec<String> = self
             .reports()

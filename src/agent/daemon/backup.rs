@@ -234,7 +234,7 @@ pub fn send_report(config: &AgentConfig, run: &BackupRun) {
             return;
         }
     };
-    match crate::source::open(config) {
+    match crate::agent::pipeline::sources::open_report_to(config) {
         Ok(mut src) => {
             if let Err(e) = outbox.flush(&mut *src) {
                 tracing::info!(error = %e, "backup report queued; sent at the next contact");

@@ -37,6 +37,8 @@ pub mod outbox;
 pub mod system;
 
 pub mod driver;
+/// Ordered sources: which one serves a cycle (docs/agent.md "Several sources").
+pub mod sources;
 
 pub use driver::once::{exit_code, run_once};
 pub use driver::Pipeline;

@@ -65,21 +65,32 @@ pub fn verify(config: &AgentConfig, runner: &Runner) -> Result<(), String> {
     Ok(())
 }
 
-/// Opens a fresh connection to the source and reads `current`, in a thread so that a hanging
-/// connection cannot hold verification past its deadline.
+/// Opens a fresh connection to every configured source at once and reads `current`, each in a
+/// thread so that a hanging connection cannot hold verification past its deadline: passes as
+/// soon as any source answers (agent.toml `sources`).
 fn reconnect(config: &AgentConfig, deadline: Instant) -> Result<(), String> {
     let (tx, rx) = mpsc::channel();
-    let c = config.clone();
-    std::thread::spawn(move || {
-        let r = source::open(&c)
-            .and_then(|mut s| s.current_generation())
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        let _ = tx.send(r);
-    });
-    let left = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(left) {
-        Ok(r) => r,
-        Err(_) => Err(NO_ANSWER.into()),
+    for url in &config.sources {
+        let (tx, c, url) = (tx.clone(), config.clone(), url.clone());
+        std::thread::spawn(move || {
+            let r = source::open(c.login(&url))
+                .and_then(|mut s| s.current_generation())
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let _ = tx.send(r);
+        });
+    }
+    drop(tx);
+    let mut said = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => said.push(e),
+            // Every source said no.
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(said.join("; ")),
+            Err(mpsc::RecvTimeoutError::Timeout) if said.is_empty() => return Err(NO_ANSWER.into()),
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(said.join("; ")),
+        }
     }
 }

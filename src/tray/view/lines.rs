@@ -85,6 +85,12 @@ fn agent_lines(out: &mut Lines, s: &AgentStatus, icon: IconKind, ctx: &ViewConte
         });
     }
     out.lines.push(check_line(s, ctx.now));
+    if let Some(url) = &s.served_by {
+        // Which of agent.toml `sources` answered the last check: in the tooltip only.
+        out.tooltip.push('\n');
+        out.tooltip
+            .push_str(&tr_args("served-by", &[("url", url.clone().into())]));
+    }
     for line in super::backup::backup_lines(s, ctx.now) {
         out.both(line);
     }

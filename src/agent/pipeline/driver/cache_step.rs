@@ -30,7 +30,10 @@ impl Pipeline {
         let mut fresh = None;
         let src = match cy.source.as_mut() {
             Some(s) => s,
-            None => match source::open(&self.config) {
+            None => match source::open(
+                self.config
+                    .login(cy.served_by.as_ref().unwrap_or(&self.config.source)),
+            ) {
                 Ok(s) => fresh.insert(s),
                 Err(e) => return Err(Ending::failed(Step::Build, e.to_string(), true)),
             },

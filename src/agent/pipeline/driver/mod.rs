@@ -73,6 +73,8 @@ struct Cycle {
     mismatch: Option<String>,
     /// The connection of the check, reused to upload the report when it still works.
     source: Option<Box<dyn source::Source>>,
+    /// The URL `source` is connected to (the source that served the check).
+    served_by: Option<source::SourceUrl>,
     /// Where the system came from (built here or the host's binary cache), once it was made.
     built_by: Option<crate::status::BuiltBy>,
     /// Bytes downloaded from the host's binary cache.
@@ -100,6 +102,7 @@ impl Cycle {
             server_reached: false,
             mismatch: None,
             source: None,
+            served_by: None,
             built_by: None,
             cache_bytes: None,
             note: None,

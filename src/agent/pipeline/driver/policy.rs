@@ -4,6 +4,7 @@
 
 use super::{Cycle, Ending, Pipeline};
 use crate::agent::pipeline::fetch::{self, LocalTree, SyncOutcome};
+use crate::agent::pipeline::sources;
 use crate::agent::pipeline::system;
 use crate::agent::state::Available;
 use crate::cycle::CycleRequest;
@@ -47,24 +48,14 @@ impl Pipeline {
     /// Checks the server and fetches what it publishes for this host (`None`: nothing yet).
     /// The connection stays in `cy` for the reports.
     fn check_and_fetch(&mut self, cy: &mut Cycle) -> Result<Option<LocalTree>, Ending> {
-        let trust = self.trust_policy().map_err(|e| {
+        // Before any server is contacted: a configuration that can verify nothing fails here.
+        self.trust_policy().map_err(|e| {
             cy.runner.note(&format!("fetch: {e}"));
             self.checked(CheckResult::Failed, Some(e.clone()));
             Ending::failed(Step::Fetch, e, false)
         })?;
         let t = Instant::now();
-        let mut src = source::open(&self.config).map_err(|e| {
-            cy.took(Step::Fetch, t);
-            cy.runner.note(&format!("fetch: {e}"));
-            let result = if e.is_unreachable() {
-                CheckResult::Unreachable
-            } else {
-                // Reached, but refused: a changed host key, a rejected identity.
-                CheckResult::Failed
-            };
-            self.checked(result, Some(e.to_string()));
-            Ending::failed(Step::Fetch, e.to_string(), false)
-        })?;
+        let (mut src, trust) = self.serving_source(cy, t)?;
         let status = self.status.clone();
         let mut progress = |p| {
             status.update(|s| {
@@ -103,6 +94,10 @@ impl Pipeline {
             Err(e) => return Err(self.fetch_failed(cy, src.as_mut(), e)),
         };
         cy.server_reached = true;
+        if let Some(l) = &local {
+            let st = &mut self.state.state;
+            st.highest_seen_generation = st.highest_seen_generation.max(Some(l.generation));
+        }
         match local {
             Some(l) => {
                 cy.source = Some(src);
@@ -113,6 +108,44 @@ impl Pipeline {
                 Ok(None)
             }
         }
+    }
+
+    /// The source that serves this cycle (agent.toml `sources`, in order, stale ones skipped)
+    /// and the trust policy for it; recorded in `cy` and the status's `served_by`.
+    fn serving_source(
+        &mut self,
+        cy: &mut Cycle,
+        t: Instant,
+    ) -> Result<(Box<dyn source::Source>, fetch::TrustPolicy), Ending> {
+        let highest = self.highest_seen();
+        let mut skipped = Vec::new();
+        let chosen = sources::choose(&self.config, highest, &mut |m| skipped.push(m.to_string()));
+        for m in &skipped {
+            tracing::warn!("{m}");
+            cy.runner.note(&format!("fetch: {m}"));
+        }
+        let sources::Chosen { url, source: src } = chosen.map_err(|e| {
+            cy.took(Step::Fetch, t);
+            cy.runner.note(&format!("fetch: {}", e.message));
+            let result = if e.unreachable {
+                CheckResult::Unreachable
+            } else {
+                // Reached, but refused: a changed host key, a rejected identity.
+                CheckResult::Failed
+            };
+            self.checked(result, Some(e.message.clone()));
+            Ending::failed(Step::Fetch, e.message, false)
+        })?;
+        self.status.update(|s| s.served_by = Some(url.to_string()));
+        // Trust is per source: an http(s):// one always needs a signed publication.
+        let applied = self.state.state.applied_generation;
+        let trust = fetch::TrustPolicy::for_source(&self.config, &url, applied).map_err(|e| {
+            cy.runner.note(&format!("fetch: {e}"));
+            self.checked(CheckResult::Failed, Some(e.clone()));
+            Ending::failed(Step::Fetch, e, false)
+        })?;
+        cy.served_by = Some(url);
+        Ok((src, trust))
     }
 
     /// A fetch that failed: what the status shows, and whether it is reported (once per
@@ -210,6 +243,12 @@ impl Pipeline {
     /// older than what is applied.
     pub(super) fn trust_policy(&self) -> Result<fetch::TrustPolicy, String> {
         fetch::TrustPolicy::from_config(&self.config, self.state.state.applied_generation)
+    }
+
+    /// The highest generation this machine has seen: accepted from a source, or applied.
+    fn highest_seen(&self) -> Option<u64> {
+        let st = &self.state.state;
+        st.highest_seen_generation.max(st.applied_generation)
     }
 
     pub(super) fn checked(&self, result: CheckResult, message: Option<String>) {

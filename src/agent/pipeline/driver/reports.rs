@@ -3,6 +3,7 @@
 
 use super::{Cycle, Ending, Pipeline};
 use crate::agent::pipeline::build::gcroot;
+use crate::agent::pipeline::sources;
 use crate::agent::pipeline::system;
 use crate::agent::report::{enqueue_report, enqueue_seen};
 use crate::agent::state::Attempt;
@@ -144,21 +145,32 @@ impl Pipeline {
         }
     }
 
-    /// Sends what the outbox holds: through the check's connection first; after an activation
-    /// it may be gone, so through a fresh one. What is not sent waits for the next contact.
+    /// Sends what the outbox holds to `report_to`: through the check's connection when that is
+    /// the server that served it; after an activation it may be gone, so through a fresh one.
+    /// What is not sent waits for the next contact.
     fn upload(&mut self, cy: &mut Cycle) {
         if self.outbox.pending().is_empty() {
             return;
         }
-        let reused = cy
-            .source
-            .take()
-            .is_some_and(|mut s| self.outbox.flush(s.as_mut()).is_ok());
+        let reused = self
+            .report_connection(cy)
+            .is_some_and(|s| self.outbox.flush(s.as_mut()).is_ok());
+        cy.source = None;
         if !reused {
-            let sent = source::open(&self.config).and_then(|mut s| self.outbox.flush(s.as_mut()));
+            let sent = sources::open_report_to(&self.config)
+                .and_then(|mut s| self.outbox.flush(s.as_mut()).map_err(|e| e.to_string()));
             if let Err(e) = sent {
                 tracing::warn!("reports stay queued for the next contact: {e}");
             }
+        }
+    }
+
+    /// The check's connection, when it is to `report_to`.
+    fn report_connection<'c>(&self, cy: &'c mut Cycle) -> Option<&'c mut Box<dyn source::Source>> {
+        if cy.served_by.is_some() && cy.served_by == self.config.report_to {
+            cy.source.as_mut()
+        } else {
+            None
         }
     }
 
@@ -207,7 +219,7 @@ impl Pipeline {
             tracing::warn!("queueing seen.json: {e}");
             return;
         }
-        if let Some(src) = cy.source.as_mut() {
+        if let Some(src) = self.report_connection(cy) {
             if let Err(e) = self.outbox.flush(src.as_mut()) {
                 tracing::warn!("announcing the update to the server: {e}");
             }

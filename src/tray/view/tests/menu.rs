@@ -405,3 +405,20 @@ fn an_unsigned_or_too_old_publication_is_said_in_the_tooltip_and_the_menu() {
     let v = view(Some(&s), &ctx());
     assert!(!v.tooltip.contains("ublication"), "{}", v.tooltip);
 }
+
+#[test]
+fn the_source_that_served_the_last_check_is_named_in_the_tooltip() {
+    let mut s = up_to_date();
+    let v = view(Some(&s), &ctx());
+    assert!(!v.tooltip.contains("Checked at"), "{}", v.tooltip);
+    s.served_by = Some("sftp://laptop@mirror.example:22/".into());
+    let v = view(Some(&s), &ctx());
+    assert!(
+        v.tooltip
+            .contains("Checked at sftp://laptop@mirror.example:22/"),
+        "{}",
+        v.tooltip
+    );
+    // The menu keeps its lines.
+    assert!(!v.status_lines().any(|l| l.contains("mirror.example")));
+}
