@@ -66,6 +66,9 @@ pub struct FleetConfig {
     /// How `fleet rollout` and `fleet watch` promote a staged release (`[rollout]`).
     #[serde(default)]
     pub rollout: super::rollout::RolloutConfig,
+    /// `[[mirrors]]`: servers `fleet publish` copies every publication to after this one.
+    #[serde(default)]
+    pub mirrors: Vec<super::mirrors::MirrorConfig>,
 }
 
 /// The `[build]` table: the Nix commands, configurable so that tests can use a fake.
@@ -235,6 +238,7 @@ impl FleetConfig {
             .map(|(n, h)| (n.as_str(), h.key.as_str()))
             .collect();
         super::secrets::check(&c.secrets, &keys, &at).map_err(FleetConfigError)?;
+        super::mirrors::check(&c.mirrors, &c.chroot, &at).map_err(FleetConfigError)?;
         Ok(c)
     }
 }
