@@ -49,6 +49,12 @@ impl MirrorUrl {
     /// Parses a `[[mirrors]] url`, saying what is wrong with it.
     pub fn parse(s: &str) -> Result<Self, String> {
         let url = ::url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+        // The URL parser resolves `.` and `..`; a chroot root never has them.
+        if s.split('/').skip(3).any(|c| c == "." || c == "..") {
+            return Err(format!(
+                "{s:?}: the mirror's chroot root may not contain '.' or '..'"
+            ));
+        }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(format!("{s:?}: no query or fragment allowed"));
         }
