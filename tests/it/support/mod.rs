@@ -9,6 +9,7 @@
 
 pub mod prometheus;
 pub mod publication;
+pub mod mirror_sshd;
 pub mod relay;
 pub mod sshd;
 
