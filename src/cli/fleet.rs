@@ -413,7 +413,8 @@ fn status(fleet_dir: &std::path::Path, json: bool, watch: bool) -> anyhow::Resul
     if json {
         let mut view = serde_json::to_value(&view)?;
         view["rollout"] = super::rollout::status_json(&config);
-        view["mirrors"] = serde_json::to_value(crate::fleet::mirror::status::mirror_views(&config))?;
+        view["mirrors"] =
+            serde_json::to_value(crate::fleet::mirror::status::mirror_views(&config))?;
         serde_json::to_writer_pretty(&mut out, &view)?;
         writeln!(out)?;
     } else {

@@ -64,7 +64,9 @@ impl MirrorUrl {
             "s3" => {
                 let bucket = url.host_str().unwrap_or_default().to_string();
                 if bucket.is_empty() {
-                    return Err(format!("{s:?}: an s3:// URL names a bucket: s3://bucket/prefix"));
+                    return Err(format!(
+                        "{s:?}: an s3:// URL names a bucket: s3://bucket/prefix"
+                    ));
                 }
                 let prefix = url.path().trim_matches('/').to_string();
                 Ok(MirrorUrl::S3 { bucket, prefix })
@@ -164,7 +166,11 @@ impl MirrorConfig {
 }
 
 /// Checks every `[[mirrors]]` entry; `at` places a needle in the file ("FILE:LINE:COL").
-pub fn check(mirrors: &[MirrorConfig], chroot: &Path, at: &dyn Fn(&str) -> String) -> Result<(), String> {
+pub fn check(
+    mirrors: &[MirrorConfig],
+    chroot: &Path,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), String> {
     let mut seen = Vec::new();
     for m in mirrors {
         let here = at(&m.url);
@@ -221,7 +227,10 @@ mod tests {
                 root: "/srv/tiffin".into()
             })
         );
-        assert_eq!(m.to_string(), "sftp://root@mirror.example.org:2222/srv/tiffin");
+        assert_eq!(
+            m.to_string(),
+            "sftp://root@mirror.example.org:2222/srv/tiffin"
+        );
         let r = MirrorUrl::parse("rsync+ssh://root@m/srv/t").unwrap();
         assert_eq!(r.ssh().unwrap().port, 22);
         assert!(matches!(r, MirrorUrl::RsyncSsh(_)));
@@ -247,6 +256,42 @@ mod tests {
         ] {
             let e = MirrorUrl::parse(url).unwrap_err();
             assert!(e.contains(why), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn fleet_toml_mirrors_are_checked_with_the_place_and_the_key() {
+        use crate::config::FleetConfig;
+        let base = "chroot = \"/srv/tiffin\"\n";
+        let ok = format!(
+            "{base}[[mirrors]]\nurl = \"sftp://root@m:22/srv/tiffin\"\nidentity = \"keys/m\"\nknown_hosts = \"keys/kh\"\n\n[[mirrors]]\nurl = \"s3://b/p\"\n"
+        );
+        let c = FleetConfig::parse(&ok, "fleet.toml").unwrap();
+        assert_eq!(c.mirrors.len(), 2);
+        for (text, why) in [
+            (
+                format!("{base}[[mirrors]]\nurl = \"sftp://root@m/srv/x\"\nidentity = \"k\"\n"),
+                "fleet.toml:3:8: mirrors: sftp://root@m/srv/x needs `known_hosts`",
+            ),
+            (
+                format!("{base}[[mirrors]]\nurl = \"ftp://m/x\"\n"),
+                "fleet.toml:3:8: mirrors: url \"ftp://m/x\": unknown scheme",
+            ),
+            (
+                format!("{base}[[mirrors]]\nurl = \"s3://b/p\"\nidentity = \"k\"\n"),
+                "are for sftp:// and rsync+ssh:// mirrors",
+            ),
+            (
+                format!("{base}[[mirrors]]\nurl = \"sftp://root@127.0.0.1/srv/tiffin\"\nidentity = \"k\"\nknown_hosts = \"h\"\n"),
+                "this server's own chroot root",
+            ),
+            (
+                format!("{base}[[mirrors]]\nurl = \"sftp://root@m/srv/x\"\nhost = \"k\"\n"),
+                "unknown field `host`",
+            ),
+        ] {
+            let e = FleetConfig::parse(&text, "fleet.toml").unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
         }
     }
 }

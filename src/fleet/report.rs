@@ -70,7 +70,17 @@ pub fn mirror_table(report: &PublishReport) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    table(&["mirror", "result", "hosts", "files sent", "bytes sent", "time"], &rows)
+    table(
+        &[
+            "mirror",
+            "result",
+            "hosts",
+            "files sent",
+            "bytes sent",
+            "time",
+        ],
+        &rows,
+    )
 }
 
 /// host, result, system, time.

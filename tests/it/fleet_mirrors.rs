@@ -61,7 +61,11 @@ fn publish_pushes_only_what_the_mirror_lacks_and_an_agent_cycle_applies_it_from_
     let row = only_mirror(&r);
     assert_eq!(row.result, MirrorResult::Pushed, "{row:?}");
     let primary_gen = tiffin::publication::Publication::new(&config.chroot, HOST);
-    assert_eq!(row.files, files_in(&primary_gen.generation_dir(g1)), "{row:?}");
+    assert_eq!(
+        row.files,
+        files_in(&primary_gen.generation_dir(g1)),
+        "{row:?}"
+    );
     assert_eq!(mirror.current(HOST), Some(g1));
 
     // Two files change (one of them the system's configuration): they and the new manifest
@@ -76,7 +80,10 @@ fn publish_pushes_only_what_the_mirror_lacks_and_an_agent_cycle_applies_it_from_
     assert_eq!(g2, g1 + 1);
     let row = only_mirror(&r);
     assert_eq!(row.result, MirrorResult::Pushed, "{row:?}");
-    assert_eq!(row.files, 3, "only the changed files and the manifest: {row:?}");
+    assert_eq!(
+        row.files, 3,
+        "only the changed files and the manifest: {row:?}"
+    );
     assert_eq!(mirror.current(HOST), Some(g2));
     let tree = |g: u64, f: &str| mirror.host_dir(HOST).join(format!("gens/{g}/tree/{f}"));
     // The unchanged files are hard links to the previous generation's on the mirror too.
@@ -84,7 +91,10 @@ fn publish_pushes_only_what_the_mirror_lacks_and_an_agent_cycle_applies_it_from_
         fs::metadata(tree(g1, "notes/0.txt")).unwrap().ino(),
         fs::metadata(tree(g2, "notes/0.txt")).unwrap().ino()
     );
-    assert_eq!(fs::read(tree(g2, "notes/3.txt")).unwrap(), b"note 3, changed\n");
+    assert_eq!(
+        fs::read(tree(g2, "notes/3.txt")).unwrap(),
+        b"note 3, changed\n"
+    );
     // Owners and modes as the primary's (the host's group reads, nobody else).
     let meta = fs::metadata(tree(g2, "notes/3.txt")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (0, m.srv.host(HOST).gid));
@@ -93,8 +103,14 @@ fn publish_pushes_only_what_the_mirror_lacks_and_an_agent_cycle_applies_it_from_
     // Nothing new: nothing sent, the row says unchanged.
     let r = publish_with(&fleet.dir, &config, HOST);
     let row = only_mirror(&r);
-    assert_eq!((row.result.clone(), row.files), (MirrorResult::Unchanged, 0));
-    assert_eq!(status_lines(&config), [format!("mirror {}: up to date", config.mirrors[0].url)]);
+    assert_eq!(
+        (row.result.clone(), row.files),
+        (MirrorResult::Unchanged, 0)
+    );
+    assert_eq!(
+        status_lines(&config),
+        [format!("mirror {}: up to date", config.mirrors[0].url)]
+    );
 
     // The primary is gone: the agent, pointed at the mirror, applies what was pushed.
     m.srv.kill();
@@ -113,14 +129,17 @@ fn publish_pushes_only_what_the_mirror_lacks_and_an_agent_cycle_applies_it_from_
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        logs.iter().any(|n| n.ends_with(&format!("-g{g2}-updated.json"))),
+        logs.iter()
+            .any(|n| n.ends_with(&format!("-g{g2}-updated.json"))),
         "{logs:?}"
     );
 }
 
 #[test]
 fn a_mirror_that_is_down_fails_its_row_not_the_publish_and_the_next_publish_catches_it_up() {
-    let Some(srv) = Sshd::start(&["web"]) else { return };
+    let Some(srv) = Sshd::start(&["web"]) else {
+        return;
+    };
     let mirror = MirrorSshd::start(&srv, &["web"]);
     let fleet = srv.fleet();
     let mut config = fleet.config.clone();
@@ -164,17 +183,18 @@ fn a_mirror_that_is_down_fails_its_row_not_the_publish_and_the_next_publish_catc
         status_lines(&config),
         [format!("mirror {}: up to date", config.mirrors[0].url)]
     );
-    let state: serde_json::Value = serde_json::from_slice(
-        &fs::read(config.chroot.join(".tiffin-mirrors.json")).unwrap(),
-    )
-    .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(config.chroot.join(".tiffin-mirrors.json")).unwrap())
+            .unwrap();
     assert_eq!(state["mirrors"][&config.mirrors[0].url]["hosts"]["web"], g2);
     assert!(state["mirrors"][&config.mirrors[0].url]["last_error"].is_null());
 }
 
 #[test]
 fn a_push_cut_midway_leaves_the_mirror_on_its_last_complete_generation() {
-    let Some(srv) = Sshd::start(&["web"]) else { return };
+    let Some(srv) = Sshd::start(&["web"]) else {
+        return;
+    };
     let mirror = MirrorSshd::start(&srv, &["web"]);
     let relay = Relay::start(mirror.port);
     let fleet = srv.fleet();
@@ -187,7 +207,9 @@ fn a_push_cut_midway_leaves_the_mirror_on_its_last_complete_generation() {
     assert_eq!(mirror.current("web"), Some(g1));
 
     // A large new file, and the connection cut a third of the way through it.
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     fs::write(fleet.host_dir("web").join("big.bin"), &big).unwrap();
     relay.cut_after(Some(1_000_000));
     let r = publish_with(&fleet.dir, &config, "web");
@@ -205,9 +227,17 @@ fn a_push_cut_midway_leaves_the_mirror_on_its_last_complete_generation() {
 
     relay.cut_after(None);
     let r = publish_with(&fleet.dir, &config, "web");
-    assert_eq!(only_mirror(&r).result, MirrorResult::Pushed, "{:?}", r.mirrors);
+    assert_eq!(
+        only_mirror(&r).result,
+        MirrorResult::Pushed,
+        "{:?}",
+        r.mirrors
+    );
     assert_eq!(mirror.current("web"), Some(g2));
-    assert_eq!(fs::read(hd.join(format!("gens/{g2}/tree/big.bin"))).unwrap(), big);
+    assert_eq!(
+        fs::read(hd.join(format!("gens/{g2}/tree/big.bin"))).unwrap(),
+        big
+    );
     let leftovers: Vec<_> = fs::read_dir(hd.join("gens"))
         .unwrap()
         .flatten()
@@ -219,13 +249,19 @@ fn a_push_cut_midway_leaves_the_mirror_on_its_last_complete_generation() {
 
 #[test]
 fn rsync_over_ssh_mirror_sends_only_changed_files() {
-    let Some(srv) = Sshd::start(&["web"]) else { return };
+    let Some(srv) = Sshd::start(&["web"]) else {
+        return;
+    };
     let mirror = MirrorSshd::start(&srv, &["web"]);
     let fleet = srv.fleet();
     let mut config = fleet.config.clone();
     config.mirrors.push(mirror.entry("rsync+ssh", mirror.port));
     for i in 0..5 {
-        fs::write(fleet.host_dir("web").join(format!("{i}.txt")), format!("{i}\n")).unwrap();
+        fs::write(
+            fleet.host_dir("web").join(format!("{i}.txt")),
+            format!("{i}\n"),
+        )
+        .unwrap();
     }
     let g1 = publish_with(&fleet.dir, &config, "web").hosts[0]
         .generation()

@@ -32,7 +32,10 @@ pub fn list(root: &Path) -> io::Result<Listing> {
         for e in rd {
             let e = e.map_err(|e| crate::fsutil::with_path(e, &dir))?;
             let name = e.file_name().into_string().map_err(|n| {
-                io::Error::other(format!("{}: a name that is not UTF-8: {n:?}", dir.display()))
+                io::Error::other(format!(
+                    "{}: a name that is not UTF-8: {n:?}",
+                    dir.display()
+                ))
             })?;
             let path = e.path();
             let md = fs::symlink_metadata(&path).map_err(|e| crate::fsutil::with_path(e, &path))?;
@@ -114,7 +117,8 @@ pub fn plan(new: &Listing, base: &Listing) -> Plan {
         }
     }
     // A directory replaced by a file (or the reverse) goes before the new one comes.
-    p.remove_dirs.sort_by(|a, b| b.len().cmp(&a.len()).then(b.cmp(a)));
+    p.remove_dirs
+        .sort_by(|a, b| b.len().cmp(&a.len()).then(b.cmp(a)));
     p
 }
 

@@ -85,7 +85,11 @@ impl RsyncPusher {
 
     pub fn push_host(&mut self, job: &HostJob) -> Result<HostPushed, String> {
         let hd = format!("{}/{}", self.root, job.host);
-        self.run(&remote::skeleton(&hd, &self.root, job.logs_owner.as_deref()))?;
+        self.run(&remote::skeleton(
+            &hd,
+            &self.root,
+            job.logs_owner.as_deref(),
+        ))?;
         let listing = self.run(&format!(
             "ls -1 {g}; echo; readlink {c} || true",
             g = q(&format!("{hd}/{GENS}")),
@@ -116,7 +120,12 @@ impl RsyncPusher {
         // The live generation again: a manifest signed anew since is sent, nothing else.
         if !pushed.changed {
             let inc = format!("{hd}/{GENS}/{}", job.live);
-            self.rsync(&job.publication.generation_dir(job.live), &inc, None, &mut pushed)?;
+            self.rsync(
+                &job.publication.generation_dir(job.live),
+                &inc,
+                None,
+                &mut pushed,
+            )?;
         }
         let txt = job.publication.dir.join("current.txt");
         if now != Some(job.live) || txt.exists() {
@@ -182,7 +191,12 @@ impl RsyncPusher {
     }
 
     /// One small file, written to a temporary name and renamed (rsync's own way).
-    fn rsync_file(&self, local: &Path, remote: &str, pushed: &mut HostPushed) -> Result<(), String> {
+    fn rsync_file(
+        &self,
+        local: &Path,
+        remote: &str,
+        pushed: &mut HostPushed,
+    ) -> Result<(), String> {
         let mut args: Vec<String> = vec!["-a".into(), "--stats".into()];
         args.extend(self.common_args());
         args.push(local.display().to_string());

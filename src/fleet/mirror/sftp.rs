@@ -6,8 +6,8 @@ use super::remote;
 use super::{HostJob, HostPushed};
 use crate::config::mirrors::SshMirror;
 use crate::publication::layout::{parse_current_target, CURRENT, GENS};
-use crate::source::{SftpSource, SftpTarget, CONNECT_TIMEOUT, IO_TIMEOUT};
 use crate::source::TRANSFER_LIMITS;
+use crate::source::{SftpSource, SftpTarget, CONNECT_TIMEOUT, IO_TIMEOUT};
 use ssh2::{FileStat, OpenFlags, OpenType, Session, Sftp};
 use std::collections::BTreeSet;
 use std::fs;
@@ -59,7 +59,11 @@ impl SftpPusher {
     /// then `current`, then pruning.
     pub fn push_host(&mut self, job: &HostJob) -> Result<HostPushed, String> {
         let hd = format!("{}/{}", self.root, job.host);
-        self.run(&remote::skeleton(&hd, &self.root, job.logs_owner.as_deref()))?;
+        self.run(&remote::skeleton(
+            &hd,
+            &self.root,
+            job.logs_owner.as_deref(),
+        ))?;
         let mut have = self.remote_generations(&hd)?;
         let mut pushed = HostPushed {
             generation: job.live,
@@ -204,7 +208,10 @@ impl SftpPusher {
         hd: &str,
         pushed: &mut HostPushed,
     ) -> Result<(), String> {
-        let local = job.publication.generation_dir(job.live).join("manifest.json");
+        let local = job
+            .publication
+            .generation_dir(job.live)
+            .join("manifest.json");
         let meta = plan::list_one(&local).map_err(|e| e.to_string())?;
         let remote = format!("{hd}/{GENS}/{}/manifest.json", job.live);
         let st = self

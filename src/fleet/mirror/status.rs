@@ -142,6 +142,11 @@ mod tests {
         r.last_error = Some("connection refused".into());
         r.last_attempt = Some("2026-01-01T00:00:00Z".into());
         let l = line(&view("sftp://m", &r, &live, None));
-        assert!(l.starts_with("mirror sftp://m: FAILED at 2026-01-01T00:00:00Z: connection refused; behind: a g3"), "{l}");
+        assert!(
+            l.starts_with(
+                "mirror sftp://m: FAILED at 2026-01-01T00:00:00Z: connection refused; behind: a g3"
+            ),
+            "{l}"
+        );
     }
 }

@@ -42,9 +42,11 @@ impl MirrorSshd {
     /// Starts the mirror for the primary's hosts `hosts`.
     pub fn start(primary: &Sshd, hosts: &[&str]) -> MirrorSshd {
         let runner = Runner::new();
-        let root = primary
-            .root
-            .with_file_name(format!("{}-mirror-{}", random_suffix(2), random_suffix(2)));
+        let root = primary.root.with_file_name(format!(
+            "{}-mirror-{}",
+            random_suffix(2),
+            random_suffix(2)
+        ));
         root_dir(&root, 0o755);
         let etc = root.join("etc");
         root_dir(&etc, 0o700);

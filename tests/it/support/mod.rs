@@ -7,9 +7,9 @@
 //! bench). Not every user needs every part.
 #![allow(dead_code)]
 
+pub mod mirror_sshd;
 pub mod prometheus;
 pub mod publication;
-pub mod mirror_sshd;
 pub mod relay;
 pub mod sshd;
 
