@@ -329,6 +329,14 @@ fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
             eprintln!("tiffin fleet publish: host {}: {error}", h.host);
         }
     }
+    for m in &report.mirrors {
+        if let fleet::mirror::MirrorResult::Failed { error } = &m.result {
+            eprintln!(
+                "tiffin fleet publish: warning: mirror {}: {error} (the publication itself is done; the next publish retries the mirror)",
+                m.url
+            );
+        }
+    }
     for o in &report.orphans {
         if o.removed {
             eprintln!(

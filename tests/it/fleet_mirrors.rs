@@ -150,24 +150,67 @@ fn a_mirror_that_is_down_fails_its_row_not_the_publish_and_the_next_publish_catc
         .unwrap();
     assert_eq!(mirror.current("web"), Some(g1));
 
+    // The mirror in fleet.toml, for the command line.
+    let entry = &config.mirrors[0];
+    let mut toml = fs::read_to_string(fleet.dir.join("fleet.toml")).unwrap();
+    toml.push_str(&format!(
+        "\n[[mirrors]]\nurl = {:?}\nidentity = {:?}\nknown_hosts = {:?}\n",
+        entry.url,
+        entry.identity.as_ref().unwrap().display().to_string(),
+        entry.known_hosts.as_ref().unwrap().display().to_string()
+    ));
+    fs::write(fleet.dir.join("fleet.toml"), toml).unwrap();
+    assert_eq!(
+        FleetConfig::load(&fleet.dir).unwrap().mirrors,
+        config.mirrors
+    );
+
     mirror.kill();
     fs::write(fleet.host_dir("web").join("a.txt"), "two\n").unwrap();
-    let r = publish_with(&fleet.dir, &config, "web");
-    let g2 = r.hosts[0].generation().unwrap();
-    assert_eq!(g2, g1 + 1, "the primary published");
-    let row = only_mirror(&r);
-    let MirrorResult::Failed { error } = &row.result else {
-        panic!("{row:?}")
+    let tiffin = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tiffin"))
+            .args(args)
+            .arg("--fleet")
+            .arg(&fleet.dir)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
     };
-    assert!(error.contains(&format!("127.0.0.1")), "{error}");
-    let table = tiffin::fleet::report::mirror_table(&r);
-    assert!(table.contains("FAILED: "), "{table}");
-    let lines = status_lines(&config);
-    assert_eq!(lines.len(), 1);
-    assert!(lines[0].contains(": FAILED at "), "{lines:?}");
+    let (code, table, err) = tiffin(&["fleet", "publish", "-m", "two", "web"]);
+    assert_eq!(
+        code,
+        Some(0),
+        "a mirror down does not fail the publish: {table}{err}"
+    );
+    let g2 = g1 + 1;
+    assert_eq!(
+        fleet.current_manifest("web").generation,
+        g2,
+        "the primary published"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&entry.url))
+        .unwrap_or_else(|| panic!("no row for the mirror: {table}"));
     assert!(
-        lines[0].contains(&format!("behind: web g{g1} (primary g{g2})")),
-        "{lines:?}"
+        row.contains("FAILED: ") && row.contains("127.0.0.1"),
+        "{row}"
+    );
+    assert!(
+        err.contains(&format!("warning: mirror {}", entry.url)),
+        "{err}"
+    );
+    let (code, status, err) = tiffin(&["fleet", "status"]);
+    assert_eq!(code, Some(0), "{err}");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("mirror "))
+        .unwrap_or_else(|| panic!("no mirror line: {status}"));
+    assert!(line.contains(": FAILED at "), "{line}");
+    assert!(
+        line.contains(&format!("behind: web g{g1} (primary g{g2})")),
+        "{line}"
     );
     assert_eq!(mirror.current("web"), Some(g1));
 
@@ -188,6 +231,20 @@ fn a_mirror_that_is_down_fails_its_row_not_the_publish_and_the_next_publish_catc
             .unwrap();
     assert_eq!(state["mirrors"][&config.mirrors[0].url]["hosts"]["web"], g2);
     assert!(state["mirrors"][&config.mirrors[0].url]["last_error"].is_null());
+
+    // The generations the primary prunes go from the mirror too, after `current` moved.
+    config.keep_generations = 1;
+    fs::write(fleet.host_dir("web").join("a.txt"), "three\n").unwrap();
+    let r = publish_with(&fleet.dir, &config, "web");
+    let g3 = r.hosts[0].generation().unwrap();
+    assert_eq!(only_mirror(&r).result, MirrorResult::Pushed);
+    let left: Vec<String> = fs::read_dir(mirror.host_dir("web").join("gens"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, [g3.to_string()]);
+    assert_eq!(mirror.current("web"), Some(g3));
 }
 
 #[test]
