@@ -2,7 +2,6 @@
 //! after the primary (docs/configuration.md#mirrors). Parsed and checked here; the push is
 //! `fleet::mirror`.
 
-use super::fleet::check_chroot;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -115,6 +114,25 @@ fn ssh_parts(url: &::url::Url) -> Result<SshMirror, String> {
         port: url.port().unwrap_or(22),
         root,
     })
+}
+
+/// A plain absolute path, as fleet.toml's `chroot` must be (the same rule as
+/// `config::fleet::check_chroot`): it reaches sshd's configuration and the push's commands.
+fn check_chroot(p: &Path) -> Result<(), String> {
+    let text = p.to_str().ok_or("is not UTF-8")?;
+    let rest = text.strip_prefix('/').ok_or("must be an absolute path")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let plain = |c: &str| {
+        !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+@-".contains(&b))
+    };
+    if rest.is_empty() || !rest.split('/').all(plain) {
+        return Err("must be an absolute path of plain components (letters, digits, '._+@-'; no '.' or '..'), e.g. \"/srv/tiffin\"".into());
+    }
+    Ok(())
 }
 
 /// The URL's path, refused when it was percent-encoded (a chroot root is plain text).

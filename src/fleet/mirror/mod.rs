@@ -5,6 +5,7 @@
 //! why, `state` (`<chroot>/.tiffin-mirrors.json`) keeps what each mirror has, the next publish
 //! retries, and `fleet status` shows one line per mirror (`status`).
 
+mod job;
 mod plan;
 mod remote;
 mod rsync;
@@ -15,6 +16,7 @@ pub mod status;
 use crate::config::mirrors::{MirrorConfig, MirrorUrl};
 use crate::config::FleetConfig;
 use crate::publication::Publication;
+use job::{owner_names, HostJob, HostPushed};
 use state::{MirrorRecord, MirrorState};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,27 +44,6 @@ pub enum MirrorResult {
     Unchanged,
     /// It was not (fully) brought up to date; retried by the next publish.
     Failed { error: String },
-}
-
-/// One host's publication on the primary, as a push needs it.
-pub(crate) struct HostJob {
-    pub host: String,
-    pub publication: Publication,
-    /// The generation `current` names on the primary.
-    pub live: u64,
-    /// Every complete generation on the primary, ascending.
-    pub generations: Vec<u64>,
-    /// `user:group` of the host's `logs/` on the primary.
-    pub logs_owner: Option<String>,
-}
-
-/// What a push did for one host.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct HostPushed {
-    pub generation: u64,
-    pub files: usize,
-    pub bytes: u64,
-    pub changed: bool,
 }
 
 /// The ways to reach a mirror.
@@ -140,7 +121,7 @@ fn host_jobs(config: &FleetConfig, hosts: &[String]) -> Vec<HostJob> {
             let live = publication.current_generation().ok().flatten()?;
             let mut generations = publication.generations().ok()?;
             generations.sort_unstable();
-            let logs_owner = sftp::owner_names(&publication.logs()).ok();
+            let logs_owner = owner_names(&publication.logs()).ok();
             Some(HostJob {
                 host: host.clone(),
                 publication,

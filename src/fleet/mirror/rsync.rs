@@ -5,8 +5,8 @@
 //! by name (rsync as root on both sides); the switch of `current` and pruning are the same
 //! `remote` commands the sftp:// mirror runs, through `ssh`.
 
+use super::job::{HostJob, HostPushed};
 use super::remote::{self, q};
-use super::{HostJob, HostPushed};
 use crate::config::mirrors::SshMirror;
 use crate::publication::layout::{parse_current_target, CURRENT, GENS};
 use crate::runner::Runner;

@@ -1,9 +1,9 @@
 //! The `sftp://` mirror: one SSH session as root on the mirror (host key pinned, the
 //! publisher's key), files over SFTP, directories, owners and renames by `remote` commands.
 
+use super::job::{owner_names, HostJob, HostPushed};
 use super::plan::{self, Listing};
 use super::remote;
-use super::{HostJob, HostPushed};
 use crate::config::mirrors::SshMirror;
 use crate::publication::layout::{parse_current_target, CURRENT, GENS};
 use crate::source::TRANSFER_LIMITS;
@@ -305,23 +305,4 @@ fn copy(input: &mut fs::File, out: &mut impl Write) -> io::Result<u64> {
 
 fn dir_mode(p: &Path) -> Result<u32, String> {
     Ok(plan::list_one(p).map_err(|e| e.to_string())?.mode)
-}
-
-/// `user:group` of a file on the primary, by name (the mirror role has the same names, not
-/// necessarily the same numbers).
-pub(super) fn owner_names(p: &Path) -> Result<String, String> {
-    use nix::unistd::{Gid, Group, Uid, User};
-    use std::os::unix::fs::MetadataExt;
-    let md = fs::symlink_metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    let user = User::from_uid(Uid::from_raw(md.uid()))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .ok_or_else(|| format!("{}: owner uid {} has no name here", p.display(), md.uid()))?;
-    let group = Group::from_gid(Gid::from_raw(md.gid()))
-        .ok()
-        .flatten()
-        .map(|g| g.name)
-        .ok_or_else(|| format!("{}: group gid {} has no name here", p.display(), md.gid()))?;
-    Ok(format!("{user}:{group}"))
 }
