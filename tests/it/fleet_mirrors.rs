@@ -214,7 +214,10 @@ fn a_mirror_that_is_down_fails_its_row_not_the_publish_and_the_next_publish_catc
     );
     assert_eq!(mirror.current("web"), Some(g1));
 
-    // Back up: the next publish, with nothing new to publish, catches it up.
+    // Back up: the next publish, with nothing new to publish, catches it up. The primary's
+    // `current.txt` (for HTTP readers) goes along, after the generation.
+    let txt = config.chroot.join("web/current.txt");
+    fs::write(&txt, format!("gens/{g2}\n")).unwrap();
     mirror.restart();
     let r = publish_with(&fleet.dir, &config, "web");
     assert_eq!(r.hosts[0].generation(), Some(g2));
@@ -222,6 +225,21 @@ fn a_mirror_that_is_down_fails_its_row_not_the_publish_and_the_next_publish_catc
     assert_eq!(row.result, MirrorResult::Pushed, "{row:?}");
     assert_eq!(row.files, 2, "{row:?}");
     assert_eq!(mirror.current("web"), Some(g2));
+    assert_eq!(
+        fs::read_to_string(mirror.host_dir("web").join("current.txt")).unwrap(),
+        format!("gens/{g2}\n")
+    );
+    // A manifest rewritten in place on the primary (`publish` signs an old one again) is sent
+    // again, alone.
+    let manifest = config.chroot.join(format!("web/gens/{g2}/manifest.json"));
+    fs::File::options()
+        .write(true)
+        .open(&manifest)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    let row = only_mirror(&publish_with(&fleet.dir, &config, "web")).clone();
+    assert_eq!((row.result, row.files), (MirrorResult::Pushed, 1));
     assert_eq!(
         status_lines(&config),
         [format!("mirror {}: up to date", config.mirrors[0].url)]
