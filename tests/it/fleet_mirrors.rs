@@ -352,3 +352,23 @@ fn rsync_over_ssh_mirror_sends_only_changed_files() {
     let meta = fs::metadata(mirror.host_dir("web").join(format!("gens/{g2}/tree/2.txt"))).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (0, srv.host("web").gid));
 }
+
+#[test]
+fn a_mirror_whose_host_key_is_not_the_pinned_one_gets_nothing() {
+    let Some(srv) = Sshd::start(&["web"]) else { return };
+    let mirror = MirrorSshd::start(&srv, &["web"]);
+    let fleet = srv.fleet();
+    let mut config = fleet.config.clone();
+    let mut entry = mirror.entry("sftp", mirror.port);
+    // The primary's key pinned for the mirror's address: someone else answers there.
+    entry.known_hosts = Some(srv.known_hosts_for(mirror.port));
+    config.mirrors.push(entry);
+    fs::write(fleet.host_dir("web").join("a.txt"), "one\n").unwrap();
+    let r = publish_with(&fleet.dir, &config, "web");
+    let MirrorResult::Failed { error } = &only_mirror(&r).result else {
+        panic!("{:?}", r.mirrors)
+    };
+    assert!(error.contains(&srv.host_key_fingerprint()), "{error}");
+    assert!(!mirror.host_dir("web").exists(), "nothing was pushed");
+    assert!(!mirror.log_text().contains("Accepted publickey for root"));
+}
