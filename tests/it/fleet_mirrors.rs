@@ -351,11 +351,28 @@ fn rsync_over_ssh_mirror_sends_only_changed_files() {
     assert_eq!(mirror.current("web"), Some(g2));
     let meta = fs::metadata(mirror.host_dir("web").join(format!("gens/{g2}/tree/2.txt"))).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (0, srv.host("web").gid));
+    assert_eq!(
+        fs::metadata(mirror.host_dir("web").join(format!("gens/{g1}/tree/0.txt")))
+            .unwrap()
+            .ino(),
+        fs::metadata(mirror.host_dir("web").join(format!("gens/{g2}/tree/0.txt")))
+            .unwrap()
+            .ino()
+    );
+    // Nothing new: nothing sent.
+    let r = publish_with(&fleet.dir, &config, "web");
+    let row = only_mirror(&r);
+    assert_eq!(
+        (row.result.clone(), row.files),
+        (MirrorResult::Unchanged, 0)
+    );
 }
 
 #[test]
 fn a_mirror_whose_host_key_is_not_the_pinned_one_gets_nothing() {
-    let Some(srv) = Sshd::start(&["web"]) else { return };
+    let Some(srv) = Sshd::start(&["web"]) else {
+        return;
+    };
     let mirror = MirrorSshd::start(&srv, &["web"]);
     let fleet = srv.fleet();
     let mut config = fleet.config.clone();

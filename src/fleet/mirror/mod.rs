@@ -10,6 +10,7 @@ mod plan;
 mod remote;
 mod rsync;
 mod sftp;
+mod ssh_master;
 pub mod state;
 pub mod status;
 
@@ -100,9 +101,9 @@ pub fn push_all(
     });
     let jobs = host_jobs(config, hosts);
     let mut reports = Vec::new();
-    for m in &config.mirrors {
-        let record = state.mirrors.entry(m.url.clone()).or_default();
-        reports.push(push_one(fleet_dir, m, &jobs, record));
+    for (report, record) in push_in_parallel(fleet_dir, config, &jobs, &state) {
+        state.mirrors.insert(report.url.clone(), record);
+        reports.push(report);
     }
     if let Err(e) = state.save(&config.chroot) {
         warnings.push(format!(
@@ -111,6 +112,46 @@ pub fn push_all(
         ));
     }
     (reports, warnings)
+}
+
+/// Every mirror at the same time, each with its own session and a copy of its record.
+fn push_in_parallel(
+    fleet_dir: &Path,
+    config: &FleetConfig,
+    jobs: &[HostJob],
+    state: &MirrorState,
+) -> Vec<(MirrorReport, MirrorRecord)> {
+    let record_of = |m: &MirrorConfig| state.mirrors.get(&m.url).cloned().unwrap_or_default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = config
+            .mirrors
+            .iter()
+            .map(|m| {
+                let mut record = record_of(m);
+                s.spawn(move || (push_one(fleet_dir, m, jobs, &mut record), record))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&config.mirrors)
+            .map(|(h, m)| {
+                h.join().unwrap_or_else(|_| {
+                    let error = "the push stopped unexpectedly (a panic)".to_string();
+                    let mut record = record_of(m);
+                    record.last_error = Some(error.clone());
+                    let report = MirrorReport {
+                        url: m.url.clone(),
+                        result: MirrorResult::Failed { error },
+                        hosts: 0,
+                        files: 0,
+                        bytes: 0,
+                        elapsed: Duration::ZERO,
+                    };
+                    (report, record)
+                })
+            })
+            .collect()
+    })
 }
 
 fn host_jobs(config: &FleetConfig, hosts: &[String]) -> Vec<HostJob> {

@@ -7,6 +7,7 @@
 
 use super::job::{HostJob, HostPushed};
 use super::remote::{self, q};
+use super::ssh_master::Master;
 use crate::config::mirrors::SshMirror;
 use crate::publication::layout::{parse_current_target, CURRENT, GENS};
 use crate::runner::Runner;
@@ -23,48 +24,40 @@ pub struct RsyncPusher {
     known_hosts: PathBuf,
     root: String,
     runner: Runner,
+    /// The connection every command rides on.
+    master: Master,
 }
 
 impl RsyncPusher {
+    /// Logs in (the master connection); an unknown host key or a refused key fails here.
     pub fn new(m: &SshMirror, identity: &Path, known_hosts: &Path) -> Result<Self, String> {
+        let args = login_args(identity, known_hosts, m.port);
+        let master = Master::start(&args, &dest(m))?;
         Ok(Self {
             m: m.clone(),
             identity: identity.to_path_buf(),
             known_hosts: known_hosts.to_path_buf(),
             root: m.root.display().to_string(),
             runner: Runner::new(),
+            master,
         })
     }
 
-    /// `ssh` with only the configured key and host key, never asking anything.
+    /// `ssh` through the master connection (and, should it be gone, with only the configured
+    /// key and host key, never asking anything).
     fn ssh_args(&self) -> Vec<String> {
-        vec![
-            "-i".into(),
-            self.identity.display().to_string(),
+        let mut a = login_args(&self.identity, &self.known_hosts, self.m.port);
+        a.extend([
             "-o".into(),
-            "IdentitiesOnly=yes".into(),
+            format!("ControlPath={}", self.master.socket().display()),
             "-o".into(),
-            format!("UserKnownHostsFile={}", self.known_hosts.display()),
-            "-o".into(),
-            "GlobalKnownHostsFile=/dev/null".into(),
-            "-o".into(),
-            "StrictHostKeyChecking=yes".into(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-            "-o".into(),
-            "ConnectTimeout=15".into(),
-            "-p".into(),
-            self.m.port.to_string(),
-        ]
+            "ControlMaster=no".into(),
+        ]);
+        a
     }
 
     fn dest(&self) -> String {
-        let host = if self.m.host.contains(':') {
-            format!("[{}]", self.m.host)
-        } else {
-            self.m.host.clone()
-        };
-        format!("{}@{host}", self.m.user)
+        dest(&self.m)
     }
 
     /// Runs `command` on the mirror through ssh; its stdout.
@@ -91,13 +84,16 @@ impl RsyncPusher {
             job.logs_owner.as_deref(),
         ))?;
         let listing = self.run(&format!(
-            "ls -1 {g}; echo; readlink {c} || true",
+            "ls -1 {g} && (readlink {c} || true)",
             g = q(&format!("{hd}/{GENS}")),
             c = q(&format!("{hd}/{CURRENT}"))
         ))?;
-        let (gens, link) = listing.split_once("\n\n").unwrap_or((&listing, ""));
-        let mut have: BTreeSet<u64> = gens.lines().filter_map(|l| l.parse().ok()).collect();
-        let now = parse_current_target(link.trim());
+        // `ls` shows no dot names: the lines are generation numbers, then `gens/<N>`.
+        let mut have: BTreeSet<u64> = listing.lines().filter_map(|l| l.parse().ok()).collect();
+        let now = listing
+            .lines()
+            .find(|l| l.starts_with("gens/"))
+            .and_then(parse_current_target);
         let mut pushed = HostPushed {
             generation: job.live,
             ..Default::default()
@@ -117,16 +113,14 @@ impl RsyncPusher {
             self.push_generation(job, &hd, g, base, &mut pushed)?;
             have.insert(g);
         }
-        // The live generation again: a manifest signed anew since is sent, nothing else.
-        if !pushed.changed {
-            let inc = format!("{hd}/{GENS}/{}", job.live);
-            self.rsync(
-                &job.publication.generation_dir(job.live),
-                &inc,
-                None,
-                &mut pushed,
-            )?;
-        }
+        // The live manifest again: sent (to a temporary name, renamed) only when its size or
+        // mtime differs, i.e. `publish` signed it anew in place.
+        let manifest = job
+            .publication
+            .generation_dir(job.live)
+            .join("manifest.json");
+        let remote_manifest = format!("{hd}/{GENS}/{}/manifest.json", job.live);
+        self.rsync_file(&manifest, &remote_manifest, &mut pushed)?;
         let txt = job.publication.dir.join("current.txt");
         if now != Some(job.live) || txt.exists() {
             self.run(&remote::switch_current(&hd, job.live, None))?;
@@ -227,6 +221,35 @@ impl RsyncPusher {
         }
         Ok(())
     }
+}
+
+/// The options of every `ssh`: only the configured key and known_hosts file, never a question.
+fn login_args(identity: &Path, known_hosts: &Path, port: u16) -> Vec<String> {
+    let o = |s: String| ["-o".to_string(), s];
+    let mut a = vec!["-i".to_string(), identity.display().to_string()];
+    for opt in [
+        "IdentitiesOnly=yes".to_string(),
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "BatchMode=yes".into(),
+        "ConnectTimeout=15".into(),
+        "ServerAliveInterval=15".into(),
+    ] {
+        a.extend(o(opt));
+    }
+    a.extend(["-p".to_string(), port.to_string()]);
+    a
+}
+
+/// `user@host` (an IPv6 address in brackets).
+fn dest(m: &SshMirror) -> String {
+    let host = if m.host.contains(':') {
+        format!("[{}]", m.host)
+    } else {
+        m.host.clone()
+    };
+    format!("{}@{host}", m.user)
 }
 
 /// Regular files and bytes sent, from rsync's `--stats`.
