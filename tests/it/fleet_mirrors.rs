@@ -212,6 +212,13 @@ fn a_mirror_that_is_down_fails_its_row_not_the_publish_and_the_next_publish_catc
         line.contains(&format!("behind: web g{g1} (primary g{g2})")),
         "{line}"
     );
+    let (_, json, _) = tiffin(&["fleet", "status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["mirrors"][0]["state"], "failed", "{json}");
+    assert_eq!(
+        json["mirrors"][0]["behind"][0],
+        serde_json::json!(["web", g1, g2])
+    );
     assert_eq!(mirror.current("web"), Some(g1));
 
     // Back up: the next publish, with nothing new to publish, catches it up. The primary's
