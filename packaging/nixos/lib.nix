@@ -34,8 +34,11 @@ let
 
   # The same rules as the Rust parser (src/config/fleet.rs), so that a fleet the admin's
   # `tiffin fleet publish` accepts is also one the server module accepts, and vice versa.
-  fleetKeys = [ "chroot" "server" "port" "keep_generations" "signing_key" "never_publish" "build" "hosts" "secrets" "rollout" ]
+  fleetKeys = [ "chroot" "server" "port" "keep_generations" "signing_key" "never_publish" "build" "hosts" "secrets" "rollout" "mirrors" ]
     ++ [ "http" ];  # [http] root: the web root (docs/serving.md)
+  mirrorKeys = [ "url" "identity" "known_hosts" ];
+  # A mirror's chroot root, from its `[[mirrors]] url` (sftp:// or rsync+ssh://; s3:// has none).
+  mirrorUrlRe = "(sftp|rsync\\+ssh)://[^/@]+@[^/]+(/[A-Za-z0-9._+@/-]*)";
   hostKeys = [ "key" "dir" "attr" "user" "backup_quota" "wave" ]
     ++ [ "http_prefix" ];
   keyTypes = "ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\\.com";
@@ -164,6 +167,12 @@ rec {
             chrootDir = "${chroot}/${name}";
           })
         (attrNames hosts); # attrNames is sorted: the output is stable
+      mirrors = map
+        (m:
+          let where = "${origin}: [[mirrors]]";
+          in checkKnownKeys where mirrorKeys (if isAttrs m && m ? url then m
+          else fail where "expected a table with url = \"sftp://root@mirror:22/srv/tiffin\""))
+        (checked.mirrors or [ ]);
       users = map (h: h.user) hostList;
       duplicate = filter (u: length (filter (x: x == u) users) > 1) users;
     in
@@ -175,7 +184,29 @@ rec {
       server = checked.server or "";
       port = checked.port or 22;
       hosts = hostList;
+      inherit mirrors;
     };
+
+  /* The chroot roots of the fleet's sftp:// and rsync+ssh:// mirrors (what a server in the
+     mirror role may serve), trailing slash dropped. */
+  mirrorRoots = fleet:
+    builtins.concatMap
+      (m:
+        let u = match mirrorUrlRe (checkString "[[mirrors]] url" m.url);
+        in if u == null then [ ] else [ (stripSlash (builtins.elemAt u 1)) ])
+      (fleet.mirrors or [ ]);
+
+  /* root's authorized_keys lines on a mirror: the publisher's keys (checked like host keys),
+     each limited to `from` (an sshd pattern list such as "192.0.2.10,2001:db8::10") when
+     given, and to no forwarding or terminal. */
+  mirrorRootKeys = { keys, from ? null }:
+    let
+      plainFrom = f: if match "[A-Za-z0-9.:*?!,/_-]+" f != null then f
+        else fail "services.tiffin.server.mirror.publisherFrom" "${toJSON f} is not a plain sshd pattern list like \"192.0.2.10,2001:db8::10\"";
+      opts = (if from == null then "" else "from=\"${plainFrom from}\",")
+        + "no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-pty";
+    in
+    map (k: "${opts} ${checkPublicKey "services.tiffin.server.mirror.publisherKeys" k}") keys;
 
   /* The group all host users are in (as a supplementary group). */
   inherit hostGroup;

@@ -29,6 +29,9 @@ let
   allowGroups = sshd.AllowGroups or null;
   denyUsers = sshd.DenyUsers or null;
   denyGroups = sshd.DenyGroups or null;
+  isMirror = cfg.role == "mirror";
+  mirrorRoots = tiffinLib.mirrorRoots fleetRaw;
+  permitRootLogin = sshd.PermitRootLogin or "prohibit-password";
   notAllowedUsers = if allowUsers == null then [ ] else lib.filter (u: !(builtins.elem u allowUsers)) userNames;
   deniedUsers = if denyUsers == null then [ ] else lib.filter (u: builtins.elem u denyUsers) userNames;
   deniedGroups = if denyGroups == null then [ ] else lib.filter (g: builtins.elem g denyGroups) ([ tiffinLib.hostGroup ] ++ userNames);
@@ -96,6 +99,35 @@ in
         sshd's MaxStartups. The default lets every host of the fleet be in its SSH handshake at
         the same time (after a server restart they all reconnect), never below sshd's 10:30:100.
       '';
+    };
+
+    role = lib.mkOption {
+      type = lib.types.enum [ "primary" "mirror" ];
+      default = "primary";
+      description = ''
+        `primary`: the server `tiffin fleet publish` writes to. `mirror`: a copy of it, named
+        by a fleet.toml `[[mirrors]]` entry: the same users, chroots and sshd contract (hosts
+        list it among their agent.toml `sources`), no publishing here; the publisher pushes as
+        root with `mirror.publisherKeys`. Set `chrootDir` to the path of its `[[mirrors]] url`.
+      '';
+    };
+
+    mirror = {
+      publisherKeys = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+        example = [ "ssh-ed25519 AAAA… root@fleet" ];
+        description = ''
+          The role `mirror`: the public key(s) of the `identity` the publisher's `[[mirrors]]`
+          entry names, authorised for root here (SECURITY.md: that key is root on this mirror).
+        '';
+      };
+      publisherFrom = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "192.0.2.10,2001:db8::10";
+        description = "Where the publisher's key may log in from (`from=` of authorized_keys).";
+      };
     };
 
     watch = {
@@ -170,10 +202,32 @@ in
         message = "services.tiffin.server.chrootDir = \"${cfg.chrootDir}\": sshd refuses a chroot below a directory others can write to; use e.g. /srv/tiffin.";
       }
       {
-        assertion = cfg.chrootDir == fleetRaw.chroot;
+        assertion = isMirror || cfg.chrootDir == fleetRaw.chroot;
         message = ''
           services.tiffin.server.chrootDir = "${cfg.chrootDir}" but ${toString cfg.fleetFile} says chroot = "${fleetRaw.chroot}".
           `tiffin fleet publish` writes where fleet.toml says, so sshd would serve empty directories: change one of them.'';
+      }
+      {
+        assertion = !isMirror || builtins.elem cfg.chrootDir mirrorRoots;
+        message = ''
+          services.tiffin.server.role = "mirror" serves chrootDir = "${cfg.chrootDir}", but no sftp:// or rsync+ssh:// [[mirrors]] url of ${toString cfg.fleetFile} pushes there (their paths: ${builtins.toJSON mirrorRoots}).
+          Set chrootDir to the path of this mirror's url, or add the mirror to fleet.toml.'';
+      }
+      {
+        assertion = !isMirror || cfg.mirror.publisherKeys != [ ];
+        message = "services.tiffin.server.role = \"mirror\" needs mirror.publisherKeys: the public key of the `identity` fleet.toml's [[mirrors]] entry pushes with (as root).";
+      }
+      {
+        assertion = !isMirror || builtins.elem permitRootLogin [ "prohibit-password" "without-password" "yes" ];
+        message = "services.tiffin.server.role = \"mirror\": services.openssh.settings.PermitRootLogin = \"${toString permitRootLogin}\" keeps the publisher out; the push logs in as root with its key (\"prohibit-password\").";
+      }
+      {
+        assertion = !isMirror || ((allowUsers == null || builtins.elem "root" allowUsers) && (allowGroups == null || builtins.elem "root" allowGroups));
+        message = "services.tiffin.server.role = \"mirror\": services.openssh.settings.AllowUsers/AllowGroups is set without \"root\": the publisher's push (root) would be refused.";
+      }
+      {
+        assertion = !(isMirror && cfg.watch.enable);
+        message = "services.tiffin.server.role = \"mirror\" with watch.enable: a mirror publishes nothing; run `tiffin fleet watch` on the primary.";
       }
       {
         assertion = fleet.hosts != [ ];
@@ -209,10 +263,15 @@ in
       }
     ];
 
-    environment.systemPackages = [ cfg.package ];
+    # A mirror also receives rsync+ssh:// pushes.
+    environment.systemPackages = [ cfg.package ] ++ lib.optional isMirror pkgs.rsync;
 
     users.groups = tiffinLib.groups { inherit fleet; uids = cfg.uids; };
-    users.users = lib.mapAttrs (_: u: builtins.removeAttrs u [ "keys" ]) hostUsers;
+    users.users = lib.mapAttrs (_: u: builtins.removeAttrs u [ "keys" ]) hostUsers
+      // lib.optionalAttrs isMirror {
+      root.openssh.authorizedKeys.keys =
+        tiffinLib.mirrorRootKeys { keys = cfg.mirror.publisherKeys; from = cfg.mirror.publisherFrom; };
+    };
 
     environment.etc = tiffinLib.authorizedKeysFiles fleet;
 

@@ -323,9 +323,18 @@ fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
         Err(e) => return Err(e.into()),
     };
     print!("{}", fleet::report::publish_table(&report));
+    print!("{}", fleet::report::mirror_table(&report));
     for h in &report.hosts {
         if let HostResult::Failed { error } = &h.result {
             eprintln!("tiffin fleet publish: host {}: {error}", h.host);
+        }
+    }
+    for m in &report.mirrors {
+        if let fleet::mirror::MirrorResult::Failed { error } = &m.result {
+            eprintln!(
+                "tiffin fleet publish: warning: mirror {}: {error} (the publication itself is done; the next publish retries the mirror)",
+                m.url
+            );
         }
     }
     for o in &report.orphans {
@@ -412,10 +421,15 @@ fn status(fleet_dir: &std::path::Path, json: bool, watch: bool) -> anyhow::Resul
     if json {
         let mut view = serde_json::to_value(&view)?;
         view["rollout"] = super::rollout::status_json(&config);
+        view["mirrors"] =
+            serde_json::to_value(crate::fleet::mirror::status::mirror_views(&config))?;
         serde_json::to_writer_pretty(&mut out, &view)?;
         writeln!(out)?;
     } else {
         if let Some(line) = super::rollout::status_line(&config) {
+            writeln!(out, "{line}")?;
+        }
+        for line in crate::fleet::mirror::status::status_lines(&config) {
             writeln!(out, "{line}")?;
         }
         out.write_all(status::render_table(&view, Style::for_stdout()).as_bytes())?;

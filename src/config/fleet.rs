@@ -73,6 +73,9 @@ pub struct FleetConfig {
     /// `[http]`: the web root publish maintains for a web server (docs/serving.md).
     #[serde(default)]
     pub http: Option<super::http::HttpConfig>,
+    /// `[[mirrors]]`: servers `fleet publish` copies every publication to after this one.
+    #[serde(default)]
+    pub mirrors: Vec<super::mirrors::MirrorConfig>,
 }
 
 /// The `[build]` table: the Nix commands, configurable so that tests can use a fake.
@@ -253,6 +256,7 @@ impl FleetConfig {
             .collect();
         super::secrets::check(&c.secrets, &keys, &at).map_err(FleetConfigError)?;
         c.check_http(&at)?;
+        super::mirrors::check(&c.mirrors, &c.chroot, &at).map_err(FleetConfigError)?;
         Ok(c)
     }
 }

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod desk;
 pub mod fleet;
 pub mod http;
+pub mod mirrors;
 pub mod rollout;
 pub mod secrets;
 pub mod sources;

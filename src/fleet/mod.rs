@@ -10,6 +10,7 @@ pub mod git_note;
 pub mod inert;
 pub mod init;
 pub mod logs;
+pub mod mirror;
 pub mod never_publish;
 pub mod nix_build;
 pub mod publish;

@@ -43,6 +43,46 @@ pub fn publish_table(report: &PublishReport) -> String {
     table(&head, &rows)
 }
 
+/// mirror, result, hosts, files, bytes, time — one line per `[[mirrors]]` entry.
+pub fn mirror_table(report: &PublishReport) -> String {
+    use super::mirror::MirrorResult;
+    let rows: Vec<Vec<String>> = report
+        .mirrors
+        .iter()
+        .map(|m| {
+            let result = match &m.result {
+                MirrorResult::Pushed => "pushed".to_string(),
+                MirrorResult::Unchanged => "unchanged".to_string(),
+                MirrorResult::Failed { error } => {
+                    format!("FAILED: {}", super::inert::first_line(error, 200))
+                }
+            };
+            vec![
+                m.url.clone(),
+                result,
+                m.hosts.to_string(),
+                m.files.to_string(),
+                human_bytes(m.bytes),
+                seconds(m.elapsed),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    table(
+        &[
+            "mirror",
+            "result",
+            "hosts",
+            "files sent",
+            "bytes sent",
+            "time",
+        ],
+        &rows,
+    )
+}
+
 /// host, result, system, time.
 pub fn build_table(report: &BuildReport) -> String {
     let rows: Vec<Vec<String>> = report

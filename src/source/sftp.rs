@@ -171,6 +171,12 @@ impl SftpSource {
         )
     }
 
+    /// The session and its SFTP channel, for `fleet publish`'s mirror push (root on a mirror:
+    /// it also runs commands there).
+    pub(crate) fn channels(&self) -> (&Session, &Sftp) {
+        (&self.session, &self.sftp)
+    }
+
     /// The remote path of `rel` inside the host's directory.
     fn remote(&self, rel: &str) -> PathBuf {
         let base = self.target.path.trim_end_matches('/');

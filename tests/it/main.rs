@@ -52,6 +52,7 @@ mod faults_disk;
 mod faults_publish_kill;
 mod files_race;
 mod fleet_cli;
+mod fleet_mirrors;
 mod fleet_never_publish;
 mod fleet_ownership;
 mod fleet_publish;

@@ -1004,6 +1004,88 @@ fn server_module_assertions_explain_what_is_wrong_and_what_to_do() {
     assert_failed(&r, &["binaryCache.enable needs binaryCache.secretKeyFile"]);
 }
 
+#[test]
+fn server_module_mirror_role_serves_the_same_chroots_and_lets_only_the_publisher_in_as_root() {
+    if !have_nix() {
+        return;
+    }
+    let fleet = fixture("fleet-mirrors.toml");
+    let mirror = |extra: &str| {
+        eval_module(
+            "server.nix",
+            &format!(
+                "{{ enable = true; fleetFile = {}; role = \"mirror\"; {extra} }}",
+                fleet.display()
+            ),
+            "{ }",
+        )
+    };
+    let publisher = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJDWYiK/NRju/dMgJLsD/bSTAtvFcMJup0F87+ozd/Mv root@fleet";
+    let r = mirror(&format!(
+        "chrootDir = \"/srv/tiffin-mirror\"; mirror.publisherKeys = [ \"{publisher}\" ]; mirror.publisherFrom = \"192.0.2.10\";"
+    ));
+    assert_eq!(failed_assertions(&r), Vec::<String>::new());
+    let c = &r["config"];
+    // The same users, keys and sshd contract as the primary, under the mirror's chroot root.
+    assert_eq!(c["users"]["users"]["laptop"]["group"], json!("laptop"));
+    assert_eq!(
+        c["services"]["openssh"]["extraConfig"],
+        json!(format!(
+            "\n{}\nMatch All\n",
+            contract_match_block("laptop", "/srv/tiffin-mirror/laptop")
+        ))
+    );
+    assert_eq!(
+        c["systemd"]["tmpfiles"]["rules"][0],
+        json!("d /srv/tiffin-mirror 0755 root root -")
+    );
+    // The publisher's key, for root, from its address only, without forwarding or a terminal.
+    assert_eq!(
+        c["users"]["users"]["root"]["openssh"]["authorizedKeys"]["keys"],
+        json!([format!(
+            "from=\"192.0.2.10\",no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-pty {publisher}"
+        )])
+    );
+    assert!(c["environment"]["systemPackages"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("/nix/store/rsync")));
+    // The rsync+ssh:// mirror's path is a mirror root too.
+    let b = mirror(&format!(
+        "chrootDir = \"/data/tiffin\"; mirror.publisherKeys = [ \"{publisher}\" ];"
+    ));
+    assert_eq!(failed_assertions(&b), Vec::<String>::new());
+
+    // A path no [[mirrors]] url names, no publisher key, root kept out, a watcher: refused.
+    let bad = eval_module(
+        "server.nix",
+        &format!(
+            "{{ enable = true; fleetFile = {}; role = \"mirror\"; chrootDir = \"/srv/elsewhere\"; watch = {{ enable = true; fleetDir = \"/var/lib/f\"; }}; }}",
+            fleet.display()
+        ),
+        "{ services.openssh.settings.PermitRootLogin = \"no\"; }",
+    );
+    assert_failed(
+        &bad,
+        &[
+            "/srv/elsewhere",
+            "no sftp:// or rsync+ssh://",
+            "/srv/tiffin-mirror",
+        ],
+    );
+    assert_failed(&bad, &["needs mirror.publisherKeys"]);
+    assert_failed(&bad, &["PermitRootLogin = \"no\"", "prohibit-password"]);
+    assert_failed(&bad, &["a mirror publishes nothing"]);
+    // The primary role keeps root out of it all and reads the same fleet.toml.
+    let primary = eval_module(
+        "server.nix",
+        &format!("{{ enable = true; fleetFile = {}; }}", fleet.display()),
+        "{ }",
+    );
+    assert_eq!(failed_assertions(&primary), Vec::<String>::new());
+    assert_eq!(primary["config"]["users"]["users"].get("root"), None);
+}
+
 const SERVER_OPTIONS: &str = r#"enable = true; server = "fleet.example.org"; port = 2222;
   trustedKey = "/etc/tiffin/fleet-signing.pub";"#;
 

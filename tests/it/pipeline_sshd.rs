@@ -121,6 +121,26 @@ http_trigger = ""
         fs::write(&self.config_path, text).unwrap();
     }
 
+    /// Points the agent at another server holding the same publication (a mirror): its port
+    /// and pinned host key replace the test sshd's in agent.toml.
+    pub(crate) fn use_server(&self, port: u16, known_hosts: &Path) {
+        let text = fs::read_to_string(&self.config_path).unwrap();
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if let Some(rest) = l.strip_prefix("source = \"sftp://") {
+                    let user = rest.split('@').next().unwrap_or_default();
+                    format!("source = \"sftp://{user}@127.0.0.1:{port}/\"")
+                } else if l.starts_with("known_hosts = ") {
+                    format!("known_hosts = {:?}", known_hosts.display().to_string())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        fs::write(&self.config_path, text.join("\n") + "\n").unwrap();
+    }
+
     /// Turns on the stand-in's knob `standin.<name>` (on the fake: its file).
     fn knob(&self, name: &str) {
         let (rel, content) = knob_file(self.real, name, "true");

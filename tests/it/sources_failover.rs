@@ -7,7 +7,7 @@
 //! Needs root and `/usr/sbin/sshd` (fails under `CI=true` without them, skips otherwise).
 
 use crate::pipeline_sshd::{SshMachine, HOST};
-use crate::support::mirror_sshd::MirrorSshd;
+use crate::support::mirror_copy_sshd::MirrorSshd;
 use crate::support::nginx::{self, Nginx, NginxOptions};
 use std::fs;
 use std::process::Command;

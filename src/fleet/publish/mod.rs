@@ -102,6 +102,11 @@ pub fn publish_with_progress(
         report.warnings.extend(web::update(config, &report.hosts));
     }
     report.orphans = prune::orphans(config, opts)?;
+    if !opts.dry_run && !config.mirrors.is_empty() {
+        let (mirrors, warnings) = crate::fleet::mirror::push_all(fleet_dir, config, &hosts);
+        report.mirrors = mirrors;
+        report.warnings.extend(warnings);
+    }
     Ok(report)
 }
 

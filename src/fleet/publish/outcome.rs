@@ -125,6 +125,8 @@ pub struct PublishReport {
     pub orphans: Vec<Orphan>,
     /// Said once per run (e.g. not running as root).
     pub warnings: Vec<String>,
+    /// One row per fleet.toml `[[mirrors]]` entry, pushed after the hosts (none on a dry run).
+    pub mirrors: Vec<crate::fleet::mirror::MirrorReport>,
 }
 
 impl PublishReport {

@@ -7,6 +7,7 @@
 //! bench). Not every user needs every part.
 #![allow(dead_code)]
 
+pub mod mirror_copy_sshd;
 pub mod mirror_sshd;
 pub mod nginx;
 pub mod prometheus;
