@@ -66,6 +66,9 @@ pub struct FleetConfig {
     /// How `fleet rollout` and `fleet watch` promote a staged release (`[rollout]`).
     #[serde(default)]
     pub rollout: super::rollout::RolloutConfig,
+    /// `[s3]`: the S3-compatible service `fleet publish --to s3://…` uploads to.
+    #[serde(default)]
+    pub s3: super::s3::S3Config,
 }
 
 /// The `[build]` table: the Nix commands, configurable so that tests can use a fake.
@@ -235,6 +238,7 @@ impl FleetConfig {
             .map(|(n, h)| (n.as_str(), h.key.as_str()))
             .collect();
         super::secrets::check(&c.secrets, &keys, &at).map_err(FleetConfigError)?;
+        super::s3::check(&c.s3, &at).map_err(FleetConfigError)?;
         Ok(c)
     }
 }

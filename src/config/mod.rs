@@ -7,6 +7,7 @@ pub mod backup;
 pub mod desk;
 pub mod fleet;
 pub mod rollout;
+pub mod s3;
 pub mod secrets;
 
 pub use agent::{AgentConfig, Operation, SystemConfig};

@@ -12,6 +12,7 @@ pub mod init;
 pub mod logs;
 pub mod never_publish;
 pub mod nix_build;
+pub mod objstore;
 pub mod publish;
 pub mod report;
 pub mod rollout;
