@@ -32,11 +32,12 @@ pub fn upload(config: &FleetConfig, report: &PublishReport, to: &str, dry_run: b
         let dir = Publication::new(&config.chroot, &h.host).dir;
         match objstore::push_host(&target, &path, &dir, &opts) {
             Ok(s) => println!(
-                "  {}: {} {} objects ({} bytes), {} already there, {} deleted; current.txt: {}",
+                "  {}: {} {} objects ({} bytes), copied {} unchanged in the bucket, {} already there, {} deleted; current.txt: {}",
                 h.host,
                 verb,
                 s.uploaded,
                 s.uploaded_bytes,
+                s.copied,
                 s.present,
                 s.deleted,
                 s.generation

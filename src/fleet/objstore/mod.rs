@@ -15,6 +15,7 @@
 //! runs a small tokio runtime of its own, so the `[[mirrors]]` pusher can call it as well.
 
 mod push;
+mod reuse;
 mod target;
 
 pub use push::{push_host, PushOptions, PushSummary};

@@ -1,6 +1,7 @@
 //! One host's upload: list what the bucket has, upload what it lacks (files, then each
 //! generation's manifest), switch `current.txt`, delete the generations pruned locally.
 
+use super::reuse::Reuse;
 use super::{PushError, S3Target, CURRENT_TXT};
 use crate::manifest::MANIFEST_FILE;
 use crate::publication::{Publication, GENS};
@@ -44,6 +45,8 @@ pub struct PushSummary {
     /// Objects uploaded (files, manifests and `current.txt`).
     pub uploaded: usize,
     pub uploaded_bytes: u64,
+    /// Objects copied inside the bucket from an unchanged file of an earlier generation.
+    pub copied: usize,
     /// Objects the bucket already had.
     pub present: usize,
     /// Objects of pruned generations deleted.
@@ -55,6 +58,8 @@ struct LocalFile {
     path: PathBuf,
     key: Key,
     size: u64,
+    /// An object in the bucket with the same content: copied from there instead.
+    copy_from: Option<Key>,
 }
 
 /// Uploads the publication in `local_host_dir` (`<chroot>/<host>`) to `<prefix>/<host_path>/`.
@@ -94,23 +99,31 @@ async fn push(
         ..PushSummary::default()
     };
     let remote = list(target, host_path).await?;
+    let reuse = Reuse::new(target, host_path, dir, &live, &remote);
     let mut files = Vec::new();
     let mut manifests = Vec::new();
     for &n in &live {
-        for f in local_files(target, host_path, dir, n)? {
+        for mut f in local_files(target, host_path, dir, n)? {
             if remote.get(&f.key) == Some(&f.size) {
                 summary.present += 1;
             } else if f.key.filename() == Some(MANIFEST_FILE) {
                 manifests.push(f);
             } else {
+                f.copy_from = reuse.source_for(&f.key).cloned();
                 files.push(f);
             }
         }
     }
     // A generation's manifest only once all its files are there, `current.txt` only after all.
     for batch in [files, manifests] {
-        summary.uploaded += batch.len();
-        summary.uploaded_bytes += batch.iter().map(|f| f.size).sum::<u64>();
+        for f in &batch {
+            if f.copy_from.is_some() {
+                summary.copied += 1;
+            } else {
+                summary.uploaded += 1;
+                summary.uploaded_bytes += f.size;
+            }
+        }
         if !opts.dry_run {
             upload_all(target, batch, opts.jobs).await?;
         }
@@ -204,6 +217,7 @@ fn local_files(
                     path: p,
                     key,
                     size: meta.len(),
+                    copy_from: None,
                 });
             } else {
                 let why = std::io::Error::other("neither a file nor a directory");
@@ -246,6 +260,9 @@ enum Upload {
 
 /// One file: a single PUT, or a multipart upload when it is large.
 async fn upload(store: &dyn ObjectStore, f: &LocalFile) -> Result<(), Upload> {
+    if let Some(from) = &f.copy_from {
+        return store.copy(from, &f.key).await.map_err(Upload::Store);
+    }
     if f.size <= SINGLE_PUT_MAX {
         let data = fs::read(&f.path).map_err(Upload::Local)?;
         store

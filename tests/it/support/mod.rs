@@ -10,6 +10,7 @@
 pub mod prometheus;
 pub mod publication;
 pub mod relay;
+pub mod s3;
 pub mod sshd;
 
 use std::io::Read;
