@@ -99,7 +99,7 @@ async fn push(
         ..PushSummary::default()
     };
     let remote = list(target, host_path).await?;
-    let reuse = Reuse::new(target, host_path, dir, &live, &remote);
+    let reuse = Reuse::new(target, host_path, dir, &live, &remote).await;
     let mut files = Vec::new();
     let mut manifests = Vec::new();
     for &n in &live {
@@ -130,6 +130,7 @@ async fn push(
     }
     if switch_current(target, host_path, current, opts.dry_run).await? {
         summary.uploaded += 1;
+        summary.uploaded_bytes += format!("{GENS}/{current}\n").len() as u64;
     } else {
         summary.present += 1;
     }
@@ -143,7 +144,9 @@ async fn push(
             summary.deleted += 1;
             if !opts.dry_run {
                 let r = target.store.delete(key).await;
-                r.map_err(|e| store_error(target, key.as_ref(), "delete (a pruned generation)", e))?;
+                r.map_err(|e| {
+                    store_error(target, key.as_ref(), "delete (a pruned generation)", e)
+                })?;
             }
         }
     }
@@ -157,7 +160,12 @@ fn local(path: &Path, source: std::io::Error) -> PushError {
     }
 }
 
-fn store_error(target: &S3Target, key: &str, what: &'static str, e: object_store::Error) -> PushError {
+fn store_error(
+    target: &S3Target,
+    key: &str,
+    what: &'static str,
+    e: object_store::Error,
+) -> PushError {
     PushError::Store {
         endpoint: target.endpoint.clone(),
         bucket: target.bucket.clone(),
@@ -229,7 +237,11 @@ fn local_files(
 }
 
 /// Uploads `files`, `jobs` at a time; the first failure stops the rest.
-async fn upload_all(target: &S3Target, files: Vec<LocalFile>, jobs: usize) -> Result<(), PushError> {
+async fn upload_all(
+    target: &S3Target,
+    files: Vec<LocalFile>,
+    jobs: usize,
+) -> Result<(), PushError> {
     let mut set = tokio::task::JoinSet::new();
     let mut pending = files.into_iter();
     loop {
@@ -315,7 +327,10 @@ async fn switch_current(
         return Ok(false);
     }
     if !dry_run {
-        let r = target.store.put(&key, PutPayload::from(want.into_bytes())).await;
+        let r = target
+            .store
+            .put(&key, PutPayload::from(want.into_bytes()))
+            .await;
         r.map_err(|e| store_error(target, &name, "upload", e))?;
     }
     Ok(true)

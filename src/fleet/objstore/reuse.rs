@@ -8,6 +8,7 @@
 use super::S3Target;
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::publication::layout::{cache_rel, manifest_rel, tree_rel};
+use crate::publication::GENS;
 use object_store::path::Path as Key;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -23,8 +24,9 @@ pub(super) struct Reuse {
 }
 
 impl Reuse {
-    /// From the local manifests of the `live` generations and the bucket's listing `remote`.
-    pub(super) fn new(
+    /// From the manifests of the `live` generations (local) and of the generations the bucket
+    /// holds (`remote`, its listing; the manifests of those pruned locally are read from it).
+    pub(super) async fn new(
         target: &S3Target,
         host_path: &str,
         dir: &Path,
@@ -32,22 +34,28 @@ impl Reuse {
         remote: &HashMap<Key, u64>,
     ) -> Self {
         let mut r = Reuse::default();
-        for &n in live {
-            let path = dir.join(manifest_rel(n));
-            let Ok(bytes) = std::fs::read(&path) else {
+        let gens_prefix = format!("{}/", target.key(host_path, GENS));
+        let in_bucket: BTreeSet<u64> = remote
+            .keys()
+            .filter_map(|k| {
+                let rest = k.as_ref().strip_prefix(&gens_prefix)?;
+                let (n, file) = rest.split_once('/')?;
+                (file == MANIFEST_FILE).then(|| n.parse().ok()).flatten()
+            })
+            .collect();
+        for &n in live.union(&in_bucket) {
+            let Some(m) = manifest(target, host_path, dir, n, live.contains(&n)).await else {
                 continue;
             };
-            let Ok(m) = Manifest::parse(&bytes, &path.display().to_string()) else {
-                continue;
-            };
-            let complete = Key::parse(target.key(host_path, &manifest_rel(n)))
-                .is_ok_and(|k| remote.contains_key(&k));
+            let complete = in_bucket.contains(&n);
             for (rel, content) in files_of(n, &m) {
                 let Ok(key) = Key::parse(target.key(host_path, &rel)) else {
                     continue;
                 };
                 if complete && remote.get(&key) == Some(&content.1) {
-                    r.holder.entry(content.clone()).or_insert_with(|| key.clone());
+                    r.holder
+                        .entry(content.clone())
+                        .or_insert_with(|| key.clone());
                 }
                 r.content.insert(key, content);
             }
@@ -62,6 +70,25 @@ impl Reuse {
         }
         self.holder.get(self.content.get(key)?)
     }
+}
+
+/// Generation `n`'s manifest, from the local disk or else the bucket; `None` when unreadable
+/// (then nothing of it is reused).
+async fn manifest(
+    target: &S3Target,
+    host_path: &str,
+    dir: &Path,
+    n: u64,
+    local: bool,
+) -> Option<Manifest> {
+    let rel = manifest_rel(n);
+    let bytes = if local {
+        std::fs::read(dir.join(&rel)).ok()?.into()
+    } else {
+        let key = Key::parse(target.key(host_path, &rel)).ok()?;
+        target.store.get(&key).await.ok()?.bytes().await.ok()?
+    };
+    Manifest::parse(&bytes, &rel).ok()
 }
 
 /// Every file a manifest lists (tree and binary cache) with its content.

@@ -4,8 +4,9 @@
 //! seconds, not after object_store's default three minutes.
 
 use crate::config::s3::S3Config;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::aws::AmazonS3Builder;
+use object_store::aws::AmazonS3ConfigKey::{self, Client};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +53,9 @@ impl S3Target {
             url: url.to_string(),
             why,
         };
-        let rest = url.strip_prefix("s3://").ok_or_else(|| bad("not an s3:// URL"))?;
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("not an s3:// URL"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(bad("no bucket"));
@@ -84,11 +87,9 @@ impl S3Target {
                 max_retries: 2,
                 retry_timeout: Duration::from_secs(15),
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120)),
-            )
+            // Set key by key: `with_client_options` would drop what the environment set.
+            .with_config(Client(ClientConfigKey::ConnectTimeout), "5s")
+            .with_config(Client(ClientConfigKey::Timeout), "120s")
             .build()
             .map_err(|source| S3TargetError::Client {
                 url: url.to_string(),
@@ -128,8 +129,17 @@ mod tests {
         assert_eq!((t.bucket.as_str(), t.prefix.as_str()), ("fleet", "pub"));
         assert_eq!(t.key("laptop", "current.txt"), "pub/laptop/current.txt");
         let t = S3Target::new("s3://fleet", &S3Config::default()).unwrap();
-        assert_eq!(t.key("laptop", "gens/3/manifest.json"), "laptop/gens/3/manifest.json");
-        for bad in ["s3://", "https://x/y", "s3:///p", "s3://b/../x", "s3://b/a//c"] {
+        assert_eq!(
+            t.key("laptop", "gens/3/manifest.json"),
+            "laptop/gens/3/manifest.json"
+        );
+        for bad in [
+            "s3://",
+            "https://x/y",
+            "s3:///p",
+            "s3://b/../x",
+            "s3://b/a//c",
+        ] {
             assert!(S3Target::new(bad, &S3Config::default()).is_err(), "{bad}");
         }
     }

@@ -49,13 +49,34 @@ impl S3Server {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port}"
+            );
             assert!(s.child.try_wait().unwrap().is_none(), "moto_server exited");
             std::thread::sleep(Duration::from_millis(50));
         }
         let (status, _) = s.request("PUT", &format!("/{bucket}"), &[]);
         assert_eq!(status, 200, "create bucket {bucket}");
         s
+    }
+
+    /// A bucket policy that lets anyone GET the objects under `prefix` (as a publication served
+    /// from the bucket's website endpoint or a CDN needs); listing stays private.
+    pub fn allow_anonymous_read(&self, prefix: &str) {
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::{}/{prefix}/*"}}]}}"#,
+            self.bucket
+        );
+        let (status, body) = self.request(
+            "PUT",
+            &format!("/{}?policy", self.bucket),
+            policy.as_bytes(),
+        );
+        assert!(
+            (200..300).contains(&status),
+            "bucket policy: {status} {body:?}"
+        );
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -111,7 +132,7 @@ impl S3Server {
         let mut c = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
         c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
             self.port,
             body.len()
         );
@@ -119,11 +140,17 @@ impl S3Server {
         c.write_all(body).unwrap();
         let mut resp = Vec::new();
         c.read_to_end(&mut resp).unwrap();
-        let split = resp.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head");
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("HTTP head");
         let head = String::from_utf8_lossy(&resp[..split]).to_string();
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         let mut body = resp[split + 4..].to_vec();
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             body = dechunk(&body);
         }
         (status, body)
@@ -140,8 +167,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16)
-            .unwrap();
+        let n =
+            usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16).unwrap();
         if n == 0 {
             return out;
         }
