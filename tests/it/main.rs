@@ -60,6 +60,7 @@ mod fleet_rollout;
 mod fleet_status;
 mod fleet_watch;
 mod fuzz_corpus;
+mod http_source;
 mod packaging;
 mod pipeline_cycle;
 mod pipeline_files;

@@ -50,7 +50,12 @@ pub enum PushError {
     Runtime(std::io::Error),
 }
 
-/// A host's path under the upload's prefix: its name.
-pub fn host_path(_config: &crate::config::FleetConfig, host: &str) -> String {
-    host.to_string()
+/// A host's path under the upload's prefix: its unguessable `http_prefix` (fleet.toml), else
+/// its name.
+pub fn host_path(config: &crate::config::FleetConfig, host: &str) -> String {
+    config
+        .hosts
+        .get(host)
+        .and_then(|h| h.http_prefix.clone())
+        .unwrap_or_else(|| host.to_string())
 }

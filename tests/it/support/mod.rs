@@ -7,6 +7,7 @@
 //! bench). Not every user needs every part.
 #![allow(dead_code)]
 
+pub mod nginx;
 pub mod prometheus;
 pub mod publication;
 pub mod relay;
