@@ -213,3 +213,70 @@ fn publish_to_s3_while_the_server_is_down_fails_naming_the_endpoint_and_keeps_th
         }
     }
 }
+
+/// `tiffin agent --once` on a machine whose only source is the S3 server's HTTP endpoint for
+/// this host (`http://127.0.0.1:<port>/<bucket>/pub/<prefix>/`, anonymous GETs as the bucket
+/// policy allows): the NixOS stand-in on real Nix (without Nix, outside CI, the fake).
+#[test]
+fn an_agent_cycle_over_http_installs_what_the_s3_server_serves() {
+    use crate::pipeline_support::{
+        default_is_real, install_fake_nixos, install_real_nixos, knob_flake_nix, system_section,
+        FIRST_CONFIGURATION,
+    };
+    const PREFIX: &str = "Zm9yLXRoZS1sYXB0b3Atb25seQ";
+    let Some(s3) = server("an_agent_cycle_over_http_installs_what_the_s3_server_serves") else {
+        return;
+    };
+    let fleet = TestFleet::new();
+    fleet.write_config(&[("laptop", &format!("http_prefix = {PREFIX:?}"))], "");
+    let d = fleet.tmp.path().join("machine");
+    let (root, files_root, state) = (d.join("nixos"), d.join("fsroot"), d.join("state"));
+    for p in [&root, &files_root] {
+        fs::create_dir_all(p).unwrap();
+    }
+    let repo = fleet.repo().join("hosts/laptop");
+    fs::create_dir_all(&repo).unwrap();
+    let none = d.join("no-file-publication");
+    if default_is_real() {
+        fs::write(repo.join("flake.nix"), knob_flake_nix("laptop")).unwrap();
+        fs::write(repo.join("configuration.nix"), FIRST_CONFIGURATION).unwrap();
+        install_real_nixos(&root, &none, &repo);
+    } else {
+        fs::write(repo.join("flake.nix"), "{ outputs = { self }: { }; }\n").unwrap();
+        fs::write(repo.join("configuration.nix"), "{ ... }: { }\n").unwrap();
+        install_fake_nixos(&root, &none, &repo, "laptop");
+    }
+    fleet.write("hosts/laptop/files/etc/motd", "served from a bucket\n");
+    let url = format!("s3://{}/pub", s3.bucket);
+    let o = publish_to(&fleet, &s3, &s3.endpoint(), &url);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The host's path in the bucket is its unguessable prefix, not its name.
+    assert!(s3.list(&format!("pub/{PREFIX}/")).len() > 2);
+    assert!(s3.list("pub/laptop/").is_empty());
+    // The web root and the chroot are gone from under the agent: only the bucket serves it.
+    fs::remove_dir_all(fleet.chroot()).unwrap();
+
+    let source = format!("{}/{}/pub/{PREFIX}/", s3.endpoint(), s3.bucket);
+    let config = format!(
+        "host = \"laptop\"\nsource = {source:?}\ntrusted_key = {:?}\nstate_dir = {:?}\n\
+         socket = \"{}/agent.sock\"\nhttp_trigger = \"\"\nverify_timeout = \"3s\"\n\n{}",
+        fleet.public_key_path().display().to_string(),
+        state.display().to_string(),
+        state.display(),
+        system_section(&root, &files_root)
+    );
+    let config_path = d.join("agent.toml");
+    fs::write(&config_path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tiffin"))
+        .args(["agent", "--once", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .env("TIFFIN_STANDIN_ROOT", &root)
+        .output()
+        .expect("running tiffin");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        fs::read(files_root.join("etc/motd")).unwrap(),
+        b"served from a bucket\n"
+    );
+}
