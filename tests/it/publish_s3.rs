@@ -134,6 +134,10 @@ fn publish_to_s3_uploads_the_layout_then_only_what_changed_and_deletes_pruned_ge
     assert_eq!(fleet.gens_entries("laptop"), ["2"]);
     assert_bucket_mirrors(&s3, &fleet, "laptop", 2);
     let second = relay.settle();
+    assert!(
+        second.up < (BIG / 4) as u64,
+        "the unchanged {BIG}-byte file is not sent again: {second:?} (first: {first:?})"
+    );
     let objects = local_files(&fleet.host_pub("laptop").join("gens/2")).len();
     let out = String::from_utf8_lossy(&o.stdout);
     // The changed file, the new manifest and current.txt cross the wire; the rest is copied.
@@ -148,10 +152,6 @@ fn publish_to_s3_uploads_the_layout_then_only_what_changed_and_deletes_pruned_ge
     );
     assert!(out.contains(&line), "want {line:?} in\n{}", text(&o));
     assert!(out.contains(&format!("{objects} deleted")), "{}", text(&o));
-    assert!(
-        second.up < (BIG / 4) as u64,
-        "the unchanged {BIG}-byte file is not sent again: {second:?} (first: {first:?})"
-    );
 
     // Nothing changed: nothing is uploaded, copied or deleted.
     let o = publish_to(&fleet, &s3, &via_relay, &url);
