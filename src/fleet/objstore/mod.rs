@@ -34,7 +34,7 @@ pub enum PushError {
         key: String,
         what: &'static str,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("{path}: {source}")]
     Local {

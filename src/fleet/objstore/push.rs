@@ -171,7 +171,7 @@ fn store_error(
         bucket: target.bucket.clone(),
         key: key.to_string(),
         what,
-        source: e,
+        source: Box::new(e),
     }
 }
 
