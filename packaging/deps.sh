@@ -40,6 +40,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# `fleet publish --to s3://…` is tested against moto's S3-compatible server (PyPI `moto[server]`;
+# Debian has no package of it). Installed only when missing, so a run on a ready machine is fast.
+if [ "$what" = test ] && ! command -v moto_server >/dev/null 2>&1; then
+  echo "tiffin: installing moto[server] (pip)" >&2
+  python3 -m pip install --quiet 'moto[server]' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'moto[server]' \
+    || { echo "tiffin: cannot install moto[server] with pip (python3 -m pip)" >&2; exit 1; }
+fi
+
 # Rust comes from rustup: Debian's and Ubuntu's rustc packages are older than Cargo.toml's
 # rust-version.
 rust_hint() {

@@ -52,6 +52,11 @@ pub enum FleetCommand {
         /// `tiffin fleet rollout` takes it to the next waves. Refused while it is quarantined.
         #[arg(long, conflicts_with_all = ["hosts", "prune"])]
         staged: bool,
+        /// Then upload each host's publication to S3-compatible object storage, under
+        /// `<prefix>/<host>/` (only what the bucket lacks, `current.txt` last). Endpoint, region
+        /// and credentials: fleet.toml `[s3]` and the AWS_* environment variables.
+        #[arg(long, value_name = "s3://BUCKET/PREFIX", conflicts_with = "staged")]
+        to: Option<String>,
     },
     /// Take a staged release to the next wave, or halt it when a host broke on it.
     ///
@@ -127,6 +132,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
             unsigned,
             message,
             staged,
+            to,
         } => {
             let build = match (build, dry_build) {
                 (true, _) => Some(BuildMode::Build),
@@ -145,7 +151,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
             if staged {
                 return super::rollout::publish_staged(&args.fleet, opts);
             }
-            publish(&args.fleet, opts)
+            publish(&args.fleet, opts, to.as_deref())
         }
         FleetCommand::Rollout(a) => super::rollout::rollout(&args.fleet, a),
         FleetCommand::Watch(a) => super::rollout::watch(&args.fleet, a),
@@ -288,7 +294,7 @@ impl Progress {
     }
 }
 
-fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
+fn publish(fleet_dir: &Path, opts: PublishOptions, to: Option<&str>) -> anyhow::Result<u8> {
     let Some(config) = load(fleet_dir) else {
         return Ok(EXIT_USAGE);
     };
@@ -355,7 +361,10 @@ fn publish(fleet_dir: &Path, opts: PublishOptions) -> anyhow::Result<u8> {
     for w in &report.warnings {
         eprintln!("tiffin fleet publish: warning: {w}");
     }
-    Ok(if report.failed() > 0 {
+    let uploaded = to.map_or(true, |to| {
+        super::publish_to::upload(&config, &report, to, opts.dry_run)
+    });
+    Ok(if report.failed() > 0 || !uploaded {
         EXIT_FAILED
     } else {
         EXIT_OK

@@ -9,6 +9,7 @@ pub mod exit;
 pub mod fleet;
 pub mod pending;
 pub mod postpone;
+pub mod publish_to;
 pub mod rollout;
 
 use clap::{Parser, Subcommand};

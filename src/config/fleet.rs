@@ -70,6 +70,9 @@ pub struct FleetConfig {
     /// How `fleet rollout` and `fleet watch` promote a staged release (`[rollout]`).
     #[serde(default)]
     pub rollout: super::rollout::RolloutConfig,
+    /// `[s3]`: the S3-compatible service `fleet publish --to s3://…` uploads to.
+    #[serde(default)]
+    pub s3: super::s3::S3Config,
     /// `[http]`: the web root publish maintains for a web server (docs/serving.md).
     #[serde(default)]
     pub http: Option<super::http::HttpConfig>,
@@ -257,6 +260,7 @@ impl FleetConfig {
         super::secrets::check(&c.secrets, &keys, &at).map_err(FleetConfigError)?;
         c.check_http(&at)?;
         super::mirrors::check(&c.mirrors, &c.chroot, &at).map_err(FleetConfigError)?;
+        super::s3::check(&c.s3, &at).map_err(FleetConfigError)?;
         Ok(c)
     }
 }

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod http;
 pub mod mirrors;
 pub mod rollout;
+pub mod s3;
 pub mod secrets;
 pub mod sources;
 

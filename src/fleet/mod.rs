@@ -13,6 +13,7 @@ pub mod logs;
 pub mod mirror;
 pub mod never_publish;
 pub mod nix_build;
+pub mod objstore;
 pub mod publish;
 pub mod report;
 pub mod rollout;

@@ -72,6 +72,7 @@ mod pipeline_sshd;
 mod pipeline_sshd_real_nix;
 mod pipeline_status;
 mod prebuilt_cache;
+mod publish_s3;
 mod sealed_files;
 mod sftp_faults;
 mod sftp_fetch;

@@ -13,6 +13,7 @@ pub mod nginx;
 pub mod prometheus;
 pub mod publication;
 pub mod relay;
+pub mod s3;
 pub mod sshd;
 
 use std::io::Read;
