@@ -15,6 +15,8 @@ pub struct HostJob {
     pub generations: Vec<u64>,
     /// `user:group` of the host's `logs/` on the primary.
     pub logs_owner: Option<String>,
+    /// The host's path in object storage (`objstore::host_path`: its `http_prefix`, else its name).
+    pub object_path: String,
 }
 
 /// What a push did for one host.

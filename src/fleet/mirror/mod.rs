@@ -51,13 +51,17 @@ pub enum MirrorResult {
 enum Pusher {
     Sftp(sftp::SftpPusher),
     Rsync(rsync::RsyncPusher),
+    /// `s3://`: uploaded through object_store (`fleet::objstore`).
+    S3(crate::fleet::objstore::S3Target),
 }
 
 impl Pusher {
-    fn connect(m: &MirrorConfig, fleet_dir: &Path) -> Result<Self, String> {
+    fn connect(m: &MirrorConfig, fleet_dir: &Path, config: &FleetConfig) -> Result<Self, String> {
         let url = m.parsed()?;
         if let MirrorUrl::S3 { .. } = url {
-            return Err("s3:// mirrors: not built in this branch".into());
+            let target = crate::fleet::objstore::S3Target::new(&m.url, &config.s3)
+                .map_err(|e| e.to_string())?;
+            return Ok(Pusher::S3(target));
         }
         let (identity, known_hosts) = m
             .keys(fleet_dir)
@@ -81,6 +85,22 @@ impl Pusher {
         match self {
             Pusher::Sftp(p) => p.push_host(job),
             Pusher::Rsync(p) => p.push_host(job),
+            Pusher::S3(t) => {
+                let opts = crate::fleet::objstore::PushOptions::default();
+                let s = crate::fleet::objstore::push_host(
+                    t,
+                    &job.object_path,
+                    &job.publication.dir,
+                    &opts,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(HostPushed {
+                    generation: s.generation.unwrap_or(job.live),
+                    files: s.uploaded + s.copied,
+                    bytes: s.uploaded_bytes,
+                    changed: s.uploaded + s.copied + s.deleted > 0,
+                })
+            }
         }
     }
 }
@@ -128,7 +148,7 @@ fn push_in_parallel(
             .iter()
             .map(|m| {
                 let mut record = record_of(m);
-                s.spawn(move || (push_one(fleet_dir, m, jobs, &mut record), record))
+                s.spawn(move || (push_one(fleet_dir, config, m, jobs, &mut record), record))
             })
             .collect();
         handles
@@ -169,6 +189,7 @@ fn host_jobs(config: &FleetConfig, hosts: &[String]) -> Vec<HostJob> {
                 live,
                 generations,
                 logs_owner,
+                object_path: crate::fleet::objstore::host_path(config, host),
             })
         })
         .collect()
@@ -176,6 +197,7 @@ fn host_jobs(config: &FleetConfig, hosts: &[String]) -> Vec<HostJob> {
 
 fn push_one(
     fleet_dir: &Path,
+    config: &FleetConfig,
     m: &MirrorConfig,
     jobs: &[HostJob],
     record: &mut MirrorRecord,
@@ -192,7 +214,7 @@ fn push_one(
         elapsed: Duration::ZERO,
     };
     let mut errors = Vec::new();
-    match Pusher::connect(m, fleet_dir) {
+    match Pusher::connect(m, fleet_dir, config) {
         Err(e) => errors.push(e),
         Ok(mut pusher) => {
             for job in jobs {
