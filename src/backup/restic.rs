@@ -49,6 +49,9 @@ impl Restic {
                     Some(sftp_command(user, host, *port, identity, known_hosts)),
                 )
             }
+            // Refused as agent.toml loads (`[backup]` needs an sftp:// or file:// source): a web
+            // server is read-only. Named as it is, restic refuses it too.
+            SourceUrl::Http(url) => (url.to_string(), None),
         };
         Self {
             program: program.to_string(),

@@ -146,6 +146,10 @@ pub struct AgentConfig {
     /// listener of its own; `""` (the default): off.
     #[serde(default)]
     pub metrics: String,
+    /// For an https:// source: the PEM file of the CA its certificate must come from (pinned);
+    /// unset: the system's root certificates.
+    #[serde(default)]
+    pub http_ca: Option<PathBuf>,
 }
 
 /// `metrics` is an address, and not the trigger's.
@@ -224,6 +228,7 @@ impl<'a> From<&'a AgentConfig> for Login<'a> {
             url: &c.source,
             identity: &c.identity,
             known_hosts: &c.known_hosts,
+            http_ca: c.http_ca.as_deref(),
         }
     }
 }
@@ -243,6 +248,7 @@ impl AgentConfig {
         c.validate(origin)?;
         check_metrics(&c.metrics, &c.http_trigger)
             .map_err(|why| AgentConfigError(format!("{origin}: metrics: {why}")))?;
+        super::http::check_agent(&c).map_err(|e| AgentConfigError(format!("{origin}: {e}")))?;
         Ok(c)
     }
 
@@ -525,10 +531,10 @@ mod tests {
 
     #[test]
     fn bad_source_scheme_is_refused() {
-        let e = AgentConfig::parse("host = \"a\"\nsource = \"http://x\"\n", "agent.toml")
+        let e = AgentConfig::parse("host = \"a\"\nsource = \"ftp://x\"\n", "agent.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("source") && e.contains("http://x"), "{e}");
+        assert!(e.contains("source") && e.contains("ftp://x"), "{e}");
     }
 
     #[test]

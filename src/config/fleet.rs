@@ -33,6 +33,10 @@ pub struct HostConfig {
     /// to the next); default: the last wave of the fleet.
     #[serde(default)]
     pub wave: Option<u32>,
+    /// The host's directory under `[http] root` (docs/serving.md): unguessable, at least 22
+    /// characters of `[A-Za-z0-9_-]`; unset: the host is not served over HTTP.
+    #[serde(default)]
+    pub http_prefix: Option<String>,
 }
 
 /// The whole fleet file.
@@ -66,6 +70,9 @@ pub struct FleetConfig {
     /// How `fleet rollout` and `fleet watch` promote a staged release (`[rollout]`).
     #[serde(default)]
     pub rollout: super::rollout::RolloutConfig,
+    /// `[http]`: the web root publish maintains for a web server (docs/serving.md).
+    #[serde(default)]
+    pub http: Option<super::http::HttpConfig>,
 }
 
 /// The `[build]` table: the Nix commands, configurable so that tests can use a fake.
@@ -235,6 +242,7 @@ impl FleetConfig {
             .map(|(n, h)| (n.as_str(), h.key.as_str()))
             .collect();
         super::secrets::check(&c.secrets, &keys, &at).map_err(FleetConfigError)?;
+        super::http::check_fleet(&c, &at).map_err(FleetConfigError)?;
         Ok(c)
     }
 }

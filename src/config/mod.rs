@@ -6,6 +6,7 @@ pub mod agent;
 pub mod backup;
 pub mod desk;
 pub mod fleet;
+pub mod http;
 pub mod rollout;
 pub mod secrets;
 

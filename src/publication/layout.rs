@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 
 /// The name of the link to the published generation.
 pub const CURRENT: &str = "current";
+/// Beside `current`, for readers without symlinks (HTTP): `gens/<N>\n`, replaced atomically right
+/// after `current` switches ([`current_txt_body`]).
+pub const CURRENT_TXT: &str = "current.txt";
 /// The directory of generations.
 pub const GENS: &str = "gens";
 /// The only directory the host may write.
@@ -55,6 +58,9 @@ impl Publication {
     }
     pub fn current_link(&self) -> PathBuf {
         self.dir.join(CURRENT)
+    }
+    pub fn current_txt(&self) -> PathBuf {
+        self.dir.join(CURRENT_TXT)
     }
     pub fn logs(&self) -> PathBuf {
         self.dir.join(LOGS)
@@ -135,6 +141,11 @@ pub fn parse_current_target(target: &str) -> Option<u64> {
         .strip_prefix(GENS)?
         .strip_prefix('/')?;
     parse_generation(n)
+}
+
+/// What `current.txt` holds for generation `n`: the target of `current` and a newline.
+pub fn current_txt_body(generation: u64) -> String {
+    format!("{GENS}/{generation}\n")
 }
 
 /// `gens/<N>/manifest.json`, inside the host's directory.

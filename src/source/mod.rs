@@ -1,15 +1,19 @@
 //! Where the agent reads its publication from (docs/agent.md step 1): `sftp://user@host:port/` over
-//! ssh2 with a pinned host key, or `file:///path` with the same layout on a local disk.
+//! ssh2 with a pinned host key, `https://host/path/` (read-only, through any web server or CDN),
+//! or `file:///path` with the same layout on a local disk.
 //!
 //! Knows the publication layout (`current`, `gens/<N>/manifest.json`, `gens/<N>/tree/…`, `logs/`)
 //! but nothing of builds or systems. Every read is bounded by what the caller expects.
 
 mod file;
+mod http;
+mod http_client;
 mod sftp;
 mod url;
 mod watchdog;
 
 pub use file::FileSource;
+pub use http::{HttpSource, HttpTarget};
 pub use sftp::{fingerprint, SftpSource, SftpTarget, CONNECT_TIMEOUT, IO_TIMEOUT};
 pub use url::SourceUrl;
 pub use watchdog::{TransferLimits, TRANSFER_LIMITS};
@@ -132,6 +136,9 @@ pub struct Login<'a> {
     pub identity: &'a Path,
     /// The known_hosts file that pins the server's host key.
     pub known_hosts: &'a Path,
+    /// For https://: the PEM file of the CA the server's certificate must come from (agent.toml
+    /// `http_ca`); None: the system's roots.
+    pub http_ca: Option<&'a Path>,
 }
 
 /// Opens a source. For `sftp://` this connects and authenticates.
@@ -150,6 +157,10 @@ pub fn open<'a>(login: impl Into<Login<'a>>) -> Result<Box<dyn Source>, SourceEr
             io_timeout: IO_TIMEOUT,
             limits: TRANSFER_LIMITS,
         })?)),
+        SourceUrl::Http(base) => Ok(Box::new(HttpSource::open(http::target(
+            base,
+            login.http_ca,
+        ))?)),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `source` setting, parsed once when agent.toml loads (with the `url` crate): a
-//! `file:///path` or an `sftp://user@host:port/`, never a string checked again per cycle.
+//! `file:///path`, an `sftp://user@host:port/` or an `http(s)://host/path/`, never a string
+//! checked again per cycle.
 
 use super::SourceError;
 use serde::Deserialize;
@@ -19,6 +20,9 @@ pub enum SourceUrl {
         host: String,
         port: u16,
     },
+    /// `https://host/path/` (or `http://`): the host's publication on a web server, read-only.
+    /// The path always ends in `/` (added when the setting lacks it): it is a directory.
+    Http(::url::Url),
 }
 
 /// What an sftp:// source looks like, for error messages.
@@ -44,8 +48,11 @@ impl SourceUrl {
         match url.scheme() {
             "file" => file_path(&url).map(SourceUrl::File).map_err(bad),
             "sftp" => sftp_parts(s, &url).map_err(bad),
+            "http" | "https" => super::http_client::base_url(url)
+                .map(SourceUrl::Http)
+                .map_err(bad),
             other => Err(bad(format!(
-                "scheme {other:?}: expected {SFTP_FORM} or file:///path"
+                "scheme {other:?}: expected {SFTP_FORM}, https://HOST/PATH/ or file:///path"
             ))),
         }
     }
@@ -53,6 +60,11 @@ impl SourceUrl {
     /// Whether the source is on a server (and so needs a signed publication by default).
     pub fn is_sftp(&self) -> bool {
         matches!(self, SourceUrl::Sftp { .. })
+    }
+
+    /// Whether the source is an `http://` or `https://` web server (an untrusted transport).
+    pub fn is_http(&self) -> bool {
+        matches!(self, SourceUrl::Http(_))
     }
 }
 
@@ -132,6 +144,7 @@ impl fmt::Display for SourceUrl {
                 write!(f, "sftp://{user}@[{host}]:{port}/")
             }
             SourceUrl::Sftp { user, host, port } => write!(f, "sftp://{user}@{host}:{port}/"),
+            SourceUrl::Http(u) => f.write_str(u.as_str()),
         }
     }
 }
@@ -196,12 +209,30 @@ mod tests {
             ("sftp://a@fe80::1:22/", "bad port"),
             ("file://relative", "three slashes"),
             ("file:///", "absolute path"),
-            ("https://x/", "expected sftp://USER@HOST:PORT/"),
+            ("gopher://x/", "expected sftp://USER@HOST:PORT/"),
+            ("https://x/p/?a=1", "query"),
+            ("https://u:pw@x/p/", "user or password"),
             ("/srv/tiffin", "not a URL"),
             ("", "not a URL"),
         ] {
             let e = SourceUrl::parse(u).unwrap_err().to_string();
             assert!(e.contains(why) && e.contains(&format!("{u:?}")), "{u}: {e}");
+        }
+    }
+
+    #[test]
+    fn http_urls_are_directories() {
+        for (s, want) in [
+            (
+                "https://cdn.example.org/fleet/abc",
+                "https://cdn.example.org/fleet/abc/",
+            ),
+            ("https://cdn.example.org", "https://cdn.example.org/"),
+            ("http://127.0.0.1:8080/p/", "http://127.0.0.1:8080/p/"),
+        ] {
+            let u = SourceUrl::parse(s).unwrap();
+            assert!(u.is_http() && !u.is_sftp(), "{s}");
+            assert_eq!(u.to_string(), want, "{s}");
         }
     }
 
@@ -212,6 +243,8 @@ mod tests {
             "sftp://u@[::1]:2222/",
             "sftp://a@10.0.0.1",
             "file:///srv/tiffin/a",
+            "https://cdn.example.org/fleet/abc/",
+            "http://127.0.0.1:8080/p/",
         ] {
             let u = SourceUrl::parse(s).unwrap();
             assert_eq!(SourceUrl::parse(&u.to_string()).unwrap(), u, "{s} → {u}");

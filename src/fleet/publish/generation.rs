@@ -1,7 +1,8 @@
 //! A new generation: written as `gens/.incoming-<N>-<pid>/` (the tree, then the manifest, signed
 //! when the fleet has a key), made durable, renamed to `gens/<N>`, and only then linked from
-//! `current` in one rename. Any failure before the switch removes the incoming directory and
-//! leaves `current` where it was.
+//! `current` in one rename, and `current.txt` (the same target as a file, for HTTP readers)
+//! replaced by one more rename right after. Any failure before the switch removes the incoming
+//! directory and leaves `current` where it was.
 
 use super::cache::{cache_dir, CachePool};
 use super::outcome::{HostError, GEN_DIR_MODE, GEN_FILE_MODE, HOST_DIR_MODE, LOGS_MODE};
@@ -47,7 +48,7 @@ pub(super) fn write_and_switch(
     new: NewGeneration,
     current: Option<&Manifest>,
 ) -> Result<(), HostError> {
-    let generation = new.generation;
+    let (generation, new_owner) = (new.generation, new.owner);
     ensure_skeleton(publication, new.owner)?;
     remove_stale_incoming(publication);
     let final_dir = write_generation(publication, new, current)?;
@@ -61,7 +62,47 @@ pub(super) fn write_and_switch(
         let _ = fs::remove_dir_all(&final_dir);
         return Err(e.into());
     }
+    write_current_txt(publication, generation, new_owner)?;
     Ok(())
+}
+
+/// Rewrites `current.txt` when it does not name `generation` (a publication from before it
+/// existed, or a publish stopped between the two renames).
+pub(super) fn ensure_current_txt(
+    publication: &Publication,
+    generation: u64,
+    owner: Ownership,
+) -> io::Result<()> {
+    let want = crate::publication::layout::current_txt_body(generation);
+    match fs::read_to_string(publication.current_txt()) {
+        Ok(have) if have == want => Ok(()),
+        _ => write_current_txt(publication, generation, owner),
+    }
+}
+
+/// `current.txt`: `gens/<N>\n`, written to a temporary file and renamed over the old one, so a
+/// reader sees the old or the new content, never none or half. Readable like a generation's
+/// files (root, the host's group), so a web server serving it needs what it needs for `gens/`.
+pub(super) fn write_current_txt(
+    publication: &Publication,
+    generation: u64,
+    owner: Ownership,
+) -> io::Result<()> {
+    let path = publication.current_txt();
+    let body = crate::publication::layout::current_txt_body(generation);
+    // Web servers derive ETag and Last-Modified from the mtime in seconds and the size: a new
+    // content of the same size within the same second must still get a later mtime.
+    let before = fs::metadata(&path).and_then(|m| m.modified()).ok();
+    fsutil::atomic_write_with(&path, GEN_FILE_MODE, |f| {
+        if let Some((uid, gid)) = owner.tree() {
+            std::os::unix::fs::fchown(&*f, Some(uid), Some(gid))?;
+        }
+        io::Write::write_all(f, body.as_bytes())?;
+        if let Some(later) = before.and_then(|b| later_second(b, SystemTime::now())) {
+            f.set_modified(later)?;
+        }
+        Ok(())
+    })
 }
 
 /// Writes the generation into an incoming directory and renames it to `gens/<N>`, returning
@@ -176,8 +217,23 @@ pub(super) fn remove_stale_incoming(p: &Publication) {
             if is_link && name.starts_with(".current.") && name.ends_with(".tmp") {
                 let _ = fs::remove_file(e.path());
             }
+            // `fsutil::atomic_write` names it `.current.txt.<random>.tmp`.
+            if !is_link && name.starts_with(".current.txt.") && name.ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
         }
     }
+}
+
+/// The whole second after `before` when `now` is not in a later second than it.
+fn later_second(before: SystemTime, now: SystemTime) -> Option<SystemTime> {
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    (secs(now) <= secs(before))
+        .then(|| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs(before) + 1))
 }
 
 /// Makes everything written on the generation's filesystem durable with one syncfs(2), instead of
@@ -231,6 +287,16 @@ mod tests {
         let walked2 = host_tree(t.path(), "{ x = 1; }\n");
         write_and_switch(&p, new_gen(&walked2, 2), Some(&live)).unwrap();
         assert_eq!(p.current_generation().unwrap(), Some(2));
+        assert_eq!(fs::read_to_string(p.current_txt()).unwrap(), "gens/2\n");
+        fs::remove_file(p.current_txt()).unwrap();
+        ensure_current_txt(&p, 2, Ownership::Publisher).unwrap();
+        assert_eq!(fs::read_to_string(p.current_txt()).unwrap(), "gens/2\n");
+        // Rewritten within the same second, same size: still a later mtime (a new ETag).
+        let mtime = |p: &Publication| fs::metadata(p.current_txt()).unwrap().modified().unwrap();
+        let before = mtime(&p);
+        write_current_txt(&p, 3, Ownership::Publisher).unwrap();
+        let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert!(secs(mtime(&p)) > secs(before));
         let names: Vec<_> = fs::read_dir(p.gens())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

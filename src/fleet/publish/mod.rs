@@ -20,6 +20,7 @@ mod prune;
 mod root;
 mod seal;
 mod stage;
+mod web;
 
 pub(crate) use outcome::GEN_FILE_MODE;
 use outcome::{push, HostError};
@@ -97,6 +98,9 @@ pub fn publish_with_progress(
     }
     report.warnings.extend(ctx.warnings());
     report.warnings.extend(ctx.save_seal_state());
+    if !opts.dry_run {
+        report.warnings.extend(web::update(config, &report.hosts));
+    }
     report.orphans = prune::orphans(config, opts)?;
     Ok(report)
 }
@@ -317,6 +321,7 @@ impl<'a> RunContext<'a> {
             {
                 if !self.opts.dry_run {
                     ensure_skeleton(&publication, owner)?;
+                    generation::ensure_current_txt(&publication, cur.generation, owner)?;
                     if let Some(k) = self.signer.as_ref().filter(|_| signature_is_stale(cur)) {
                         resign(&publication, cur, k, owner)?;
                     }

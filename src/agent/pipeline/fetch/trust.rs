@@ -27,6 +27,9 @@ pub struct TrustPolicy {
     pub max_age: Option<Duration>,
     /// The source is `sftp://` (for [`TrustPolicy::note`]).
     pub sftp: bool,
+    /// The source is a web server (`http(s)://`): signatures are required whatever
+    /// `allow_unsigned` says.
+    pub untrusted_transport: bool,
 }
 
 impl TrustPolicy {
@@ -36,13 +39,24 @@ impl TrustPolicy {
         Self::default()
     }
 
-    /// The policy of an agent configuration: its `trusted_key` (read now, so that a replaced
-    /// key file takes effect at the next cycle), `allow_unsigned` and `max_age`.
+    /// The policy of an agent configuration for its `source` ([`TrustPolicy::for_source`]).
     pub fn from_config(
         config: &crate::config::AgentConfig,
         applied_generation: Option<u64>,
     ) -> Result<Self, String> {
-        let sftp = config.source.is_sftp();
+        Self::for_source(config, &config.source, applied_generation)
+    }
+
+    /// The policy of an agent configuration for one of its sources: its `trusted_key` (read
+    /// now, so that a replaced key file takes effect at the next cycle), `allow_unsigned` and
+    /// `max_age`. An `sftp://` source needs a signature unless `allow_unsigned = true`; an
+    /// `http(s)://` one (an untrusted transport) always does.
+    pub fn for_source(
+        config: &crate::config::AgentConfig,
+        url: &crate::source::SourceUrl,
+        applied_generation: Option<u64>,
+    ) -> Result<Self, String> {
+        let sftp = url.is_sftp();
         let key = if config.trusted_key.is_empty() {
             None
         } else {
@@ -57,13 +71,14 @@ impl TrustPolicy {
         let policy = Self {
             key,
             applied_generation,
-            require_signature: sftp && !config.allow_unsigned,
+            require_signature: (sftp && !config.allow_unsigned) || url.is_http(),
             max_age: config.max_age,
             sftp,
+            untrusted_transport: url.is_http(),
         };
         // Before the server is even contacted.
         policy
-            .check_configured(&config.source.to_string())
+            .check_configured(&url.to_string())
             .map_err(|e| e.to_string())?;
         Ok(policy)
     }
@@ -80,6 +95,15 @@ impl TrustPolicy {
 
     /// Refuses at once when the policy requires signatures and has no key to check them with.
     pub fn check_configured(&self, place: &str) -> Result<(), FetchError> {
+        if self.untrusted_transport && self.key.is_none() {
+            return Err(FetchError::Refused {
+                place: place.to_string(),
+                why: "no trusted_key is configured, and a web server is an untrusted transport: an http(s):// \
+                      source only serves signed publications (allow_unsigned does not apply); install the \
+                      fleet's public key and set agent.toml `trusted_key`; nothing fetched"
+                    .into(),
+            });
+        }
         if self.require_signature && self.key.is_none() {
             return Err(FetchError::Refused {
                 place: place.to_string(),
@@ -243,6 +267,21 @@ mod tests {
         assert_eq!(p.note(&Ok(())), Some(PublicationNote::Unsigned));
         assert_eq!(TrustPolicy::none().note(&Ok(())), None);
         TrustPolicy::none().check_configured("x").unwrap();
+    }
+
+    #[test]
+    fn an_http_source_needs_a_signature_even_with_allow_unsigned() {
+        use crate::config::AgentConfig;
+        let text = "host = \"a\"\nsource = \"sftp://a@s:22/\"\nallow_unsigned = true\n";
+        let c = AgentConfig::parse(text, "agent.toml").unwrap();
+        let sftp = TrustPolicy::for_source(&c, &c.source, None).unwrap();
+        assert!(!sftp.require_signature && sftp.sftp);
+        let web = crate::source::SourceUrl::parse("https://cdn.example.org/p/").unwrap();
+        let e = TrustPolicy::for_source(&c, &web, None).unwrap_err();
+        assert!(
+            e.contains("https://cdn.example.org/p/") && e.contains("untrusted transport"),
+            "{e}"
+        );
     }
 
     #[test]
