@@ -23,8 +23,6 @@
 mod common;
 #[path = "serve_checks/nginx.rs"]
 mod nginx;
-#[path = "serve_checks/raw_http.rs"]
-mod raw_http;
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
@@ -37,7 +35,7 @@ use std::time::{Duration, Instant};
 use support::relay::{Relay, Wire};
 use support::sshd::Sshd;
 use tiffin::config::AgentConfig;
-use tiffin::source;
+use tiffin::source::{self, Login, SourceUrl};
 
 /// Host users on the sshd (each its own key and chroot); the agents take turns with them.
 const HOSTS: [&str; 4] = ["web0", "web1", "web2", "web3"];
@@ -89,7 +87,6 @@ impl Row {
 pub struct ServeResults {
     pub rows: Vec<Row>,
     pub setup_s: f64,
-    pub notes: Vec<String>,
 }
 
 /// Pids of the processes whose parent is `pid`.
@@ -195,66 +192,80 @@ fn sshd_row(srv: &Sshd, cfgs: &[AgentConfig], relay: &Relay, checks: usize) -> R
     }
 }
 
-/// Makes sure every host has `current.txt` beside `current` (written by `fleet publish`; the
-/// bench writes it itself only where this branch's publish does not).
-fn ensure_current_txt(chroot: &Path) -> bool {
-    let mut wrote = false;
+/// Every host's `current.txt` beside `current`, as `fleet publish` writes it.
+fn check_current_txt(chroot: &Path) {
     for h in HOSTS {
         let p = chroot.join(h).join("current.txt");
-        if !p.exists() {
-            let target = fs::read_link(chroot.join(h).join("current")).expect("current link");
-            fs::write(&p, format!("{}\n", target.display())).expect("write current.txt");
-            wrote = true;
-        }
+        let text = fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e} (fleet publish writes it)", p.display()));
+        assert_eq!(text, "gens/1\n", "{}", p.display());
     }
-    wrote
 }
 
-/// The `ETag` of each host's `current.txt`, as an agent has it from its previous check.
-fn etags(port: u16) -> Vec<String> {
-    HOSTS
+/// One agent's check over HTTP(S): the project's `HttpSource` (its process-wide client per base
+/// URL keeps the last ETag, so after the first check each is a conditional GET).
+fn http_check(url: &SourceUrl, ca: &Path) -> Result<(), String> {
+    let none = Path::new("");
+    let login = Login {
+        url,
+        identity: none,
+        known_hosts: none,
+        http_ca: Some(ca),
+    };
+    let mut s = source::open(login).map_err(|e| e.to_string())?;
+    match s.current_generation().map_err(|e| e.to_string())? {
+        Some(1) => Ok(()),
+        other => Err(format!("current.txt names {other:?}, not generation 1")),
+    }
+}
+
+fn how(l: Listener) -> &'static str {
+    match l {
+        Listener::Http => "HTTP, fresh connection, conditional GET current.txt",
+        Listener::HttpKeepAlive => "HTTP, kept-alive connection, conditional GET",
+        Listener::Https => "HTTPS, fresh connection, full TLS handshake, conditional GET",
+        Listener::HttpsKeepAlive => "HTTPS, kept-alive connection, conditional GET",
+    }
+}
+
+fn http_row(web: &Nginx, l: Listener, checks: usize) -> Row {
+    let relay = Relay::start(web.port(l));
+    let urls: Vec<SourceUrl> = HOSTS
         .iter()
         .map(|h| {
-            let a = raw_http::Conn::open(port)
-                .and_then(|mut c| c.get(&format!("/{h}/current.txt"), None))
-                .expect("GET current.txt");
-            assert_eq!(a.status, 200, "GET /{h}/current.txt");
-            a.etag.expect("nginx sends an ETag")
+            let u = format!("{}://127.0.0.1:{}/{h}/", l.scheme(), relay.port);
+            SourceUrl::parse(&u).expect("an http(s) source URL")
         })
-        .collect()
-}
-
-fn http_row(web: &Nginx, l: Listener, relay: &Relay, checks: usize) -> Row {
-    let tags = etags(web.port(l));
-    relay.settle();
+        .collect();
+    // Each agent's first check (a 200 with the ETag), as before any no-change check.
+    for u in &urls {
+        http_check(u, &web.ca).unwrap_or_else(|e| {
+            panic!("a first check over {u:?}: {e}; nginx's log:\n{}", web.log())
+        });
+    }
+    // Kept-alive connections stay open (the clients are process-wide): their last answer has
+    // arrived once the check returned, so the counters can start from here.
+    let settle = |r: &Relay| {
+        if l.keep_alive() {
+            thread::sleep(Duration::from_millis(50));
+            r.wire()
+        } else {
+            r.settle()
+        }
+    };
+    settle(&relay);
     relay.reset();
-    let before = web.statuses();
+    let before = web.answers();
     let cpu0 = web.cpu_s();
-    let keep = l.keep_alive();
     let (errors, wall_s) = run_parallel(
         checks,
-        || None::<raw_http::Conn>,
-        |conn, i| {
-            let h = i % HOSTS.len();
-            if conn.is_none() || !keep {
-                *conn = Some(raw_http::Conn::open(relay.port).map_err(|e| e.to_string())?);
-            }
-            let c = conn.as_mut().expect("just opened");
-            let a = c
-                .get(&format!("/{}/current.txt", HOSTS[h]), Some(&tags[h]))
-                .map_err(|e| e.to_string())?;
-            if a.closes {
-                *conn = None;
-            }
-            (a.status == 304)
-                .then_some(())
-                .ok_or(format!("status {}", a.status))
-        },
+        || (),
+        |_, i| http_check(&urls[i % urls.len()], &web.ca),
     );
-    let wire = relay.settle();
+    let wire = settle(&relay);
     let cpu1 = web.cpu_s();
     let failed = errors.values().sum();
-    let mut after = web.statuses();
+    let mut after = web.answers();
     for (k, n) in before {
         *after.entry(k).or_insert(0) -= n;
     }
@@ -265,12 +276,7 @@ fn http_row(web: &Nginx, l: Listener, relay: &Relay, checks: usize) -> Row {
     }
     Row {
         server: "nginx",
-        how: match l {
-            Listener::Http => "HTTP, fresh connection, conditional GET current.txt",
-            Listener::HttpKeepAlive => "HTTP, kept-alive connection, conditional GET",
-            Listener::Https => "HTTPS, fresh connection (TLS handshake), conditional GET",
-            Listener::HttpsKeepAlive => "HTTPS, kept-alive connection, conditional GET",
-        },
+        how: how(l),
         checks,
         failed,
         cpu_s: cpu1 - cpu0,
@@ -291,12 +297,7 @@ pub fn measure(checks: usize) -> Option<ServeResults> {
         srv.publish(h, 1, src.path());
     }
     let chroot = srv.root.join("chroot");
-    let mut notes = vec![];
-    if ensure_current_txt(&chroot) {
-        notes.push(
-            "current.txt written by the bench (this build's publish does not write it)".into(),
-        );
-    }
+    check_current_txt(&chroot);
     let web = Nginx::start(&chroot)?;
     let state = tempfile::tempdir().expect("temp dir");
     let relay = Relay::start(srv.port());
@@ -307,15 +308,8 @@ pub fn measure(checks: usize) -> Option<ServeResults> {
     let setup_s = t.elapsed().as_secs_f64();
     let mut rows = vec![sshd_row(&srv, &cfgs, &relay, checks)];
     drop(relay);
-    for l in [Listener::Http, Listener::HttpKeepAlive] {
-        let relay = Relay::start(web.port(l));
-        rows.push(http_row(&web, l, &relay, checks));
-    }
-    Some(ServeResults {
-        rows,
-        setup_s,
-        notes,
-    })
+    rows.extend(Listener::ALL.map(|l| http_row(&web, l, checks)));
+    Some(ServeResults { rows, setup_s })
 }
 
 /// The table of rows, as the bench prints it.
@@ -348,9 +342,6 @@ fn main() {
         return;
     };
     println!("{}", table(&r.rows));
-    for n in &r.notes {
-        println!("- {n}");
-    }
     println!(
         "- setup {:.1} s; {PARALLEL} agents at a time; bytes are TCP payload both ways through a loopback relay.",
         r.setup_s

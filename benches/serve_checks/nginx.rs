@@ -1,10 +1,11 @@
 //! nginx for the serving benchmark: Debian's `nginx-light` started by the bench as its own
 //! child (`nginx -c <conf> -g 'daemon off;'`), on loopback ports of its own, serving a
-//! directory of publications as a web server in front of a fleet would. Four listeners, so
-//! that each way an agent can meet it is measured on its own: plain HTTP and HTTPS, each with
-//! keep-alive off (`keepalive_timeout 0`: a fresh connection per check, as at a 10-minute
-//! interval) and on. HTTPS uses a certificate (ECDSA P-256) signed by a CA made for the run
-//! with `openssl`.
+//! directory of publications as a web server in front of a fleet would. One listener per way an
+//! agent can meet it ([`Listener`]): plain HTTP and HTTPS with keep-alive off
+//! (`keepalive_timeout 0`: a fresh connection per check, as at a 10-minute interval) and on.
+//! HTTPS (no session tickets: every fresh connection is a full handshake) uses a certificate (ECDSA P-256)
+//! signed by a CA made for the run with `openssl`. Workers run as root: the publication's files
+//! are readable by each host's group only, and the bench serves several hosts.
 //!
 //! CPU: the master and its workers are long-lived (a connection forks nothing), so their CPU
 //! time is read while they run: the sum of `sum_exec_runtime` (nanoseconds on a CPU, user and
@@ -20,11 +21,13 @@ use tiffin::runner::Runner;
 
 pub const NGINX: &str = "/usr/sbin/nginx";
 
-/// The four ways in, in the order of [`Nginx::ports`].
+/// The ways in, in the order of [`Nginx::ports`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listener {
     Http,
     HttpKeepAlive,
+    /// A fresh connection and a full TLS handshake per check (no session tickets, as when the
+    /// last ticket outlived nginx's default `ssl_session_timeout` of 5 minutes).
     Https,
     HttpsKeepAlive,
 }
@@ -38,7 +41,15 @@ impl Listener {
     ];
 
     pub fn tls(self) -> bool {
-        matches!(self, Listener::Https | Listener::HttpsKeepAlive)
+        !matches!(self, Listener::Http | Listener::HttpKeepAlive)
+    }
+
+    pub fn scheme(self) -> &'static str {
+        if self.tls() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn keep_alive(self) -> bool {
@@ -82,7 +93,11 @@ fn openssl(dir: &Path, args: &[&str]) {
     let out = Runner::new()
         .run_in("openssl", args, Some(dir), Some(Duration::from_secs(60)))
         .expect("run openssl");
-    assert!(out.success(), "openssl {args:?}: {}", out.describe_failure());
+    assert!(
+        out.success(),
+        "openssl {args:?}: {}",
+        out.describe_failure()
+    );
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, both ECDSA P-256.
@@ -90,7 +105,14 @@ fn make_certificates(dir: &Path) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
     let mut ca = vec!["req", "-x509", "-nodes", "-days", "2"];
     ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=bench CA"]);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=bench CA",
+    ]);
     openssl(dir, &ca);
     let mut csr = vec!["req", "-new", "-nodes"];
     csr.extend(ec);
@@ -106,8 +128,21 @@ fn make_certificates(dir: &Path) {
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
         ],
     );
 }
@@ -126,6 +161,7 @@ fn config(dir: &Path, root: &Path, ports: &[u16; 4]) -> String {
             servers.push_str(&format!(
                 "        ssl_certificate {d}/server.pem;\n        ssl_certificate_key {d}/server.key;\n"
             ));
+            servers.push_str("        ssl_session_tickets off;\n");
         }
         // Agents' logs and backups are never served over HTTP.
         servers.push_str(&format!(
@@ -136,7 +172,7 @@ fn config(dir: &Path, root: &Path, ports: &[u16; 4]) -> String {
     format!(
         "user root root;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 1024; }}\n\
-         http {{\n    access_log {d}/access.log;\n    client_body_temp_path {d}/body;\n\
+         http {{\n    log_format bench '$status $ssl_session_reused';\n    access_log {d}/access.log bench;\n    client_body_temp_path {d}/body;\n\
          \x20   proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n\
          \x20   default_type application/octet-stream;\n    sendfile on;\n    etag on;\n\
          \x20   ssl_protocols TLSv1.2 TLSv1.3;\n{servers}}}\n"
@@ -153,7 +189,7 @@ impl Nginx {
         let dir = tempfile::tempdir().expect("temp dir");
         make_certificates(dir.path());
         for _ in 0..5 {
-            let ports = [free_port(), free_port(), free_port(), free_port()];
+            let ports = [(); 4].map(|_| free_port());
             let conf = dir.path().join("nginx.conf");
             fs::write(&conf, config(dir.path(), root, &ports)).expect("write nginx.conf");
             let mut child = Command::new(NGINX)
@@ -209,22 +245,18 @@ impl Nginx {
             / 1e9
     }
 
-    /// Lines of the access log (one per request served).
-    pub fn requests(&self) -> usize {
-        fs::read_to_string(self.dir.path().join("access.log"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    }
-
-    /// Status codes of the access log, how often each.
-    pub fn statuses(&self) -> std::collections::BTreeMap<String, usize> {
+    /// The access log's lines (`<status> <TLS session reused: r or .>`), how often each.
+    pub fn answers(&self) -> std::collections::BTreeMap<String, usize> {
         let mut m = std::collections::BTreeMap::new();
         let log = fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
         for l in log.lines() {
-            // `… "GET /x HTTP/1.1" 304 0 …`: the field after the quoted request.
-            if let Some(code) = l.split('"').nth(2).and_then(|r| r.split_whitespace().next()) {
-                *m.entry(code.to_string()).or_insert(0) += 1;
-            }
+            let mut f = l.split_whitespace();
+            let what = match (f.next(), f.next()) {
+                (Some(code), Some("r")) => format!("{code} (TLS resumed)"),
+                (Some(code), _) => code.to_string(),
+                _ => continue,
+            };
+            *m.entry(what).or_insert(0) += 1;
         }
         m
     }
