@@ -230,9 +230,7 @@ impl Nginx {
     }
 
     fn workers(&self) -> Vec<u32> {
-        self.master()
-            .map(|m| super::children_of(m))
-            .unwrap_or_default()
+        self.master().map(super::children_of).unwrap_or_default()
     }
 
     /// CPU time of the master and its workers so far, in seconds.

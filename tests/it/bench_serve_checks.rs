@@ -3,9 +3,13 @@
 //! time above zero, bytes per check in the range of what each protocol sends, and the answers
 //! an agent's no-change check expects. The numbers themselves are the bench's, not a test's.
 
-#[path = "../../benches/serve_checks.rs"]
+#[path = "../../benches/common/mod.rs"]
+mod common;
+#[path = "../../benches/serve_checks/measure.rs"]
 #[allow(dead_code)]
 mod serve_checks;
+
+use crate::support;
 
 /// The bytes a check can put on the wire, both ways together: an SSH login with its key
 /// exchange is kilobytes, a TLS handshake with a certificate over a kilobyte, a request and a
