@@ -36,7 +36,7 @@ demo:
 # One table, tiffin beside what a user would otherwise run, written to bench/results.md
 # (release build; root, sshd, rsync; the tray rows need Xvfb and D-Bus). The single benches
 # (`cargo bench --bench NAME`: manifest, fetch, pipeline, fleet_status, publish, server_load,
-# agent_idle, tray_idle) print their own tables.
+# serve_checks, agent_idle, tray_idle) print their own tables.
 bench: deps
 	$(CARGO) bench --bench suite
 

@@ -1,9 +1,11 @@
 //! `make bench`: one table, tiffin side by side with what a user would otherwise run, every row
 //! measured in this one run (median, min and max over repeated runs). It calls the measuring
-//! functions of the other benches (fetch, publish, server_load, agent_idle, tray_idle), prints
-//! the table and writes it, with a description of the machine, to bench/results.md.
+//! functions of the other benches (fetch, publish, server_load, serve_checks, agent_idle,
+//! tray_idle), prints the table and writes it, with a description of the machine, to
+//! bench/results.md.
 //!
-//! Needs root, sshd, rsync, nix-instantiate (optional), and for the tray rows Xvfb and D-Bus.
+//! Needs root, sshd, rsync, nginx-light and openssl (row 8), nix-instantiate (optional), and for
+//! the tray rows Xvfb and D-Bus.
 //! The run keeps to a time budget (10 minutes): a section that would not fit is skipped and says
 //! so. Everything it creates (users, sshd, agents, temp dirs) goes when it ends.
 //!
@@ -27,6 +29,8 @@ mod fleet_watch_idle;
 mod prebuilt_cache;
 #[path = "publish.rs"]
 mod publish;
+#[path = "serve_checks.rs"]
+mod serve_checks;
 #[path = "server_load.rs"]
 mod server_load;
 mod tray;
@@ -432,6 +436,40 @@ fn load_section(sizes: &[usize], reps: usize, retry: Duration, deadline: Instant
     s
 }
 
+fn serve_section(checks: usize) -> Section {
+    let title = "Serving no-change checks: server CPU and bytes per check, sshd beside nginx";
+    let Some(r) = serve_checks::measure(checks) else {
+        return Section::skipped(
+            8,
+            title,
+            "sshd or nginx unavailable (needs root, sshd, nginx-light, openssl)",
+        );
+    };
+    let mut s = Section::new(8, title, "—");
+    for row in &r.rows {
+        s.line(
+            format!("{}: {}", row.server, row.how),
+            Cell::Text(format!(
+                "{:.3} CPU ms, {:.0} B per check",
+                row.cpu_ms_per_check(),
+                row.bytes_per_check()
+            )),
+            none(),
+            format!(
+                "{:.0} checks/s of one core: {:.0} machines per core at a 10-minute interval with half of it free; {}",
+                row.checks_per_core_s(),
+                row.machines_per_core(),
+                row.answers
+            ),
+        );
+    }
+    s.notes.push(format!(
+        "{checks} checks per row, {} agents at a time, against a real chrooted sshd and nginx-light serving the same publications (`benches/serve_checks.rs`). sshd: `source::open` + `current_generation` (a fresh SSH login and one readlink per check), CPU = utime+stime+cutime+cstime of the listener (connections are its reaped children). nginx: the agent's `HttpSource` (conditional GET of `current.txt` answered 304), CPU = schedstat run time of master and workers. Bytes: TCP payload both ways through a loopback relay.",
+        serve_checks::PARALLEL
+    ));
+    s
+}
+
 fn cache_section(runs: usize) -> Section {
     let title = "Prebuilt system through the host's binary cache (NixOS stand-in, real Nix)";
     let Some(r) = prebuilt_cache::measure(runs) else {
@@ -685,6 +723,14 @@ fn main() {
         &[(1, "No-change check"), (2, "Update after one changed file")],
         Duration::ZERO,
         || fetch_sections(fetch_runs),
+    );
+    let serve_estimate = Duration::from_secs(if q { 20 } else { 90 });
+    run_rows(
+        &mut sections,
+        started,
+        &[(8, "Serving no-change checks")],
+        serve_estimate + Duration::from_secs(if q { 20 } else { 90 }) + load_estimate + last,
+        || vec![serve_section(if q { 100 } else { 1000 })],
     );
     run_rows(
         &mut sections,

@@ -35,6 +35,7 @@ mod agent_metrics;
 mod architecture;
 mod backup_power;
 mod backup_restic;
+mod bench_serve_checks;
 mod cli_help;
 mod client_update;
 mod client_watch_restart;
