@@ -15,6 +15,7 @@ test_pkgs+=(restic)  # backups are made by real restic, through the real sshd ch
 test_pkgs+=(python3-dbusmock)  # UPower/NetworkManager/logind mocks on a private system bus
 test_pkgs+=(python3-prometheus-client)  # the metrics tests parse /metrics with a real Prometheus text-format parser
 test_pkgs+=(nginx-light openssl)  # the http(s):// source is tested against a real nginx, its certificates made by the openssl CLI
+test_pkgs+=(python3-pip)  # installs moto[server], the S3-compatible server of the object storage tests
 # The demo needs only the build: its simulated NixOS is POSIX sh and coreutils.
 case "$what" in
   build|demo) pkgs=("${build_pkgs[@]}") ;;
