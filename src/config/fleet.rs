@@ -203,17 +203,7 @@ impl FleetConfig {
                 at("keep_generations")
             )));
         }
-        for p in &c.never_publish {
-            if p.is_absolute()
-                || p.components()
-                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
-            {
-                return Err(FleetConfigError(format!(
-                    "{}: never_publish entry {p:?} must be a plain path inside the repository",
-                    at("never_publish")
-                )));
-            }
-        }
+        check_never_publish(&c.never_publish, &at)?;
         // One sshd Match block per user: two hosts sharing a user would share a chroot.
         let mut users: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, h) in &c.hosts {
@@ -263,6 +253,25 @@ impl FleetConfig {
         super::s3::check(&c.s3, &at).map_err(FleetConfigError)?;
         Ok(c)
     }
+}
+
+/// Each `never_publish` entry is a plain relative path inside the repository.
+fn check_never_publish(
+    entries: &[PathBuf],
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), FleetConfigError> {
+    for p in entries {
+        if p.is_absolute()
+            || p.components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(FleetConfigError(format!(
+                "{}: never_publish entry {p:?} must be a plain path inside the repository",
+                at("never_publish")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A name usable as a Unix user name and a path component: `[a-z_][a-z0-9_-]*`, at most 32.
