@@ -95,6 +95,26 @@ pub struct Plan {
     pub linked: usize,
 }
 
+/// The generations of `generations` (ascending) that the mirror lacks, each with the newest
+/// generation below it that both sides will hold by then: the one its copy starts from.
+pub fn missing(
+    generations: &[u64],
+    have: &std::collections::BTreeSet<u64>,
+) -> Vec<(u64, Option<u64>)> {
+    let mut held = have.clone();
+    let mut out = Vec::new();
+    for &g in generations.iter().filter(|g| !have.contains(g)) {
+        let base = held
+            .iter()
+            .rev()
+            .find(|b| **b < g && generations.contains(b))
+            .copied();
+        out.push((g, base));
+        held.insert(g);
+    }
+    out
+}
+
 /// The plan for `new`, starting from a copy of `base` (empty when the mirror has none).
 pub fn plan(new: &Listing, base: &Listing) -> Plan {
     let mut p = Plan::default();

@@ -98,18 +98,7 @@ impl RsyncPusher {
             generation: job.live,
             ..Default::default()
         };
-        let missing: Vec<u64> = job
-            .generations
-            .iter()
-            .filter(|g| !have.contains(g))
-            .copied()
-            .collect();
-        for g in missing {
-            let base = have
-                .iter()
-                .rev()
-                .find(|b| **b < g && job.generations.contains(b))
-                .copied();
+        for (g, base) in super::plan::missing(&job.generations, &have) {
             self.push_generation(job, &hd, g, base, &mut pushed)?;
             have.insert(g);
         }
